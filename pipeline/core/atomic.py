@@ -1,0 +1,81 @@
+"""Atomic file writing: write to a temporary file in the destination folder, then rename over the target.
+
+A reader therefore sees either the old file or the complete new one, never a half-written file, and a crash leaves
+no partial output behind (the temporary file is removed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it to ``target``, on error delete it.
+
+    ``suffix`` defaults to the target's full suffix (e.g. ``.nii.gz``) so that libraries choosing a format from the
+    file name (nibabel, matplotlib) write the right one.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.txt") as tmp:
+    ...     _ = tmp.write_text("hello")
+    >>> (d / "a.txt").read_text()
+    'hello'
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(target.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes(target: str | Path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``target``; returns the target path."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def write_text(target: str | Path, text: str) -> Path:
+    """Atomically write UTF-8 ``text`` to ``target``; returns the target path."""
+    return write_bytes(target, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def write_json(target: str | Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON (numpy scalars and arrays converted, NaN refused)."""
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=False, sort_keys=False)
+    return write_text(target, text + "\n")

@@ -1,0 +1,116 @@
+"""YAML configuration loading, validated against a JSON Schema kept beside it in ``configs/schemas/``.
+
+Every configuration file ``configs/NAME.yaml`` has a schema ``configs/schemas/NAME.schema.yaml``. Errors name the
+file, the offending key path and what was received, e.g.::
+
+    configs/rules.yaml: at 'rules[3].points': -2 is less than the minimum of 0.
+
+The configuration folder defaults to the project's ``configs/``; ``LEGMRI_CONFIG_DIR`` or an explicit path overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+def config_dir() -> Path:
+    """The active configuration folder: ``$LEGMRI_CONFIG_DIR`` if set, else the project's ``configs/``."""
+    env = os.environ.get("LEGMRI_CONFIG_DIR")
+    return Path(env) if env else DEFAULT_CONFIG_DIR
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file safely (``yaml.safe_load``); errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError("file not found.", path=path, fix="check the path or restore the file.") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("is not UTF-8 text.", path=path, fix="save the file as UTF-8 YAML.") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"is not valid YAML{where}: {problem}.", path=path, fix="correct the YAML syntax.") from exc
+
+
+def _key_path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
+
+
+def validate(data: Any, schema: dict, *, path: str | Path, name: str = "") -> None:
+    """Validate ``data`` against a JSON Schema; raise :class:`ConfigError` naming the file and the key path.
+
+    All violations are reported at once, one per line, in document order.
+    """
+    import jsonschema
+
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        lines = [f"at '{_key_path(e.absolute_path)}': {e.message}" for e in errors[:20]]
+        more = f" (and {len(errors) - 20} more)" if len(errors) > 20 else ""
+        what = f" {name}" if name else ""
+        raise ConfigError(
+            f"does not match the{what} schema:\n  " + "\n  ".join(lines) + more,
+            path=path,
+            fix="edit the listed keys to match the schema in configs/schemas/.",
+        )
+
+
+def schema_path(name: str, directory: Path | None = None) -> Path:
+    """Path of the schema of configuration ``name``; the schema is looked up in the active folder first."""
+    for d in (directory or config_dir(), DEFAULT_CONFIG_DIR):
+        p = d / "schemas" / f"{name}.schema.yaml"
+        if p.exists():
+            return p
+    raise ConfigError(f"no schema for configuration '{name}'.", path=DEFAULT_CONFIG_DIR / "schemas",
+                      fix=f"add schemas/{name}.schema.yaml.")
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path_str: str, mtime_ns: int, schema_str: str, schema_mtime_ns: int, name: str) -> Any:
+    data = read_yaml(path_str)
+    schema = read_yaml(schema_str)
+    validate(data, schema, path=path_str, name=name)
+    return data
+
+
+def load_config(name: str, path: str | Path | None = None) -> Any:
+    """Load and validate configuration ``name`` (e.g. ``"labels"``) from ``path`` or the active folder.
+
+    The returned object is a fresh deep copy: callers may modify it freely.
+    """
+    cfg_path = Path(path) if path is not None else config_dir() / f"{name}.yaml"
+    if not cfg_path.exists():
+        raise ConfigError("configuration file not found.", path=cfg_path,
+                          fix=f"restore configs/{name}.yaml or point LEGMRI_CONFIG_DIR at a folder holding it.")
+    sch = schema_path(name, cfg_path.parent)
+    data = _load_cached(str(cfg_path.resolve()), cfg_path.stat().st_mtime_ns, str(sch), sch.stat().st_mtime_ns, name)
+    return copy.deepcopy(data)
+
+
+def config_hash(obj: Any) -> str:
+    """sha256 of a canonical JSON serialisation (sorted keys) of a configuration object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,131 @@
+"""The label registry: one list of label names and ids, read from ``configs/labels.yaml``.
+
+Two views exist for each anatomy:
+
+* **classes** are what a network predicts (side-agnostic for the calf, level-agnostic for the spine), ids 0..N-1
+  with 0 the background;
+* **labels** are what output label maps hold: calf classes split into ``<name>_left`` / ``<name>_right``, spine
+  vertebrae and discs named by level. Ids are consecutive from 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import load_config
+from pipeline.core.errors import ConfigError
+from pipeline.core.geometry import SIDES, Side
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """One output label: id, full name, the class it comes from, and attributes."""
+
+    id: int
+    name: str
+    structure: str
+    side: Side | None = None
+    level: str | None = None
+    kind: str = ""
+    group: str | None = None
+    abbrev: str | None = None
+    color: str = "#888888"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Classes (network output) and labels (label-map ids) of one anatomy."""
+
+    anatomy: str
+    classes: tuple[str, ...]  # index = class id; classes[0] == "background"
+    labels: tuple[LabelInfo, ...]
+    structures: dict[str, dict[str, Any]]
+
+    def label_id(self, name: str) -> int:
+        for lab in self.labels:
+            if lab.name == name:
+                return lab.id
+        raise KeyError(f"unknown {self.anatomy} label '{name}'; known: {', '.join(l.name for l in self.labels)}")
+
+    def by_id(self) -> dict[int, LabelInfo]:
+        return {lab.id: lab for lab in self.labels}
+
+    def class_id(self, structure: str) -> int:
+        try:
+            return self.classes.index(structure)
+        except ValueError as exc:
+            raise KeyError(f"unknown {self.anatomy} class '{structure}'; known: {', '.join(self.classes)}") from exc
+
+    def sided_id(self, structure: str, side: Side) -> int:
+        """Output id of ``structure`` on ``side`` (calf)."""
+        return self.label_id(f"{structure}_{side}")
+
+    @property
+    def muscles(self) -> tuple[str, ...]:
+        return tuple(n for n, s in self.structures.items() if s.get("kind") == "muscle")
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Muscle groups: group name -> member structures (e.g. ``triceps_surae``)."""
+        out: dict[str, list[str]] = {}
+        for name, s in self.structures.items():
+            for g in s.get("groups", []):
+                out.setdefault(g, []).append(name)
+        return {k: tuple(v) for k, v in out.items()}
+
+
+def _check_consecutive(ids: list[int], what: str, path: Path) -> None:
+    if sorted(ids) != list(range(1, len(ids) + 1)):
+        raise ConfigError(f"{what} label ids must be consecutive from 1, got {sorted(ids)}.", path=path,
+                          fix="renumber the labels 1..N without gaps or repeats.")
+
+
+def _build_calf(cfg: dict, path: Path) -> Registry:
+    structures: dict[str, dict[str, Any]] = {s["name"]: s for s in cfg["structures"]}
+    classes = ("background", *structures)
+    labels: list[LabelInfo] = []
+    next_id = 1
+    for name, s in structures.items():
+        for side in SIDES:
+            labels.append(LabelInfo(id=next_id, name=f"{name}_{side}", structure=name, side=side,
+                                    kind=s.get("kind", ""), group=(s.get("groups") or [None])[0],
+                                    abbrev=s.get("abbrev"), color=s.get("color", "#888888")))
+            next_id += 1
+    _check_consecutive([lab.id for lab in labels], "calf", path)
+    return Registry("calf", classes, tuple(labels), structures)
+
+
+def _build_spine(cfg: dict, path: Path) -> Registry:
+    structures: dict[str, dict[str, Any]] = {s["name"]: s for s in cfg["structures"]}
+    classes = ("background", *structures)
+    labels: list[LabelInfo] = []
+    next_id = 1
+    for name, s in structures.items():
+        levels = s.get("levels")
+        for level in levels or [None]:
+            lab_name = f"{name}_{level.replace('-', '_')}" if level else name
+            labels.append(LabelInfo(id=next_id, name=lab_name, structure=name, level=level, kind=s.get("kind", ""),
+                                    abbrev=s.get("abbrev"), color=s.get("color", "#888888")))
+            next_id += 1
+    _check_consecutive([lab.id for lab in labels], "spine", path)
+    return Registry("spine", classes, tuple(labels), structures)
+
+
+@lru_cache(maxsize=8)
+def _registry(anatomy: str, path_str: str) -> Registry:
+    cfg = load_config("labels", path_str)
+    path = Path(path_str)
+    if anatomy == "calf":
+        return _build_calf(cfg["calf"], path)
+    if anatomy == "spine":
+        return _build_spine(cfg["spine"], path)
+    raise KeyError(f"unknown anatomy '{anatomy}' (calf or spine)")
+
+
+def registry(anatomy: str, path: str | Path | None = None) -> Registry:
+    """The label registry of ``anatomy`` (``"calf"`` or ``"spine"``) from configs/labels.yaml (or ``path``)."""
+    from pipeline.core.config import config_dir
+
+    return _registry(anatomy, str(path if path is not None else config_dir() / "labels.yaml"))
