@@ -1,0 +1,1 @@
+"""Input/output: DICOM discovery, grouping, sorting and decoding; NIfTI; series-role classification; DICOM export."""

@@ -1,0 +1,77 @@
+"""NIfTI reading and writing of :class:`~pipeline.core.volume.Volume` (nibabel; RAS+ world, mm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.core.atomic import atomic_path
+from pipeline.core.errors import BadInputError
+from pipeline.core.volume import Volume
+
+#: qform and sform must agree within this (mm, on every affine entry) when both are set.
+QFORM_SFORM_ATOL_MM = 1e-3
+
+
+def _checked_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
+    qform, qcode = img.get_qform(coded=True)
+    sform, scode = img.get_sform(coded=True)
+    if qform is not None and sform is not None and not np.allclose(qform, sform, atol=QFORM_SFORM_ATOL_MM):
+        diff = float(np.max(np.abs(qform - sform)))
+        raise BadInputError(
+            f"qform (code {qcode}) and sform (code {scode}) disagree by up to {diff:.3g} mm; the voxel positions are "
+            "ambiguous.",
+            path=path,
+            fix="rewrite the file with one geometry (e.g. nibabel: img.set_qform(img.get_sform(), code=1)), or "
+                "re-convert it from DICOM with dcm2niix.")
+    if sform is not None:
+        return sform
+    if qform is not None:
+        return qform
+    raise BadInputError("neither qform nor sform is set; the image has no position in the patient.", path=path,
+                        fix="re-convert the image from DICOM (dcm2niix) so that it carries its scanner geometry.")
+
+
+def load_volume(path: str | Path) -> Volume:
+    """Read a 3-D NIfTI file into a Volume; refuses qform/sform disagreement and images without geometry.
+
+    A 4-D file with a single volume is squeezed to 3-D; more volumes are refused.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several exception types for broken files
+        raise BadInputError(f"cannot read NIfTI ({type(exc).__name__}: {exc}).", path=path,
+                            fix="check that the file is a complete .nii/.nii.gz image.") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise BadInputError(f"not a NIfTI image ({type(img).__name__}).", path=path, fix="convert it to NIfTI.")
+    affine = _checked_affine(img, path)
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise BadInputError(f"expected a 3-D image, got shape {data.shape}.", path=path,
+                            fix="split 4-D series into one 3-D file per volume.")
+    slope, inter = img.header.get_slope_inter()
+    if slope not in (None, 1.0) or inter not in (None, 0.0):
+        data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(data.shape)
+    return Volume(np.asarray(data), affine, {"source": str(path)})
+
+
+def save_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> Path:
+    """Atomically write ``volume`` as NIfTI-1 (qform and sform both set to the affine, code 1 = scanner, mm)."""
+    path = Path(path)
+    data = volume.array if dtype is None else volume.array.astype(dtype)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    img = nib.Nifti1Image(data, volume.affine)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path

@@ -1,0 +1,369 @@
+"""Ingestion of one study folder: discover, group, sort, classify and convert every series.
+
+``ingest_study(STUDY, OUT)`` writes ``OUT/series.json`` and ``OUT/volumes/<role>.nii.gz`` (RAS+, reoriented once to
+the closest canonical axis order); ``inspect_study(STUDY)`` returns the same classification as table rows without
+decoding pixels. A study folder holds DICOM files (any names, any depth, with or without DICOMDIR) or NIfTI files
+with a ``study.yaml`` that maps each file to its role.
+
+Everything is read and checked before anything is written, so a rejected study leaves nothing half-written in OUT.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.core.atomic import write_json
+from pipeline.core.config import load_config, read_yaml, validate
+from pipeline.core.errors import BadInputError
+from pipeline.core.provenance import file_sha256, update_provenance
+from pipeline.core.volume import Volume
+from pipeline.io.classify import Classification, RoleRules, plane_of
+from pipeline.io.dicom_read import (
+    Frame,
+    Skipped,
+    Stack,
+    discover,
+    frames_of,
+    group_stacks,
+    read_stack_volume,
+    sort_stack,
+)
+from pipeline.io.nifti import load_volume, save_volume
+
+log = logging.getLogger(__name__)
+
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyInstanceUID",
+                    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "StudyDescription",
+                    "ReferringPhysicianName", "Manufacturer", "ManufacturerModelName", "InstitutionName",
+                    "FrameOfReferenceUID", "MagneticFieldStrength")
+MIN_SLICES_FOR_VOLUME = 3
+STUDY_YAML_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["series"],
+    "properties": {
+        "series": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["file", "role"], "additionalProperties": False,
+            "properties": {"file": {"type": "string"}, "role": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                           "description": {"type": "string"}}}},
+        "patient": {"type": "object"},
+    },
+}
+
+
+@dataclass
+class StackInfo:
+    """A classified stack of a DICOM study, before pixels are decoded."""
+
+    stack: Stack
+    cls: Classification
+    role: str = ""
+    volume_reason: str | None = None  # why no volume is built (localizer, too few slices)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def header(self) -> Any:
+        return self.stack.header
+
+    def center_z_lps(self) -> float:
+        return float(np.mean([fr.ipp[2] for fr in self.stack.frames]))
+
+
+def _text(ds: Any, kw: str) -> str:
+    v = ds.get(kw)
+    return "" if v is None else str(v)
+
+
+def _patient(header: Any) -> dict[str, str]:
+    return {kw: _text(header, kw) for kw in PATIENT_KEYWORDS}
+
+
+# -- DICOM ------------------------------------------------------------------------------------------------------
+def _scan_dicom(study: Path, rules: RoleRules) -> tuple[list[StackInfo], list[Skipped]]:
+    found, skipped = discover(study)
+    frames: list[Frame] = []
+    for path, ds in found:
+        try:
+            frames.extend(frames_of(path, ds))
+        except BadInputError as exc:
+            skipped.append(Skipped(str(path), exc.message))
+    infos: list[StackInfo] = []
+    for group in group_stacks(frames):
+        first = group[0]
+        cls = rules.classify(first.header, first.iop, first.image_type)
+        strict = not cls.localizer and len(group) >= MIN_SLICES_FOR_VOLUME
+        stack = sort_stack(group, strict=strict)
+        info = StackInfo(stack, cls, warnings=list(stack.warnings))
+        if cls.localizer:
+            info.volume_reason = "localizer/scout images are not analysed"
+        elif len(stack.frames) < MIN_SLICES_FOR_VOLUME:
+            info.volume_reason = f"only {len(stack.frames)} slice(s); at least {MIN_SLICES_FOR_VOLUME} make a volume"
+        infos.append(info)
+    _assign_roles(infos)
+    return infos, skipped
+
+
+def _assign_roles(infos: list[StackInfo]) -> None:
+    """Give each stack a unique role: duplicates get _2, _3 ... from superior to inferior; others other_<n>."""
+    by_role: dict[str, list[StackInfo]] = defaultdict(list)
+    others: list[StackInfo] = []
+    for info in infos:
+        base = info.cls.base_role
+        if base is None or info.volume_reason:
+            others.append(info)
+        else:
+            by_role[base].append(info)
+    for base, group in by_role.items():
+        group.sort(key=lambda i: (-i.center_z_lps(), _text(i.header, "SeriesNumber")))
+        for n, info in enumerate(group, start=1):
+            info.role = base if n == 1 else f"{base}_{n}"
+    others.sort(key=lambda i: (_text(i.header, "SeriesNumber").zfill(6), i.stack.first.series_uid,
+                               float(i.stack.first.ipp @ i.stack.first.normal)))
+    counters: dict[str, int] = defaultdict(int)
+    for info in others:
+        prefix = "localizer" if info.cls.localizer else "other"
+        counters[prefix] += 1
+        n = counters[prefix]
+        info.role = prefix if prefix == "localizer" and n == 1 else f"{prefix}_{n}"
+
+
+def _canonical(volume: Volume) -> tuple[Volume, int]:
+    """Reorient to the closest canonical (RAS) axis order; return the volume and the array axis that was the
+    acquisition slice axis."""
+    img = nib.Nifti1Image(volume.array, volume.affine)
+    ornt = nib.orientations.io_orientation(volume.affine)
+    can = nib.as_closest_canonical(img)
+    slice_axis = int(ornt[2, 0])
+    return Volume(np.asanyarray(can.dataobj), can.affine, dict(volume.meta)), slice_axis
+
+
+def _series_entry(info: StackInfo, volume: Volume | None, slice_axis: int | None, acq_affine: np.ndarray | None,
+                  ) -> dict[str, Any]:
+    hdr, fr = info.header, info.stack.first
+    entry: dict[str, Any] = {
+        "uid": fr.series_uid,
+        "series_number": _text(hdr, "SeriesNumber"),
+        "description": _text(hdr, "SeriesDescription"),
+        "role": info.role,
+        "anatomy": info.cls.anatomy,
+        "contrast": info.cls.contrast,
+        "plane": info.cls.plane,
+        "obliquity_deg": info.cls.obliquity_deg,
+        "dixon": info.cls.dixon,
+        "localizer": info.cls.localizer,
+        "vendor": _text(hdr, "Manufacturer"),
+        "image_type": list(fr.image_type),
+        "echo_time_ms": fr.echo_time,
+        "sop_class_uid": fr.sop_class_uid,
+        "n_slices": len(info.stack.frames),
+        "files": info.stack.files,
+        "sop_instance_uids": [f.sop_instance_uid for f in info.stack.frames],
+        "frame_numbers": [None if f.frame_index is None else f.frame_index + 1 for f in info.stack.frames],
+        "volume": None,
+        "volume_reason": info.volume_reason,
+        "warnings": list(info.warnings),
+    }
+    if volume is not None:
+        entry.update({
+            "volume": f"volumes/{info.role}.nii.gz",
+            "shape": list(volume.shape),
+            "spacing_mm": [round(s, 6) for s in volume.spacing_mm],
+            "affine": np.round(volume.affine, 6).tolist(),
+            "axcodes": "".join(volume.axcodes),
+            "slice_axis": slice_axis,
+            "acquisition_affine": np.round(acq_affine, 6).tolist() if acq_affine is not None else None,
+        })
+    else:
+        entry.update({"shape": [fr.columns, fr.rows, len(info.stack.frames)],
+                      "spacing_mm": [fr.pixel_spacing[1], fr.pixel_spacing[0], fr.slice_thickness]})
+    return entry
+
+
+def _no_images_error(study: Path, skipped: list[Skipped]) -> BadInputError:
+    if not skipped:
+        return BadInputError("the folder holds no files.", path=study,
+                             fix="point legmri at a folder containing the study's DICOM files (or NIfTI + study.yaml).")
+    examples = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
+    return BadInputError(f"no DICOM image series found among {len(skipped)} file(s) ({examples}).", path=study,
+                         fix="copy the DICOM images of the study into this folder, or add a study.yaml for NIfTI.")
+
+
+# -- NIfTI ------------------------------------------------------------------------------------------------------
+def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Volume]]]:
+    spec_path = study / "study.yaml"
+    spec = read_yaml(spec_path)
+    validate(spec, STUDY_YAML_SCHEMA, path=spec_path, name="study.yaml")
+    roles = [s["role"] for s in spec["series"]]
+    dup = sorted({r for r in roles if roles.count(r) > 1})
+    if dup:
+        raise BadInputError(f"role(s) {', '.join(dup)} listed more than once.", path=spec_path,
+                            fix="give each file its own role (e.g. lumbar_ax_t2 and lumbar_ax_t2_2).")
+    out: list[tuple[dict[str, Any], Volume]] = []
+    for item in spec["series"]:
+        path = (study / item["file"]).resolve()
+        if not path.exists():
+            raise BadInputError(f"file '{item['file']}' listed in study.yaml does not exist.", path=spec_path,
+                                fix="correct the file name in study.yaml or add the file.")
+        vol = load_volume(path)
+        can, slice_axis = _canonical(vol)
+        role = item["role"]
+        anatomy = "calf" if role.startswith("calf_") else "lumbar" if role.startswith("lumbar_") else "other"
+        plane = {0: "sagittal", 1: "coronal", 2: "axial"}[int(np.argmax(np.abs(vol.affine[:3, 2])))]
+        entry = {"uid": None, "description": item.get("description", ""), "role": role, "anatomy": anatomy,
+                 "contrast": role.split("_")[-1] if anatomy == "calf" else role.split("_")[2] if anatomy == "lumbar"
+                 and role.count("_") >= 2 else "unknown", "plane": plane, "vendor": "", "files": [str(path)],
+                 "sha256": file_sha256(path), "sop_instance_uids": [], "volume": f"volumes/{role}.nii.gz",
+                 "shape": list(can.shape), "spacing_mm": [round(s, 6) for s in can.spacing_mm],
+                 "affine": np.round(can.affine, 6).tolist(), "axcodes": "".join(can.axcodes),
+                 "slice_axis": slice_axis, "acquisition_affine": np.round(vol.affine, 6).tolist(), "warnings": []}
+        out.append((entry, can))
+    return spec.get("patient", {}), out
+
+
+# -- public API -------------------------------------------------------------------------------------------------
+def _check_study(study: Path) -> Path:
+    study = Path(study)
+    if not study.exists():
+        raise BadInputError("study folder does not exist.", path=study, fix="check the path.")
+    if not study.is_dir():
+        raise BadInputError("is a file, not a study folder.", path=study,
+                            fix="pass the folder that holds the study's files.")
+    return study.resolve()
+
+
+def _rules_for(study: Path) -> RoleRules:
+    extra = load_config("default").get("ingest", {}).get("series_roles_extra")
+    return RoleRules.load(study, extra)
+
+
+def inspect_study(study: Path) -> list[dict[str, Any]]:
+    """Rows describing every series of ``study`` (role, plane, shape, spacing, slices, warnings)."""
+    study = _check_study(study)
+    if (study / "study.yaml").exists():
+        _, items = _nifti_study(study)
+        return [{k: e.get(k) for k in ("role", "description", "plane", "shape", "spacing_mm", "warnings")}
+                | {"uid": "", "n_slices": e["shape"][e["slice_axis"]], "vendor": "NIfTI"} for e, _ in items]
+    infos, skipped = _scan_dicom(study, _rules_for(study))
+    if not infos:
+        raise _no_images_error(study, skipped)
+    rows = []
+    for info in infos:
+        fr = info.stack.first
+        rows.append({"uid": fr.series_uid, "role": info.role, "description": _text(info.header, "SeriesDescription"),
+                     "plane": info.cls.plane, "shape": [fr.columns, fr.rows, len(info.stack.frames)],
+                     "spacing_mm": [fr.pixel_spacing[1], fr.pixel_spacing[0],
+                                    _slice_step(info.stack) or fr.slice_thickness],
+                     "n_slices": len(info.stack.frames), "vendor": _text(info.header, "Manufacturer"),
+                     "warnings": info.warnings + ([info.volume_reason] if info.volume_reason else [])})
+    return sorted(rows, key=lambda r: r["role"])
+
+
+def _slice_step(stack: Stack) -> float | None:
+    if len(stack.frames) < 2:
+        return None
+    return round(float(np.linalg.norm(stack.frames[-1].ipp - stack.frames[0].ipp) / (len(stack.frames) - 1)), 4)
+
+
+def format_inspect_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of :func:`inspect_study` rows."""
+    def fmt_shape(s: Any) -> str:
+        return "x".join(str(v) for v in s) if s else "-"
+
+    def fmt_sp(s: Any) -> str:
+        return "x".join(f"{v:.3g}" if v is not None else "?" for v in s) if s else "-"
+
+    header = ("role", "plane", "shape", "spacing_mm", "vendor", "description", "notes")
+    table = [header] + [(r["role"], r["plane"], fmt_shape(r["shape"]), fmt_sp(r["spacing_mm"]), r.get("vendor") or "",
+                         r.get("description") or "", "; ".join(r.get("warnings") or [])) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    lines = []
+    for n, row in enumerate(table):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths)) + ("  " + row[-1] if row[-1]
+                                                                                         else ""))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ingest_study(study: Path, out: Path) -> dict[str, Any]:
+    """Read, classify and convert every series of ``study``; write ``OUT/series.json`` and ``OUT/volumes/``.
+
+    Returns the content of series.json. Raises :class:`BadInputError` (nothing written) for a study that cannot be
+    used: no images, a stack with a missing slice or duplicate positions, NIfTI geometry conflicts.
+    """
+    study = _check_study(study)
+    out = Path(out)
+    written: list[tuple[str, Volume]] = []
+    if (study / "study.yaml").exists():
+        patient, items = _nifti_study(study)
+        series = [e for e, _ in items]
+        written = [(e["role"], v) for e, v in items]
+        skipped: list[Skipped] = []
+        inputs = {e["role"]: {"files": e["files"], "sha256": e["sha256"]} for e in series}
+        fmt = "nifti"
+    else:
+        infos, skipped = _scan_dicom(study, _rules_for(study))
+        if not any(i.volume_reason is None for i in infos):
+            if infos:
+                raise BadInputError(f"no image series with at least {MIN_SLICES_FOR_VOLUME} slices was found "
+                                    f"({len(infos)} localizer or single-slice stack(s) only).", path=study,
+                                    fix="copy the study's diagnostic series (not only localizers) into the folder.")
+            raise _no_images_error(study, skipped)
+        cache: dict = {}
+        series = []
+        for info in infos:
+            vol = can = None
+            slice_axis = None
+            if info.volume_reason is None:
+                vol = read_stack_volume(info.stack, cache)
+                can, slice_axis = _canonical(vol)
+                written.append((info.role, can))
+            series.append(_series_entry(info, can, slice_axis, vol.affine if vol is not None else None))
+            cache.clear()
+        patient = _patient(infos[0].header)
+        uids = sorted({_text(i.header, "StudyInstanceUID") for i in infos})
+        if len(uids) > 1:
+            for e in series:
+                e["warnings"].append(f"the folder holds {len(uids)} studies (StudyInstanceUIDs); "
+                                     "they are ingested together")
+        inputs = {e["role"]: {"sop_instance_uids": e["sop_instance_uids"]} for e in series}
+        fmt = "dicom"
+    index = {"study": str(study), "format": fmt, "patient": patient,
+             "study_uid": patient.get("StudyInstanceUID", "") if isinstance(patient, dict) else "",
+             "series": series, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}
+    # --- everything was read and checked: write (each file atomically; series.json last) ---
+    vol_dir = out / "volumes"
+    keep = {f"{role}.nii.gz" for role, _ in written}
+    if vol_dir.exists():
+        for stale in vol_dir.glob("*.nii.gz"):
+            if stale.name not in keep:
+                stale.unlink()
+    for role, vol in written:
+        save_volume(vol, vol_dir / f"{role}.nii.gz")
+    write_json(out / "series.json", index)
+    update_provenance(out, inputs=inputs)
+    return index
+
+
+def role_pattern(role: str) -> re.Pattern:
+    """Regex matching ``role`` and its numbered duplicates (``lumbar_ax_t2``, ``lumbar_ax_t2_2``, ...)."""
+    return re.compile(rf"^{re.escape(role)}(_\d+)?$")
+
+
+def volumes_by_role(out: Path, role: str) -> list[tuple[dict[str, Any], Volume]]:
+    """Series entries and volumes in ``OUT`` whose role is ``role`` or a numbered duplicate of it."""
+    import json
+
+    index = json.loads((Path(out) / "series.json").read_text(encoding="utf-8"))
+    rx = role_pattern(role)
+    return [(e, load_volume(Path(out) / e["volume"])) for e in index["series"] if e.get("volume") and rx.match(e["role"])]
+
+
+__all__ = ["inspect_study", "ingest_study", "format_inspect_table", "volumes_by_role", "role_pattern", "plane_of"]
