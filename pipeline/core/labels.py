@@ -48,7 +48,7 @@ class Registry:
         for lab in self.labels:
             if lab.name == name:
                 return lab.id
-        raise KeyError(f"unknown {self.anatomy} label '{name}'; known: {', '.join(l.name for l in self.labels)}")
+        raise KeyError(f"unknown {self.anatomy} label '{name}'; known: {', '.join(lab.name for lab in self.labels)}")
 
     def by_id(self) -> dict[int, LabelInfo]:
         return {lab.id: lab for lab in self.labels}
