@@ -118,11 +118,12 @@ def _ds_str(v: float) -> str:
 
 def write_series(volume: Volume, out_dir: str | Path, study: StudyInfo, series: SeriesInfo, *,
                  rng: np.random.Generator | None = None, random_names: bool = True,
-                 transfer_syntax: str = "explicit") -> list[Path]:
+                 transfer_syntax: str = "explicit", sop_instance_uids: Sequence[str] | None = None) -> list[Path]:
     """Write ``volume`` as one DICOM file per slice into ``out_dir``; returns the paths in slice order.
 
     ``random_names`` gives files random hexadecimal names (as many PACS exports do); ``transfer_syntax`` is
     ``"explicit"`` (uncompressed), ``"rle"`` (RLE Lossless) or ``"jpeg2000"`` (JPEG 2000 Lossless, via pylibjpeg).
+    ``sop_instance_uids`` fixes the instance UIDs (reproducible output); new UIDs are generated otherwise.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def write_series(volume: Volume, out_dir: str | Path, study: StudyInfo, series: 
     for k in range(volume.shape[2]):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-        sop_uid = generate_uid()
+        sop_uid = sop_instance_uids[k] if sop_instance_uids is not None else generate_uid()
         meta.MediaStorageSOPInstanceUID = sop_uid
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
