@@ -504,11 +504,7 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
                         ff_sums[s][name] += float(ffv[msk].sum())
             # downsample fine -> output (block mean / block majority)
             bi, bj = i1 - i0, j1 - j0
-
-            def block(a: np.ndarray) -> np.ndarray:
-                return a.reshape(bi, fine, bj, fine).mean(axis=(1, 3))
-
-            w_out, f_out, s_out = block(acc_w / sub), block(acc_f / sub), block(acc_s / sub)
+            w_out, f_out, s_out = (_block_mean(acc / sub, fine) for acc in (acc_w, acc_f, acc_s))
             votes = lab_count.reshape(n_classes, bi, fine, bj, fine).sum(axis=(2, 4))
             bg_votes = fine * fine * sub - votes.sum(axis=0)
             best = np.argmax(votes, axis=0)
@@ -545,6 +541,11 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
 
     truth = _truth(spec, legs, reg, counts, ff_sums, slice_area, vox_fine, z0, dz, nz, t_of, lab_vol)
     return CalfPhantom(spec, series, lab_vol, truth, {"water": Volume(water, affine), "fat": Volume(fat, affine)})
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Mean over f x f in-plane blocks (fine rendering -> output voxels)."""
+    return a.reshape(a.shape[0] // f, f, a.shape[1] // f, f).mean(axis=(1, 3))
 
 
 def _truth(spec, legs, reg, counts, ff_sums, slice_area, vox_fine, z0, dz, nz, t_of, lab_vol) -> dict[str, Any]:
