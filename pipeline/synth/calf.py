@@ -107,6 +107,7 @@ class CalfSpec:
     with_stir: bool = False
     anatomy_jitter: float = 1.0  # scales the random anatomical variation (0 = the template)
     intensity_scale: float = 500.0  # stored value of proton density 1.0 at unit bias
+    leg_asymmetry: float = 0.02  # sd of the independent left/right log-CSA differences of healthy muscles
 
     def muscle(self, side: str, name: str) -> MusclePathology:
         return self.pathology.get(side, {}).get(name, MusclePathology())
@@ -136,6 +137,7 @@ class CalfSpec:
             n_slices=n, slice_mm=slice_mm, in_plane_mm=float(rng.uniform(0.6, 1.5)),
             snr=float(rng.uniform(15, 60)), bias=float(rng.uniform(0.0, 0.45)),
             vendor=str(rng.choice(VENDORS)), with_ffmap=bool(rng.uniform() < 0.3),
+            leg_asymmetry=float(rng.uniform(0.0, 0.08)),
         )
         kind = rng.choice(["healthy", "myopathic", "neurogenic", "focal", "mixed"], p=[0.25, 0.2, 0.25, 0.15, 0.15])
         path: dict[str, dict[str, MusclePathology]] = {s: {} for s in SIDES}
@@ -186,7 +188,10 @@ def _interp(profile: Any, t: float) -> float:
 class _Leg:
     """The cross-sectional model of one leg; all randomness drawn once at construction."""
 
-    def __init__(self, side: Side, spec: CalfSpec, center_xy: tuple[float, float], rng: np.random.Generator):
+    def __init__(self, side: Side, spec: CalfSpec, center_xy: tuple[float, float], rng: np.random.Generator,
+                 rng_side: np.random.Generator):
+        """``rng`` draws the anatomy shared by both legs of a person (mirror images); ``rng_side`` the left/right
+        differences (``spec.leg_asymmetry``)."""
         self.side = side
         self.spec = spec
         self.cx, self.cy = center_xy
@@ -198,7 +203,8 @@ class _Leg:
         self.aspect = 1.0 + 0.12 * rng.uniform(-1, 1) * j + 0.08
         self.seed_jit = {m: rng.normal(0, 0.04 * j, 2) for m in MUSCLES}
         self.seed_drift = {m: rng.normal(0, 0.03 * j, 2) for m in MUSCLES}
-        self.csa_jit = {m: float(np.exp(rng.normal(0, 0.10 * j))) for m in MUSCLES}
+        self.csa_jit = {m: float(np.exp(rng.normal(0, 0.10 * j) + rng_side.normal(0, spec.leg_asymmetry)))
+                        for m in MUSCLES}
         self.noise = {m: smooth_noise_2d(rng, 6, 0.05) for m in MUSCLES}
         self.patch = {m: smooth_noise_2d(rng, 8, 0.08) for m in MUSCLES}
         self.fat_field = smooth_noise_2d(rng, 4, 0.03)
@@ -323,8 +329,9 @@ class _Leg:
         return np.hypot(du, dv) - radius * (1 + tri * np.cos(3 * (th - 1.9)))
 
     def render(self, x: np.ndarray, y: np.ndarray, t: float, weights: dict[str, float], class_of: dict[str, int]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Class ids, fat fraction, proton density and STIR weighting at world points (x, y) for level ``t``."""
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Class ids, fat fraction, proton density, STIR weighting and a muscle-tissue mask (muscle voxels that are
+        not fascia or membrane) at world points (x, y) for level ``t``."""
         g = self._grid(x, y)
         u, v, r, th = g["u"], g["v"], g["r"], g["th"]
         a, b = self.region_axes(t)
@@ -334,6 +341,7 @@ class _Leg:
         ff = np.zeros(u.shape)
         rho = np.zeros(u.shape)
         t2w = np.zeros(u.shape)
+        muscle_tissue = np.zeros(u.shape, bool)
 
         def put(mask, c, tissue, ff_val=None, rho_val=None, t2=None):
             cls[mask] = c
@@ -370,6 +378,7 @@ class _Leg:
             ff[idx] = mus_ff
             rho[idx] = TISSUES["muscle"].rho * (1 - mus_ff) + TISSUES["subcutaneous_fat"].rho * mus_ff
             t2w[idx] = mus_t2
+            muscle_tissue[idx] = True
             if len(names) > 1:
                 second = order[1]
                 c1 = np.array([seeds[m] for m in names])
@@ -377,8 +386,8 @@ class _Leg:
                 d2 = np.take_along_axis(d, second[None], 0)[0]
                 sep = np.linalg.norm(c1[best] - c1[second], axis=1)
                 fascia = (d2 - d1) / (2 * np.maximum(sep, 1e-6)) < FASCIA_HALF_WIDTH_MM
-                fidx = tuple(ix[fascia] for ix in idx)
-                cls[fidx] = 0
+                fidx = tuple(ix[fascia] for ix in idx)  # fascia: its own signal, labelled with the nearer muscle
+                muscle_tissue[fidx] = False
                 ff[fidx] = TISSUES["fascia"].ff
                 rho[fidx] = TISSUES["fascia"].rho
                 t2w[fidx] = TISSUES["fascia"].t2w
@@ -388,13 +397,15 @@ class _Leg:
         seg = np.array([fu - tu, fv - tv])
         s = np.clip(((u - tu) * seg[0] + (v - tv) * seg[1]) / (seg @ seg), 0, 1)
         mem = region & (np.hypot(u - (tu + s * seg[0]), v - (tv + s * seg[1])) < 0.5)
-        put(mem, 0, "fascia")
+        ff[mem], rho[mem], t2w[mem] = TISSUES["fascia"].ff, TISSUES["fascia"].rho, TISSUES["fascia"].t2w
+        muscle_tissue[mem] = False
         for name, (bu, bv, br, cortex) in bones.items():
             tri = 0.16 if name == "tibia" else 0.05
             dist = self._bone_r(u - bu, v - bv, br, tri)
             put(dist <= 0, class_of[name], "cortex")
             put(dist <= -cortex, class_of[name], "marrow")
-        return cls, ff, rho, t2w
+            muscle_tissue[dist <= 0] = False
+        return cls, ff, rho, t2w, muscle_tissue
 
 
 def _muscle_ff(p: MusclePathology, field_vals: np.ndarray) -> np.ndarray:
@@ -431,7 +442,8 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
     rng = np.random.default_rng(seed)
     reg = registry("calf")
     class_of = {name: reg.class_id(name) for name in reg.classes[1:]}
-    legs = {s: _Leg(s, spec, (0.0, 0.0), np.random.default_rng([seed, i])) for i, s in enumerate(SIDES)}
+    legs = {s: _Leg(s, spec, (0.0, 0.0), np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1 + i]))
+            for i, s in enumerate(SIDES)}
     legs = {s: legs[s] for s in spec.legs}
     _leg_centers(spec, legs)
 
@@ -469,8 +481,10 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
     vox_fine = (dx / fine) ** 2 * (dz / sub)
     counts = {s: {m: 0 for m in reg.classes[1:]} for s in spec.legs}
     ff_sums = {s: {m: 0.0 for m in MUSCLES} for s in spec.legs}
+    ff_counts = {s: {m: 0 for m in MUSCLES} for s in spec.legs}
     slice_area = {s: {m: np.zeros(nz) for m in reg.classes[1:]} for s in spec.legs}
     offs = (np.arange(fine) + 0.5) / fine - 0.5
+    tie_rng = np.random.default_rng([seed, 3])
     for k in range(nz):
         zc = z0 + k * dz
         for s, leg in legs.items():
@@ -487,7 +501,7 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
             lab_count = np.zeros((n_classes,) + X.shape, np.int16)
             for q in range(sub):
                 z = zc + ((q + 0.5) / sub - 0.5) * dz
-                cls, ffv, rho, t2w = leg.render(X, Y, t_of(z), weights, class_of)
+                cls, ffv, rho, t2w, tissue = leg.render(X, Y, t_of(z), weights, class_of)
                 acc_w += rho * (1 - ffv)
                 acc_f += rho * ffv
                 acc_s += rho * (1 - ffv) * t2w
@@ -501,15 +515,18 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
                     counts[s][name] += n_c
                     slice_area[s][name][k] += n_c * (dx / fine) ** 2 / sub
                     if name in ff_sums[s]:
-                        ff_sums[s][name] += float(ffv[msk].sum())
+                        mt = msk & tissue
+                        ff_sums[s][name] += float(ffv[mt].sum())
+                        ff_counts[s][name] += int(mt.sum())
             # downsample fine -> output (block mean / block majority)
             bi, bj = i1 - i0, j1 - j0
             w_out, f_out, s_out = (_block_mean(acc / sub, fine) for acc in (acc_w, acc_f, acc_s))
-            votes = lab_count.reshape(n_classes, bi, fine, bj, fine).sum(axis=(2, 4))
-            bg_votes = fine * fine * sub - votes.sum(axis=0)
+            votes = lab_count.reshape(n_classes, bi, fine, bj, fine).sum(axis=(2, 4)).astype(np.float32)
+            votes[0] = fine * fine * sub - votes[1:].sum(axis=0)  # background
+            # majority vote; a deterministic random fraction breaks exact ties without favouring any class
+            votes += tie_rng.uniform(0.0, 0.5, votes.shape).astype(np.float32)
             best = np.argmax(votes, axis=0)
-            best_votes = np.take_along_axis(votes, best[None], 0)[0]
-            lab_out = np.where(best_votes >= bg_votes, sided[best, SIDES.index(s)], 0)
+            lab_out = np.where(best > 0, sided[best, SIDES.index(s)], 0)
             sl = (slice(i0, i1), slice(j0, j1), k)
             inside = lab_out > 0
             labels[sl] = np.where(inside | (labels[sl] == 0), lab_out, labels[sl])
@@ -539,7 +556,7 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
         series.append(SynthSeries("calf_stir", Volume(np.round(st * scale).astype(np.uint16), affine), lab_vol,
                                   naming["stir"], "axial", "stir"))
 
-    truth = _truth(spec, legs, reg, counts, ff_sums, slice_area, vox_fine, z0, dz, nz, t_of, lab_vol)
+    truth = _truth(spec, legs, reg, counts, ff_sums, ff_counts, slice_area, vox_fine, z0, dz, nz, t_of, lab_vol)
     return CalfPhantom(spec, series, lab_vol, truth, {"water": Volume(water, affine), "fat": Volume(fat, affine)})
 
 
@@ -548,7 +565,7 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(a.shape[0] // f, f, a.shape[1] // f, f).mean(axis=(1, 3))
 
 
-def _truth(spec, legs, reg, counts, ff_sums, slice_area, vox_fine, z0, dz, nz, t_of, lab_vol) -> dict[str, Any]:
+def _truth(spec, legs, reg, counts, ff_sums, ff_counts, slice_area, vox_fine, z0, dz, nz, t_of, lab_vol) -> dict[str, Any]:
     muscles: dict[str, dict[str, Any]] = {}
     levels = [int(round(f * (nz - 1))) for f in (0.25, 0.5, 0.75)]
     for s in spec.legs:
@@ -557,7 +574,8 @@ def _truth(spec, legs, reg, counts, ff_sums, slice_area, vox_fine, z0, dz, nz, t
             n = counts[s][name]
             entry = {"volume_ml": round(n * vox_fine / 1000.0, 4)}
             if name in MUSCLES:
-                entry["ff_pct"] = round(100.0 * ff_sums[s][name] / n, 4) if n else None
+                nt = ff_counts[s][name]
+                entry["ff_pct"] = round(100.0 * ff_sums[s][name] / nt, 4) if nt else None
             entry["csa_mm2_at_levels"] = {f"{z0 + k * dz:.1f}": round(float(slice_area[s][name][k]), 2) for k in levels}
             muscles[s][name] = entry
     girth: dict[str, Any] = {}

@@ -118,12 +118,12 @@ def make_case(name: str, seed: int, vendor: str | None = None) -> Case:
                      "birth_date": "19850203"})
     if name == "nmh":
         # index case: right calf ~5 cm larger; right GM complete fatty change; right soleus hypertrophy ~+30 %
-        spec.leg_scale = {"left": 1.02, "right": 1.08}
+        spec.leg_scale = {"left": 1.03, "right": 1.03}
         spec.fat_mm = {"left": 9.0, "right": 14.5}
         spec.pathology = {"right": {
-            "gastrocnemius_medial": MusclePathology(ff=0.82, pattern="complete", scale=1.0),
-            "soleus": MusclePathology(ff=0.04, pattern="diffuse", scale=1.25),
-            "gastrocnemius_lateral": MusclePathology(ff=0.06, pattern="diffuse", scale=1.05),
+            "gastrocnemius_medial": MusclePathology(ff=0.82, pattern="complete", scale=1.10),
+            "soleus": MusclePathology(ff=0.04, pattern="diffuse", scale=1.32),
+            "gastrocnemius_lateral": MusclePathology(ff=0.06, pattern="diffuse", scale=1.08),
             "flexor_hallucis_longus": MusclePathology(ff=0.05, pattern="diffuse", scale=1.05),
         }}
         spec.vendor = vendor or "siemens"

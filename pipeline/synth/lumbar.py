@@ -1,0 +1,374 @@
+"""Lumbar spine phantom: sagittal T2 and axial T2 stacks angled to the lower discs, with exact canal truth.
+
+Geometry. The spine follows a lordotic circular arc in the patient's sagittal plane. Every point is expressed in
+spine coordinates: ``s`` (mm along the arc, downwards from the top of L1), ``a`` (mm anterior of the arc, which runs
+through the vertebral-body centres) and ``x`` (mm towards the patient's right, RAS). Vertebral bodies L1-L5 and the
+sacrum (S1) alternate with discs L1-L2 .. L5-S1; behind them lie the epidural space, the dural sac (CSF with cauda
+equina roots), the traversing roots in the lateral recesses, the ligamentum flavum, the posterior elements (pedicles,
+facets, laminae, spinous processes) and the foramina with the exiting roots.
+
+Canal knobs per disc level (:class:`LevelSpec`): the dural sac cross-section at the disc mid-plane is an ellipse of
+area ``dsca_mm2`` and AP diameter ``ap_mm`` (narrowing focally around the disc with a Gaussian profile of 12 mm), the
+superior articular facet's anterior margin lies ``recess_mm`` behind the posterior disc margin on each side (lateral
+recess depth, Ciric et al., J Neurosurg 1980;53:433-443), and each foramen is an ellipse of area ``foramen_mm2`` in
+the parasagittal plane through it. These are the analytic truth written to ground_truth.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.geometry import SIDES
+from pipeline.core.labels import registry
+from pipeline.core.volume import Volume
+from pipeline.synth.common import SynthSeries
+from pipeline.synth.physics import bias_field, rician
+
+LEVELS = ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
+BODIES = ("L1", "L2", "L3", "L4", "L5")
+#: T2-weighted signal of each tissue (CSF = 1).
+T2_SIGNAL = {"background": 0.0, "soft": 0.22, "subcutaneous_fat": 0.75, "paraspinal": 0.28, "marrow": 0.45,
+             "cortex": 0.06, "nucleus": 0.85, "annulus": 0.2, "csf": 1.0, "root": 0.3, "epidural_fat": 0.72,
+             "flavum": 0.12, "posterior": 0.4}
+SAC_PROFILE_MM = 12.0  # half-width (1/e) of the focal narrowing of the sac around a disc
+FORAMEN_X_MM = 24.0  # |x| of the foraminal mid-plane
+FORAMEN_SLAB_MM = 5.0  # half-thickness (x) of the foramen
+
+
+@dataclass
+class LevelSpec:
+    """Canal geometry at one disc level (truth values)."""
+
+    dsca_mm2: float = 210.0
+    ap_mm: float = 14.0
+    recess_mm: dict[str, float] = field(default_factory=lambda: {"left": 5.5, "right": 5.5})
+    foramen_mm2: dict[str, float] = field(default_factory=lambda: {"left": 110.0, "right": 110.0})
+    disc_height_mm: float = 10.0
+
+
+@dataclass
+class LumbarSpec:
+    levels: dict[str, LevelSpec] = field(default_factory=lambda: {lv: LevelSpec() for lv in LEVELS})
+    body_height_mm: float = 27.0
+    lordosis_radius_mm: float = 300.0
+    offset_mm: tuple[float, float, float] = (0.0, -10.0, 0.0)
+    sag_slices: int = 15
+    sag_slice_mm: float = 3.5
+    sag_in_plane_mm: float = 1.0
+    sag_matrix: int = 256
+    ax_levels: tuple[str, ...] = ("L3-L4", "L4-L5", "L5-S1")
+    ax_slices: int = 5
+    ax_slice_mm: float = 4.0
+    ax_in_plane_mm: float = 0.8
+    ax_matrix: int = 160
+    snr: float = 30.0
+    bias: float = 0.2
+    vendor: str = "siemens"
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> LumbarSpec:
+        spec = cls(body_height_mm=float(rng.uniform(24, 30)), lordosis_radius_mm=float(rng.uniform(220, 420)),
+                   offset_mm=(float(rng.uniform(-10, 10)), float(rng.uniform(-30, 10)), float(rng.uniform(-20, 20))),
+                   sag_slice_mm=float(rng.choice([3.0, 3.5, 4.0])), sag_in_plane_mm=float(rng.uniform(0.8, 1.1)),
+                   ax_slice_mm=float(rng.choice([3.0, 4.0])), ax_in_plane_mm=float(rng.uniform(0.6, 0.9)),
+                   snr=float(rng.uniform(18, 45)), bias=float(rng.uniform(0, 0.35)),
+                   vendor=str(rng.choice(["siemens", "philips", "ge"])))
+        for lv in LEVELS:
+            spec.levels[lv] = _random_level(rng)
+        return spec
+
+
+def _random_level(rng: np.random.Generator) -> LevelSpec:
+    stenotic = rng.uniform() < 0.3
+    ap = float(rng.uniform(6.5, 10)) if stenotic else float(rng.uniform(11, 16))
+    dsca = float(rng.uniform(55, 110)) if stenotic else float(rng.uniform(150, 260))
+    dsca = min(dsca, np.pi * ap / 2 * 12.5)  # keep the sac width plausible (<= 25 mm)
+    return LevelSpec(dsca_mm2=dsca, ap_mm=ap,
+                     recess_mm={s: float(rng.uniform(1.5, 3.0) if rng.uniform() < 0.25 else rng.uniform(4, 7))
+                                for s in SIDES},
+                     foramen_mm2={s: float(rng.uniform(40, 75) if rng.uniform() < 0.2 else rng.uniform(90, 140))
+                                  for s in SIDES},
+                     disc_height_mm=float(rng.uniform(8, 12)))
+
+
+def lumbar_spec_for_case(case: str, rng: np.random.Generator) -> LumbarSpec:
+    """Lumbar spec of a named case: ``nmh`` (L4-L5 central stenosis ~70 mm2, right lateral recess narrowing),
+    ``control`` / ``myopathic`` (normal canal), ``random``."""
+    if case == "random":
+        return LumbarSpec.random(rng)
+    spec = LumbarSpec(body_height_mm=float(rng.uniform(25.5, 28.5)), lordosis_radius_mm=float(rng.uniform(260, 340)))
+    for lv in LEVELS:
+        spec.levels[lv] = LevelSpec(dsca_mm2=float(rng.uniform(190, 240)), ap_mm=float(rng.uniform(13, 15.5)),
+                                    recess_mm={s: float(rng.uniform(5.0, 6.5)) for s in SIDES},
+                                    foramen_mm2={s: float(rng.uniform(100, 130)) for s in SIDES},
+                                    disc_height_mm=float(rng.uniform(9, 11)))
+    if case == "nmh":
+        spec.levels["L4-L5"] = LevelSpec(dsca_mm2=70.0, ap_mm=7.5, recess_mm={"left": 4.5, "right": 2.0},
+                                         foramen_mm2={"left": 105.0, "right": 80.0}, disc_height_mm=8.5)
+    return spec
+
+
+@dataclass
+class LumbarPhantom:
+    spec: LumbarSpec
+    series: list[SynthSeries]
+    truth: dict[str, Any]
+
+
+class _Spine:
+    """The continuous spine model: coordinates, level layout and tissue/label of any world point."""
+
+    def __init__(self, spec: LumbarSpec):
+        self.spec = spec
+        self.reg = registry("spine")
+        ox, oy, oz = spec.offset_mm
+        self.R = spec.lordosis_radius_mm
+        self.x0 = ox
+        # arc centre posterior of the spine; the top of L1 sits at angle phi_top
+        self.center = np.array([oy - self.R, oz - 60.0])
+        # segments from the top of L1 downwards: (kind, name, s_start, s_end)
+        segs, s = [], 0.0
+        for i, body in enumerate(BODIES):
+            segs.append(("body", body, s, s + spec.body_height_mm * (1 + 0.03 * i)))
+            s = segs[-1][3]
+            lv = LEVELS[i]
+            segs.append(("disc", lv, s, s + spec.levels[lv].disc_height_mm))
+            s = segs[-1][3]
+        segs.append(("body", "S1", s, s + 60.0))
+        self.segments = segs
+        self.length = s + 60.0
+        self.phi_top = 110.0 / self.R  # top of L1 ~110 mm above the arc's anterior point
+        self.disc_s = {name: (a + b) / 2 for kind, name, a, b in segs if kind == "disc"}
+
+    # coordinates ----------------------------------------------------------------------------------------------
+    def phi(self, s: np.ndarray | float) -> np.ndarray:
+        return self.phi_top - np.asarray(s) / self.R
+
+    def point(self, s: float, a: float = 0.0, x: float = 0.0) -> np.ndarray:
+        """World RAS point of spine coordinates (s, a, x)."""
+        ph = float(self.phi(s))
+        r = self.R + a
+        return np.array([self.x0 + x, self.center[0] + r * np.cos(ph), self.center[1] + r * np.sin(ph)])
+
+    def frame(self, s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(anterior unit vector, downward tangent unit vector) at ``s``, RAS."""
+        ph = float(self.phi(s))
+        return np.array([0.0, np.cos(ph), np.sin(ph)]), np.array([0.0, np.sin(ph), -np.cos(ph)])
+
+    def local(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dy, dz = p[..., 1] - self.center[0], p[..., 2] - self.center[1]
+        r = np.hypot(dy, dz)
+        s = (self.phi_top - np.arctan2(dz, dy)) * self.R
+        return s, r - self.R, p[..., 0] - self.x0
+
+    # anatomy --------------------------------------------------------------------------------------------------
+    def _level_params(self, s: np.ndarray) -> dict[str, np.ndarray]:
+        """Per point: nearest disc's canal parameters and the narrowing weight g = exp(-(ds / w)^2)."""
+        names = list(self.disc_s)
+        ds = np.stack([s - self.disc_s[n] for n in names])
+        near = np.argmin(np.abs(ds), axis=0)
+        d = np.take_along_axis(ds, near[None], 0)[0]
+        g = np.exp(-((d / SAC_PROFILE_MM) ** 2))
+        lv = [self.spec.levels[n] for n in names]
+        ap = np.array([v.ap_mm for v in lv])[near]
+        width = np.array([v.dsca_mm2 / (np.pi * v.ap_mm / 2) * 2 for v in lv])[near]
+        rec = {sd: np.array([v.recess_mm[sd] for v in lv])[near] for sd in SIDES}
+        foram = {sd: np.array([v.foramen_mm2[sd] for v in lv])[near] for sd in SIDES}
+        return {"near": near, "d": d, "g": g, "ap": ap, "width": width, "recess": rec, "foramen": foram}
+
+    def body_half(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Half-width (x) and half-depth (a) of the vertebral footprint, growing caudally."""
+        f = np.clip(s / 200.0, 0, 1.2)
+        return 21.0 + 5.0 * f, 15.0 + 3.0 * f
+
+    def classify(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Output label ids (spine registry) and T2 signal at world points ``p`` (..., 3)."""
+        reg = self.reg
+        s, a, x = self.local(p)
+        shape = s.shape
+        lab = np.zeros(shape, np.int16)
+        sig = np.zeros(shape)
+        # body outline: soft tissue with a subcutaneous fat ring
+        body_r = np.hypot(x / 160.0, (a + 20.0) / 120.0)
+        put = _painter(lab, sig)
+        put(body_r < 1.0, 0, "subcutaneous_fat")
+        put(body_r < 0.92, 0, "soft")
+        para = (np.hypot((np.abs(x) - 25) / 22.0, (a + 52) / 26.0) < 1.0) | (np.hypot((np.abs(x) - 38) / 14.0,
+                                                                                     (a - 5) / 16.0) < 1.0)
+        put(para & (body_r < 0.92), 0, "paraspinal")
+        wx, wa = self.body_half(s)
+        inside_fp = (x / wx) ** 2 + (a / wa) ** 2 <= 1.0
+        lp = self._level_params(s)
+        g = lp["g"]
+        # vertebral bodies and discs
+        for kind, name, s0, s1 in self.segments:
+            seg = (s >= s0) & (s < s1)
+            if not seg.any():
+                continue
+            if kind == "body":
+                lid = reg.label_id("sacrum_S1" if name == "S1" else f"vertebral_body_{name}")
+                fp = inside_fp & seg
+                if name == "S1":  # sacrum tapers caudally
+                    taper = np.clip(1 - (s - s0) / 80.0, 0.35, 1)
+                    fp = seg & ((x / (wx * taper)) ** 2 + (a / (wa * taper)) ** 2 <= 1.0)
+                put(fp, lid, "cortex")
+                inner = fp & ((x / (wx - 1.5)) ** 2 + (a / (wa - 1.5)) ** 2 <= 1.0) & (s > s0 + 1.2) & (s < s1 - 1.2)
+                put(inner, lid, "marrow")
+            else:
+                lid = reg.label_id(f"disc_{name.replace('-', '_')}")
+                bulge = 1.0 + 0.12 * (self.spec.levels[name].ap_mm < 10)
+                fp = seg & ((x / (wx * bulge)) ** 2 + (a / (wa * bulge)) ** 2 <= 1.0)
+                put(fp, lid, "annulus")
+                put(fp & ((x / (wx * 0.6)) ** 2 + ((a - 1) / (wa * 0.55)) ** 2 <= 1.0), lid, "nucleus")
+        # canal: the sac centre sits behind the posterior body margin; at a narrowed disc the sac is smaller
+        post_margin = -wa  # posterior body/disc margin (a)
+        ra0, rx0 = 7.5, 11.0
+        ra = (1 - g) * ra0 + g * lp["ap"] / 2
+        rx = (1 - g) * rx0 + g * lp["width"] / 2
+        a_sac = post_margin - 1.0 - ra  # 1 mm of anterior epidural space
+        canal_x = rx + 8.0
+        in_canal = (np.abs(x) < canal_x) & (a < post_margin) & (a > a_sac - ra - 6.0) & (s > -20)
+        put(in_canal, reg.label_id("epidural_fat"), "epidural_fat")
+        # posterior elements: facets beside the canal (anterior margin = posterior disc margin - recess depth),
+        # laminae and spinous process behind it, pedicles at body levels
+        rec = np.where(x >= 0, lp["recess"]["right"], lp["recess"]["left"])
+        facet_front = post_margin - rec
+        facet = (np.abs(x) > rx + 1.0) & (np.abs(x) < rx + 18.0) & (a < facet_front) & (a > facet_front - 16.0)
+        lamina = (np.abs(x) <= rx + 1.0) & (a < a_sac - ra - 3.0) & (a > a_sac - ra - 10.0)
+        spinous = (np.abs(x) < 3.5) & (a <= a_sac - ra - 10.0) & (a > a_sac - ra - 38.0) & (np.abs(lp["d"]) > 4)
+        is_body_level = np.zeros(shape, bool)
+        for kind, name, s0, s1 in self.segments:
+            if kind == "body" and name != "S1":
+                is_body_level |= (s >= s0 + 3) & (s < s0 + (s1 - s0) * 0.6)
+        pedicle = is_body_level & (np.abs(x) > rx + 1.0) & (np.abs(x) < rx + 9.0) & (a < post_margin + 3) & (
+            a >= facet_front)
+        pe = (facet | lamina | spinous | pedicle) & (s > -20) & (s < self.length - 40)
+        put(pe, reg.label_id("posterior_elements"), "posterior")
+        # ligamentum flavum: 3 mm band behind the sac between the facets
+        flavum = (np.abs(x) <= rx + 1.0) & (a <= a_sac - ra - 0.5) & (a > a_sac - ra - 3.0) & (s > -20) & (
+            s < self.length - 40)
+        put(flavum, reg.label_id("ligamentum_flavum"), "flavum")
+        # foramina: ellipse of the given area in the parasagittal plane at |x| = FORAMEN_X_MM
+        fa = np.where(x >= 0, lp["foramen"]["right"], lp["foramen"]["left"])
+        hs = np.sqrt(fa / np.pi * 2.0)  # vertical half-axis = 2 x AP half-axis
+        ha = hs / 2.0
+        a_f = post_margin - 0.5 - ha
+        slab = np.abs(np.abs(x) - FORAMEN_X_MM) < FORAMEN_SLAB_MM
+        near_disc = np.abs(lp["d"]) < 16.0
+        put(slab & near_disc & (a < post_margin + 1) & (a > a_f - ha - 6) & ~((lp["d"] / hs) ** 2 + ((a - a_f) / ha) ** 2
+                                                                               <= 1.0), reg.label_id(
+            "posterior_elements"), "posterior")
+        fora = slab & ((lp["d"] / hs) ** 2 + ((a - a_f) / ha) ** 2 <= 1.0)
+        put(fora, reg.label_id("epidural_fat"), "epidural_fat")
+        put(fora & (np.hypot(lp["d"] + hs * 0.35, a - a_f) < 2.2), reg.label_id("nerve_root"), "root")
+        # dural sac (CSF with cauda equina roots) and the traversing roots in the lateral recesses
+        sac = ((x / rx) ** 2 + ((a - a_sac) / ra) ** 2 <= 1.0) & (s > -20) & (s < self.length - 70)
+        put(sac, reg.label_id("dural_sac"), "csf")
+        cauda = sac & (np.abs(np.sin(x * 1.3) * np.sin((a - a_sac) * 1.3)) > 0.93) & (a < a_sac)
+        sig[cauda] = T2_SIGNAL["root"]
+        trav = (np.hypot(np.abs(x) - (rx + 2.6), a - (post_margin - 2.4)) < 2.0) & (s > -20) & (
+            s < self.length - 60) & ~sac
+        put(trav, reg.label_id("nerve_root"), "root")
+        return lab, sig
+
+
+def _painter(lab: np.ndarray, sig: np.ndarray):
+    def put(mask: np.ndarray, label_id: int, tissue: str) -> None:
+        lab[mask] = label_id
+        sig[mask] = T2_SIGNAL[tissue]
+    return put
+
+
+def _render(spine: _Spine, affine: np.ndarray, shape: tuple[int, int, int], sub: tuple[int, int, int]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (majority) and signal (mean) of a grid, rendered with ``sub`` samples per voxel along each axis."""
+    n_lab = len(spine.reg.labels) + 1
+    labels = np.zeros(shape, np.int16)
+    signal = np.zeros(shape)
+    offs = [(np.arange(n) + 0.5) / n - 0.5 for n in sub]
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    for k in range(shape[2]):
+        votes = np.zeros((n_lab,) + shape[:2], np.int16)
+        acc = np.zeros(shape[:2])
+        for oi in offs[0]:
+            for oj in offs[1]:
+                for ok in offs[2]:
+                    ijk = np.stack([ii + oi, jj + oj, np.full(ii.shape, k + ok)], axis=-1)
+                    p = ijk @ affine[:3, :3].T + affine[:3, 3]
+                    lab, sig = spine.classify(p)
+                    acc += sig
+                    for lid in np.unique(lab):
+                        votes[lid] += lab == lid
+        labels[:, :, k] = np.argmax(votes, axis=0)
+        signal[:, :, k] = acc / (len(offs[0]) * len(offs[1]) * len(offs[2]))
+    return labels, signal
+
+
+def _sag_affine(spine: _Spine, spec: LumbarSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Sagittal stack: rows run posterior, columns inferior, slices left-to-right through the spine's midline."""
+    d, n = spec.sag_in_plane_mm, spec.sag_matrix
+    mid = spine.point(spine.length / 2 - 40, a=-15.0)
+    aff = np.eye(4)
+    aff[:3, 0] = [0, -d, 0]  # posterior
+    aff[:3, 1] = [0, 0, -d]  # inferior
+    aff[:3, 2] = [spec.sag_slice_mm, 0, 0]  # towards the patient's right... as a right-handed DICOM stack
+    corner = mid - aff[:3, 0] * (n - 1) / 2 - aff[:3, 1] * (n - 1) / 2 - aff[:3, 2] * (spec.sag_slices - 1) / 2
+    aff[:3, 3] = corner
+    return aff, (n, n, spec.sag_slices)
+
+
+def _ax_affine(spine: _Spine, spec: LumbarSpec, level: str) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Axial stack through the disc ``level``, parallel to the disc plane (angled as scanned)."""
+    d, n = spec.ax_in_plane_mm, spec.ax_matrix
+    s = spine.disc_s[level]
+    ant, down = spine.frame(s)
+    up = -down
+    centre = spine.point(s, a=-20.0)
+    aff = np.eye(4)
+    aff[:3, 0] = np.array([-1.0, 0, 0]) * d  # towards the patient's left (DICOM row +x LPS... mirrored)
+    aff[:3, 1] = -ant * d  # posterior within the disc plane
+    aff[:3, 2] = up * spec.ax_slice_mm  # slices step superiorly along the spine
+    if np.linalg.det(aff[:3, :3]) < 0:
+        aff[:3, 0] *= -1
+    corner = centre - aff[:3, 0] * (n - 1) / 2 - aff[:3, 1] * (n - 1) / 2 - aff[:3, 2] * (spec.ax_slices - 1) / 2
+    aff[:3, 3] = corner
+    return aff, (n, n, spec.ax_slices)
+
+
+def generate_lumbar(spec: LumbarSpec | None = None, seed: int = 0, *, fast: bool = False) -> LumbarPhantom:
+    """Render the lumbar phantom: one sagittal T2 stack and one axial T2 stack per level in ``spec.ax_levels``."""
+    spec = spec or LumbarSpec()
+    rng = np.random.default_rng([seed, 5])
+    spine = _Spine(spec)
+    series: list[SynthSeries] = []
+    grids = [("lumbar_sag_t2", "sagittal", *_sag_affine(spine, spec), (1, 1, 1) if fast else (2, 2, 2))]
+    for n, lv in enumerate(spec.ax_levels):
+        role = "lumbar_ax_t2" if n == 0 else f"lumbar_ax_t2_{n + 1}"
+        grids.append((role, "axial", *_ax_affine(spine, spec, lv), (1, 1, 1) if fast else (2, 2, 2)))
+    sigma = 1.0 / spec.snr * T2_SIGNAL["csf"] * 0.5
+    for role, plane, aff, shape, sub in grids:
+        labels, signal = _render(spine, aff, shape, sub)
+        bias = bias_field(shape, spec.bias, rng)
+        img = rician(signal * bias, sigma, rng)
+        vol = Volume(np.round(img * 1000).astype(np.uint16), aff)
+        series.append(SynthSeries(role, vol, Volume(labels, aff, {"anatomy": "spine"}), role, plane, "t2"))
+    truth = _truth(spine, spec)
+    truth["axial_levels"] = {s.role: lv for s, lv in zip(series[1:], spec.ax_levels)}
+    return LumbarPhantom(spec, series, truth)
+
+
+def _truth(spine: _Spine, spec: LumbarSpec) -> dict[str, Any]:
+    levels = {}
+    for lv in LEVELS:
+        v = spec.levels[lv]
+        s = spine.disc_s[lv]
+        ant, down = spine.frame(s)
+        levels[lv] = {"dsca_mm2": round(v.dsca_mm2, 3), "ap_diameter_mm": round(v.ap_mm, 3),
+                      "lateral_recess_depth_mm": {sd: round(v.recess_mm[sd], 3) for sd in SIDES},
+                      "foramen_area_mm2": {sd: round(v.foramen_mm2[sd], 3) for sd in SIDES},
+                      "disc_center_ras": [round(c, 3) for c in spine.point(s)],
+                      "disc_normal_ras": [round(c, 5) for c in (-down)]}
+    return {"levels": levels, "method": "analytic (phantom design values)"}
