@@ -75,3 +75,16 @@ def save_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None 
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def to_closest_canonical(volume: Volume) -> tuple[Volume, int]:
+    """Reorient ``volume`` to the closest canonical (RAS+) axis order with nibabel's ``as_closest_canonical``.
+
+    Returns the reoriented volume and the array axis that held the original axis 2 (the acquisition slice axis).
+    Only axes are permuted and flipped: voxel values and world positions are unchanged.
+    """
+    img = nib.Nifti1Image(volume.array, volume.affine)
+    ornt = nib.orientations.io_orientation(volume.affine)
+    can = nib.as_closest_canonical(img)
+    return Volume(np.asanyarray(can.dataobj), can.affine, dict(volume.meta)), int(ornt[2, 0])
+

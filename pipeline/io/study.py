@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from pipeline.core.atomic import write_json
@@ -36,7 +35,7 @@ from pipeline.io.dicom_read import (
     read_stack_volume,
     sort_stack,
 )
-from pipeline.io.nifti import load_volume, save_volume
+from pipeline.io.nifti import load_volume, save_volume, to_closest_canonical
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +133,6 @@ def _assign_roles(infos: list[StackInfo]) -> None:
         info.role = prefix if prefix == "localizer" and n == 1 else f"{prefix}_{n}"
 
 
-def _canonical(volume: Volume) -> tuple[Volume, int]:
-    """Reorient to the closest canonical (RAS) axis order; return the volume and the array axis that was the
-    acquisition slice axis."""
-    img = nib.Nifti1Image(volume.array, volume.affine)
-    ornt = nib.orientations.io_orientation(volume.affine)
-    can = nib.as_closest_canonical(img)
-    slice_axis = int(ornt[2, 0])
-    return Volume(np.asanyarray(can.dataobj), can.affine, dict(volume.meta)), slice_axis
-
-
 def _series_entry(info: StackInfo, volume: Volume | None, slice_axis: int | None, acq_affine: np.ndarray | None,
                   ) -> dict[str, Any]:
     hdr, fr = info.header, info.stack.first
@@ -212,7 +201,7 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
             raise BadInputError(f"file '{item['file']}' listed in study.yaml does not exist.", path=spec_path,
                                 fix="correct the file name in study.yaml or add the file.")
         vol = load_volume(path)
-        can, slice_axis = _canonical(vol)
+        can, slice_axis = to_closest_canonical(vol)
         role = item["role"]
         anatomy = "calf" if role.startswith("calf_") else "lumbar" if role.startswith("lumbar_") else "other"
         plane = {0: "sagittal", 1: "coronal", 2: "axial"}[int(np.argmax(np.abs(vol.affine[:3, 2])))]
@@ -323,7 +312,7 @@ def ingest_study(study: Path, out: Path) -> dict[str, Any]:
             slice_axis = None
             if info.volume_reason is None:
                 vol = read_stack_volume(info.stack, cache)
-                can, slice_axis = _canonical(vol)
+                can, slice_axis = to_closest_canonical(vol)
                 written.append((info.role, can))
             series.append(_series_entry(info, can, slice_axis, vol.affine if vol is not None else None))
             cache.clear()

@@ -8,7 +8,7 @@ equina roots), the traversing roots in the lateral recesses, the ligamentum flav
 facets, laminae, spinous processes) and the foramina with the exiting roots.
 
 Canal knobs per disc level (:class:`LevelSpec`): the dural sac cross-section at the disc mid-plane is an ellipse of
-area ``dsca_mm2`` and AP diameter ``ap_mm`` (narrowing focally around the disc with a Gaussian profile of 12 mm), the
+area ``dsca_mm2`` and AP diameter ``ap_mm`` (narrowing focally around the disc with a flat-topped profile exp(-(d/10 mm)^4)), the
 superior articular facet's anterior margin lies ``recess_mm`` behind the posterior disc margin on each side (lateral
 recess depth, Ciric et al., J Neurosurg 1980;53:433-443), and each foramen is an ellipse of area ``foramen_mm2`` in
 the parasagittal plane through it. These are the analytic truth written to ground_truth.json.
@@ -33,7 +33,7 @@ BODIES = ("L1", "L2", "L3", "L4", "L5")
 T2_SIGNAL = {"background": 0.0, "soft": 0.22, "subcutaneous_fat": 0.75, "paraspinal": 0.28, "marrow": 0.45,
              "cortex": 0.06, "nucleus": 0.85, "annulus": 0.2, "csf": 1.0, "root": 0.3, "epidural_fat": 0.72,
              "flavum": 0.12, "posterior": 0.4}
-SAC_PROFILE_MM = 12.0  # half-width (1/e) of the focal narrowing of the sac around a disc
+SAC_PROFILE_MM = 10.0  # half-width (1/e) of the focal narrowing of the sac around a disc
 FORAMEN_X_MM = 24.0  # |x| of the foraminal mid-plane
 FORAMEN_SLAB_MM = 5.0  # half-thickness (x) of the foramen
 
@@ -171,7 +171,7 @@ class _Spine:
         ds = np.stack([s - self.disc_s[n] for n in names])
         near = np.argmin(np.abs(ds), axis=0)
         d = np.take_along_axis(ds, near[None], 0)[0]
-        g = np.exp(-((d / SAC_PROFILE_MM) ** 2))
+        g = np.exp(-((d / SAC_PROFILE_MM) ** 4))  # flat-topped: the narrowing spans the disc height
         lv = [self.spec.levels[n] for n in names]
         ap = np.array([v.ap_mm for v in lv])[near]
         width = np.array([v.dsca_mm2 / (np.pi * v.ap_mm / 2) * 2 for v in lv])[near]
@@ -265,7 +265,7 @@ class _Spine:
         put(fora, reg.label_id("epidural_fat"), "epidural_fat")
         put(fora & (np.hypot(lp["d"] + hs * 0.35, a - a_f) < 2.2), reg.label_id("nerve_root"), "root")
         # dural sac (CSF with cauda equina roots) and the traversing roots in the lateral recesses
-        sac = ((x / rx) ** 2 + ((a - a_sac) / ra) ** 2 <= 1.0) & (s > -20) & (s < self.length - 70)
+        sac = ((x / rx) ** 2 + ((a - a_sac) / ra) ** 2 <= 1.0) & (s > -20) & (s < self.length - 35)  # ends at S2
         put(sac, reg.label_id("dural_sac"), "csf")
         cauda = sac & (np.abs(np.sin(x * 1.3) * np.sin((a - a_sac) * 1.3)) > 0.93) & (a < a_sac)
         sig[cauda] = T2_SIGNAL["root"]
@@ -290,8 +290,9 @@ def _render(spine: _Spine, affine: np.ndarray, shape: tuple[int, int, int], sub:
     signal = np.zeros(shape)
     offs = [(np.arange(n) + 0.5) / n - 0.5 for n in sub]
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    tie_rng = np.random.default_rng(0)
     for k in range(shape[2]):
-        votes = np.zeros((n_lab,) + shape[:2], np.int16)
+        votes = np.zeros((n_lab,) + shape[:2], np.float32)
         acc = np.zeros(shape[:2])
         for oi in offs[0]:
             for oj in offs[1]:
@@ -302,7 +303,8 @@ def _render(spine: _Spine, affine: np.ndarray, shape: tuple[int, int, int], sub:
                     acc += sig
                     for lid in np.unique(lab):
                         votes[lid] += lab == lid
-        labels[:, :, k] = np.argmax(votes, axis=0)
+        # majority vote; a random fraction breaks exact ties without favouring any label
+        labels[:, :, k] = np.argmax(votes + tie_rng.uniform(0, 0.5, votes.shape), axis=0)
         signal[:, :, k] = acc / (len(offs[0]) * len(offs[1]) * len(offs[2]))
     return labels, signal
 

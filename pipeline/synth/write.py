@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.core.atomic import write_json, write_text
 from pipeline.io.dicom_write import SeriesInfo, StudyInfo, write_series
-from pipeline.io.nifti import save_volume
+from pipeline.io.nifti import save_volume, to_closest_canonical
 from pipeline.synth.calf import generate_calf
 from pipeline.synth.cases import make_case
 from pipeline.synth.common import GENERATOR_VERSION, SynthSeries
@@ -101,7 +101,9 @@ def write_case(case: str, seed: int, out: str | Path, fmt: str = "dicom", vendor
                 save_volume(s.volume, tmp / f"{s.role}.nii.gz")
                 study_yaml.append({"file": f"{s.role}.nii.gz", "role": s.role, "description": s.description})
             if s.labels is not None and not (gt_dir / f"{_label_role(s.role)}_labels.nii.gz").exists():
-                save_volume(s.labels, gt_dir / f"{_label_role(s.role)}_labels.nii.gz", dtype=np.int16)
+                # on the grid that ingestion gives the series (closest canonical axis order)
+                save_volume(to_closest_canonical(s.labels)[0], gt_dir / f"{_label_role(s.role)}_labels.nii.gz",
+                            dtype=np.int16)
         if fmt == "nifti":
             write_text(tmp / "study.yaml", yaml.safe_dump({"series": study_yaml}, sort_keys=False))
         truth = {"case": c.name, "seed": seed, "generator_version": GENERATOR_VERSION, "vendor": vendor_,
