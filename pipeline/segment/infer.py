@@ -1,0 +1,124 @@
+"""2-D U-Net inference on the slices of a volume, whatever its array orientation.
+
+1. The input is reoriented (axes permuted/flipped only, no interpolation) to the closest canonical RAS order, so a
+   study stored with sagittal-ordered axes, flipped rows or reversed slices gives the network the same slices.
+2. Slices are taken across the bundle's ``slice_plane`` (axial: along z; sagittal: along x), intensities are
+   normalised by the bundle's rule, and each slice is resampled in-plane to ``target_spacing_mm`` (bilinear).
+3. Slices run through the network in batches; class probabilities are resampled back to the native in-plane grid
+   (bilinear) before the argmax, and the class map is returned on the exact grid of the input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.core.errors import BadInputError
+from pipeline.core.volume import Volume
+
+PLANE_AXIS = {"axial": 2, "sagittal": 0, "coronal": 1}  # canonical RAS axis crossed by the slices
+BATCH_SLICES = 16
+
+
+def normalise(arrays: list[np.ndarray], rule: dict[str, Any]) -> list[np.ndarray]:
+    """Joint robust scaling: every channel divided by the ``percentile`` of the voxel-wise sum of the channels.
+
+    >>> [a.max() for a in normalise([np.arange(101.0), np.zeros(101)], {"method": "joint_percentile", "percentile": 100})]
+    [1.0, 0.0]
+    """
+    if rule.get("method", "joint_percentile") != "joint_percentile":
+        raise ValueError(f"unknown normalisation {rule.get('method')!r}")
+    total = np.sum([np.asarray(a, np.float32) for a in arrays], axis=0)
+    scale = float(np.percentile(total, rule.get("percentile", 99.5)))
+    scale = scale if scale > 0 else 1.0
+    return [np.asarray(a, np.float32) / scale for a in arrays]
+
+
+def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Array in closest-canonical (RAS) axis order, its voxel spacing, and the orientation used (for undoing)."""
+    ornt = nib.orientations.io_orientation(affine)
+    can = nib.orientations.apply_orientation(array, ornt)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    sp_can = np.empty(3)
+    for i in range(3):
+        sp_can[int(ornt[i, 0])] = spacing[i]
+    return can, sp_can, ornt
+
+
+def from_canonical(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Undo :func:`to_canonical` on an array."""
+    ras = nib.orientations.axcodes2ornt(("R", "A", "S"))
+    return nib.orientations.apply_orientation(array, nib.orientations.ornt_transform(ras, ornt))
+
+
+def slices_tensor(arrays: list[np.ndarray], plane: str) -> torch.Tensor:
+    """(n_slices, channels, H, W) float tensor from canonical arrays, slicing across ``plane``."""
+    axis = PLANE_AXIS[plane]
+    stacked = np.stack([np.moveaxis(a, axis, 0) for a in arrays], axis=1)  # (S, C, H, W)
+    return torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
+
+
+def _pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 16, (-w) % 16
+    return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), (h, w)
+
+
+@torch.no_grad()
+def predict_probabilities(network: torch.nn.Module, slices: torch.Tensor, in_plane_mm: tuple[float, float],
+                          target_mm: tuple[float, float], device: str = "cpu") -> torch.Tensor:
+    """Softmax probabilities (S, K, H, W) on the native in-plane grid for a (S, C, H, W) slice tensor."""
+    h, w = slices.shape[-2:]
+    size = (output_size(h, in_plane_mm[0], target_mm[0]), output_size(w, in_plane_mm[1], target_mm[1]))
+    out = []
+    for start in range(0, slices.shape[0], BATCH_SLICES):
+        batch = slices[start:start + BATCH_SLICES].to(device)
+        x = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+        x, (hh, ww) = _pad16(x)
+        logits = network(x)[..., :hh, :ww]
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        out.append(torch.softmax(logits, dim=1).cpu())
+    return torch.cat(out, dim=0)
+
+
+def predict(bundle: Any, channels: list[Volume], device: str = "cpu") -> Volume:
+    """Class map (uint8) on the grid of ``channels[0]``; ``channels`` follow ``bundle.metadata['input_channels']``."""
+    meta = bundle.metadata
+    if len(channels) != len(meta["input_channels"]):
+        raise BadInputError(f"{bundle.name} needs {len(meta['input_channels'])} channels "
+                            f"({', '.join(meta['input_channels'])}), got {len(channels)}.", path=bundle.path,
+                            fix="provide every input series the bundle lists.")
+    ref = channels[0]
+    for c in channels[1:]:
+        if not ref.same_grid(c):
+            raise BadInputError("input channels are not on the same grid.", path=bundle.path,
+                                fix="the channels must come from one acquisition (e.g. Dixon water and fat).")
+    plane = meta["slice_plane"]
+    canon = []
+    for c in channels:
+        arr, spacing, ornt = to_canonical(np.asarray(c.array, np.float32), ref.affine)
+        canon.append(arr)
+    canon = normalise(canon, meta["normalisation"])
+    axis = PLANE_AXIS[plane]
+    in_plane = tuple(float(spacing[i]) for i in range(3) if i != axis)
+    target = tuple(float(v) for v in meta["target_spacing_mm"])
+    bundle.to(device)
+    probs = predict_probabilities(bundle.network, slices_tensor(canon, plane), in_plane, target, device)
+    labels = probs.argmax(dim=1).numpy().astype(np.uint8)  # (S, H, W)
+    labels = np.moveaxis(labels, 0, axis)
+    labels = from_canonical(labels, ornt)
+    return Volume(np.ascontiguousarray(labels), ref.affine.copy(), {"bundle": bundle.name})
+
+
+def output_size(n: int, spacing: float, target: float) -> int:
+    """Number of samples after resampling ``n`` samples of ``spacing`` mm to ``target`` mm.
+
+    >>> output_size(256, 1.0, 1.25)
+    205
+    """
+    return max(16, int(math.floor(n * spacing / target + 0.5)))

@@ -1,0 +1,237 @@
+"""Generic 2-D U-Net training for a segmentation bundle (any anatomy), on CPU or GPU.
+
+Cases (input channels + class map, as Volumes) are cut into slices across the bundle's plane on its target in-plane
+spacing (:func:`prepare_slices`). Training samples random slices, pads/crops them to a fixed patch and augments them
+with MONAI transforms (affine, flips, intensity scale/shift, bias field, Gaussian noise); flips are safe because the
+classes carry no side (sides are assigned afterwards from world coordinates). Loss: Dice + cross-entropy
+(``monai.losses.DiceCELoss``). Validation Dice per class on held-out cases decides the best checkpoint, which is
+written as ``model.safetensors`` with ``metadata.json`` (sha256, labels, spacing, normalisation, network, training
+facts and validation Dice).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from pipeline.core.atomic import atomic_path, write_json
+from pipeline.core.provenance import file_sha256
+from pipeline.core.volume import Volume
+from pipeline.segment.bundle import build_network
+from pipeline.segment.infer import PLANE_AXIS, normalise, output_size, to_canonical
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a bundle and its training run."""
+
+    name: str
+    anatomy: str
+    labels: list[str]
+    input_channels: list[str]
+    slice_plane: str = "axial"
+    target_spacing_mm: tuple[float, float] = (1.25, 1.25)
+    normalisation: dict[str, Any] = field(default_factory=lambda: {"method": "joint_percentile", "percentile": 99.5})
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 1
+    patch: tuple[int, int] = (192, 192)
+    batch_size: int = 16
+    max_iterations: int = 4000
+    max_minutes: float = 30.0
+    learning_rate: float = 2e-3
+    validate_every: int = 200
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 2
+    version: str = "1.0.0"
+    training_data: dict[str, Any] = field(default_factory=dict)
+
+    def network(self) -> dict[str, Any]:
+        return {"class": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": len(self.input_channels),
+                "out_channels": len(self.labels), "channels": list(self.channels), "strides": list(self.strides),
+                "num_res_units": self.num_res_units, "norm": "batch"}
+
+
+def prepare_slices(channels: list[Volume], classes: Volume, plane: str, target_mm: tuple[float, float],
+                   rule: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Slices (S, C, H, W) float32 and class maps (S, H, W) uint8 on the target in-plane spacing."""
+    canon = []
+    for c in channels:
+        arr, spacing, _ = to_canonical(np.asarray(c.array, np.float32), channels[0].affine)
+        canon.append(arr)
+    canon = normalise(canon, rule)
+    lab, _, _ = to_canonical(np.asarray(classes.array), channels[0].affine)
+    axis = PLANE_AXIS[plane]
+    sp = [float(spacing[i]) for i in range(3) if i != axis]
+    img = torch.from_numpy(np.ascontiguousarray(np.stack([np.moveaxis(a, axis, 0) for a in canon], 1)))
+    lab_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(lab, axis, 0).astype(np.float32)))[:, None]
+    size = (output_size(img.shape[-2], sp[0], target_mm[0]), output_size(img.shape[-1], sp[1], target_mm[1]))
+    img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
+    lab_t = F.interpolate(lab_t, size=size, mode="nearest")
+    return img.numpy(), lab_t[:, 0].numpy().astype(np.uint8)
+
+
+def _augment_transforms(patch: tuple[int, int], seed: int):
+    from monai.transforms import (
+        Compose,
+        RandAffined,
+        RandBiasFieldd,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandSpatialCropd,
+        SpatialPadd,
+    )
+
+    t = Compose([
+        SpatialPadd(keys=["image", "label"], spatial_size=patch),
+        RandSpatialCropd(keys=["image", "label"], roi_size=patch, random_size=False),
+        RandAffined(keys=["image", "label"], prob=0.7, rotate_range=(np.pi / 10,), scale_range=(0.15, 0.15),
+                    translate_range=(10, 10), mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
+        RandBiasFieldd(keys=["image"], prob=0.4, coeff_range=(0.0, 0.3)),
+        RandScaleIntensityd(keys=["image"], prob=0.5, factors=0.2),
+        RandShiftIntensityd(keys=["image"], prob=0.3, offsets=0.05),
+        RandGaussianNoised(keys=["image"], prob=0.4, std=0.03),
+    ])
+    t.set_random_state(seed=seed)
+    return t
+
+
+def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float | None]:
+    """Dice = 2|P and T| / (|P| + |T|) per class (None where the class is absent in both).
+
+    >>> dice_per_class(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)[1:]
+    [0.6666666666666666, 0.6666666666666666]
+    """
+    out: list[float | None] = []
+    for c in range(n_classes):
+        p, t = pred == c, truth == c
+        denom = int(p.sum() + t.sum())
+        out.append(None if denom == 0 else 2.0 * float(np.logical_and(p, t).sum()) / denom)
+    return out
+
+
+@torch.no_grad()
+def _validate(net: torch.nn.Module, val: list[tuple[np.ndarray, np.ndarray]], n_classes: int, device: str
+              ) -> list[float | None]:
+    net.eval()
+    inter = np.zeros(n_classes)
+    denom = np.zeros(n_classes)
+    for img, lab in val:
+        for start in range(0, len(img), 16):
+            x = torch.from_numpy(img[start:start + 16]).to(device)
+            h, w = x.shape[-2:]
+            x = F.pad(x, (0, (-w) % 16, 0, (-h) % 16))
+            pred = net(x)[..., :h, :w].argmax(1).cpu().numpy()
+            t = lab[start:start + 16]
+            for c in range(n_classes):
+                p_, t_ = pred == c, t == c
+                inter[c] += np.logical_and(p_, t_).sum()
+                denom[c] += p_.sum() + t_.sum()
+    net.train()
+    return [None if d == 0 else float(2 * i / d) for i, d in zip(inter, denom)]
+
+
+def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: Iterable[tuple[list[Volume], Volume]],
+                 cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, keep the best validation checkpoint, write the bundle to ``out``; returns the training record."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    train = [prepare_slices(ch, lab, cfg.slice_plane, cfg.target_spacing_mm, cfg.normalisation)
+             for ch, lab in train_cases]
+    val = [prepare_slices(ch, lab, cfg.slice_plane, cfg.target_spacing_mm, cfg.normalisation)
+           for ch, lab in val_cases]
+    n_slices = sum(len(a) for a, _ in train)
+    log(f"{len(train)} training cases ({n_slices} slices), {len(val)} validation cases; "
+        f"data ready in {time.perf_counter() - t0:.0f} s")
+    index = [(ci, si) for ci, (a, _) in enumerate(train) for si in range(len(a))]
+    meta = _metadata(cfg, sha256="", record={})
+    net = build_network(meta).to(cfg.device)
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=cfg.max_iterations,
+                                                pct_start=0.1)
+    augment = _augment_transforms(cfg.patch, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    n_classes = len(cfg.labels)
+    best: tuple[float, dict[str, torch.Tensor] | None, list, int] = (-1.0, None, [], 0)
+    history = []
+    it = 0
+    t_train = time.perf_counter()
+    while it < cfg.max_iterations and (time.perf_counter() - t_train) < cfg.max_minutes * 60:
+        picks = rng.integers(0, len(index), cfg.batch_size)
+        items = [augment({"image": train[index[p][0]][0][index[p][1]],
+                          "label": train[index[p][0]][1][index[p][1]][None].astype(np.float32)}) for p in picks]
+        x = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in items]).float().to(cfg.device)
+        y = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in items]).round().long().to(cfg.device)
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        sched.step()
+        it += 1
+        if it % cfg.validate_every == 0 or it == cfg.max_iterations:
+            dice = _validate(net, val, n_classes, cfg.device)
+            fg = [d for d in dice[1:] if d is not None]
+            mean = float(np.mean(fg)) if fg else 0.0
+            history.append({"iteration": it, "loss": round(float(loss), 4), "val_mean_dice": round(mean, 4)})
+            log(f"it {it} loss {float(loss):.3f} val mean Dice {mean:.4f} ({time.perf_counter() - t_train:.0f} s)")
+            if mean > best[0]:
+                best = (mean, copy.deepcopy(net.state_dict()), dice, it)
+    if best[1] is None:  # time ran out before the first validation
+        dice = _validate(net, val, n_classes, cfg.device)
+        fg = [d for d in dice[1:] if d is not None]
+        best = (float(np.mean(fg)) if fg else 0.0, copy.deepcopy(net.state_dict()), dice, it)
+    record = {"iterations": it, "best_iteration": best[3], "train_minutes": round((time.perf_counter() - t_train) / 60, 1),
+              "device": cfg.device, "threads": cfg.threads, "history": history,
+              "validation_dice": {cfg.labels[c]: (None if d is None else round(d, 4)) for c, d in enumerate(best[2])
+                                  if c > 0}}
+    write_bundle(out, cfg, {k: v.detach().cpu().contiguous() for k, v in best[1].items()}, record)
+    return record
+
+
+def _metadata(cfg: TrainConfig, sha256: str, record: dict[str, Any]) -> dict[str, Any]:
+    c = asdict(cfg)
+    return {"name": cfg.name, "version": cfg.version, "anatomy": cfg.anatomy, "labels": list(cfg.labels),
+            "input_channels": list(cfg.input_channels), "slice_plane": cfg.slice_plane,
+            "target_spacing_mm": list(cfg.target_spacing_mm), "normalisation": dict(cfg.normalisation),
+            "network": cfg.network(), "weights": {"file": "model.safetensors", "sha256": sha256},
+            "training": {"data": cfg.training_data, "seed": cfg.seed, "patch": list(cfg.patch),
+                         "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+                         "max_iterations": c["max_iterations"], "loss": "DiceCELoss(softmax)",
+                         "augmentation": "affine (rot 18 deg, scale 15 %, shift 10 px), flips, bias field, "
+                                         "intensity scale/shift, Gaussian noise", **record}}
+
+
+def write_bundle(out: Path, cfg: TrainConfig, state: dict[str, torch.Tensor], record: dict[str, Any]) -> Path:
+    """Write model.safetensors and metadata.json (with the weights' sha256) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    meta = _metadata(cfg, file_sha256(out / "model.safetensors"), record)
+    previous = out / "metadata.json"
+    if previous.exists():  # keep an evaluation table written earlier for the same weights
+        old = json.loads(previous.read_text())
+        if old.get("weights", {}).get("sha256") == meta["weights"]["sha256"] and "evaluation" in old:
+            meta["evaluation"] = old["evaluation"]
+    write_json(out / "metadata.json", meta)
+    return out
