@@ -1,0 +1,120 @@
+"""Leg separation, side assignment from world coordinates, and connected-component clean-up of calf class maps.
+
+Sides never come from array halves. With two legs in the field of view, the side of each is the sign of its
+centroid's world x relative to the midline between the two centroids (:func:`pipeline.core.geometry.side_of_world_x`).
+With one leg, the same function decides from anatomy: the fibula lies lateral to the tibia, so the leg is on the side
+towards which the fibula lies, ``side_of_world_x(x_fibula, x_tibia)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.core.errors import BadInputError
+from pipeline.core.geometry import Side, side_of_world_x
+from pipeline.core.labels import Registry
+from pipeline.core.volume import Volume
+
+#: A component holding less than this fraction of the foreground is not a leg.
+MIN_LEG_FRACTION = 0.1
+
+
+@dataclass
+class Leg:
+    side: Side
+    mask: np.ndarray  # bool, on the class-map grid
+    centroid_ras: np.ndarray
+    method: str
+
+
+@dataclass
+class SideAssignment:
+    legs: list[Leg]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def sides(self) -> list[str]:
+        return sorted(leg.side for leg in self.legs)
+
+
+def _centroid(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    return volume.voxel_to_world(np.argwhere(mask).mean(axis=0, keepdims=True))[0]
+
+
+def separate_legs(classes: Volume) -> list[np.ndarray]:
+    """Masks of the (at most two) legs: the largest 3-D connected components of the foreground."""
+    fg = np.asarray(classes.array) > 0
+    lab, n = ndimage.label(fg)
+    if n == 0:
+        return []
+    sizes = ndimage.sum_labels(fg, lab, index=np.arange(1, n + 1))
+    order = np.argsort(sizes)[::-1]
+    keep = [i + 1 for i in order[:2] if sizes[i] >= MIN_LEG_FRACTION * sizes.sum()]
+    return [lab == k for k in keep]
+
+
+def _anatomical_side(classes: Volume, leg: np.ndarray, reg: Registry) -> Side | None:
+    arr = np.asarray(classes.array)
+    tib, fib = leg & (arr == reg.class_id("tibia")), leg & (arr == reg.class_id("fibula"))
+    if tib.sum() < 20 or fib.sum() < 5:
+        return None
+    return side_of_world_x(_centroid(classes, fib)[0], _centroid(classes, tib)[0])
+
+
+def assign_sides(classes: Volume, reg: Registry) -> SideAssignment:
+    """Find the legs of a class map and give each its patient side."""
+    masks = separate_legs(classes)
+    if not masks:
+        raise BadInputError("the segmentation found no leg in the calf series.", path=None,
+                            fix="check that the calf Dixon series covers the calves (series roles in series.json).")
+    out = SideAssignment([])
+    if len(masks) == 2:
+        cents = [_centroid(classes, m) for m in masks]
+        midline = (cents[0][0] + cents[1][0]) / 2
+        for m, c in zip(masks, cents):
+            side = side_of_world_x(c[0], midline)
+            out.legs.append(Leg(side, m, c, "centroid x relative to the midline between the legs"))
+            anat = _anatomical_side(classes, m, reg)
+            if anat is not None and anat != side:
+                out.warnings.append(f"the {side} leg (by position) has its fibula on the medial side; "
+                                    "check the series orientation")
+    else:
+        side = _anatomical_side(classes, masks[0], reg)
+        if side is None:
+            raise BadInputError("one leg in the field of view and its tibia/fibula were not found, so its side "
+                                "cannot be decided.", path=None,
+                                fix="include the tibia and fibula in the field of view, or image both legs.")
+        out.legs.append(Leg(side, masks[0], _centroid(classes, masks[0]),
+                            "one leg: fibula lateral to tibia (anatomical)"))
+        out.warnings.append(f"only one leg in the field of view: the {side} leg")
+    if len(out.legs) == 2 and out.legs[0].side == out.legs[1].side:
+        raise BadInputError("both legs resolved to the same side.", path=None, fix="check the series geometry.")
+    return out
+
+
+def clean_components(classes: np.ndarray, leg_mask: np.ndarray, class_id: int, min_voxels: int) -> np.ndarray:
+    """Mask of ``class_id`` in one leg keeping its largest component and any other component >= ``min_voxels``."""
+    m = (classes == class_id) & leg_mask
+    lab, n = ndimage.label(m)
+    if n <= 1:
+        return m
+    sizes = ndimage.sum_labels(m, lab, index=np.arange(1, n + 1))
+    keep = [i + 1 for i, s in enumerate(sizes) if s >= min_voxels or s == sizes.max()]
+    return np.isin(lab, keep)
+
+
+def sided_label_map(classes: Volume, reg: Registry, min_component_ml: float = 0.5) -> tuple[Volume, SideAssignment]:
+    """Calf label map with ``<structure>_<side>`` ids (configs/labels.yaml) from a side-agnostic class map."""
+    sides = assign_sides(classes, reg)
+    arr = np.asarray(classes.array)
+    out = np.zeros(arr.shape, np.int16)
+    min_vox = max(1, int(round(min_component_ml * 1000.0 / classes.voxel_volume_mm3)))
+    for leg in sides.legs:
+        for cid, name in enumerate(reg.classes):
+            if cid == 0:
+                continue
+            out[clean_components(arr, leg.mask, cid, min_vox)] = reg.sided_id(name, leg.side)
+    return classes.with_array(out), sides
