@@ -14,8 +14,9 @@ Anatomy. Each leg is described in its own cross-sectional frame (u: lateral +, v
 Physics. Per-voxel water and fat proton densities are rendered at 2x in-plane and 2 sub-slices per slice, averaged
 to the output grid (partial volume), multiplied by a smooth bias field and given Rician noise per Dixon magnitude.
 
-Ground truth. Label maps hold the majority label of the fine rendering; ``truth`` gives per-muscle volumes and fat
-fractions from the fine rendering, CSA at named levels and the analytic skin-outline girth.
+Ground truth. Label maps hold the majority label of the fine rendering; ``truth`` gives per-muscle volumes and
+proton-density fat fractions (fat protons / all protons of the muscle tissue, fascia excluded) from the fine
+rendering, CSA at named levels and the analytic skin-outline girth.
 """
 
 from __future__ import annotations
@@ -481,7 +482,7 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
     vox_fine = (dx / fine) ** 2 * (dz / sub)
     counts = {s: {m: 0 for m in reg.classes[1:]} for s in spec.legs}
     ff_sums = {s: {m: 0.0 for m in MUSCLES} for s in spec.legs}
-    ff_counts = {s: {m: 0 for m in MUSCLES} for s in spec.legs}
+    ff_counts = {s: {m: 0.0 for m in MUSCLES} for s in spec.legs}
     slice_area = {s: {m: np.zeros(nz) for m in reg.classes[1:]} for s in spec.legs}
     offs = (np.arange(fine) + 0.5) / fine - 0.5
     tie_rng = np.random.default_rng([seed, 3])
@@ -514,10 +515,10 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
                     n_c = int(msk.sum())
                     counts[s][name] += n_c
                     slice_area[s][name][k] += n_c * (dx / fine) ** 2 / sub
-                    if name in ff_sums[s]:
+                    if name in ff_sums[s]:  # proton-density fat fraction: fat protons / all protons
                         mt = msk & tissue
-                        ff_sums[s][name] += float(ffv[mt].sum())
-                        ff_counts[s][name] += int(mt.sum())
+                        ff_sums[s][name] += float((rho * ffv)[mt].sum())
+                        ff_counts[s][name] += float(rho[mt].sum())
             # downsample fine -> output (block mean / block majority)
             bi, bj = i1 - i0, j1 - j0
             w_out, f_out, s_out = (_block_mean(acc / sub, fine) for acc in (acc_w, acc_f, acc_s))

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.calf.dixon import two_point_dixon
 from pipeline.calf.legs import sided_label_map
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
 from pipeline.core.provenance import update_provenance
-from pipeline.core.volume import Volume
-from pipeline.io.nifti import load_volume, save_volume
+from pipeline.io.nifti import save_volume
 from pipeline.segment.bundle import BundleCache
+from pipeline.workflow.calf_measure import calf_inputs
 
 _PROCESS_CACHE = BundleCache()
-
-
-def calf_inputs(out: Path) -> tuple[Volume, Volume, str] | None:
-    """(water, fat, how) for the study in ``out``: the exported Dixon images, or 2-point Dixon from IP/OP."""
-    index = json.loads((out / "series.json").read_text(encoding="utf-8"))
-    vols = {s["role"]: s["volume"] for s in index["series"] if s.get("volume")}
-    if "calf_water" in vols and "calf_fat" in vols:
-        return load_volume(out / vols["calf_water"]), load_volume(out / vols["calf_fat"]), "scanner water/fat images"
-    if "calf_inphase" in vols and "calf_outphase" in vols:
-        w, f = two_point_dixon(load_volume(out / vols["calf_inphase"]), load_volume(out / vols["calf_outphase"]))
-        return w, f, w.meta["derived"]
-    return None
 
 
 def segment_calf(out: Path, device: str = "cpu", models: BundleCache | None = None) -> dict[str, Any]:

@@ -1,0 +1,82 @@
+"""Proton-density fat fraction from Dixon magnitudes, with noise-bias handling, and its statistics in a muscle.
+
+Naive: FF = F / (W + F). In magnitude images the smaller component carries a Rician noise floor (mean sigma*sqrt(pi/2)
+for zero signal; Gudbjartsson & Patz, Magn Reson Med 1995;34:910-914), so a pure-water muscle at low SNR shows a
+positive FF bias.
+
+Magnitude discrimination (Liu et al., Magn Reson Med 2007;58:354-364): compute FF from the dominant component and
+the in-phase magnitude IP = |W + F| (high SNR), never from the small noisy one:
+
+    water-dominant (W >= F):  FF = 1 - W / IP
+    fat-dominant   (F >  W):  FF = F / IP
+
+Voxel values are not clipped to [0, 1] before averaging, so noise averages out instead of accumulating a bias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def ff_naive(water: np.ndarray, fat: np.ndarray) -> np.ndarray:
+    """F / (W + F) per voxel (fraction, 0-1).
+
+    >>> float(ff_naive(np.array([90.0]), np.array([10.0]))[0])
+    0.1
+    """
+    w, f = np.asarray(water, np.float64), np.asarray(fat, np.float64)
+    return f / np.maximum(w + f, 1e-9)
+
+
+def ff_magnitude_discrimination(water: np.ndarray, fat: np.ndarray, inphase: np.ndarray) -> np.ndarray:
+    """Fat fraction by magnitude discrimination with IP = |W + F| (Liu et al. 2007); fraction, not clipped.
+
+    >>> float(ff_magnitude_discrimination(np.array([90.0]), np.array([12.0]), np.array([100.0]))[0])
+    0.1
+    >>> float(ff_magnitude_discrimination(np.array([20.0]), np.array([80.0]), np.array([100.0]))[0])
+    0.8
+    """
+    w, f, ip = (np.asarray(a, np.float64) for a in (water, fat, inphase))
+    ip = np.maximum(ip, 1e-9)
+    return np.where(w >= f, 1.0 - w / ip, f / ip)
+
+
+def erode_in_plane(mask: np.ndarray, axis: int, erode_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """Erode ``mask`` within each slice by ``erode_mm`` (rounded to whole pixels, at least one when > 0)."""
+    if erode_mm <= 0:
+        return mask
+    r = [max(1, int(round(erode_mm / p))) for p in pixel_mm]
+    struct_2d = np.ones((2 * r[0] + 1, 2 * r[1] + 1), bool)
+    struct = np.expand_dims(struct_2d, axis)
+    return ndimage.binary_erosion(mask, structure=struct)
+
+
+def roi_ff(water: np.ndarray, fat: np.ndarray, inphase: np.ndarray | None) -> float:
+    """Fat fraction of a region from its summed signals (ratio of sums, not mean of ratios, so that the ratio's own
+    noise bias vanishes at low SNR): with the in-phase sum, magnitude discrimination on the sums
+    (1 - sum W / sum IP when water dominates, sum F / sum IP otherwise); without it, sum F / (sum W + sum F).
+
+    >>> roi_ff(np.array([90.0, 90.0]), np.array([10.0, 10.0]), np.array([100.0, 100.0]))
+    0.1
+    """
+    w, f = float(np.sum(water)), float(np.sum(fat))
+    if inphase is None:
+        return f / max(w + f, 1e-9)
+    ip = max(float(np.sum(inphase)), 1e-9)
+    return 1.0 - w / ip if w >= f else f / ip
+
+
+def ff_statistics_pct(ff: np.ndarray, mask: np.ndarray, roi_fraction: float | None = None) -> dict[str, float | None]:
+    """Mean, median, 10th and 90th percentile of the fat fraction (percent) inside ``mask``; the mean is
+    ``roi_fraction`` (see :func:`roi_ff`) when given, else the mean of the voxel values.
+
+    >>> ff_statistics_pct(np.array([0.1, 0.2, 0.3]), np.array([True, True, True]))["mean"]
+    20.0
+    """
+    vals = 100.0 * np.asarray(ff)[mask]
+    if vals.size == 0:
+        return {"mean": None, "median": None, "p10": None, "p90": None}
+    mean = 100.0 * roi_fraction if roi_fraction is not None else float(vals.mean())
+    return {"mean": round(mean, 3), "median": round(float(np.median(vals)), 3),
+            "p10": round(float(np.percentile(vals, 10)), 3), "p90": round(float(np.percentile(vals, 90)), 3)}

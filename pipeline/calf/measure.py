@@ -1,0 +1,225 @@
+"""Per-muscle and per-group calf measurements for each side, and their left/right comparison.
+
+Inputs: a sided calf label map (ids from configs/labels.yaml) and the Dixon images on the same grid. Outputs: tidy
+measurement rows, per-slice rows and the calf section of ``summary.json`` (keys and units in
+:mod:`pipeline.core.summary`'s contract). Groups: the ``groups`` of configs/labels.yaml (triceps_surae, anterior,
+lateral, deep_posterior, superficial_posterior).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.calf.asymmetry import asymmetry_index_pct, difference, mercuri_like_grade
+from pipeline.calf.fatfraction import (
+    erode_in_plane,
+    ff_magnitude_discrimination,
+    ff_naive,
+    ff_statistics_pct,
+    roi_ff,
+)
+from pipeline.calf.girth import girth_per_slice_mm
+from pipeline.calf.metrics import (
+    coverage,
+    csa_per_slice_mm2,
+    leg_axis_from_mask,
+    obliquity_factor,
+    slice_axis,
+    slice_positions_mm,
+    volume_ml,
+)
+from pipeline.core.geometry import SIDES
+from pipeline.core.labels import Registry
+from pipeline.core.summary import Summary
+from pipeline.core.volume import Volume
+
+AI_METRICS = {"volume_ml": "volume_ai_pct", "max_csa_mm2": "max_csa_ai_pct", "matched_csa_mm2": "matched_csa_ai_pct",
+              "lean_volume_ml": "lean_volume_ai_pct"}
+
+
+@dataclass
+class CalfImages:
+    water: Volume
+    fat: Volume
+    inphase: Volume | None = None
+    ffmap: Volume | None = None
+
+
+@dataclass
+class CalfMeasurements:
+    rows: list[dict[str, Any]] = field(default_factory=list)  # measurements.csv
+    slices: list[dict[str, Any]] = field(default_factory=list)  # slices.csv
+    summary: Summary = field(default_factory=Summary)
+    notes: list[str] = field(default_factory=list)
+
+
+def voxel_ff(images: CalfImages, cfg: dict[str, Any]) -> tuple[np.ndarray, str, bool]:
+    """Voxel fat fraction (0-1), a description of how it was obtained, and whether region means come from summed
+    signals (:func:`pipeline.calf.fatfraction.roi_ff`) rather than from the voxel values."""
+    if cfg.get("ff_source") == "scanner" and images.ffmap is not None:
+        arr = np.asarray(images.ffmap.array, np.float64)
+        scale = 1000.0 if np.percentile(arr, 99.9) > 100.5 else 100.0  # per mille (e.g. Siemens) or percent
+        return arr / scale, f"scanner FF map (0-{int(scale)} scale)", False
+    if cfg.get("ff_method") == "magnitude_discrimination" and images.inphase is not None:
+        return (ff_magnitude_discrimination(images.water.array, images.fat.array, images.inphase.array),
+                "magnitude discrimination with the in-phase image (Liu et al. 2007); region FF from summed "
+                "signals", True)
+    return ff_naive(images.water.array, images.fat.array), "F/(W+F) from water and fat magnitudes", False
+
+
+def _structure_metrics(mask: np.ndarray, ff: np.ndarray | None, labels: Volume, axis: int, factor: float,
+                       z: np.ndarray, cfg: dict[str, Any], images: CalfImages, roi_signals: bool
+                       ) -> tuple[dict[str, Any], np.ndarray]:
+    csa = csa_per_slice_mm2(mask, labels.affine, axis, factor)
+    cov = coverage(csa)
+    m: dict[str, Any] = {"volume_ml": volume_ml(mask, labels.voxel_volume_mm3) if mask.any() else None}
+    if cov.first is None:
+        m.update(max_csa_mm2=None, max_csa_z_mm=None, partial_coverage=None, z_first_mm=None, z_last_mm=None)
+        return m, csa
+    k = int(np.argmax(csa))
+    m.update(max_csa_mm2=float(csa[k]), max_csa_z_mm=float(z[k]), partial_coverage=cov.partial,
+             z_first_mm=float(min(z[cov.first], z[cov.last])), z_last_mm=float(max(z[cov.first], z[cov.last])))
+    if ff is not None:
+        px = [float(np.linalg.norm(labels.affine[:3, a])) for a in range(3) if a != axis]
+        core = erode_in_plane(mask, axis, float(cfg.get("ff_erode_mm", 0.0)), (px[0], px[1]))
+        roi = core if core.any() else mask
+        frac = roi_ff(images.water.array[roi], images.fat.array[roi], images.inphase.array[roi]) if roi_signals \
+            else None
+        stats = ff_statistics_pct(ff, roi, frac)
+        m.update(ff_pct=stats["mean"], ff_median_pct=stats["median"], ff_p10_pct=stats["p10"],
+                 ff_p90_pct=stats["p90"])
+        if stats["mean"] is not None and m["volume_ml"] is not None:
+            f = min(max(stats["mean"] / 100.0, 0.0), 1.0)
+            m["lean_volume_ml"] = m["volume_ml"] * (1 - f)
+            m["fat_volume_ml"] = m["volume_ml"] * f
+        m["mercuri_grade"] = mercuri_like_grade(stats["mean"], cfg.get("mercuri_ff_bounds_pct", [10, 20, 40, 60]))
+    return m, csa
+
+
+UNITS = {"volume_ml": "ml", "max_csa_mm2": "mm2", "max_csa_z_mm": "mm", "matched_csa_mm2": "mm2", "ff_pct": "%",
+         "ff_median_pct": "%", "ff_p10_pct": "%", "ff_p90_pct": "%", "lean_volume_ml": "ml", "fat_volume_ml": "ml",
+         "mercuri_grade": "grade 0-4 (semi-quantitative)", "partial_coverage": "bool", "z_first_mm": "mm",
+         "z_last_mm": "mm", "girth_max_mm": "mm", "girth_max_z_mm": "mm", "girth_matched_mm": "mm",
+         "volume_ai_pct": "%", "max_csa_ai_pct": "%", "matched_csa_ai_pct": "%", "lean_volume_ai_pct": "%",
+         "ff_diff_pp": "pp", "girth_diff_cm": "cm"}
+
+
+def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: dict[str, Any]) -> CalfMeasurements:
+    """All calf measurements of one study."""
+    res = CalfMeasurements()
+    arr = np.asarray(labels.array)
+    axis = slice_axis(labels)
+    z = slice_positions_mm(labels, axis)
+    ff, how, roi_signals = voxel_ff(images, cfg)
+    res.notes.append(f"fat fraction: {how}")
+    by_id = reg.by_id()
+    present = sorted({by_id[i].side for i in np.unique(arr) if i in by_id})
+    s = res.summary
+    s.set("calf.available", True)
+    s.set("calf.legs_present", ",".join(present))
+    groups = reg.groups()
+    structures = list(reg.structures)
+    metrics: dict[str, dict[str, dict[str, Any]]] = {}
+    csas: dict[str, dict[str, np.ndarray]] = {}
+    girth: dict[str, np.ndarray] = {}
+    for side in present:
+        ids = [lab.id for lab in reg.labels if lab.side == side]
+        leg = np.isin(arr, ids)
+        tibia = arr == reg.sided_id("tibia", side)
+        leg_axis = leg_axis_from_mask(labels, tibia, axis)
+        factor = obliquity_factor(labels.affine, axis, leg_axis)
+        metrics[side], csas[side] = {}, {}
+        for name in [*structures, *groups]:
+            members = groups.get(name, (name,))
+            mask = np.isin(arr, [reg.sided_id(mm, side) for mm in members])
+            is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
+            metrics[side][name], csas[side][name] = _structure_metrics(mask, ff if is_muscle else None, labels,
+                                                                       axis, factor, z, cfg, images, roi_signals)
+            if is_muscle and name not in groups:
+                for k in np.nonzero(csas[side][name])[0]:
+                    sl_mask = np.take(mask, k, axis=axis)
+                    res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
+                                       "csa_mm2": round(float(csas[side][name][k]), 3),
+                                       "ff_pct": round(100 * float(np.take(ff, k, axis=axis)[sl_mask].mean()), 3)})
+        girth[side] = girth_per_slice_mm(leg, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
+    # matched levels (same slice = same world z for both legs)
+    for name in [*structures, *groups]:
+        total = sum(csas[sd][name] for sd in present)
+        if np.any(total > 0):
+            k = int(np.argmax(total))
+            for side in present:
+                metrics[side][name]["matched_csa_mm2"] = float(csas[side][name][k])
+                metrics[side][name]["matched_z_mm"] = float(z[k])
+    # per-side summary and rows
+    for side in present:
+        for name, m in metrics[side].items():
+            for key, value in m.items():
+                if key == "matched_z_mm":
+                    continue
+                full = f"calf.{side}.{name}.{key}"
+                if value is None:
+                    s.set_null(full, f"{name} not found on the {side} side")
+                else:
+                    s.set(full, round(value, 4) if isinstance(value, float) else value)
+                res.rows.append({"side": side, "structure": name, "metric": key,
+                                 "value": None if value is None else (round(value, 4) if isinstance(value, float)
+                                                                      else value), "unit": UNITS.get(key, "")})
+        g = girth[side]
+        if np.all(np.isnan(g)):
+            s.set_null(f"calf.{side}.girth_max_mm", "no leg outline found")
+        else:
+            k = int(np.nanargmax(g))
+            s.set(f"calf.{side}.girth_max_mm", round(float(g[k]), 2))
+            s.set(f"calf.{side}.girth_max_z_mm", round(float(z[k]), 2))
+            res.rows += [{"side": side, "structure": "leg", "metric": "girth_max_mm", "value": round(float(g[k]), 2),
+                          "unit": "mm"}, {"side": side, "structure": "leg", "metric": "girth_max_z_mm",
+                                          "value": round(float(z[k]), 2), "unit": "mm"}]
+        for k in np.nonzero(~np.isnan(girth[side]))[0]:
+            res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": "leg_girth",
+                               "csa_mm2": None, "ff_pct": None, "girth_mm": round(float(girth[side][k]), 2)})
+    _asymmetry(res, metrics, girth, z, present, [*structures, *groups])
+    return res
+
+
+def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names) -> None:
+    s = res.summary
+    if set(present) != set(SIDES):
+        reason = f"only the {present[0] if present else 'no'} leg in the field of view"
+        for name in names:
+            for key in (*AI_METRICS.values(), "ff_diff_pp"):
+                s.set_null(f"calf.asymmetry.{name}.{key}", reason)
+        s.set_null("calf.asymmetry.girth_diff_cm", reason)
+        s.set_null("calf.girth_matched_z_mm", reason)
+        return
+    for name in names:
+        r, l_ = metrics["right"][name], metrics["left"][name]
+        for src, key in AI_METRICS.items():
+            ai = asymmetry_index_pct(r.get(src), l_.get(src))
+            _put(res, name, key, ai, f"{src} of {name} missing on a side")
+        if "ff_pct" in r:
+            _put(res, name, "ff_diff_pp", difference(r.get("ff_pct"), l_.get("ff_pct")), f"FF of {name} missing")
+    both = girth["right"] + girth["left"]
+    if np.all(np.isnan(both)):
+        s.set_null("calf.asymmetry.girth_diff_cm", "no slice shows both legs")
+        s.set_null("calf.girth_matched_z_mm", "no slice shows both legs")
+        return
+    k = int(np.nanargmax(both))
+    s.set("calf.girth_matched_z_mm", round(float(z[k]), 2))
+    for side in SIDES:
+        s.set(f"calf.{side}.girth_matched_mm", round(float(girth[side][k]), 2))
+        res.rows.append({"side": side, "structure": "leg", "metric": "girth_matched_mm",
+                         "value": round(float(girth[side][k]), 2), "unit": "mm"})
+    _put(res, "leg", "girth_diff_cm", difference(float(girth["right"][k]), float(girth["left"][k]), 0.1), "")
+
+
+def _put(res: CalfMeasurements, name: str, key: str, value: float | None, reason: str) -> None:
+    full = "calf.asymmetry.girth_diff_cm" if key == "girth_diff_cm" else f"calf.asymmetry.{name}.{key}"
+    if value is None:
+        res.summary.set_null(full, reason)
+    else:
+        res.summary.set(full, round(float(value), 3))
+    res.rows.append({"side": "right_vs_left", "structure": name, "metric": key,
+                     "value": None if value is None else round(float(value), 3), "unit": UNITS[key]})

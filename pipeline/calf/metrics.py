@@ -1,0 +1,110 @@
+"""Size metrics of a muscle mask on an image grid: volume, cross-sectional area per slice, coverage.
+
+All geometry comes from the affine. The area of one in-plane pixel is ``|c_i x c_j|`` (c = affine columns of the two
+in-plane axes); when the slices are oblique to the leg, the cross-section perpendicular to the leg axis ``l`` is the
+slice area times ``|n . l|`` (n = unit slice normal), as for any planar section of a prism.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.core.volume import Volume
+
+
+def slice_axis(volume: Volume) -> int:
+    """The array axis along which the axial slices are stacked: the one closest to world z."""
+    dirs = volume.affine[:3, :3] / np.linalg.norm(volume.affine[:3, :3], axis=0)
+    return int(np.argmax(np.abs(dirs[2])))
+
+
+def volume_ml(mask: np.ndarray, voxel_volume_mm3: float) -> float:
+    """Volume (ml) = voxel count x voxel volume (mm3) / 1000.
+
+    >>> volume_ml(np.ones((10, 10, 10), bool), 1.0)
+    1.0
+    """
+    return float(np.count_nonzero(mask)) * voxel_volume_mm3 / 1000.0
+
+
+def pixel_area_mm2(affine: np.ndarray, axis: int) -> float:
+    """Area (mm2) of one pixel of a slice across ``axis``: |c_i x c_j| for the two in-plane columns.
+
+    >>> pixel_area_mm2(np.diag([0.5, 2.0, 5.0, 1.0]), 2)
+    1.0
+    """
+    i, j = [a for a in range(3) if a != axis]
+    return float(np.linalg.norm(np.cross(affine[:3, i], affine[:3, j])))
+
+
+def obliquity_factor(affine: np.ndarray, axis: int, leg_axis: np.ndarray) -> float:
+    """|n . l|: converts a slice-plane area into the cross-section perpendicular to the leg axis ``l``.
+
+    >>> round(obliquity_factor(np.eye(4), 2, np.array([0.0, np.sin(0.2), np.cos(0.2)])), 4)
+    0.9801
+    """
+    i, j = [a for a in range(3) if a != axis]
+    n = np.cross(affine[:3, i], affine[:3, j])
+    n /= np.linalg.norm(n)
+    return float(abs(n @ (leg_axis / np.linalg.norm(leg_axis))))
+
+
+def leg_axis_from_mask(volume: Volume, mask: np.ndarray, axis: int) -> np.ndarray:
+    """Unit direction of a leg's long axis: the principal direction of the per-slice centroids of ``mask``
+    (e.g. the tibia); world z when fewer than three slices hold the mask."""
+    cents = []
+    for k in range(mask.shape[axis]):
+        sl = np.take(mask, k, axis=axis)
+        if sl.sum() < 5:
+            continue
+        ij = np.argwhere(sl).mean(axis=0)
+        idx = np.insert(ij, axis, k)
+        cents.append(volume.voxel_to_world(idx[None])[0])
+    if len(cents) < 3:
+        return np.array([0.0, 0.0, 1.0])
+    c = np.array(cents)
+    _, _, vt = np.linalg.svd(c - c.mean(axis=0))
+    d = vt[0]
+    return d if d[2] >= 0 else -d
+
+
+def csa_per_slice_mm2(mask: np.ndarray, affine: np.ndarray, axis: int, factor: float = 1.0) -> np.ndarray:
+    """Cross-sectional area (mm2) of ``mask`` on every slice: pixel count x pixel area x obliquity factor."""
+    other = tuple(a for a in range(3) if a != axis)
+    return np.count_nonzero(mask, axis=other) * pixel_area_mm2(affine, axis) * factor
+
+
+def slice_positions_mm(volume: Volume, axis: int) -> np.ndarray:
+    """World z (mm) of the centre of every slice."""
+    centre = (np.array(volume.shape, float) - 1) / 2
+    idx = np.repeat(centre[None], volume.shape[axis], axis=0)
+    idx[:, axis] = np.arange(volume.shape[axis])
+    return volume.voxel_to_world(idx)[:, 2]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Slices a structure occupies; ``partial`` when it touches the first or last slice of the stack (so its
+    volume is only the part inside the field of view)."""
+
+    first: int | None
+    last: int | None
+    n_slices: int
+
+    @property
+    def partial(self) -> bool:
+        return self.first is not None and (self.first == 0 or self.last == self.n_slices - 1)
+
+
+def coverage(csa: np.ndarray) -> Coverage:
+    """Coverage from a CSA profile.
+
+    >>> coverage(np.array([0, 5.0, 3.0, 0])).partial, coverage(np.array([2.0, 1.0])).partial
+    (False, True)
+    """
+    nz = np.nonzero(csa > 0)[0]
+    if nz.size == 0:
+        return Coverage(None, None, len(csa))
+    return Coverage(int(nz[0]), int(nz[-1]), len(csa))
