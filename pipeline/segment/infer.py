@@ -22,6 +22,18 @@ from pipeline.core.errors import BadInputError
 from pipeline.core.volume import Volume
 
 PLANE_AXIS = {"axial": 2, "sagittal": 0, "coronal": 1}  # canonical RAS axis crossed by the slices
+
+
+def slicing_axis(plane: str, spacing_canonical: np.ndarray) -> int:
+    """Canonical array axis the 2-D slices are taken across: fixed by ``plane``, or for ``"acquisition"`` the axis
+    with the largest spacing (the slice direction of a 2-D acquisition, whatever its plane).
+
+    >>> slicing_axis("acquisition", np.array([3.5, 1.0, 1.0])), slicing_axis("axial", np.array([3.5, 1.0, 1.0]))
+    (0, 2)
+    """
+    if plane == "acquisition":
+        return int(np.argmax(spacing_canonical))
+    return PLANE_AXIS[plane]
 BATCH_SLICES = 16
 
 
@@ -56,9 +68,8 @@ def from_canonical(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return nib.orientations.apply_orientation(array, nib.orientations.ornt_transform(ras, ornt))
 
 
-def slices_tensor(arrays: list[np.ndarray], plane: str) -> torch.Tensor:
-    """(n_slices, channels, H, W) float tensor from canonical arrays, slicing across ``plane``."""
-    axis = PLANE_AXIS[plane]
+def slices_tensor(arrays: list[np.ndarray], axis: int) -> torch.Tensor:
+    """(n_slices, channels, H, W) float tensor from canonical arrays, slicing across array ``axis``."""
     stacked = np.stack([np.moveaxis(a, axis, 0) for a in arrays], axis=1)  # (S, C, H, W)
     return torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
 
@@ -104,11 +115,11 @@ def predict(bundle: Any, channels: list[Volume], device: str = "cpu") -> Volume:
         arr, spacing, ornt = to_canonical(np.asarray(c.array, np.float32), ref.affine)
         canon.append(arr)
     canon = normalise(canon, meta["normalisation"])
-    axis = PLANE_AXIS[plane]
+    axis = slicing_axis(plane, spacing)
     in_plane = tuple(float(spacing[i]) for i in range(3) if i != axis)
     target = tuple(float(v) for v in meta["target_spacing_mm"])
     bundle.to(device)
-    probs = predict_probabilities(bundle.network, slices_tensor(canon, plane), in_plane, target, device)
+    probs = predict_probabilities(bundle.network, slices_tensor(canon, axis), in_plane, target, device)
     labels = probs.argmax(dim=1).numpy().astype(np.uint8)  # (S, H, W)
     labels = np.moveaxis(labels, 0, axis)
     labels = from_canonical(labels, ornt)

@@ -28,7 +28,7 @@ from pipeline.core.atomic import atomic_path, write_json
 from pipeline.core.provenance import file_sha256
 from pipeline.core.volume import Volume
 from pipeline.segment.bundle import build_network
-from pipeline.segment.infer import PLANE_AXIS, normalise, output_size, to_canonical
+from pipeline.segment.infer import normalise, output_size, slicing_axis, to_canonical
 
 
 @dataclass
@@ -72,7 +72,7 @@ def prepare_slices(channels: list[Volume], classes: Volume, plane: str, target_m
         canon.append(arr)
     canon = normalise(canon, rule)
     lab, _, _ = to_canonical(np.asarray(classes.array), channels[0].affine)
-    axis = PLANE_AXIS[plane]
+    axis = slicing_axis(plane, spacing)
     sp = [float(spacing[i]) for i in range(3) if i != axis]
     img = torch.from_numpy(np.ascontiguousarray(np.stack([np.moveaxis(a, axis, 0) for a in canon], 1)))
     lab_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(lab, axis, 0).astype(np.float32)))[:, None]
@@ -192,8 +192,8 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
             dice = _validate(net, val, n_classes, cfg.device)
             fg = [d for d in dice[1:] if d is not None]
             mean = float(np.mean(fg)) if fg else 0.0
-            history.append({"iteration": it, "loss": round(float(loss), 4), "val_mean_dice": round(mean, 4)})
-            log(f"it {it} loss {float(loss):.3f} val mean Dice {mean:.4f} ({time.perf_counter() - t_train:.0f} s)")
+            history.append({"iteration": it, "loss": round(loss.item(), 4), "val_mean_dice": round(mean, 4)})
+            log(f"it {it} loss {loss.item():.3f} val mean Dice {mean:.4f} ({time.perf_counter() - t_train:.0f} s)")
             if mean > best[0]:
                 best = (mean, copy.deepcopy(net.state_dict()), dice, it)
     if best[1] is None:  # time ran out before the first validation

@@ -219,8 +219,7 @@ class _Spine:
                 put(inner, lid, "marrow")
             else:
                 lid = reg.label_id(f"disc_{name.replace('-', '_')}")
-                bulge = 1.0 + 0.12 * (self.spec.levels[name].ap_mm < 10)
-                fp = seg & ((x / (wx * bulge)) ** 2 + (a / (wa * bulge)) ** 2 <= 1.0)
+                fp = seg & inside_fp
                 put(fp, lid, "annulus")
                 put(fp & ((x / (wx * 0.6)) ** 2 + ((a - 1) / (wa * 0.55)) ** 2 <= 1.0), lid, "nucleus")
         # canal: the sac centre sits behind the posterior body margin; at a narrowed disc the sac is smaller
@@ -232,10 +231,15 @@ class _Spine:
         canal_x = rx + 8.0
         in_canal = (np.abs(x) < canal_x) & (a < post_margin) & (a > a_sac - ra - 6.0) & (s > -20)
         put(in_canal, reg.label_id("epidural_fat"), "epidural_fat")
+        # traversing roots in the lateral recesses (drawn before the bone so that a narrow recess stays bony)
+        trav = (np.hypot(np.abs(x) - (rx + 2.6), a - (post_margin - 2.4)) < 2.0) & (s > -20) & (s < self.length - 60)
+        put(trav, reg.label_id("nerve_root"), "root")
         # posterior elements: facets beside the canal (anterior margin = posterior disc margin - recess depth),
         # laminae and spinous process behind it, pedicles at body levels
         rec = np.where(x >= 0, lp["recess"]["right"], lp["recess"]["left"])
-        facet_front = post_margin - rec
+        # the facet's anterior margin follows the posterior disc margin at the same x, ``rec`` mm behind it
+        disc_back = -wa * np.sqrt(np.clip(1 - (x / wx) ** 2, 0, 1))
+        facet_front = disc_back - rec
         facet = (np.abs(x) > rx + 1.0) & (np.abs(x) < rx + 18.0) & (a < facet_front) & (a > facet_front - 16.0)
         lamina = (np.abs(x) <= rx + 1.0) & (a < a_sac - ra - 3.0) & (a > a_sac - ra - 10.0)
         spinous = (np.abs(x) < 3.5) & (a <= a_sac - ra - 10.0) & (a > a_sac - ra - 38.0) & (np.abs(lp["d"]) > 4)
@@ -269,9 +273,6 @@ class _Spine:
         put(sac, reg.label_id("dural_sac"), "csf")
         cauda = sac & (np.abs(np.sin(x * 1.3) * np.sin((a - a_sac) * 1.3)) > 0.93) & (a < a_sac)
         sig[cauda] = T2_SIGNAL["root"]
-        trav = (np.hypot(np.abs(x) - (rx + 2.6), a - (post_margin - 2.4)) < 2.0) & (s > -20) & (
-            s < self.length - 60) & ~sac
-        put(trav, reg.label_id("nerve_root"), "root")
         return lab, sig
 
 

@@ -1,0 +1,1 @@
+"""Lumbar spine: level labelling and canal measurements from spine label maps."""

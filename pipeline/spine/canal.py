@@ -1,0 +1,180 @@
+"""Canal measurements at a disc level from label maps, with world geometry throughout.
+
+* Disc plane -> axial slice: the slice of an axial stack whose plane lies closest to the disc centre; the stack's
+  obliquity to the disc plane (angle theta between the normals) is corrected by cos(theta) for areas.
+* Dural sac cross-sectional area (DSCA, mm2) = sac pixels x pixel area x cos(theta) (Schonstrom et al., Spine 1985).
+* AP diameter (mm): length of the sac along the line through its centroid in the posterior direction of the disc
+  plane, from the linearly interpolated mask (sub-pixel edges); sagittal stacks give it without an axial stack.
+* Lateral recess depth (mm, per side): along antero-posterior lines just lateral of the sac, the distance from the
+  posterior margin of the disc to the anterior margin of the posterior elements (superior articular facet); the
+  narrowest value (Ciric et al., J Neurosurg 1980;53:433-443).
+* Foraminal area (mm2, per side): in the parasagittal slices lateral of the canal, the largest region of foraminal
+  contents (fat and exiting root) next to the disc, as on parasagittal foraminal grading (Lee et al., AJR 2010).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.core.geometry import Side, side_of_world_x
+from pipeline.core.volume import Volume
+
+STEP_MM = 0.1
+
+
+@dataclass
+class SlicePick:
+    k: int
+    distance_mm: float
+    cos_theta: float
+
+
+def acquisition_axis(volume: Volume) -> int:
+    """The array axis with the largest spacing (the slice axis of a 2-D acquisition)."""
+    return int(np.argmax(volume.spacing_mm))
+
+
+def slice_normal(volume: Volume, axis: int) -> np.ndarray:
+    i, j = [a for a in range(3) if a != axis]
+    n = np.cross(volume.affine[:3, i], volume.affine[:3, j])
+    return n / np.linalg.norm(n)
+
+
+def nearest_slice(volume: Volume, axis: int, center: np.ndarray, disc_normal: np.ndarray,
+                  max_distance_mm: float) -> SlicePick | None:
+    """The slice whose plane is closest to ``center`` (None if farther than ``max_distance_mm`` or outside)."""
+    ijk = volume.world_to_voxel(center[None])[0]
+    inplane = [a for a in range(3) if a != axis]
+    if any(not (-0.5 <= ijk[a] <= volume.shape[a] - 0.5) for a in inplane):
+        return None
+    n = slice_normal(volume, axis)
+    step = abs(float(volume.affine[:3, axis] @ n))
+    k = int(np.clip(np.rint(ijk[axis]), 0, volume.shape[axis] - 1))
+    dist = abs(ijk[axis] - k) * step
+    if dist > max_distance_mm:
+        return None
+    return SlicePick(k, float(dist), float(abs(n @ disc_normal)))
+
+
+def pixel_area_mm2(volume: Volume, axis: int) -> float:
+    i, j = [a for a in range(3) if a != axis]
+    return float(np.linalg.norm(np.cross(volume.affine[:3, i], volume.affine[:3, j])))
+
+
+def dsca_mm2(sac: np.ndarray, volume: Volume, axis: int, pick: SlicePick) -> float:
+    """Dural sac area on the picked slice, corrected to the disc plane: count x pixel area x cos(theta)."""
+    return float(np.count_nonzero(np.take(sac, pick.k, axis=axis))) * pixel_area_mm2(volume, axis) * pick.cos_theta
+
+
+def profile(mask: np.ndarray, volume: Volume, start: np.ndarray, direction: np.ndarray, length_mm: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions t (mm) and linearly interpolated mask values along ``start + t * direction``, t in [-L, L]."""
+    t = np.arange(-length_mm, length_mm + STEP_MM / 2, STEP_MM)
+    pts = start[None] + t[:, None] * (direction / np.linalg.norm(direction))[None]
+    ijk = volume.world_to_voxel(pts)
+    vals = ndimage.map_coordinates(mask.astype(np.float32), ijk.T, order=1, mode="constant", cval=0.0)
+    return t, vals
+
+
+def run_through(t: np.ndarray, vals: np.ndarray, t0: float = 0.0) -> tuple[float, float] | None:
+    """The interval (t_start, t_end) where ``vals >= 0.5`` around ``t0`` (None if ``t0`` is outside)."""
+    inside = vals >= 0.5
+    i0 = int(np.argmin(np.abs(t - t0)))
+    if not inside[i0]:
+        cand = np.nonzero(inside)[0]
+        if cand.size == 0:
+            return None
+        i0 = int(cand[np.argmin(np.abs(cand - i0))])
+    lo = i0
+    while lo > 0 and inside[lo - 1]:
+        lo -= 1
+    hi = i0
+    while hi < len(t) - 1 and inside[hi + 1]:
+        hi += 1
+    return float(t[lo]), float(t[hi])
+
+
+def posterior_direction(disc_normal: np.ndarray) -> np.ndarray:
+    """Unit posterior direction within the disc plane: x_hat x n (RAS; for n = +z this is -y)."""
+    p = np.cross(np.array([1.0, 0.0, 0.0]), disc_normal)
+    return p / np.linalg.norm(p)
+
+
+def lateral_direction(disc_normal: np.ndarray, side: Side) -> np.ndarray:
+    """Unit direction towards the patient's ``side`` within the disc plane."""
+    x = np.array([1.0, 0.0, 0.0]) - disc_normal * disc_normal[0]
+    x /= np.linalg.norm(x)
+    return x if side == "right" else -x
+
+
+def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarray | None:
+    sl = np.take(sac, k, axis=axis)
+    if not sl.any():
+        return None
+    ij = np.argwhere(sl).mean(axis=0)
+    return volume.voxel_to_world(np.insert(ij, axis, k)[None])[0]
+
+
+def ap_diameter_mm(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray) -> float | None:
+    """Length of the sac along the posterior direction through the point ``through``."""
+    t, v = profile(sac, volume, through, posterior_direction(disc_normal), 40.0)
+    run = run_through(t, v)
+    return None if run is None else run[1] - run[0] + STEP_MM
+
+
+def lateral_recess_depth_mm(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, volume: Volume,
+                            sac_center: np.ndarray, disc_normal: np.ndarray, side: Side,
+                            offsets_mm: np.ndarray | None = None) -> float | None:
+    """Narrowest disc-to-facet distance on antero-posterior lines 1.5-5 mm lateral of the sac's lateral edge
+    (the recess proper, medial of the pedicle and the foramen)."""
+    lat = lateral_direction(disc_normal, side)
+    post = posterior_direction(disc_normal)
+    t, v = profile(sac, volume, sac_center, lat, 40.0)
+    run = run_through(t, v)
+    if run is None:
+        return None
+    edge = run[1]
+    depths = []
+    for d in offsets_mm if offsets_mm is not None else np.arange(1.5, 5.01, 0.5):
+        q = sac_center + (edge + d) * lat
+        tt, dv = profile(disc, volume, q, post, 30.0)
+        _, pv = profile(posterior, volume, q, post, 30.0)
+        disc_idx = np.nonzero(dv >= 0.5)[0]
+        if disc_idx.size == 0:
+            continue
+        back = disc_idx[-1]
+        pe_idx = np.nonzero(pv[back:] >= 0.5)[0]
+        if pe_idx.size == 0:
+            continue
+        depths.append(float(tt[back + pe_idx[0]] - tt[back]))
+    return min(depths) if depths else None
+
+
+def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_center: np.ndarray,
+                     disc_normal: np.ndarray, side: Side, min_lateral_mm: float, max_lateral_mm: float = 40.0
+                     ) -> float | None:
+    """Largest foraminal-contents region beside the disc in the parasagittal slices of ``side``."""
+    post = posterior_direction(disc_normal)
+    best = None
+    area_px = pixel_area_mm2(volume, axis)
+    for k in range(volume.shape[axis]):
+        centre_k = volume.voxel_to_world(np.insert((np.array(volume.shape, float)[[a for a in range(3) if a != axis]]
+                                                    - 1) / 2, axis, k)[None])[0]
+        dx = centre_k[0] - disc_center[0]
+        if abs(dx) < min_lateral_mm or abs(dx) > max_lateral_mm or side_of_world_x(centre_k[0], disc_center[0]) != side:
+            continue
+        sl = np.take(contents, k, axis=axis)
+        lab, n = ndimage.label(sl)
+        for c in range(1, n + 1):
+            comp = lab == c
+            ij = np.argwhere(comp).mean(axis=0)
+            w = volume.voxel_to_world(np.insert(ij, axis, k)[None])[0] - disc_center
+            along = abs(float(w @ disc_normal))
+            behind = float(w @ post)
+            if along <= 15.0 and 0.0 < behind <= 35.0:
+                area = float(comp.sum()) * area_px
+                best = area if best is None else max(best, area)
+    return best

@@ -1,0 +1,155 @@
+"""Spine part of the segment and measure stages, and spine bundle training/evaluation on lumbar phantoms.
+
+segment: sagittal T2 -> U-Net classes -> levels counted from the sacrum -> ``spine/labels_sag.nii.gz``; each axial
+T2 stack -> classes -> discs named by the nearest sagittal disc plane -> ``spine/labels_ax.nii.gz`` (``_2``, ``_3``
+for further stacks, in the order of their roles); levels, method, confidence and flags -> ``spine/levels.json``.
+measure: label maps -> ``spine/measurements.csv`` and the spine section of ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.atomic import write_json, write_text
+from pipeline.core.config import load_config
+from pipeline.core.errors import EXIT_OK, UsageError
+from pipeline.core.labels import registry
+from pipeline.core.provenance import update_provenance
+from pipeline.core.summary import Summary, update_summary_section
+from pipeline.core.volume import Volume
+from pipeline.io.nifti import load_volume, save_volume
+from pipeline.spine.levels import DISC_LEVELS, label_levels, levels_from_labels, name_axial_discs
+from pipeline.spine.measure import measure_levels
+from pipeline.workflow.calf_measure import csv_text
+
+AX_ROLE = re.compile(r"^lumbar_ax_t2(_(\d+))?$")
+
+
+def _series(out: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    index = json.loads((out / "series.json").read_text(encoding="utf-8"))
+    vols = [s for s in index["series"] if s.get("volume")]
+    sag = next((s for s in vols if s["role"] == "lumbar_sag_t2"), None)
+    axs = sorted((s for s in vols if AX_ROLE.match(s["role"])), key=lambda s: int(AX_ROLE.match(s["role"]).group(2) or 1))
+    return sag, axs
+
+
+def _ax_label_name(role: str) -> str:
+    n = AX_ROLE.match(role).group(2)
+    return "labels_ax.nii.gz" if n is None else f"labels_ax_{n}.nii.gz"
+
+
+def segment(out: Path, device: str = "cpu", models: Any = None) -> dict[str, Any]:
+    """Segment and level-label the lumbar series of the study in ``out``."""
+    from pipeline.segment.bundle import BundleCache
+    from pipeline.workflow.calf_segment import _PROCESS_CACHE
+
+    sag, axs = _series(out)
+    if sag is None:
+        return {"status": "no sagittal lumbar T2 series"}
+    reg = registry("spine")
+    bundle = (models if isinstance(models, BundleCache) else _PROCESS_CACHE).get(
+        load_config("default")["segment"]["spine_bundle"])
+    levels = label_levels(bundle.predict([load_volume(out / sag["volume"])], device=device), reg)
+    save_volume(levels.labels, out / "spine" / "labels_sag.nii.gz", dtype=np.int16)
+    for s in axs:
+        classes = bundle.predict([load_volume(out / s["volume"])], device=device)
+        save_volume(name_axial_discs(classes, levels, reg), out / "spine" / _ax_label_name(s["role"]), dtype=np.int16)
+    write_json(out / "spine" / "levels.json", {"method": levels.method, "confidence": levels.confidence,
+                                               "flags": levels.flags, "levels": sorted(levels.discs)})
+    update_provenance(out, models={"spine": bundle.provenance()}, notes=[f"spine: {f}" for f in levels.flags])
+    return {"status": "segmented", "levels": sorted(levels.discs), "confidence": levels.confidence,
+            "flags": levels.flags}
+
+
+def _unavailable(reason: str) -> Summary:
+    s = Summary()
+    s.set("spine.available", False)
+    for level in DISC_LEVELS:
+        for key in ("dsca_mm2", "ap_diameter_mm", "central_grade"):
+            s.set_null(f"spine.{level}.{key}", reason)
+        for side in ("left", "right"):
+            for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade"):
+                s.set_null(f"spine.{level}.{side}.{key}", reason)
+    return s
+
+
+def measure(out: Path) -> dict[str, Any]:
+    """Measure the canal at every disc level of the study in ``out``."""
+    sag, axs = _series(out)
+    labels_sag = out / "spine" / "labels_sag.nii.gz"
+    if sag is None or not labels_sag.exists():
+        reason = "no lumbar sagittal T2 series in the study" if sag is None else "spine not segmented"
+        update_summary_section(out, "spine", _unavailable(reason))
+        return {"status": reason}
+    reg = registry("spine")
+    info = json.loads((out / "spine" / "levels.json").read_text()) if (out / "spine" / "levels.json").exists() else {}
+    levels = levels_from_labels(load_volume(labels_sag), reg, info.get("method", ""), info.get("confidence", 1.0),
+                                info.get("flags"))
+    axials = [load_volume(out / "spine" / _ax_label_name(s["role"])) for s in axs
+              if (out / "spine" / _ax_label_name(s["role"])).exists()]
+    res = measure_levels(levels, levels.labels, axials, reg, load_config("default")["spine"],
+                         load_config("innervation"))
+    write_text(out / "spine" / "measurements.csv", csv_text(res.rows, ["level", "side", "metric", "value", "unit",
+                                                                       "grade"]))
+    update_summary_section(out, "spine", res.summary)
+    return {"status": "measured", "levels": sorted(levels.discs)}
+
+
+# -- training and evaluation ------------------------------------------------------------------------------------
+def spine_class_map(labels: Volume) -> Volume:
+    reg = registry("spine")
+    lut = np.zeros(len(reg.labels) + 1, np.uint8)
+    for lab in reg.labels:
+        lut[lab.id] = reg.class_id(lab.structure)
+    return labels.with_array(lut[np.asarray(labels.array, np.int64)])
+
+
+def synthetic_spine_cases(seeds: list[int], fast: bool = True):
+    """Every series of the lumbar phantom of each seed as a (T2 image, class map) training case."""
+    from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
+
+    for seed in seeds:
+        ph = generate_lumbar(LumbarSpec.random(np.random.default_rng([seed, 2])), seed=seed, fast=fast)
+        for s in ph.series:
+            yield [s.volume], spine_class_map(s.labels)
+
+
+def train(out: Path, data: Path | None = None, synthetic: int | None = None, epochs: int | None = None,
+          seed: int = 0, device: str = "cpu") -> int:
+    """Train the spine bundle (one 2-D U-Net for sagittal and axial T2 slices, sliced across the acquisition)."""
+    from pipeline.segment.train import TrainConfig, train_bundle
+
+    c = load_config("default")["train"]["spine"]
+    cfg = TrainConfig(name=Path(out).name, anatomy="spine", labels=list(registry("spine").classes),
+                      input_channels=["t2"], slice_plane="acquisition",
+                      target_spacing_mm=tuple(c["target_spacing_mm"]), patch=tuple(c["patch"]),
+                      batch_size=c["batch_size"], max_iterations=c["max_iterations"], max_minutes=c["max_minutes"],
+                      learning_rate=c["learning_rate"], validate_every=c["validate_every"], seed=seed, device=device)
+    if epochs is not None:
+        cfg.max_iterations = epochs * cfg.validate_every
+    if synthetic is not None:
+        if synthetic < 2:
+            raise UsageError("--synthetic needs at least 2 phantom studies.")
+        n_val = min(int(c["synthetic_validation_cases"]), max(1, synthetic // 5))
+        train_seeds = list(range(synthetic - n_val))
+        val_seeds = list(range(synthetic - n_val, synthetic))
+        cfg.training_data = {"source": "synthetic lumbar phantoms (pipeline.synth.lumbar, LumbarSpec.random)",
+                             "train_seeds": [train_seeds[0], train_seeds[-1]],
+                             "validation_seeds": [val_seeds[0], val_seeds[-1]],
+                             "series": "sagittal T2 and disc-angled axial T2 stacks", "rendering": "fast"}
+        record = train_bundle(list(synthetic_spine_cases(train_seeds)), list(synthetic_spine_cases(val_seeds)), cfg,
+                              Path(out), log=print)
+    else:
+        from pipeline.segment.data import read_msd_dataset
+
+        cfg.training_data = {"source": f"MSD/nnU-Net dataset {Path(data).name}"}
+        cases = read_msd_dataset(Path(data), cfg.labels, cfg.input_channels)
+        n_val = max(1, len(cases) // 5)
+        record = train_bundle(cases[n_val:], cases[:n_val], cfg, Path(out), log=print)
+    print(f"wrote {out} (best validation mean Dice at iteration {record['best_iteration']})")
+    return EXIT_OK

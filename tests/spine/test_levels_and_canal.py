@@ -1,0 +1,81 @@
+"""Level labelling and canal measurements on ground-truth label maps of lumbar phantoms, against the analytic truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.core.config import load_config
+from pipeline.core.labels import registry
+from pipeline.io.nifti import load_volume, to_closest_canonical
+from pipeline.spine.levels import label_levels
+from pipeline.spine.measure import measure_levels
+from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
+from pipeline.workflow.spine_stage import spine_class_map
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+REG = registry("spine")
+CFG = load_config("default")["spine"]
+INN = load_config("innervation")
+
+
+def _measure(sag_labels, ax_labels):
+    levels = label_levels(spine_class_map(sag_labels), REG)
+    return levels, measure_levels(levels, levels.labels, ax_labels, REG, CFG, INN).summary
+
+
+def _check(summary, truth: dict, measured_levels: list[str]) -> None:
+    for level, t in truth["levels"].items():
+        ap = summary.get(f"spine.{level}.ap_diameter_mm")
+        assert ap == pytest.approx(t["ap_diameter_mm"], abs=1.0), level
+        if level not in measured_levels:
+            assert summary.get(f"spine.{level}.dsca_mm2") is None and "no axial slice" in summary.missing[
+                f"spine.{level}.dsca_mm2"]
+            continue
+        dsca = summary.get(f"spine.{level}.dsca_mm2")
+        assert abs(dsca - t["dsca_mm2"]) <= max(8.0, 0.08 * t["dsca_mm2"]), level
+        for side in ("left", "right"):
+            got = summary.get(f"spine.{level}.{side}.lateral_recess_depth_mm")
+            assert got == pytest.approx(t["lateral_recess_depth_mm"][side], abs=1.0), (level, side)
+
+
+def test_sample_index_case(tmp_path: Path):
+    study = SAMPLE / "nmh_case"
+    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
+    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
+           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
+    levels, s = _measure(sag, axs)
+    assert levels.confidence == 1.0 and not levels.flags
+    truth = json.loads((study / "ground_truth.json").read_text())["spine"]
+    _check(s, truth, ["L3-L4", "L4-L5", "L5-S1"])
+    assert s.get("spine.L4-L5.dsca_mm2") < 100 and s.get("spine.L4-L5.central_grade") in ("relative", "absolute")
+    assert s.get("spine.L4-L5.right.lateral_recess_depth_mm") < s.get("spine.L4-L5.left.lateral_recess_depth_mm")
+    assert s.get("spine.L4-L5.right.lateral_recess_grade") == "narrowed"
+    assert set(s.get("spine.L4-L5.right.roots_at_risk").split(",")) >= {"L5", "S1"}
+    for level in ("L3-L4", "L5-S1"):
+        assert s.get(f"spine.{level}.central_grade") == "normal"
+
+
+@pytest.mark.parametrize("seed", [101, 202])
+def test_random_phantoms_levels_and_sides(seed: int):
+    spec = LumbarSpec.random(np.random.default_rng(seed))
+    ph = generate_lumbar(spec, seed=seed)
+    can = [to_closest_canonical(s.labels)[0] for s in ph.series]
+    levels, s = _measure(can[0], can[1:])
+    centre_l45 = np.array(ph.truth["levels"]["L4-L5"]["disc_center_ras"])
+    assert np.linalg.norm(levels.discs["L4-L5"].center_ras - centre_l45) < 3.0
+    _check(s, ph.truth, list(spec.ax_levels))
+
+
+def test_field_of_view_without_sacrum_is_flagged_not_guessed():
+    ph = generate_lumbar(LumbarSpec(sag_matrix=160, ax_levels=()), seed=1, fast=True)
+    sag = to_closest_canonical(ph.series[0].labels)[0]
+    arr = sag.array.copy()
+    arr[np.isin(arr, [REG.label_id("sacrum_S1")])] = 0
+    levels = label_levels(spine_class_map(sag.with_array(arr)), REG)
+    assert not levels.discs and "no sacrum" in levels.flags[0]
+    res = measure_levels(levels, levels.labels, [], REG, CFG, INN).summary
+    assert res.get("spine.L4-L5.dsca_mm2") is None and "no sacrum" in res.missing["spine.L4-L5.dsca_mm2"]
