@@ -1,0 +1,107 @@
+"""Diagnostic rules engine: YAML rules over the imaging summary and the clinical findings, with the evidence.
+
+``evaluate_study(OUT, clinical, rules_path)`` reads ``OUT/summary.json`` and the clinical file, derives the rule
+inputs (root-territory analysis, spine concordance, clinical signs; :mod:`pipeline.rules.derive`), fires the rules of
+``configs/rules.yaml`` (:mod:`pipeline.rules.engine`) and writes ``OUT/findings.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.atomic import write_json
+from pipeline.core.config import load_config
+from pipeline.core.provenance import file_sha256
+from pipeline.core.summary import Summary
+from pipeline.rules.clinical import Clinical, load_clinical
+from pipeline.rules.derive import CLINICAL_SYMBOLS, Derived, derive
+from pipeline.rules.engine import RuleSet, evaluate, load_rules
+
+CAVEAT = ("Decision support, not a diagnosis: these findings rank hypotheses from automated measurements and the "
+          "clinical findings given, with the rules and thresholds of configs/rules.yaml. A physician must review the "
+          "images, the measurements and the patient.")
+
+
+def _root_key(root: str) -> tuple[int, int]:
+    return (0 if root[0] == "L" else 1, int(root[1:]))
+
+
+def _statement(decision: dict[str, Any], d: Derived, clinical: Clinical | None, summary: Summary,
+               innervation: dict[str, Any]) -> str:
+    h = decision.get("hypothesis")
+    if h is None:
+        return decision["status"]
+    if h != "neurogenic_hypertrophy":
+        side = "bilateral" if h == "myopathic" and d.values.get("n_fatty_bilateral") else ""
+        return f"{decision['title'].lower()}{', ' + side if side else ''}"
+    side = d.territory["affected_side"]
+    roots = d.territory["territory_roots"]
+    affected = d.territory["affected_muscles"][side]
+    main = sorted({innervation["muscles"][m]["roots"][0] for m in affected} & set(roots), key=_root_key) or roots[:1]
+    support: set[str] = set()
+    if clinical is not None and clinical.emg:
+        support |= {e.root for e in clinical.emg if e.side == side and e.finding.endswith("neurogenic")}
+    for lv in d.territory["spine_concordant_levels"]:
+        support |= set((summary.get(f"spine.{lv}.{side}.roots_at_risk") or "").split(",")) - {""}
+    extra = sorted((support - set(roots)) & {"L4", "L5", "S1"}, key=_root_key)
+    return f"neurogenic muscle hypertrophy, {side} {'/'.join(main + extra)} territory"
+
+
+def _concordant(summary: Summary, d: Derived) -> list[dict[str, Any]]:
+    side = d.territory["affected_side"]
+    out = []
+    for lv in d.territory["spine_concordant_levels"]:
+        out.append({"level": lv, "side": side, "central_grade": summary.get(f"spine.{lv}.central_grade"),
+                    "dsca_mm2": summary.get(f"spine.{lv}.dsca_mm2"),
+                    "lateral_recess_grade": summary.get(f"spine.{lv}.{side}.lateral_recess_grade"),
+                    "lateral_recess_depth_mm": summary.get(f"spine.{lv}.{side}.lateral_recess_depth_mm"),
+                    "foramen_grade": summary.get(f"spine.{lv}.{side}.foramen_grade"),
+                    "roots_at_risk": summary.get(f"spine.{lv}.{side}.roots_at_risk"),
+                    "territory_roots_explained": sorted(set((summary.get(f"spine.{lv}.{side}.roots_at_risk") or "")
+                                                            .split(",")) & set(d.territory["territory_roots"]),
+                                                        key=_root_key)})
+    return out
+
+
+def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> dict[str, Any]:
+    """The findings record (what findings.json holds) for a summary and clinical findings."""
+    innervation = load_config("innervation")
+    thr = ruleset.thresholds
+    d = derive(summary, clinical, innervation, thr)
+    result = evaluate(ruleset, d)
+    result["decision"]["statement"] = _statement(result["decision"], d, clinical, summary, innervation)
+    territory = dict(d.territory)
+    territory["status"] = {s: {m: v for m, v in st.items() if v["enlarged"] or v["fatty"] or v["complete_fatty"]}
+                           for s, st in territory["status"].items()}
+    missing_clinical = sorted({s for s in d.missing if s in CLINICAL_SYMBOLS})
+    missing_imaging = {k: v for k, v in d.missing.items() if k not in CLINICAL_SYMBOLS}
+    return {
+        "caveat": CAVEAT,
+        "decision": result["decision"],
+        "scores": result["scores"],
+        "fired_rules": result["fired_rules"],
+        "not_fired_rules": result["not_fired_rules"],
+        "not_evaluable_rules": result["not_evaluable_rules"],
+        "territory_analysis": territory,
+        "concordant_spine_findings": _concordant(summary, d),
+        "missing_data": {"clinical_input": clinical is None, "clinical": {s: d.missing[s] for s in missing_clinical},
+                         "imaging": missing_imaging},
+        "derived_inputs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.values.items()},
+        "hypotheses": {k: v["title"] for k, v in ruleset.hypotheses.items()},
+    }
+
+
+def evaluate_study(out: Path, clinical: Path | None = None, rules_path: Path | None = None) -> dict[str, Any]:
+    """Evaluate the rules for the study in ``out``; writes and returns ``findings.json``."""
+    out = Path(out)
+    ruleset = load_rules(rules_path)
+    c = load_clinical(clinical) if clinical is not None else None
+    record = findings(Summary.load(out / "summary.json"), c, ruleset)
+    record["inputs"] = {"clinical_file": str(clinical) if clinical else None, "rules_file": str(ruleset.path),
+                        "rules_sha256": file_sha256(ruleset.path)}
+    write_json(out / "findings.json", record)
+    return record
+
+
+__all__ = ["CAVEAT", "evaluate_study", "findings", "load_clinical", "load_rules"]
