@@ -1,0 +1,195 @@
+"""Rules engine: every rule fires and stays silent on minimal inputs, malformed rule files fail at load with the rule
+id, thresholds in the YAML change outcomes, clinical input validation, and the sample cases end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.core.config import DEFAULT_CONFIG_DIR
+from pipeline.core.errors import BadInputError, ConfigError
+from pipeline.rules import evaluate_study
+from pipeline.rules.clinical import Clinical, load_clinical
+from pipeline.rules.derive import SYMBOLS, Derived
+from pipeline.rules.engine import evaluate, load_rules
+from pipeline.workflow import spine_stage
+from pipeline.workflow.calf_measure import measure_calf
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+RULES = DEFAULT_CONFIG_DIR / "rules.yaml"
+
+BASELINE = {
+    "calf_available": True, "both_legs": True, "girth_diff_cm": 0.2, "girth_diff_abs_cm": 0.2, "larger_side": "right",
+    "affected_side": "", "n_affected_right": 0.0, "n_affected_left": 0.0, "n_enlarged_affected_side": 0.0,
+    "n_fatty_affected_side": 0.0, "n_complete_fatty_affected_side": 0.0, "n_true_hypertrophy": 0.0,
+    "n_pseudohypertrophy": 0.0, "territory_fit": False, "territory_roots": (), "n_fatty_bilateral": 0.0,
+    "n_roots_bilateral": 0.0, "max_abs_volume_ai_pct": 3.0, "single_muscle_enlarged": False, "spine_available": True,
+    "spine_concordant": False, "spine_concordant_levels": (), "any_central_stenosis": False, "ck_x_uln": 2.0,
+    "emg_neurogenic_territory": False, "emg_neurogenic_any": False, "emg_myopathic": False,
+    "ankle_reflex_reduced_affected_side": False, "weakness_affected_side": False, "sensory_loss_territory": False,
+    "slr_positive_affected_side": False, "oedema_clinical": False, "acute_onset": True, "pain": False,
+}
+TERRITORY = {"affected_side": "right", "territory_fit": True, "territory_roots": ("S1", "S2")}
+CASES = {  # rule id: (values that make it fire, values that keep it silent)
+    "calf_girth_asymmetry": ({"girth_diff_abs_cm": 3.0}, {"girth_diff_abs_cm": 1.0}),
+    "single_root_territory": (TERRITORY, {**TERRITORY, "territory_fit": False}),
+    "true_hypertrophy_in_territory": ({**TERRITORY, "n_true_hypertrophy": 1.0}, TERRITORY),
+    "fatty_change_in_territory": ({**TERRITORY, "n_fatty_affected_side": 1.0}, {**TERRITORY, "affected_side": ""}),
+    "concordant_spine_narrowing": ({"spine_concordant": True}, {}),
+    "emg_neurogenic_in_territory": ({"emg_neurogenic_territory": True}, {}),
+    "ankle_reflex_reduced": ({"ankle_reflex_reduced_affected_side": True}, {}),
+    "weakness_affected_side": ({"weakness_affected_side": True}, {}),
+    "sensory_loss_in_territory": ({"sensory_loss_territory": True}, {}),
+    "straight_leg_raise_positive": ({"slr_positive_affected_side": True}, {}),
+    "ck_normal": ({"ck_x_uln": 0.6}, {"ck_x_uln": 1.5}),
+    "ck_markedly_raised": ({"ck_x_uln": 8.0}, {"ck_x_uln": 3.0}),
+    "bilateral_symmetric_fatty_infiltration": ({"n_fatty_bilateral": 4.0, "max_abs_volume_ai_pct": 5.0},
+                                               {"n_fatty_bilateral": 4.0, "max_abs_volume_ai_pct": 30.0}),
+    "several_root_territories_bilateral": ({"n_roots_bilateral": 2.0}, {"n_roots_bilateral": 1.0}),
+    "emg_myopathic": ({"emg_myopathic": True}, {}),
+    "pseudohypertrophy": ({"n_pseudohypertrophy": 1.0, "n_fatty_bilateral": 1.0}, {"n_fatty_bilateral": 1.0}),
+    "single_muscle_enlarged": ({"single_muscle_enlarged": True}, {}),
+    "swelling_without_muscle_change": ({"girth_diff_abs_cm": 3.0}, {"girth_diff_abs_cm": 3.0, "n_affected_right": 2.0}),
+    "wells_calf_swelling": ({"girth_diff_abs_cm": 3.5}, {"girth_diff_abs_cm": 2.5}),
+    "clinical_oedema": ({"oedema_clinical": True}, {}),
+    "acute_painful_onset": ({"pain": True}, {}),
+    "chronic_course": ({"acute_onset": False}, {}),
+}
+
+
+def _derived(values: dict) -> Derived:
+    d = Derived()
+    for k in SYMBOLS:
+        d.put(k, values.get(k, BASELINE[k]), "absent in this test")
+    return d
+
+
+def _fired(values: dict, ruleset=None) -> set[str]:
+    return {r["id"] for r in evaluate(ruleset or load_rules(), _derived({**BASELINE, **values}))["fired_rules"]}
+
+
+def test_baseline_fires_nothing_and_every_rule_has_a_case():
+    assert _fired({}) == set()
+    assert {r.id for r in load_rules().rules} == set(CASES)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_fires(rule_id: str):
+    assert rule_id in _fired(CASES[rule_id][0])
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_stays_silent(rule_id: str):
+    assert rule_id not in _fired(CASES[rule_id][1])
+
+
+def test_missing_inputs_make_rules_not_evaluable_with_the_reason():
+    d = _derived(BASELINE)
+    d.put("ck_x_uln", None, "CK not given")
+    res = evaluate(load_rules(), d)
+    entry = next(r for r in res["not_evaluable_rules"] if r["id"] == "ck_normal")
+    assert entry["missing"] == {"ck_x_uln": "CK not given"}
+
+
+def _broken(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load(RULES.read_text())
+    edit(data)
+    p = tmp_path / "rules.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["rules"][2].update(when="territory_fit and and"), "true_hypertrophy_in_territory"),
+    (lambda d: d["rules"][0].update(when="calf_size > 3"), "calf_girth_asymmetry': unknown field 'calf_size'"),
+    (lambda d: d["rules"][1]["points"].update(gout=2), "single_root_territory' gives points to unknown hypothesis"),
+    (lambda d: d["rules"][3].pop("reference"), "rules[3]"),
+    (lambda d: d["rules"][4].update(requires=["nonsense"]), "concordant_spine_narrowing' requires unknown"),
+])
+def test_malformed_rules_fail_at_load_naming_the_rule(tmp_path: Path, edit, message: str):
+    with pytest.raises(ConfigError) as exc:
+        load_rules(_broken(tmp_path, edit))
+    assert message in str(exc.value)
+
+
+def test_clinical_validation_names_the_field(tmp_path: Path):
+    p = tmp_path / "clinical.yaml"
+    p.write_text("reflexes: {ankle: {left: 2, right: 7}}\nemg: [{root: L5, side: middle, finding: chronic_neurogenic}]\n")
+    with pytest.raises(BadInputError) as exc:
+        load_clinical(p)
+    msg = str(exc.value)
+    assert "reflexes.ankle.right" in msg and "emg.0.side" in msg and str(p) in msg
+
+
+def test_clinical_schema_file_matches_the_model():
+    committed = yaml.safe_load((DEFAULT_CONFIG_DIR / "schemas" / "clinical.schema.yaml").read_text())
+    generated = Clinical.model_json_schema()
+    assert committed["properties"] == json.loads(json.dumps(generated["properties"]))
+
+
+@pytest.fixture(scope="module")
+def gt_outputs(tmp_path_factory):
+    """Each sample study ingested and measured with its ground-truth label maps (calf and spine)."""
+    from pipeline.io.study import ingest_study
+
+    outs = {}
+    for case in ("nmh_case", "control", "myopathic"):
+        st, out = SAMPLE / case, tmp_path_factory.mktemp(case)
+        ingest_study(st, out)
+        (out / "calf").mkdir()
+        (out / "spine").mkdir()
+        shutil.copy(st / "ground_truth" / "calf_labels.nii.gz", out / "calf" / "labels.nii.gz")
+        shutil.copy(st / "ground_truth" / "lumbar_sag_t2_labels.nii.gz", out / "spine" / "labels_sag.nii.gz")
+        for role, name in (("lumbar_ax_t2", "labels_ax"), ("lumbar_ax_t2_2", "labels_ax_2"),
+                           ("lumbar_ax_t2_3", "labels_ax_3")):
+            shutil.copy(st / "ground_truth" / f"{role}_labels.nii.gz", out / "spine" / f"{name}.nii.gz")
+        measure_calf(out)
+        spine_stage.measure(out)
+        outs[case] = out
+    return outs
+
+
+def test_sample_cases_with_and_without_clinical_input(gt_outputs):
+    nmh = evaluate_study(gt_outputs["nmh_case"], SAMPLE / "nmh_case" / "clinical.yaml")
+    assert nmh["decision"]["hypothesis"] == "neurogenic_hypertrophy"
+    assert nmh["decision"]["statement"] == "neurogenic muscle hypertrophy, right S1/L5 territory"
+    assert [c["level"] for c in nmh["concordant_spine_findings"]] == ["L4-L5"]
+    assert nmh["territory_analysis"]["territory_roots"][0] == "S1"
+    fired = {r["id"]: r for r in nmh["fired_rules"]}
+    assert fired["ck_normal"]["values"]["ck_x_uln"] == pytest.approx(110 / 170)
+    nmh_img = evaluate_study(gt_outputs["nmh_case"], None)
+    assert nmh_img["decision"]["hypothesis"] == "neurogenic_hypertrophy"
+    assert nmh_img["scores"]["neurogenic_hypertrophy"] < nmh["scores"]["neurogenic_hypertrophy"]
+    assert nmh_img["missing_data"]["clinical_input"] and "ck_x_uln" in nmh_img["missing_data"]["clinical"]
+    control = evaluate_study(gt_outputs["control"], SAMPLE / "control" / "clinical.yaml")
+    assert control["decision"]["hypothesis"] is None
+    assert control["decision"]["status"] == "no hypothesis above threshold"
+    assert evaluate_study(gt_outputs["control"], None)["decision"]["hypothesis"] is None
+    myo = evaluate_study(gt_outputs["myopathic"], SAMPLE / "myopathic" / "clinical.yaml")
+    assert myo["decision"]["hypothesis"] == "myopathic"
+    myo_img = evaluate_study(gt_outputs["myopathic"], None)
+    assert myo_img["scores"]["myopathic"] < myo["scores"]["myopathic"]
+
+
+def test_threshold_in_yaml_changes_the_outcome(gt_outputs, tmp_path: Path):
+    strict = _broken(tmp_path, lambda d: d["thresholds"]["enlarged_volume_ai_pct"].update(value=60))
+    res = evaluate_study(gt_outputs["nmh_case"], SAMPLE / "nmh_case" / "clinical.yaml", strict)
+    assert "true_hypertrophy_in_territory" not in {r["id"] for r in res["fired_rules"]}
+    stricter = _broken(tmp_path, lambda d: d["decision"].update(min_score=40))
+    res = evaluate_study(gt_outputs["nmh_case"], SAMPLE / "nmh_case" / "clinical.yaml", stricter)
+    assert res["decision"]["hypothesis"] is None
+
+
+def test_cli_rules(gt_outputs, tmp_path: Path, capsys):
+    out = gt_outputs["myopathic"]
+    assert main(["rules", str(out), "--clinical", str(SAMPLE / "myopathic" / "clinical.yaml")]) == 0
+    assert json.loads((out / "findings.json").read_text())["decision"]["hypothesis"] == "myopathic"
+    bad = tmp_path / "clinical.yaml"
+    bad.write_text("labs: {ck_u_l: -5}\n")
+    assert main(["rules", str(out), "--clinical", str(bad)]) == 3
+    assert "labs.ck_u_l" in capsys.readouterr().err
