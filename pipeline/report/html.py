@@ -1,0 +1,182 @@
+"""HTML reports: a self-contained ``report.html`` per study and ``index.html`` + ``cohort.csv`` for a batch.
+
+Reports read the saved outputs (``series.json``, ``summary.json``, ``findings.json``, ``provenance.json``,
+``qa/*.png``) and never recompute a measurement; images are embedded as base64 so one file travels alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from pipeline.core.atomic import write_text
+
+TEMPLATES = Path(__file__).with_name("templates")
+CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
+AI_METRICS = ("volume_ai_pct", "max_csa_ai_pct", "matched_csa_ai_pct", "lean_volume_ai_pct", "ff_diff_pp")
+LEVEL_RE = re.compile(r"^spine\.((?:L[1-5])-(?:L[1-5]|S1))\.")
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = fmt
+    return env
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """Display a value: numbers rounded, None as an en dash.
+
+    >>> fmt(12.345), fmt(None), fmt(3), fmt(True)
+    ('12.3', '–', '3', 'yes')
+    """
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if math.isfinite(value) else "–"
+    return str(value)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: Sequence[str],
+                groups: Sequence[str], asym_flag_pct: float, ff_flag_pp: float) -> list[dict[str, Any]]:
+    """One row per muscle/group: right and left metrics and the asymmetry values with flags, from summary values."""
+    rows = []
+    for name in (*muscles, *groups):
+        r = {"name": name, "group": name in groups, "right": {}, "left": {}, "asym": {}, "flags": [], "why": {}}
+        for side in ("right", "left"):
+            for m in CALF_METRICS:
+                key = f"calf.{side}.{name}.{m}"
+                r[side][m] = values.get(key)
+                if key in missing:
+                    r["why"][f"{side}.{m}"] = missing[key]
+        for m in AI_METRICS:
+            v = values.get(f"calf.asymmetry.{name}.{m}")
+            r["asym"][m] = v
+            limit = ff_flag_pp if m == "ff_diff_pp" else asym_flag_pct
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) >= limit:
+                r["flags"].append(m)
+        if any(v is not None for v in (*r["right"].values(), *r["left"].values())) or r["why"]:
+            rows.append(r)
+    return rows
+
+
+def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per lumbar level with central and per-side measures and grades, from summary values."""
+    levels = sorted({m.group(1) for k in values if (m := LEVEL_RE.match(k))})
+    rows = []
+    for lv in levels:
+        g = lambda k, lv=lv: values.get(f"spine.{lv}.{k}")  # noqa: E731
+        rows.append({"level": lv, "dsca_mm2": g("dsca_mm2"), "ap_diameter_mm": g("ap_diameter_mm"),
+                     "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
+                     "sides": {s: {"recess_mm": g(f"{s}.lateral_recess_depth_mm"),
+                                   "recess_grade": g(f"{s}.lateral_recess_grade"),
+                                   "foramen_mm2": g(f"{s}.foramen_area_mm2"), "foramen_grade": g(f"{s}.foramen_grade"),
+                                   "roots": g(f"{s}.roots_at_risk")} for s in ("right", "left")}})
+    return rows
+
+
+def render_study_report(out: Path, muscles: Sequence[str], groups: Sequence[str], report_cfg: Mapping[str, Any],
+                        qa_images: Sequence[Path], exports: Sequence[str] = ()) -> str:
+    """The HTML text of ``report.html`` for the study folder ``out``."""
+    out = Path(out)
+    series = _read_json(out / "series.json")
+    summary = _read_json(out / "summary.json")
+    findings = _read_json(out / "findings.json")
+    prov = _read_json(out / "provenance.json")
+    values, missing = summary.get("values", {}), summary.get("missing", {})
+    return _env().get_template("report.html.j2").render(
+        study_name=out.name, series=series.get("series", []), skipped=series.get("skipped", []),
+        calf_available=values.get("calf.available"), legs=values.get("calf.legs_present"),
+        girth={k: values.get(k) for k in ("calf.right.girth_max_mm", "calf.left.girth_max_mm",
+                                          "calf.girth_matched_z_mm", "calf.right.girth_matched_mm",
+                                          "calf.left.girth_matched_mm", "calf.asymmetry.girth_diff_cm")},
+        calf_rows=calf_tables(values, missing, muscles, groups, report_cfg["asymmetry_flag_pct"],
+                              report_cfg["ff_diff_flag_pp"]),
+        asym_flag_pct=report_cfg["asymmetry_flag_pct"], ff_flag_pp=report_cfg["ff_diff_flag_pp"],
+        spine_available=values.get("spine.available"), spine_rows=spine_rows(values),
+        spine_method=values.get("spine.levels_method"), spine_conf=values.get("spine.levels_confidence"),
+        findings=findings, images=[(p.stem.replace("_", " "), _png_data_uri(p)) for p in qa_images],
+        provenance=prov, exports=list(exports), missing=missing,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- cohort
+
+
+def robust_outliers(values: Mapping[str, float], z: float, min_n: int) -> set[str]:
+    """Names whose value lies more than ``z`` robust z-scores from the median: |x - median| / (1.4826 MAD) > z
+    (Iglewicz & Hoaglin, How to Detect and Handle Outliers, ASQC 1993, modified z-score).
+
+    >>> sorted(robust_outliers({"a": 1.0, "b": 1.1, "c": 0.9, "d": 1.0, "e": 9.0}, 3.5, 4))
+    ['e']
+    """
+    if len(values) < min_n:
+        return set()
+    med = statistics.median(values.values())
+    mad = statistics.median(abs(v - med) for v in values.values())
+    if mad == 0:
+        return {k for k, v in values.items() if v != med}
+    return {k for k, v in values.items() if abs(v - med) / (1.4826 * mad) > z}
+
+
+def cohort_table(root_out: Path, studies: Sequence[Mapping[str, Any]], columns: Sequence[str], z: float,
+                 min_n: int) -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
+    """Rows (one per study: name, status, error, decision and the summary columns) and outliers per column."""
+    rows = []
+    for st in studies:
+        out = Path(root_out) / st["name"]
+        values = _read_json(out / "summary.json").get("values", {}) if st["status"] != "failed" else {}
+        decision = _read_json(out / "findings.json").get("decision", {}) if st["status"] != "failed" else {}
+        row = {"study": st["name"], "status": st["status"], "error": st.get("error", ""),
+               "decision": decision.get("statement") or decision.get("hypothesis") or ""}
+        for c in columns:
+            row[c] = values.get(c)
+        rows.append(row)
+    outliers = {}
+    for c in columns:
+        vals = {r["study"]: float(r[c]) for r in rows
+                if isinstance(r[c], (int, float)) and not isinstance(r[c], bool)}
+        outliers[c] = robust_outliers(vals, z, min_n)
+    return rows, outliers
+
+
+def write_cohort(root_out: Path, studies: Sequence[Mapping[str, Any]], report_cfg: Mapping[str, Any]) -> Path:
+    """Write ``cohort.csv`` and ``index.html`` at the batch output root; returns the index path."""
+    root_out = Path(root_out)
+    columns = list(report_cfg["cohort_columns"])
+    rows, outliers = cohort_table(root_out, studies, columns, report_cfg["outlier_robust_z"],
+                                  report_cfg["outlier_min_studies"])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["study", "status", "error", "decision", *columns, "outlier_columns"],
+                       lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        flagged = [c for c in columns if r["study"] in outliers[c]]
+        w.writerow({**{k: ("" if v is None else v) for k, v in r.items()}, "outlier_columns": ";".join(flagged)})
+    write_text(root_out / "cohort.csv", buf.getvalue())
+    html = _env().get_template("index.html.j2").render(
+        rows=rows, columns=columns, outliers=outliers,
+        n_failed=sum(r["status"] == "failed" for r in rows),
+        has_report={r["study"]: (root_out / r["study"] / "report.html").exists() for r in rows})
+    return write_text(root_out / "index.html", html)

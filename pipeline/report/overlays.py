@@ -1,0 +1,294 @@
+"""QA overlays (PNG) in radiological convention.
+
+Every picture is drawn from a display grid derived from the volume's affine with nibabel orientations, never from
+array order: axial slices are reoriented to (P, L, S) so that image rows run anterior (top) to posterior and image
+columns run from the patient's right (image left) to the patient's left; sagittal slices to (I, P, R) so that
+superior is up and anterior is on the image left. The R/L markers are computed from the world x of the displayed
+image's edges with :func:`pipeline.core.geometry.side_of_world_x`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel.orientations as nio  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from pipeline.core.atomic import atomic_path  # noqa: E402
+from pipeline.core.geometry import side_of_world_x  # noqa: E402
+from pipeline.core.labels import Registry  # noqa: E402
+from pipeline.core.volume import Volume  # noqa: E402
+
+AXIAL_CODES = ("P", "L", "S")
+SAGITTAL_CODES = ("I", "P", "R")
+
+
+def to_display(volume: Volume, codes: Sequence[str]) -> Volume:
+    """Reorient ``volume`` so that array axes point along ``codes`` (nibabel axis codes); the affine follows.
+
+    >>> import numpy as np
+    >>> v = Volume(np.arange(8.0).reshape(2, 2, 2), np.eye(4))
+    >>> to_display(v, ("P", "L", "S")).axcodes
+    ('P', 'L', 'S')
+    """
+    start = nio.io_orientation(volume.affine)
+    transform = nio.ornt_transform(start, nio.axcodes2ornt(tuple(codes)))
+    arr = nio.apply_orientation(np.asarray(volume.array), transform)
+    affine = volume.affine @ nio.inv_ornt_aff(transform, volume.array.shape)
+    return Volume(np.ascontiguousarray(arr), affine, dict(volume.meta))
+
+
+def _world(volume: Volume, ijk: Sequence[float]) -> np.ndarray:
+    """World (RAS, mm) position of one voxel index triple: affine @ [i, j, k, 1]."""
+    return volume.affine[:3, :3] @ np.asarray(ijk, dtype=float) + volume.affine[:3, 3]
+
+
+def side_markers(display: Volume) -> tuple[str, str]:
+    """The letters for the image's left and right edges ("R", "L") from the world x of the first and last columns
+    of a display grid (columns = array axis 1)."""
+    ni, nj = display.shape[0], display.shape[1]
+    centre = _world(display, [(ni - 1) / 2, (nj - 1) / 2, 0])[0]
+    x0 = _world(display, [(ni - 1) / 2, 0, 0])[0]
+    x1 = _world(display, [(ni - 1) / 2, nj - 1, 0])[0]
+    left = side_of_world_x(x0, centre)[0].upper()
+    right = side_of_world_x(x1, centre)[0].upper()
+    return left, right
+
+
+def _extent(display: Volume) -> list[float]:
+    """imshow extent (mm) so that pixels are square in world units."""
+    dr, dc = display.spacing_mm[0], display.spacing_mm[1]
+    return [0, display.shape[1] * dc, display.shape[0] * dr, 0]
+
+
+def _window(img: np.ndarray) -> tuple[float, float]:
+    vals = img[np.isfinite(img)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(vals, [1, 99.5])
+    return float(lo), float(max(hi, lo + 1e-6))
+
+
+def _save(fig: Any, path: str | Path, dpi: int) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="black")
+    plt.close(fig)
+    return Path(path)
+
+
+def _mark_sides(ax: Any, display: Volume) -> None:
+    left, right = side_markers(display)
+    kw = dict(color="yellow", fontsize=12, fontweight="bold", va="center", transform=ax.transAxes)
+    ax.text(0.02, 0.5, left, ha="left", **kw)
+    ax.text(0.98, 0.5, right, ha="right", **kw)
+
+
+def _slice_at_z(display: Volume, z_mm: float) -> int:
+    """Index along axis 2 of the display grid nearest the world z ``z_mm``."""
+    zs = [_world(display, [0, 0, k])[2] for k in range(display.shape[2])]
+    return int(np.argmin(np.abs(np.asarray(zs) - z_mm)))
+
+
+def montage_levels_z(labels: Volume, fractions: Sequence[float]) -> list[float]:
+    """World z (mm) at the given fractions of the labelled extent (0 = most inferior labelled slice)."""
+    disp = to_display(labels, AXIAL_CODES)
+    ks = np.nonzero(disp.array.reshape(-1, disp.shape[2]).any(axis=0))[0]
+    if ks.size == 0:
+        ks = np.arange(disp.shape[2])
+    zs = sorted(_world(disp, [0, 0, k])[2] for k in (ks[0], ks[-1]))
+    return [zs[0] + f * (zs[1] - zs[0]) for f in fractions]
+
+
+def _contour(ax: Any, mask: np.ndarray, spacing: tuple[float, float], color: str, width: float = 0.8) -> None:
+    """Outline ``mask`` on an image drawn with :func:`_extent` (pixel centres at (index + 0.5) * spacing)."""
+    ys = (np.arange(mask.shape[0]) + 0.5) * spacing[0]
+    xs = (np.arange(mask.shape[1]) + 0.5) * spacing[1]
+    ax.contour(xs, ys, mask.astype(float), levels=[0.5], colors=[color], linewidths=width)
+
+
+def _title(ax: Any, text: str) -> None:
+    ax.set_title(text, color="white", fontsize=9)
+
+
+def _header(fig: Any, phi: str | None, title: str) -> None:
+    fig.suptitle(title if not phi else f"{title}  |  {phi}", color="white", fontsize=10)
+
+
+def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: Sequence[float], path: str | Path,
+                 phi: str | None = None, dpi: int = 110) -> Path:
+    """Axial calf slices at fixed fractions of the labelled length with coloured muscle contours and a legend."""
+    img, lab = to_display(image, AXIAL_CODES), to_display(labels, AXIAL_CODES)
+    by_id = registry.by_id()
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 4.2), facecolor="black")
+    axes = np.atleast_1d(axes)
+    lo, hi = _window(img.array)
+    seen: dict[str, str] = {}
+    for ax, frac, z in zip(axes, fractions, montage_levels_z(labels, fractions)):
+        k = _slice_at_z(img, z)
+        ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img), interpolation="nearest")
+        sl = lab.array[:, :, k]
+        for lid in np.unique(sl):
+            info = by_id.get(int(lid))
+            if info is None:
+                continue
+            _contour(ax, sl == lid, (img.spacing_mm[0], img.spacing_mm[1]), info.color)
+            seen[info.abbrev or info.structure] = info.color
+        _mark_sides(ax, img)
+        _title(ax, f"{int(round(frac * 100))}% of length, z = {z:.0f} mm")
+        ax.axis("off")
+    handles = [Patch(color=c, label=n) for n, c in seen.items()]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 12), fontsize=8, frameon=False,
+                   labelcolor="white")
+    _header(fig, phi, "Calf muscles (radiological view: patient right on image left)")
+    return _save(fig, path, dpi)
+
+
+def ff_overlay(image: Volume, ff_pct: Volume, fractions: Sequence[float], labels: Volume, path: str | Path,
+               phi: str | None = None, dpi: int = 110) -> Path:
+    """Fat-fraction map (0-100 %) over the anatomical image at the montage levels, with a colour bar."""
+    img, ff = to_display(image, AXIAL_CODES), to_display(ff_pct, AXIAL_CODES)
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 4.4), facecolor="black")
+    axes = np.atleast_1d(axes)
+    lo, hi = _window(img.array)
+    im = None
+    for ax, z in zip(axes, montage_levels_z(labels, fractions)):
+        k = _slice_at_z(img, z)
+        ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img))
+        f = np.ma.masked_where(~(ff.array[:, :, k] > 0), ff.array[:, :, k])
+        im = ax.imshow(f, cmap="inferno", vmin=0, vmax=100, alpha=0.6, extent=_extent(img))
+        _mark_sides(ax, img)
+        _title(ax, f"z = {z:.0f} mm")
+        ax.axis("off")
+    if im is not None:
+        cb = fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.01)
+        cb.set_label("fat fraction (%)", color="white")
+        cb.ax.tick_params(colors="white")
+    _header(fig, phi, "Fat fraction map")
+    return _save(fig, path, dpi)
+
+
+def read_slices_csv(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def csa_plot(slices: Sequence[Mapping[str, Any]], registry: Registry, path: str | Path, dpi: int = 100) -> Path:
+    """CSA (mm2) along z, left vs right, one panel per muscle, from the rows of ``calf/slices.csv``."""
+    muscles = [m for m in registry.muscles if any(r.get("muscle") == m for r in slices)]
+    n = max(len(muscles), 1)
+    cols = 3
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    for ax, m in zip(axes.ravel(), muscles):
+        for side, style in (("right", "-"), ("left", "--")):
+            pts = sorted((float(r["z_mm"]), float(r["csa_mm2"])) for r in slices
+                         if r.get("muscle") == m and r.get("side") == side and r.get("csa_mm2") not in ("", None))
+            if pts:
+                z, a = zip(*pts)
+                ax.plot(z, a, style, label=side)
+        ax.set_title(m.replace("_", " "), fontsize=9)
+        ax.set_xlabel("z (mm)", fontsize=8)
+        ax.set_ylabel("CSA (mm²)", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(muscles):]:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def _centroid_rc(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[float, float]:
+    r, c = np.nonzero(mask)
+    return float(c.mean() * spacing[1]), float(r.mean() * spacing[0])
+
+
+def lumbar_sagittal(image: Volume, labels: Volume, registry: Registry, path: str | Path, phi: str | None = None,
+                    dpi: int = 110) -> Path:
+    """Mid-sagittal T2 with vertebral level labels and disc markers (superior up, anterior on the image left)."""
+    img, lab = to_display(image, SAGITTAL_CODES), to_display(labels, SAGITTAL_CODES)
+    by_id = registry.by_id()
+    canal = [i.id for i in registry.labels if i.kind == "canal"]
+    counts = np.isin(lab.array, canal).sum(axis=(0, 1)) if canal else np.zeros(lab.shape[2])
+    k = int(np.argmax(counts)) if counts.any() else lab.shape[2] // 2
+    fig, ax = plt.subplots(figsize=(5, 6), facecolor="black")
+    lo, hi = _window(img.array)
+    ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img))
+    sl = lab.array[:, :, k]
+    sp = (img.spacing_mm[0], img.spacing_mm[1])
+    for lid in np.unique(sl):
+        info = by_id.get(int(lid))
+        if info is None or info.level is None:
+            continue
+        x, y = _centroid_rc(sl == lid, sp)
+        if info.kind == "disc":
+            ax.plot([x], [y], "o", color=info.color, markersize=5)
+            ax.text(x + 25, y, info.level, color=info.color, fontsize=8, va="center")
+        else:
+            ax.text(x, y, info.level, color="yellow", fontsize=9, ha="center", va="center", fontweight="bold")
+    for cid in canal:
+        if (sl == cid).any():
+            _contour(ax, sl == cid, sp, by_id[cid].color)
+    kw = dict(color="yellow", fontsize=11, fontweight="bold", transform=ax.transAxes)
+    ax.text(0.02, 0.97, "A", va="top", **kw)
+    ax.text(0.98, 0.97, "P", va="top", ha="right", **kw)
+    ax.axis("off")
+    _header(fig, phi, "Lumbar spine, sagittal T2: levels and discs")
+    return _save(fig, path, dpi)
+
+
+def lumbar_axial(image: Volume, labels: Volume, registry: Registry, level: str, values: Mapping[str, Any],
+                 path: str | Path, phi: str | None = None, dpi: int = 110) -> Path | None:
+    """Axial T2 at the disc ``level``: dural sac outline with its area, lateral recess and foramen values per side.
+
+    ``values`` are the saved summary values of that level (``dsca_mm2``, ``central_grade``,
+    ``<side>.lateral_recess_depth_mm`` ...). Returns None when no slice of this stack shows that disc.
+    """
+    img, lab = to_display(image, AXIAL_CODES), to_display(labels, AXIAL_CODES)
+    disc = next((i.id for i in registry.labels if i.kind == "disc" and i.level == level), None)
+    if disc is None:
+        return None
+    counts = (lab.array == disc).sum(axis=(0, 1))
+    if not counts.any():
+        return None
+    k = int(np.argmax(counts))
+    by_id = registry.by_id()
+    sp = (img.spacing_mm[0], img.spacing_mm[1])
+    fig, ax = plt.subplots(figsize=(5, 5), facecolor="black")
+    lo, hi = _window(img.array)
+    ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img))
+    sl = lab.array[:, :, k]
+    for info in registry.labels:
+        if info.kind in ("canal", "nerve") and (sl == info.id).any():
+            _contour(ax, sl == info.id, sp, info.color, 1.0)
+    canal = [i.id for i in registry.labels if i.kind == "canal"]
+    if canal and np.isin(sl, canal).any():
+        x, y = _centroid_rc(np.isin(sl, canal), sp)
+        dsca = values.get("dsca_mm2")
+        txt = f"DSCA {dsca:.0f} mm²" if isinstance(dsca, (int, float)) else "DSCA n/a"
+        ax.text(x, y - 18, f"{txt} ({values.get('central_grade') or 'n/a'})", color=by_id[canal[0]].color,
+                fontsize=8, ha="center")
+    left, right = side_markers(img)
+    for pos, letter in ((0.02, left), (0.98, right)):
+        side = "right" if letter == "R" else "left"
+        rec = values.get(f"{side}.lateral_recess_depth_mm")
+        fa = values.get(f"{side}.foramen_area_mm2")
+        lines = [f"recess {rec:.1f} mm" if isinstance(rec, (int, float)) else "recess n/a",
+                 f"foramen {fa:.0f} mm² (grade {values.get(f'{side}.foramen_grade', 'n/a')})"
+                 if isinstance(fa, (int, float)) else "foramen n/a"]
+        ax.text(pos, 0.06, "\n".join(lines), color="cyan", fontsize=7, ha="left" if pos < 0.5 else "right",
+                transform=ax.transAxes)
+    _mark_sides(ax, img)
+    ax.axis("off")
+    _header(fig, phi, f"{level}: axial T2 at the disc")
+    return _save(fig, path, dpi)
