@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -111,6 +112,19 @@ def _augment_transforms(patch: tuple[int, int], seed: int):
     return t
 
 
+def learning_rate_at(progress: float, max_lr: float, warmup: float = 0.05) -> float:
+    """Linear warm-up then cosine decay to 1 % of ``max_lr`` over training progress in [0, 1]; progress is the
+    larger of the iteration and the wall-time fractions, so a time-limited run still anneals.
+
+    >>> learning_rate_at(0.0, 1.0) < learning_rate_at(0.05, 1.0) == 1.0 > learning_rate_at(1.0, 1.0)
+    True
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup:
+        return max_lr * max(p / warmup, 0.01)
+    return max_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (p - warmup) / (1 - warmup))))
+
+
 def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float | None]:
     """Dice = 2|P and T| / (|P| + |T|) per class (None where the class is absent in both).
 
@@ -167,8 +181,6 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=cfg.max_iterations,
-                                                pct_start=0.1)
     augment = _augment_transforms(cfg.patch, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     n_classes = len(cfg.labels)
@@ -182,11 +194,13 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
                           "label": train[index[p][0]][1][index[p][1]][None].astype(np.float32)}) for p in picks]
         x = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in items]).float().to(cfg.device)
         y = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in items]).round().long().to(cfg.device)
+        progress = max(it / cfg.max_iterations, (time.perf_counter() - t_train) / (cfg.max_minutes * 60))
+        for group in opt.param_groups:
+            group["lr"] = learning_rate_at(progress, cfg.learning_rate)
         opt.zero_grad()
         loss = loss_fn(net(x), y)
         loss.backward()
         opt.step()
-        sched.step()
         it += 1
         if it % cfg.validate_every == 0 or it == cfg.max_iterations:
             dice = _validate(net, val, n_classes, cfg.device)
