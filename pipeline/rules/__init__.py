@@ -15,7 +15,7 @@ from pipeline.core.config import load_config
 from pipeline.core.provenance import file_sha256
 from pipeline.core.summary import Summary
 from pipeline.rules.clinical import Clinical, load_clinical
-from pipeline.rules.derive import CLINICAL_SYMBOLS, Derived, derive
+from pipeline.rules.derive import CLINICAL_SYMBOLS, Derived, derive, narrowing_zones, roots_at_risk
 from pipeline.rules.engine import RuleSet, evaluate, load_rules
 
 CAVEAT = ("Decision support, not a diagnosis: these findings rank hypotheses from automated measurements and the "
@@ -28,7 +28,7 @@ def _root_key(root: str) -> tuple[int, int]:
 
 
 def _statement(decision: dict[str, Any], d: Derived, clinical: Clinical | None, summary: Summary,
-               innervation: dict[str, Any]) -> str:
+               innervation: dict[str, Any], thresholds: dict[str, float]) -> str:
     h = decision.get("hypothesis")
     if h is None:
         return decision["status"]
@@ -43,24 +43,30 @@ def _statement(decision: dict[str, Any], d: Derived, clinical: Clinical | None, 
     if clinical is not None and clinical.emg:
         support |= {e.root for e in clinical.emg if e.side == side and e.finding.endswith("neurogenic")}
     for lv in d.territory["spine_concordant_levels"]:
-        support |= set((summary.get(f"spine.{lv}.{side}.roots_at_risk") or "").split(",")) - {""}
+        support |= roots_at_risk(summary, lv, side, innervation, thresholds)
     extra = sorted((support - set(roots)) & {"L4", "L5", "S1"}, key=_root_key)
     return f"neurogenic muscle hypertrophy, {side} {'/'.join(main + extra)} territory"
 
 
-def _concordant(summary: Summary, d: Derived) -> list[dict[str, Any]]:
+def _concordant(summary: Summary, d: Derived, innervation: dict[str, Any],
+                thr: dict[str, float]) -> list[dict[str, Any]]:
     side = d.territory["affected_side"]
+    territory = set(d.territory["territory_roots"])
     out = []
     for lv in d.territory["spine_concordant_levels"]:
+        zones = narrowing_zones(summary, lv, side, innervation, thr)
         out.append({"level": lv, "side": side, "central_grade": summary.get(f"spine.{lv}.central_grade"),
                     "dsca_mm2": summary.get(f"spine.{lv}.dsca_mm2"),
                     "lateral_recess_grade": summary.get(f"spine.{lv}.{side}.lateral_recess_grade"),
                     "lateral_recess_depth_mm": summary.get(f"spine.{lv}.{side}.lateral_recess_depth_mm"),
                     "foramen_grade": summary.get(f"spine.{lv}.{side}.foramen_grade"),
-                    "roots_at_risk": summary.get(f"spine.{lv}.{side}.roots_at_risk"),
-                    "territory_roots_explained": sorted(set((summary.get(f"spine.{lv}.{side}.roots_at_risk") or "")
-                                                            .split(",")) & set(d.territory["territory_roots"]),
-                                                        key=_root_key)})
+                    "roots_at_risk": ",".join(sorted(roots_at_risk(summary, lv, side, innervation, thr),
+                                                     key=_root_key)),
+                    "territory_roots_explained": sorted(roots_at_risk(summary, lv, side, innervation, thr)
+                                                        & territory, key=_root_key),
+                    "zones": zones,
+                    "zones_explaining": {z: sorted(set(r) & territory, key=_root_key) for z, r in zones.items()
+                                         if set(r) & territory}})
     return out
 
 
@@ -70,7 +76,7 @@ def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> d
     thr = ruleset.thresholds
     d = derive(summary, clinical, innervation, thr)
     result = evaluate(ruleset, d)
-    result["decision"]["statement"] = _statement(result["decision"], d, clinical, summary, innervation)
+    result["decision"]["statement"] = _statement(result["decision"], d, clinical, summary, innervation, thr)
     territory = dict(d.territory)
     territory["status"] = {s: {m: v for m, v in st.items() if v["enlarged"] or v["fatty"] or v["complete_fatty"]}
                            for s, st in territory["status"].items()}
@@ -84,7 +90,7 @@ def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> d
         "not_fired_rules": result["not_fired_rules"],
         "not_evaluable_rules": result["not_evaluable_rules"],
         "territory_analysis": territory,
-        "concordant_spine_findings": _concordant(summary, d),
+        "concordant_spine_findings": _concordant(summary, d, innervation, thr),
         "missing_data": {"clinical_input": clinical is None, "clinical": {s: d.missing[s] for s in missing_clinical},
                          "imaging": missing_imaging},
         "derived_inputs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.values.items()},

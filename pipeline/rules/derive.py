@@ -104,6 +104,37 @@ def muscle_status(summary: Summary, muscles: list[str], thr: dict[str, float]) -
     return out
 
 
+def narrowing_zones(summary: Summary, level: str, side: str, innervation: dict[str, Any],
+                    thr: dict[str, float]) -> dict[str, list[str]]:
+    """Roots put at risk at ``level`` on ``side``, per narrowed zone (``spinal_levels`` of innervation.yaml).
+
+    central: relative or absolute central stenosis (DSCA grade) -> the cauda equina roots below the level;
+    lateral_recess: recess graded narrowed on that side -> the traversing root;
+    foramen: foraminal grade >= ``thr['foramen_min_grade']`` on that side -> the exiting root.
+    """
+    zone = (innervation.get("spinal_levels") or {}).get(level)
+    if not zone:
+        return {}
+    out: dict[str, list[str]] = {}
+    if summary.get(f"spine.{level}.central_grade") in ("relative", "absolute"):
+        out["central"] = list(zone["central"])
+    if summary.get(f"spine.{level}.{side}.lateral_recess_grade") == "narrowed":
+        out["lateral_recess"] = list(zone["lateral_recess"])
+    fg = summary.get(f"spine.{level}.{side}.foramen_grade")
+    if fg is not None and fg >= thr["foramen_min_grade"]:
+        out["foramen"] = list(zone["foramen"])
+    return out
+
+
+def roots_at_risk(summary: Summary, level: str, side: str, innervation: dict[str, Any],
+                  thr: dict[str, float]) -> set[str]:
+    """``spine.<level>.<side>.roots_at_risk`` as measured; from the zone grades when the summary lacks that key."""
+    key = f"spine.{level}.{side}.roots_at_risk"
+    if key in summary.values:
+        return set((summary.get(key) or "").split(",")) - {""}
+    return {r for roots in narrowing_zones(summary, level, side, innervation, thr).values() for r in roots}
+
+
 def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, Any], thr: dict[str, float]) -> Derived:
     d = Derived()
     muscles = list(innervation["muscles"])
@@ -151,8 +182,7 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     concordant = []
     if side and roots and spine_ok:
         for lv in levels:
-            at_risk = set((summary.get(f"spine.{lv}.{side}.roots_at_risk") or "").split(",")) - {""}
-            if at_risk & set(roots):
+            if roots_at_risk(summary, lv, side, innervation, thr) & set(roots):
                 concordant.append(lv)
     d.put("spine_concordant", bool(concordant) if spine_ok else None, "no lumbar series measured")
     d.put("spine_concordant_levels", tuple(concordant))

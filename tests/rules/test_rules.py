@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.core.config import DEFAULT_CONFIG_DIR
+from pipeline.core.config import DEFAULT_CONFIG_DIR, load_config
 from pipeline.core.errors import BadInputError, ConfigError
+from pipeline.core.summary import Summary
 from pipeline.rules import evaluate_study
 from pipeline.rules.clinical import Clinical, load_clinical
-from pipeline.rules.derive import SYMBOLS, Derived
+from pipeline.rules.derive import SYMBOLS, Derived, derive
 from pipeline.rules.engine import evaluate, load_rules
 from pipeline.workflow import spine_stage
 from pipeline.workflow.calf_measure import measure_calf
@@ -159,6 +160,9 @@ def test_sample_cases_with_and_without_clinical_input(gt_outputs):
     assert nmh["decision"]["hypothesis"] == "neurogenic_hypertrophy"
     assert nmh["decision"]["statement"] == "neurogenic muscle hypertrophy, right S1/L5 territory"
     assert [c["level"] for c in nmh["concordant_spine_findings"]] == ["L4-L5"]
+    conc = nmh["concordant_spine_findings"][0]
+    assert conc["side"] == "right" and conc["zones"]["lateral_recess"] == ["L5"]
+    assert "S1" in conc["zones_explaining"]["central"]
     assert nmh["territory_analysis"]["territory_roots"][0] == "S1"
     fired = {r["id"]: r for r in nmh["fired_rules"]}
     assert fired["ck_normal"]["values"]["ck_x_uln"] == pytest.approx(110 / 170)
@@ -193,3 +197,61 @@ def test_cli_rules(gt_outputs, tmp_path: Path, capsys):
     bad.write_text("labs: {ck_u_l: -5}\n")
     assert main(["rules", str(out), "--clinical", str(bad)]) == 3
     assert "labs.ck_u_l" in capsys.readouterr().err
+
+
+def _summary(fatty: dict[str, list[str]], enlarged: dict[str, tuple[float, float]], spine: dict) -> Summary:
+    """A summary with the contract keys: every calf muscle normal (FF 5 %, symmetric) unless listed.
+
+    ``fatty``: side -> muscles with FF 80 %; ``enlarged``: muscle -> (volume AI %, lean volume AI %), signed R - L.
+    """
+    s = Summary()
+    s.set("calf.available", True)
+    s.set("calf.legs_present", "left,right")
+    s.set("calf.asymmetry.girth_diff_cm", 0.3)
+    for m in load_config("innervation")["muscles"]:
+        for side in ("left", "right"):
+            s.set(f"calf.{side}.{m}.ff_pct", 80.0 if m in fatty.get(side, []) else 5.0)
+        ai, lean = enlarged.get(m, (1.0, 1.0))
+        s.set(f"calf.asymmetry.{m}.volume_ai_pct", ai)
+        s.set(f"calf.asymmetry.{m}.lean_volume_ai_pct", lean)
+    s.set("spine.available", bool(spine))
+    for k, v in spine.items():
+        s.set(k, v)
+    return s
+
+
+@pytest.mark.parametrize("side,other,sign", [("right", "left", 1.0), ("left", "right", -1.0)])
+def test_territory_analysis_and_spine_concordance_from_a_built_summary(side, other, sign, tmp_path: Path):
+    ruleset = load_rules()
+    s = _summary({side: ["gastrocnemius_medial"]}, {"soleus": (sign * 30.0, sign * 25.0)},
+                 {"spine.L4-L5.central_grade": "relative", f"spine.L4-L5.{side}.lateral_recess_grade": "narrowed",
+                  "spine.L4-L5.dsca_mm2": 90.0})
+    d = derive(s, None, load_config("innervation"), ruleset.thresholds)
+    assert d.values["affected_side"] == side
+    assert d.territory["affected_muscles"] == {side: ["gastrocnemius_medial", "soleus"], other: []}
+    assert list(d.values["territory_roots"]) == ["S1", "S2"]
+    assert d.values["n_true_hypertrophy"] == 1 and d.values["n_complete_fatty_affected_side"] == 1
+    # no roots_at_risk keys in this summary: concordance comes from the zone grades and innervation.yaml
+    assert list(d.values["spine_concordant_levels"]) == ["L4-L5"]
+    s.save(tmp_path / "summary.json")
+    rec = evaluate_study(tmp_path, None)
+    assert rec["decision"]["hypothesis"] == "neurogenic_hypertrophy"
+    assert rec["decision"]["statement"].startswith(f"neurogenic muscle hypertrophy, {side} S1")
+    (conc,) = rec["concordant_spine_findings"]
+    assert conc["side"] == side and conc["zones_explaining"] == {"central": ["S1", "S2"]}
+    assert "ck_x_uln" in rec["missing_data"]["clinical"] and rec["missing_data"]["clinical_input"]
+    # the same narrowing on the other side only, without central stenosis, explains nothing
+    s2 = _summary({side: ["gastrocnemius_medial"]}, {"soleus": (sign * 30.0, sign * 25.0)},
+                  {"spine.L4-L5.central_grade": "normal", f"spine.L5-S1.{other}.lateral_recess_grade": "narrowed"})
+    d2 = derive(s2, None, load_config("innervation"), ruleset.thresholds)
+    assert d2.values["spine_concordant"] is False and d2.values["affected_side"] == side
+
+
+def test_bilateral_multi_root_and_pseudohypertrophy_from_a_built_summary():
+    fat = ["gastrocnemius_medial", "tibialis_anterior", "peroneus"]
+    s = _summary({"left": fat, "right": fat}, {"gastrocnemius_medial": (20.0, 0.0)}, {})
+    d = derive(s, None, load_config("innervation"), load_rules().thresholds)
+    assert d.values["affected_side"] == "" and d.values["territory_fit"] is False
+    assert d.values["n_fatty_bilateral"] == 3 and d.values["n_roots_bilateral"] == 3  # S1, L4, L5
+    assert d.values["n_pseudohypertrophy"] == 1 and d.values["n_true_hypertrophy"] == 0
+    assert d.values["spine_concordant"] is None and "spine_concordant" in d.missing
