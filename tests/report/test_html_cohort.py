@@ -1,0 +1,56 @@
+"""report.html and the cohort index read the saved JSON: values, flags, failed studies and outliers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from pipeline.core.config import load_config
+from pipeline.report.html import calf_tables, robust_outliers, write_cohort
+
+
+def test_asymmetry_flags_follow_the_configured_limit():
+    cfg = load_config("report")
+    values = {"calf.right.soleus.volume_ml": 420.0, "calf.left.soleus.volume_ml": 350.0,
+              "calf.asymmetry.soleus.volume_ai_pct": 18.2, "calf.asymmetry.soleus.ff_diff_pp": 1.0,
+              "calf.right.tibialis_anterior.volume_ml": 100.0,
+              "calf.asymmetry.tibialis_anterior.volume_ai_pct": cfg["asymmetry_flag_pct"] - 0.1}
+    rows = {r["name"]: r for r in calf_tables(values, {}, ["soleus", "tibialis_anterior"], [],
+                                              cfg["asymmetry_flag_pct"], cfg["ff_diff_flag_pp"])}
+    assert rows["soleus"]["flags"] == ["volume_ai_pct"]
+    assert rows["tibialis_anterior"]["flags"] == []
+    assert rows["soleus"]["right"]["volume_ml"] == 420.0
+
+
+def test_robust_outliers_needs_enough_studies():
+    vals = {"a": 10.0, "b": 11.0, "c": 9.0, "d": 10.5, "e": 40.0}
+    assert robust_outliers(vals, 3.5, 4) == {"e"}
+    assert robust_outliers({k: vals[k] for k in "abe"}, 3.5, 4) == set()
+
+
+def _study(root: Path, name: str, volume_ai: float) -> None:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"values": {"calf.asymmetry.triceps_surae.volume_ai_pct": volume_ai},
+                                                "missing": {}}))
+    (d / "findings.json").write_text(json.dumps({"decision": {"statement": f"decision {name}"}}))
+    (d / "report.html").write_text("<html></html>")
+
+
+def test_cohort_index_links_studies_flags_failed_and_outliers(tmp_path):
+    for i, ai in enumerate([2.0, 3.0, 2.5, 1.5, 45.0]):
+        _study(tmp_path, f"s{i}", ai)
+    (tmp_path / "broken").mkdir()
+    studies = [{"name": f"s{i}", "status": "ok"} for i in range(5)]
+    studies.append({"name": "broken", "status": "failed", "error": "bad input: no DICOM image series found"})
+    index = write_cohort(tmp_path, studies, load_config("report"))
+    html = index.read_text()
+    for i in range(5):
+        assert f'href="s{i}/report.html"' in html
+    assert "1 failed" in html and "broken/error.log" in html and "no DICOM image series found" in html
+    rows = {r["study"]: r for r in csv.DictReader(open(tmp_path / "cohort.csv"))}
+    assert rows["s4"]["outlier_columns"] == "calf.asymmetry.triceps_surae.volume_ai_pct"
+    assert rows["s0"]["outlier_columns"] == ""
+    assert rows["broken"]["status"] == "failed"
+    assert rows["s1"]["decision"] == "decision s1"

@@ -1,0 +1,78 @@
+"""QA overlays: display orientation from the affine (radiological convention) in several acquisition orientations,
+side markers from world x, and pictures written as PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.core.labels import registry
+from pipeline.core.volume import Volume
+from pipeline.report.overlays import AXIAL_CODES, SAGITTAL_CODES, calf_montage, csa_plot, side_markers, to_display
+
+
+def _marked_volume(affine: np.ndarray, world_xyz: np.ndarray, shape=(20, 22, 12)) -> Volume:
+    """A volume whose one bright voxel sits nearest the world point ``world_xyz``."""
+    arr = np.zeros(shape, dtype=np.float32)
+    ijk = np.rint(np.linalg.solve(affine[:3, :3], world_xyz - affine[:3, 3])).astype(int)
+    arr[tuple(ijk)] = 1.0
+    return Volume(arr, affine)
+
+
+def _affines() -> dict[str, np.ndarray]:
+    ras = np.diag([1.0, 1.0, 2.0, 1.0])
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    perm = np.zeros((4, 4))
+    perm[:3, :3] = [[0, 1.0, 0], [-1.0, 0, 0], [0, 0, 2.0]]  # i -> -y (posterior), j -> +x (right)
+    perm[3, 3] = 1
+    out = {"RAS": ras, "LPS": lps, "permuted": perm}
+    for a in out.values():
+        a[:3, 3] = -a[:3, :3] @ np.array([9.5, 10.5, 5.5])  # volume centred on the world origin
+    return out
+
+
+@pytest.mark.parametrize("name", ["RAS", "LPS", "permuted"])
+def test_axial_display_puts_patient_right_on_image_left_and_anterior_up(name):
+    aff = _affines()[name]
+    # a voxel 6 mm to the patient's right (+x) and 5 mm anterior (+y)
+    v = _marked_volume(aff, np.array([6.0, 5.0, 0.0]), shape=(20, 22, 12) if name != "permuted" else (22, 20, 12))
+    d = to_display(v, AXIAL_CODES)
+    r, c, _ = np.argwhere(d.array > 0)[0]
+    assert c < d.shape[1] / 2, "patient right must be on the image's left"
+    assert r < d.shape[0] / 2, "anterior must be up"
+    assert side_markers(d) == ("R", "L")
+
+
+@pytest.mark.parametrize("name", ["RAS", "LPS"])
+def test_sagittal_display_superior_up_anterior_left(name):
+    aff = _affines()[name]
+    v = _marked_volume(aff, np.array([0.0, 6.0, 8.0]))  # anterior and superior
+    d = to_display(v, SAGITTAL_CODES)
+    r, c, _ = np.argwhere(d.array > 0)[0]
+    assert r < d.shape[0] / 2 and c < d.shape[1] / 2
+
+
+def test_calf_montage_draws_each_leg_on_its_radiological_side(tmp_path):
+    """Soleus of the patient's right leg only: its contour colour appears in the left half of the picture."""
+    reg = registry("calf")
+    aff = np.diag([-1.0, -1.0, 3.0, 1.0])  # LPS-ordered array, as many DICOM stacks
+    img = np.full((80, 40, 6), 50.0, dtype=np.float32)
+    lab = np.zeros(img.shape, dtype=np.int16)
+    # array i increases to the patient's LEFT here (x = -i); the right leg sits at small i
+    lab[8:24, 12:28, :] = reg.label_id("soleus_right")
+    v, lv = Volume(img, aff), Volume(lab, aff)
+    p = calf_montage(v, lv, reg, [0.5], tmp_path / "m.png", dpi=150)
+    rgb = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    colour = np.array([int(reg.structures["soleus"]["color"][i:i + 2], 16) for i in (1, 3, 5)])
+    body = rgb[: int(rgb.shape[0] * 0.8)]  # leave out the legend at the bottom
+    hits = np.argwhere(np.abs(body - colour).sum(axis=2) < 90)
+    assert len(hits) > 10
+    assert np.median(hits[:, 1]) < rgb.shape[1] / 2
+
+
+def test_csa_plot_from_slices_rows(tmp_path):
+    rows = [{"z_mm": str(z), "side": s, "muscle": "soleus", "csa_mm2": str(100 + z)} for z in range(5)
+            for s in ("left", "right")]
+    p = csa_plot(rows, registry("calf"), tmp_path / "csa.png", dpi=50)
+    assert Image.open(p).format == "PNG"
