@@ -33,6 +33,7 @@ SYMBOLS: dict[str, tuple[Any, str]] = {
     "affected_side": (T.STRING, "the only side with abnormal muscles ('' when none or both)"),
     "n_affected_right": (T.FLOAT, "abnormal (enlarged or fatty) muscles on the right"),
     "n_affected_left": (T.FLOAT, "abnormal (enlarged or fatty) muscles on the left"),
+    "n_affected_side": (T.FLOAT, "abnormal muscles on the affected side (0 when none or both sides)"),
     "n_enlarged_affected_side": (T.FLOAT, "enlarged muscles on the affected side"),
     "n_fatty_affected_side": (T.FLOAT, "fatty muscles on the affected side"),
     "n_complete_fatty_affected_side": (T.FLOAT, "muscles with complete fatty change on the affected side"),
@@ -43,7 +44,7 @@ SYMBOLS: dict[str, tuple[Any, str]] = {
     "n_fatty_bilateral": (T.FLOAT, "muscles fatty on both sides"),
     "n_roots_bilateral": (T.FLOAT, "roots whose territory holds a muscle fatty on both sides"),
     "max_abs_volume_ai_pct": (T.FLOAT, "largest absolute left/right volume asymmetry of a muscle (%)"),
-    "single_muscle_enlarged": (T.BOOLEAN, "exactly one muscle enlarged, outside any shared-root pattern"),
+    "single_muscle_enlarged": (T.BOOLEAN, "exactly one abnormal muscle in both legs, and it is enlarged"),
     # imaging: spine
     "spine_available": (T.BOOLEAN, "a lumbar series was measured"),
     "spine_concordant": (T.BOOLEAN, "a lumbar narrowing on the affected side puts a territory root at risk"),
@@ -160,6 +161,7 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     d.put("affected_side", side)
     st_side = status[side] if side else {}
     aff = affected[side] if side else []
+    d.put("n_affected_side", float(len(aff)))
     d.put("n_enlarged_affected_side", float(sum(st_side[m]["enlarged"] for m in aff)))
     d.put("n_fatty_affected_side", float(sum(st_side[m]["fatty"] for m in aff)))
     d.put("n_complete_fatty_affected_side", float(sum(st_side[m]["complete_fatty"] for m in aff)))
@@ -172,7 +174,7 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
         roots = sorted(common, key=_root_key)
     d.put("territory_fit", bool(roots))
     d.put("territory_roots", tuple(roots))
-    d.put("single_muscle_enlarged", len(enlarged_all) == 1 and not roots)
+    d.put("single_muscle_enlarged", len(enlarged_all) == 1 and sum(len(a) for a in affected.values()) == 1)
     # spine concordance
     spine_ok = bool(summary.get("spine.available"))
     d.put("spine_available", spine_ok)

@@ -26,7 +26,7 @@ RULES = DEFAULT_CONFIG_DIR / "rules.yaml"
 
 BASELINE = {
     "calf_available": True, "both_legs": True, "girth_diff_cm": 0.2, "girth_diff_abs_cm": 0.2, "larger_side": "right",
-    "affected_side": "", "n_affected_right": 0.0, "n_affected_left": 0.0, "n_enlarged_affected_side": 0.0,
+    "affected_side": "", "n_affected_side": 0.0, "n_affected_right": 0.0, "n_affected_left": 0.0, "n_enlarged_affected_side": 0.0,
     "n_fatty_affected_side": 0.0, "n_complete_fatty_affected_side": 0.0, "n_true_hypertrophy": 0.0,
     "n_pseudohypertrophy": 0.0, "territory_fit": False, "territory_roots": (), "n_fatty_bilateral": 0.0,
     "n_roots_bilateral": 0.0, "max_abs_volume_ai_pct": 3.0, "single_muscle_enlarged": False, "spine_available": True,
@@ -35,10 +35,11 @@ BASELINE = {
     "ankle_reflex_reduced_affected_side": False, "weakness_affected_side": False, "sensory_loss_territory": False,
     "slr_positive_affected_side": False, "oedema_clinical": False, "acute_onset": True, "pain": False,
 }
-TERRITORY = {"affected_side": "right", "territory_fit": True, "territory_roots": ("S1", "S2")}
+TERRITORY = {"affected_side": "right", "territory_fit": True, "territory_roots": ("S1", "S2"), "n_affected_side": 2.0}
+SINGLE = {"single_muscle_enlarged": True}
 CASES = {  # rule id: (values that make it fire, values that keep it silent)
     "calf_girth_asymmetry": ({"girth_diff_abs_cm": 3.0}, {"girth_diff_abs_cm": 1.0}),
-    "single_root_territory": (TERRITORY, {**TERRITORY, "territory_fit": False}),
+    "single_root_territory": (TERRITORY, {**TERRITORY, "n_affected_side": 1.0}),
     "true_hypertrophy_in_territory": ({**TERRITORY, "n_true_hypertrophy": 1.0}, TERRITORY),
     "fatty_change_in_territory": ({**TERRITORY, "n_fatty_affected_side": 1.0}, {**TERRITORY, "affected_side": ""}),
     "concordant_spine_narrowing": ({"spine_concordant": True}, {}),
@@ -54,11 +55,16 @@ CASES = {  # rule id: (values that make it fire, values that keep it silent)
     "several_root_territories_bilateral": ({"n_roots_bilateral": 2.0}, {"n_roots_bilateral": 1.0}),
     "emg_myopathic": ({"emg_myopathic": True}, {}),
     "pseudohypertrophy": ({"n_pseudohypertrophy": 1.0, "n_fatty_bilateral": 1.0}, {"n_fatty_bilateral": 1.0}),
-    "single_muscle_enlarged": ({"single_muscle_enlarged": True}, {}),
+    "single_muscle_enlarged": (SINGLE, {}),
+    "single_muscle_acute_painful": ({**SINGLE, "pain": True}, {**SINGLE, "pain": True, "acute_onset": False}),
+    "single_muscle_painless_chronic": ({**SINGLE, "acute_onset": False}, {**SINGLE, "acute_onset": False, "pain": True}),
+    "diffuse_unilateral_enlargement": ({"affected_side": "right", "n_enlarged_affected_side": 4.0},
+                                       {"affected_side": "right", "n_enlarged_affected_side": 4.0,
+                                        "n_fatty_affected_side": 1.0}),
     "swelling_without_muscle_change": ({"girth_diff_abs_cm": 3.0}, {"girth_diff_abs_cm": 3.0, "n_affected_right": 2.0}),
     "wells_calf_swelling": ({"girth_diff_abs_cm": 3.5}, {"girth_diff_abs_cm": 2.5}),
-    "clinical_oedema": ({"oedema_clinical": True}, {}),
-    "acute_painful_onset": ({"pain": True}, {}),
+    "clinical_oedema": ({"oedema_clinical": True}, {"oedema_clinical": True, **TERRITORY}),
+    "acute_painful_swelling": ({"pain": True}, {**SINGLE, "pain": True}),
     "chronic_course": ({"acute_onset": False}, {}),
 }
 
@@ -255,3 +261,27 @@ def test_bilateral_multi_root_and_pseudohypertrophy_from_a_built_summary():
     assert d.values["n_fatty_bilateral"] == 3 and d.values["n_roots_bilateral"] == 3  # S1, L4, L5
     assert d.values["n_pseudohypertrophy"] == 1 and d.values["n_true_hypertrophy"] == 0
     assert d.values["spine_concordant"] is None and "spine_concordant" in d.missing
+
+
+ALL_MUSCLES = list(load_config("innervation")["muscles"])
+
+
+@pytest.mark.parametrize("enlarged,girth_cm,clinical,expected", [
+    # the whole right calf swollen (every muscle larger, no fat), acute, painful, oedematous
+    ({m: (20.0, 20.0) for m in ALL_MUSCLES}, 3.5, {"onset": "acute", "pain": {"present": True}, "oedema": True},
+     "venous_or_dvt"),
+    # one muscle enlarged, acute and painful
+    ({"gastrocnemius_medial": (40.0, 40.0)}, 2.5, {"onset": "acute", "pain": {"present": True}, "oedema": True},
+     "focal_myositis"),
+    # one muscle enlarged, painless and chronic
+    ({"gastrocnemius_medial": (40.0, 40.0)}, 2.5, {"onset": "chronic", "pain": {"present": False}, "oedema": False},
+     "mass_or_other"),
+])
+def test_other_hypotheses_from_built_summaries(enlarged, girth_cm, clinical, expected):
+    from pipeline.rules import findings
+
+    s = _summary({}, enlarged, {})
+    s.set("calf.asymmetry.girth_diff_cm", girth_cm)
+    rec = findings(s, Clinical.model_validate(clinical), load_rules())
+    assert rec["decision"]["hypothesis"] == expected, rec["scores"]
+    assert rec["scores"]["neurogenic_hypertrophy"] < rec["scores"][expected]
