@@ -2,7 +2,19 @@
 
 ``evaluate_study(OUT, clinical, rules_path)`` reads ``OUT/summary.json`` and the clinical file, derives the rule
 inputs (root-territory analysis, spine concordance, clinical signs; :mod:`pipeline.rules.derive`), fires the rules of
-``configs/rules.yaml`` (:mod:`pipeline.rules.engine`) and writes ``OUT/findings.json``.
+``configs/rules.yaml`` (:mod:`pipeline.rules.engine`) and writes ``OUT/findings.json``:
+
+- ``caveat``: decision support, not a diagnosis;
+- ``decision``: ``hypothesis`` (None unless a score reaches ``decision.min_score`` with ``decision.min_margin`` over
+  the runner-up), ``status``, ``reason``, ``statement`` (e.g. "neurogenic muscle hypertrophy, right S1/L5 territory");
+- ``scores`` per hypothesis (highest first); ``fired_rules`` with the values that fired them, points and reference;
+  ``not_fired_rules``; ``not_evaluable_rules`` with the missing inputs and why;
+- ``territory_analysis``: abnormal muscles per side, the affected side, the roots they share, bilateral fatty muscles;
+- ``concordant_spine_findings``: levels whose narrowing on the affected side puts a territory root at risk, with the
+  zone (central, lateral recess, foramen) and the grades;
+- ``missing_data``: absent clinical inputs, underivable rule inputs, and the null or absent summary keys the rules
+  read (with the reasons of ``summary.json``);
+- ``derived_inputs`` (every rule symbol) and ``inputs`` (clinical file, rules file and its sha256).
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ from typing import Any
 
 from pipeline.core.atomic import write_json
 from pipeline.core.config import load_config
+from pipeline.core.geometry import SIDES
 from pipeline.core.provenance import file_sha256
 from pipeline.core.summary import Summary
 from pipeline.rules.clinical import Clinical, load_clinical
@@ -70,6 +83,28 @@ def _concordant(summary: Summary, d: Derived, innervation: dict[str, Any],
     return out
 
 
+SPINE_LEVELS = ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
+
+
+def imaging_gaps(summary: Summary, innervation: dict[str, Any]) -> dict[str, str]:
+    """The summary keys the rules read that are null or absent, with the reason from ``summary.json`` ``missing``."""
+    gaps: dict[str, str] = {}
+    sections = {"calf": ["calf.asymmetry.girth_diff_cm"] + [
+        k for m in innervation["muscles"] for k in (f"calf.left.{m}.ff_pct", f"calf.right.{m}.ff_pct",
+                                                     f"calf.asymmetry.{m}.volume_ai_pct",
+                                                     f"calf.asymmetry.{m}.lean_volume_ai_pct")],
+        "spine": [k for lv in SPINE_LEVELS for k in (f"spine.{lv}.central_grade",) + tuple(
+            f"spine.{lv}.{side}.{q}" for side in SIDES for q in ("lateral_recess_grade", "foramen_grade"))]}
+    for name, keys in sections.items():
+        if not summary.get(f"{name}.available"):
+            gaps[f"{name}.available"] = summary.missing.get(f"{name}.available", f"no {name} measurements")
+            continue
+        for k in keys:
+            if summary.get(k) is None:
+                gaps[k] = summary.missing.get(k, "absent from summary.json")
+    return gaps
+
+
 def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> dict[str, Any]:
     """The findings record (what findings.json holds) for a summary and clinical findings."""
     innervation = load_config("innervation")
@@ -92,7 +127,7 @@ def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> d
         "territory_analysis": territory,
         "concordant_spine_findings": _concordant(summary, d, innervation, thr),
         "missing_data": {"clinical_input": clinical is None, "clinical": {s: d.missing[s] for s in missing_clinical},
-                         "imaging": missing_imaging},
+                         "imaging": missing_imaging, "summary": imaging_gaps(summary, innervation)},
         "derived_inputs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.values.items()},
         "hypotheses": {k: v["title"] for k, v in ruleset.hypotheses.items()},
     }

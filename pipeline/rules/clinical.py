@@ -104,7 +104,7 @@ def load_clinical(path: str | Path) -> Clinical:
     except ValidationError as exc:
         lines = []
         for e in exc.errors():
-            where = ".".join(str(p) for p in e["loc"])
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
             lines.append(f"at '{where}': {e['msg']} (got {e.get('input')!r})")
         raise BadInputError("invalid clinical findings:\n  " + "\n  ".join(lines), path=path,
                             fix="correct the listed fields (see configs/schemas/clinical.schema.yaml).") from exc

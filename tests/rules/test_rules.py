@@ -14,7 +14,7 @@ from pipeline.cli import main
 from pipeline.core.config import DEFAULT_CONFIG_DIR, load_config
 from pipeline.core.errors import BadInputError, ConfigError
 from pipeline.core.summary import Summary
-from pipeline.rules import evaluate_study
+from pipeline.rules import evaluate_study, findings
 from pipeline.rules.clinical import Clinical, load_clinical
 from pipeline.rules.derive import SYMBOLS, Derived, derive
 from pipeline.rules.engine import evaluate, load_rules
@@ -261,6 +261,10 @@ def test_bilateral_multi_root_and_pseudohypertrophy_from_a_built_summary():
     assert d.values["n_fatty_bilateral"] == 3 and d.values["n_roots_bilateral"] == 3  # S1, L4, L5
     assert d.values["n_pseudohypertrophy"] == 1 and d.values["n_true_hypertrophy"] == 0
     assert d.values["spine_concordant"] is None and "spine_concordant" in d.missing
+    s.set_null("calf.left.soleus.ff_pct", "soleus not segmented on the left")
+    gaps = findings(s, None, load_rules())["missing_data"]["summary"]
+    assert gaps == {"calf.left.soleus.ff_pct": "soleus not segmented on the left",
+                    "spine.available": "no spine measurements"}
 
 
 ALL_MUSCLES = list(load_config("innervation")["muscles"])
@@ -278,8 +282,6 @@ ALL_MUSCLES = list(load_config("innervation")["muscles"])
      "mass_or_other"),
 ])
 def test_other_hypotheses_from_built_summaries(enlarged, girth_cm, clinical, expected):
-    from pipeline.rules import findings
-
     s = _summary({}, enlarged, {})
     s.set("calf.asymmetry.girth_diff_cm", girth_cm)
     rec = findings(s, Clinical.model_validate(clinical), load_rules())
