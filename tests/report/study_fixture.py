@@ -25,3 +25,26 @@ def ground_truth_out(out: Path, measure: bool = True) -> Path:
         stages.measure(out)
         stages.rules(out)
     return out
+
+
+def small_study(out: Path, seed: int = 0) -> Path:
+    """A tiny DICOM study with one knee series (neither calf Dixon nor lumbar): every stage runs quickly and writes
+    its contract files with null calf/spine sections, which is what the batch and workflow plumbing tests need."""
+    import numpy as np
+
+    from pipeline.core.volume import Volume
+    from pipeline.io.dicom_write import SeriesInfo, StudyInfo, write_series
+
+    rng = np.random.default_rng(seed)
+    vol = Volume((rng.random((24, 24, 6)) * 100).astype(np.float32), np.diag([1.0, 1.0, 3.0, 1.0]))
+    write_series(vol, Path(out) / "DICOM", StudyInfo(patient_name="TEST^KNEE"),
+                 SeriesInfo(description="t1_tse_cor knee", body_part="KNEE"))
+    return Path(out)
+
+
+def corrupt_study(out: Path) -> Path:
+    """A study folder whose DICOM files are cut short after the header (unreadable images)."""
+    small_study(out, seed=99)
+    for f in (Path(out) / "DICOM").iterdir():
+        f.write_bytes(f.read_bytes()[:300])
+    return Path(out)

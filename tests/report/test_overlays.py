@@ -9,7 +9,14 @@ from PIL import Image
 
 from pipeline.core.labels import registry
 from pipeline.core.volume import Volume
-from pipeline.report.overlays import AXIAL_CODES, SAGITTAL_CODES, calf_montage, csa_plot, side_markers, to_display
+from pipeline.report.overlays import (
+    AXIAL_CODES,
+    SAGITTAL_CODES,
+    calf_montage,
+    csa_plot,
+    side_markers,
+    to_display,
+)
 
 
 def _marked_volume(affine: np.ndarray, world_xyz: np.ndarray, shape=(20, 22, 12)) -> Volume:

@@ -1,0 +1,69 @@
+"""legmri batch: a corrupt study is isolated (error.log, index.html, non-zero exit naming it) while the other
+studies complete; an unchanged study is skipped on the next run, and rerun with --force or after a config edit."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.core.config import DEFAULT_CONFIG_DIR
+from pipeline.workflow.batch import find_studies
+from tests.report.study_fixture import corrupt_study, small_study
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "studies"
+    small_study(r / "knee_a", 1)
+    small_study(r / "knee_b", 2)
+    corrupt_study(r / "broken")
+    (r / "README.md").write_text("not a study")
+    (r / "qa").mkdir()
+    return r
+
+
+def test_find_studies_skips_non_study_folders(root: Path):
+    assert [p.name for p in find_studies(root)] == ["broken", "knee_a", "knee_b"]
+
+
+def test_corrupt_study_is_isolated_and_named(root: Path, tmp_path: Path, capsys, monkeypatch):
+    cfg = tmp_path / "configs"
+    shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
+    monkeypatch.setenv("LEGMRI_CONFIG_DIR", str(cfg))
+    out = tmp_path / "out"
+    rc = main(["batch", str(root), "--out", str(out), "-j", "1"])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "failed studies: broken" in err
+    for ok in ("knee_a", "knee_b"):
+        assert (out / ok / "report.html").exists() and (out / ok / "findings.json").exists()
+        assert not (out / ok / "error.log").exists()
+    assert "broken" in (out / "broken" / "error.log").read_text()
+    index = (out / "index.html").read_text()
+    assert 'href="knee_a/report.html"' in index and "broken/error.log" in index
+    rows = {r["study"]: r["status"] for r in csv.DictReader(open(out / "cohort.csv"))}
+    assert rows == {"broken": "failed", "knee_a": "ok", "knee_b": "ok"}
+
+    # second run: the good studies are up to date and skipped, the broken one is retried and fails again
+    mtime = (out / "knee_a" / "report.html").stat().st_mtime_ns
+    assert main(["batch", str(root), "--out", str(out)]) == 3
+    assert "0 run, 2 up to date, 1 failed" in capsys.readouterr().out
+    assert (out / "knee_a" / "report.html").stat().st_mtime_ns == mtime
+
+    # an edited configuration reruns the studies
+    (cfg / "report.yaml").write_text((cfg / "report.yaml").read_text().replace("dpi: 110", "dpi: 100"))
+    shutil.rmtree(root / "broken")
+    assert main(["batch", str(root), "--out", str(out)]) == 0
+    assert "2 run, 0 up to date, 0 failed" in capsys.readouterr().out
+    assert (out / "knee_a" / "report.html").stat().st_mtime_ns > mtime
+
+
+def test_parallel_workers(root: Path, tmp_path: Path, capsys):
+    shutil.rmtree(root / "broken")
+    out = tmp_path / "out"
+    assert main(["batch", str(root), "--out", str(out), "-j", "2", "--force"]) == 0
+    assert (out / "knee_a" / "report.html").exists() and (out / "knee_b" / "report.html").exists()
