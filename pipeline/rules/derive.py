@@ -136,6 +136,43 @@ def roots_at_risk(summary: Summary, level: str, side: str, innervation: dict[str
     return {r for roots in narrowing_zones(summary, level, side, innervation, thr).values() for r in roots}
 
 
+def affected_side(affected: dict[str, list[str]], status: dict[str, dict[str, dict]], thr: dict[str, float]) -> str:
+    """The side with the abnormal muscles, or '' when none or both.
+
+    The other side may hold up to ``thr['contralateral_tolerance_muscles']`` abnormal muscles when they are fewer
+    than on the affected side and none is fatty (enlargement alone on the other side is within normal variation).
+    """
+    n = {s: len(affected[s]) for s in SIDES}
+    side = max(SIDES, key=lambda s: n[s])
+    other = "left" if side == "right" else "right"
+    if n[side] == 0 or n[side] == n[other]:
+        return ""
+    tolerated = n[other] <= thr["contralateral_tolerance_muscles"] and not any(
+        status[other][m]["fatty"] for m in affected[other])
+    return side if n[other] == 0 or tolerated else ""
+
+
+def root_territory(muscles: list[str], innervation: dict[str, Any],
+                   thr: dict[str, float]) -> tuple[list[str], bool, list[str]]:
+    """(roots, fit, outliers): the roots innervating most of ``muscles`` (``innervation.yaml``), whether the muscles
+    form a root territory, and the muscles outside it.
+
+    Fit: at least ``thr['territory_min_muscles']`` muscles share the root and at most
+    ``thr['territory_outlier_muscles']`` abnormal muscles lie outside it. A single muscle gives its own roots, no fit.
+    """
+    counts: dict[str, int] = {}
+    for m in muscles:
+        for r in innervation["muscles"][m]["roots"]:
+            counts[r] = counts.get(r, 0) + 1
+    if not counts:
+        return [], False, []
+    best = max(counts.values())
+    roots = sorted((r for r, c in counts.items() if c == best), key=_root_key)
+    outliers = [m for m in muscles if not set(innervation["muscles"][m]["roots"]) >= set(roots)]
+    fit = best >= thr["territory_min_muscles"] and len(outliers) <= thr["territory_outlier_muscles"]
+    return roots, fit, outliers
+
+
 def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, Any], thr: dict[str, float]) -> Derived:
     d = Derived()
     muscles = list(innervation["muscles"])
@@ -156,8 +193,7 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     d.put("n_roots_bilateral", float(len({innervation["muscles"][m]["roots"][0] for m in fatty_both})))
     ais = [abs(st["volume_ai_pct_vs_other"]) for st in status["right"].values() if st["volume_ai_pct_vs_other"] is not None]
     d.put("max_abs_volume_ai_pct", max(ais) if ais else None, "no left/right volume comparison")
-    sides_affected = [s for s in SIDES if affected[s]]
-    side = sides_affected[0] if len(sides_affected) == 1 else ""
+    side = affected_side(affected, status, thr)
     d.put("affected_side", side)
     st_side = status[side] if side else {}
     aff = affected[side] if side else []
@@ -168,11 +204,8 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     enlarged_all = [(s, m) for s in SIDES for m in muscles if status[s][m]["enlarged"]]
     d.put("n_true_hypertrophy", float(sum(status[s][m]["true_hypertrophy"] for s, m in enlarged_all)))
     d.put("n_pseudohypertrophy", float(sum(not status[s][m]["true_hypertrophy"] for s, m in enlarged_all)))
-    roots: list[str] = []
-    if aff:
-        common = set.intersection(*(set(innervation["muscles"][m]["roots"]) for m in aff))
-        roots = sorted(common, key=_root_key)
-    d.put("territory_fit", bool(roots))
+    roots, fit, outliers = root_territory(aff, innervation, thr)
+    d.put("territory_fit", fit)
     d.put("territory_roots", tuple(roots))
     d.put("single_muscle_enlarged", len(enlarged_all) == 1 and sum(len(a) for a in affected.values()) == 1)
     # spine concordance
@@ -188,7 +221,9 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
                 concordant.append(lv)
     d.put("spine_concordant", bool(concordant) if spine_ok else None, "no lumbar series measured")
     d.put("spine_concordant_levels", tuple(concordant))
+    other = [] if not side else affected["left" if side == "right" else "right"]
     d.territory = {"affected_muscles": affected, "affected_side": side or None, "territory_roots": roots,
+                   "territory_fit": fit, "outside_territory": outliers, "contralateral_tolerated": other,
                    "fatty_bilateral": fatty_both, "status": status, "spine_concordant_levels": concordant}
     _clinical(d, clinical, side, roots)
     return d

@@ -287,3 +287,23 @@ def test_other_hypotheses_from_built_summaries(enlarged, girth_cm, clinical, exp
     rec = findings(s, Clinical.model_validate(clinical), load_rules())
     assert rec["decision"]["hypothesis"] == expected, rec["scores"]
     assert rec["scores"]["neurogenic_hypertrophy"] < rec["scores"][expected]
+
+
+def test_contralateral_tolerance_and_territory_outliers():
+    thr = load_rules().thresholds
+    inn = load_config("innervation")
+    nmh_like = {"soleus": (30.0, 25.0), "extensor_digitorum_longus": (-20.0, -20.0)}  # EDL larger on the left
+    d = derive(_summary({"right": ["gastrocnemius_medial"]}, nmh_like, {}), None, inn, thr)
+    assert d.values["affected_side"] == "right" and d.territory["contralateral_tolerated"] == ["extensor_digitorum_longus"]
+    assert d.values["territory_fit"] and list(d.values["territory_roots"]) == ["S1", "S2"]
+    # a fatty muscle on the other side is not tolerated
+    d = derive(_summary({"right": ["gastrocnemius_medial"], "left": ["peroneus"]}, {"soleus": (30.0, 25.0)}, {}),
+               None, inn, thr)
+    assert d.values["affected_side"] == ""
+    # an abnormal muscle outside the shared root breaks the territory unless the rules file allows an outlier
+    s = _summary({"right": ["gastrocnemius_medial"]}, {"soleus": (30.0, 25.0), "tibialis_anterior": (25.0, 25.0)}, {})
+    d = derive(s, None, inn, thr)
+    assert d.values["affected_side"] == "right" and not d.values["territory_fit"]
+    assert d.territory["outside_territory"] == ["tibialis_anterior"]
+    d = derive(s, None, inn, {**thr, "territory_outlier_muscles": 1.0})
+    assert d.values["territory_fit"] and list(d.values["territory_roots"]) == ["S1", "S2"]
