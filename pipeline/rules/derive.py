@@ -13,6 +13,7 @@ and the rules that need it are reported as not evaluable, with the reason.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,8 @@ SYMBOLS: dict[str, tuple[Any, str]] = {
     "n_fatty_bilateral": (T.FLOAT, "muscles fatty on both sides"),
     "n_roots_bilateral": (T.FLOAT, "roots whose territory holds a muscle fatty on both sides"),
     "max_abs_volume_ai_pct": (T.FLOAT, "largest absolute left/right volume asymmetry of a muscle (%)"),
+    "median_abs_volume_ai_bilateral_pct": (T.FLOAT, "median absolute volume asymmetry of the muscles fatty on both "
+                                                   "sides (%)"),
     "single_muscle_enlarged": (T.BOOLEAN, "exactly one abnormal muscle in both legs, and it is enlarged"),
     # imaging: spine
     "spine_available": (T.BOOLEAN, "a lumbar series was measured"),
@@ -193,6 +196,10 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     d.put("n_roots_bilateral", float(len({innervation["muscles"][m]["roots"][0] for m in fatty_both})))
     ais = [abs(st["volume_ai_pct_vs_other"]) for st in status["right"].values() if st["volume_ai_pct_vs_other"] is not None]
     d.put("max_abs_volume_ai_pct", max(ais) if ais else None, "no left/right volume comparison")
+    bil = [abs(status["right"][m]["volume_ai_pct_vs_other"]) for m in fatty_both
+           if status["right"][m]["volume_ai_pct_vs_other"] is not None]
+    d.put("median_abs_volume_ai_bilateral_pct", float(statistics.median(bil)) if bil else None,
+          "no muscle fatty on both sides with a left/right volume comparison")
     side = affected_side(affected, status, thr)
     d.put("affected_side", side)
     st_side = status[side] if side else {}
