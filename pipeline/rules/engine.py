@@ -76,7 +76,7 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
             raise ConfigError(f"rule '{rid}': invalid condition {r['when']!r} ({type(exc).__name__}: "
                               f"{getattr(exc, 'message', exc)}).", path=path,
                               fix="correct the expression (rule-engine syntax).") from exc
-        requires = list(r.get("requires") or [])
+        requires = list(r["requires"]) if "requires" in r else _names_in(r["when"])
         bad = [s for s in requires if s not in SYMBOLS]
         if bad:
             raise ConfigError(f"rule '{rid}' requires unknown field(s) {bad}.", path=path,
@@ -128,9 +128,14 @@ def evaluate(ruleset: RuleSet, derived: Derived) -> dict[str, Any]:
             "not_evaluable_rules": not_evaluable}
 
 
+def _names_in(condition: str) -> list[str]:
+    """The rule symbols named in a condition (whole words): a rule's ``requires`` when the file gives none."""
+    return sorted(s for s in SYMBOLS if re.search(rf"\b{s}\b", condition))
+
+
 def _symbols_of(rule: Rule) -> list[str]:
-    """Symbols named in the rule's condition (whole words) or listed in ``requires``."""
-    return sorted({s for s in SYMBOLS if re.search(rf"\b{s}\b", rule.condition)} | set(rule.requires))
+    """Symbols named in the rule's condition or listed in ``requires``."""
+    return sorted(set(_names_in(rule.condition)) | set(rule.requires))
 
 
 def _jsonable(v: Any) -> Any:

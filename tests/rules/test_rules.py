@@ -308,3 +308,13 @@ def test_contralateral_tolerance_and_territory_outliers():
     assert d.territory["outside_territory"] == ["tibialis_anterior"]
     d = derive(s, None, inn, {**thr, "territory_outlier_muscles": 1.0})
     assert d.values["territory_fit"] and list(d.values["territory_roots"]) == ["S1", "S2"]
+
+
+def test_requires_defaults_to_the_symbols_of_the_condition(tmp_path: Path):
+    def edit(d):
+        rule = next(r for r in d["rules"] if r["id"] == "acute_painful_swelling")
+        rule.pop("requires")
+        rule["when"] = "pain and acute_onset"
+
+    rule = next(r for r in load_rules(_broken(tmp_path, edit)).rules if r.id == "acute_painful_swelling")
+    assert rule.requires == ["acute_onset", "pain"]
