@@ -212,6 +212,11 @@ def write_sr(summary: Mapping[str, Any], source_files: Sequence[str | Path], reg
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="legmri",
         series_description="legmri measurements", is_complete=True, is_final=False, is_verified=False,
     )
+    scheme = pydicom.Dataset()
+    scheme.CodingSchemeDesignator = "99LEGMRI"
+    scheme.CodingSchemeName = "legmri measurement names (<structure>_<side> or <level>[_<side>] and metric)"
+    scheme.CodingSchemeResponsibleOrganization = "legmri"
+    sr.CodingSchemeIdentificationSequence = [*sr.get("CodingSchemeIdentificationSequence", []), scheme]
     with atomic_path(path) as tmp:
         sr.save_as(tmp)
     return Path(path)
