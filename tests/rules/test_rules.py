@@ -200,6 +200,10 @@ def test_cli_rules(gt_outputs, tmp_path: Path, capsys):
     out = gt_outputs["myopathic"]
     assert main(["rules", str(out), "--clinical", str(SAMPLE / "myopathic" / "clinical.yaml")]) == 0
     assert json.loads((out / "findings.json").read_text())["decision"]["hypothesis"] == "myopathic"
+    strict = _broken(tmp_path, lambda d: d["decision"].update(min_score=100))
+    assert main(["rules", str(out), "--clinical", str(SAMPLE / "myopathic" / "clinical.yaml"), "--rules",
+                 str(strict)]) == 0
+    assert json.loads((out / "findings.json").read_text())["decision"]["status"] == "no hypothesis above threshold"
     bad = tmp_path / "clinical.yaml"
     bad.write_text("labs: {ck_u_l: -5}\n")
     assert main(["rules", str(out), "--clinical", str(bad)]) == 3
@@ -318,3 +322,16 @@ def test_requires_defaults_to_the_symbols_of_the_condition(tmp_path: Path):
 
     rule = next(r for r in load_rules(_broken(tmp_path, edit)).rules if r.id == "acute_painful_swelling")
     assert rule.requires == ["acute_onset", "pain"]
+
+
+def test_spinal_levels_follow_the_root_anatomy():
+    """Disc level Lx-Ly: exiting (foraminal) root Lx, traversing (lateral recess) root Ly, central: Ly down to S2."""
+    order = ["L1", "L2", "L3", "L4", "L5", "S1", "S2"]
+    inn = load_config("innervation")
+    assert set(inn["spinal_levels"]) == {"L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"}
+    for level, zones in inn["spinal_levels"].items():
+        upper, lower = level.split("-")
+        assert zones["foramen"] == [upper] and zones["lateral_recess"] == [lower]
+        assert zones["central"] == order[order.index(lower):]
+    for m, entry in inn["muscles"].items():
+        assert set(entry["roots"]) <= set(inn["roots"]), m
