@@ -154,8 +154,10 @@ def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: S
 
 def ff_overlay(image: Volume, ff_pct: Volume, fractions: Sequence[float], labels: Volume, path: str | Path,
                phi: str | None = None, dpi: int = 110) -> Path:
-    """Fat-fraction map (0-100 %) over the anatomical image at the montage levels, with a colour bar."""
+    """Fat-fraction map (0-100 %) inside the labelled tissue (noise outside the body is not shown) over the
+    anatomical image at the montage levels, with a colour bar."""
     img, ff = to_display(image, AXIAL_CODES), to_display(ff_pct, AXIAL_CODES)
+    lab = to_display(labels, AXIAL_CODES)
     fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 4.4), facecolor="black")
     axes = np.atleast_1d(axes)
     lo, hi = _window(img.array)
@@ -163,7 +165,7 @@ def ff_overlay(image: Volume, ff_pct: Volume, fractions: Sequence[float], labels
     for ax, z in zip(axes, montage_levels_z(labels, fractions)):
         k = _slice_at_z(img, z)
         ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img))
-        f = np.ma.masked_where(~(ff.array[:, :, k] > 0), ff.array[:, :, k])
+        f = np.ma.masked_where(lab.array[:, :, k] == 0, ff.array[:, :, k])
         im = ax.imshow(f, cmap="inferno", vmin=0, vmax=100, alpha=0.6, extent=_extent(img))
         _mark_sides(ax, img)
         _title(ax, f"z = {z:.0f} mm")
