@@ -22,6 +22,7 @@ from pipeline.core.atomic import write_text
 from pipeline.core.config import config_dir, load_config
 from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInputError, LegMRIError
 from pipeline.core.provenance import load_provenance, update_provenance
+from pipeline.segment.bundle import WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 NOT_STUDIES = {"qa", "__pycache__"}
@@ -66,7 +67,7 @@ def find_studies(root: Path) -> list[Path]:
 
 def input_fingerprint(study: Path) -> str:
     """sha256 over the relative path, size and mtime of every file of the study and over the configuration files
-    (so an edited threshold reruns the study); recorded under ``batch`` in provenance.json."""
+    (so an edited threshold or a retrained model reruns the study); recorded under ``batch`` in provenance.json."""
     h = hashlib.sha256()
     for p in sorted(Path(study).rglob("*")):
         if p.is_file():
@@ -74,6 +75,12 @@ def input_fingerprint(study: Path) -> str:
             h.update(f"{p.relative_to(study)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     for p in sorted(config_dir().glob("*.yaml")):
         h.update(p.name.encode() + hashlib.sha256(p.read_bytes()).digest())
+    for key in ("calf_bundle", "spine_bundle"):  # the bundles' metadata.json carries their weights' sha256
+        name = (load_config("default").get("segment") or {}).get(key)
+        for folder in (Path(str(name)), WEIGHTS_DIR / str(name)) if name else ():
+            if (folder / "metadata.json").exists():
+                h.update((folder / "metadata.json").read_bytes())
+                break
     return h.hexdigest()
 
 
