@@ -135,7 +135,7 @@ def _names_in(condition: str) -> list[str]:
 
 def _symbols_of(rule: Rule) -> list[str]:
     """Symbols named in the rule's condition or listed in ``requires``."""
-    return sorted(set(_names_in(rule.condition)) | set(rule.requires))
+    return sorted(set(_names_in(rule.condition)) | set(rule.requires) | set(re.findall(r"\bthr_\w+", rule.condition)))
 
 
 def _jsonable(v: Any) -> Any:
