@@ -142,16 +142,18 @@ def roots_at_risk(summary: Summary, level: str, side: str, innervation: dict[str
 def affected_side(affected: dict[str, list[str]], status: dict[str, dict[str, dict]], thr: dict[str, float]) -> str:
     """The side with the abnormal muscles, or '' when none or both.
 
-    The other side may hold up to ``thr['contralateral_tolerance_muscles']`` abnormal muscles when they are fewer
-    than on the affected side and none is fatty (enlargement alone on the other side is within normal variation).
+    Sides rank by their fatty muscles, then by all abnormal muscles (fat fraction does not depend on how much of a
+    muscle was outlined; volume asymmetry does). The other side may hold up to
+    ``thr['contralateral_tolerance_muscles']`` abnormal muscles when none of them is fatty (enlargement alone on the
+    other side is within normal variation or outlining error).
     """
     n = {s: len(affected[s]) for s in SIDES}
-    side = max(SIDES, key=lambda s: n[s])
+    n_fat = {s: sum(status[s][m]["fatty"] for m in affected[s]) for s in SIDES}
+    side = max(SIDES, key=lambda s: (n_fat[s], n[s]))
     other = "left" if side == "right" else "right"
-    if n[side] == 0 or n[side] == n[other]:
+    if n[side] == 0 or (n_fat[side], n[side]) == (n_fat[other], n[other]):
         return ""
-    tolerated = n[other] <= thr["contralateral_tolerance_muscles"] and not any(
-        status[other][m]["fatty"] for m in affected[other])
+    tolerated = n_fat[other] == 0 and n[other] <= thr["contralateral_tolerance_muscles"]
     return side if n[other] == 0 or tolerated else ""
 
 

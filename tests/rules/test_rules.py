@@ -301,6 +301,13 @@ def test_contralateral_tolerance_and_territory_outliers():
     d = derive(_summary({"right": ["gastrocnemius_medial"]}, nmh_like, {}), None, inn, thr)
     assert d.values["affected_side"] == "right" and d.territory["contralateral_tolerated"] == ["extensor_digitorum_longus"]
     assert d.values["territory_fit"] and list(d.values["territory_roots"]) == ["S1", "S2"]
+    # two enlarged muscles on the other side (as many as on the affected side) are tolerated: the fatty side ranks first
+    two = {**nmh_like, "flexor_hallucis_longus": (-20.0, -20.0)}
+    d = derive(_summary({"right": ["gastrocnemius_medial"]}, two, {}), None, inn, thr)
+    assert d.values["affected_side"] == "right"
+    d = derive(_summary({"right": ["gastrocnemius_medial"]}, two, {}), None, inn,
+               {**thr, "contralateral_tolerance_muscles": 1.0})
+    assert d.values["affected_side"] == ""
     # a fatty muscle on the other side is not tolerated
     d = derive(_summary({"right": ["gastrocnemius_medial"], "left": ["peroneus"]}, {"soleus": (30.0, 25.0)}, {}),
                None, inn, thr)
