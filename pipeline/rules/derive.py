@@ -47,7 +47,8 @@ SYMBOLS: dict[str, tuple[Any, str]] = {
     "max_abs_volume_ai_pct": (T.FLOAT, "largest absolute left/right volume asymmetry of a muscle (%)"),
     "median_abs_volume_ai_bilateral_pct": (T.FLOAT, "median absolute volume asymmetry of the muscles fatty on both "
                                                    "sides (%)"),
-    "single_muscle_enlarged": (T.BOOLEAN, "exactly one abnormal muscle in both legs, and it is enlarged"),
+    "single_muscle_enlarged": (T.BOOLEAN, "exactly one abnormal muscle in both legs, enlarged by at least the focal "
+                                          "threshold"),
     # imaging: spine
     "spine_available": (T.BOOLEAN, "a lumbar series was measured"),
     "spine_concordant": (T.BOOLEAN, "a lumbar narrowing on the affected side puts a territory root at risk"),
@@ -57,6 +58,7 @@ SYMBOLS: dict[str, tuple[Any, str]] = {
     "ck_x_uln": (T.FLOAT, "CK / upper limit of normal"),
     "emg_neurogenic_territory": (T.BOOLEAN, "EMG neurogenic change in a territory root on the affected side"),
     "emg_neurogenic_any": (T.BOOLEAN, "EMG neurogenic change in any root"),
+    "emg_normal_territory": (T.BOOLEAN, "EMG examined a territory root on the affected side and found it normal"),
     "emg_myopathic": (T.BOOLEAN, "EMG myopathic units or complex repetitive discharges"),
     "ankle_reflex_reduced_affected_side": (T.BOOLEAN, "ankle reflex of the affected side below 2 or below the other"),
     "weakness_affected_side": (T.BOOLEAN, "MRC < 5 in any movement on the affected side"),
@@ -66,7 +68,7 @@ SYMBOLS: dict[str, tuple[Any, str]] = {
     "acute_onset": (T.BOOLEAN, "acute onset"),
     "pain": (T.BOOLEAN, "pain reported"),
 }
-CLINICAL_SYMBOLS = {"ck_x_uln", "emg_neurogenic_territory", "emg_neurogenic_any", "emg_myopathic",
+CLINICAL_SYMBOLS = {"ck_x_uln", "emg_neurogenic_territory", "emg_normal_territory", "emg_neurogenic_any", "emg_myopathic",
                     "ankle_reflex_reduced_affected_side", "weakness_affected_side", "sensory_loss_territory",
                     "slr_positive_affected_side", "oedema_clinical", "acute_onset", "pain"}
 
@@ -216,7 +218,9 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     roots, fit, outliers = root_territory(aff, innervation, thr)
     d.put("territory_fit", fit)
     d.put("territory_roots", tuple(roots))
-    d.put("single_muscle_enlarged", len(enlarged_all) == 1 and sum(len(a) for a in affected.values()) == 1)
+    d.put("single_muscle_enlarged", len(enlarged_all) == 1 and sum(len(a) for a in affected.values()) == 1
+          and abs(status[enlarged_all[0][0]][enlarged_all[0][1]]["volume_ai_pct_vs_other"])
+          >= thr["focal_enlarged_volume_ai_pct"])
     # spine concordance
     spine_ok = bool(summary.get("spine.available"))
     d.put("spine_available", spine_ok)
@@ -249,12 +253,14 @@ def _clinical(d: Derived, c: Clinical | None, side: str, roots: list[str]) -> No
     else:
         d.put("ck_x_uln", None, "CK or its upper limit of normal not given")
     if c.emg is None:
-        for name in ("emg_neurogenic_territory", "emg_neurogenic_any", "emg_myopathic"):
+        for name in ("emg_neurogenic_territory", "emg_normal_territory", "emg_neurogenic_any", "emg_myopathic"):
             d.put(name, None, "no EMG findings given")
     else:
         neuro = [e for e in c.emg if e.finding in ("chronic_neurogenic", "active_neurogenic")]
         d.put("emg_neurogenic_any", bool(neuro))
         d.put("emg_neurogenic_territory", any(e.side == side and e.root in roots for e in neuro) if side else False)
+        tested = [e for e in c.emg if side and e.side == side and e.root in roots]
+        d.put("emg_normal_territory", bool(tested) and all(e.finding == "normal" for e in tested))
         d.put("emg_myopathic", any(e.finding in ("myopathic_units", "complex_repetitive_discharges") for e in c.emg))
     ankle = (c.reflexes or {}).get("ankle")
     if side and ankle and getattr(ankle, side) is not None:

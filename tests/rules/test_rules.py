@@ -32,8 +32,8 @@ BASELINE = {
     "n_roots_bilateral": 0.0, "max_abs_volume_ai_pct": 3.0,
     "median_abs_volume_ai_bilateral_pct": 2.0, "single_muscle_enlarged": False, "spine_available": True,
     "spine_concordant": False, "spine_concordant_levels": (), "any_central_stenosis": False, "ck_x_uln": 2.0,
-    "emg_neurogenic_territory": False, "emg_neurogenic_any": False, "emg_myopathic": False,
-    "ankle_reflex_reduced_affected_side": False, "weakness_affected_side": False, "sensory_loss_territory": False,
+    "emg_neurogenic_territory": False, "emg_normal_territory": False, "emg_neurogenic_any": False, "emg_myopathic": False,
+    "ankle_reflex_reduced_affected_side": False, "weakness_affected_side": None, "sensory_loss_territory": False,
     "slr_positive_affected_side": False, "oedema_clinical": False, "acute_onset": True, "pain": False,
 }
 TERRITORY = {"affected_side": "right", "territory_fit": True, "territory_roots": ("S1", "S2"), "n_affected_side": 2.0}
@@ -45,8 +45,11 @@ CASES = {  # rule id: (values that make it fire, values that keep it silent)
     "fatty_change_in_territory": ({**TERRITORY, "n_fatty_affected_side": 1.0}, {**TERRITORY, "affected_side": ""}),
     "concordant_spine_narrowing": ({"spine_concordant": True}, {}),
     "emg_neurogenic_in_territory": ({"emg_neurogenic_territory": True}, {}),
+    "emg_normal_in_territory": ({"emg_normal_territory": True}, {}),
+    "normal_neurological_examination": ({"weakness_affected_side": False},
+                                        {"weakness_affected_side": False, "sensory_loss_territory": True}),
     "ankle_reflex_reduced": ({"ankle_reflex_reduced_affected_side": True}, {}),
-    "weakness_affected_side": ({"weakness_affected_side": True}, {}),
+    "weakness_affected_side": ({"weakness_affected_side": True}, {"weakness_affected_side": False}),
     "sensory_loss_in_territory": ({"sensory_loss_territory": True}, {}),
     "straight_leg_raise_positive": ({"slr_positive_affected_side": True}, {}),
     "ck_normal": ({"ck_x_uln": 0.6}, {"ck_x_uln": 1.5}),
