@@ -169,7 +169,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``legmri`` console script; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv and "workflow" in argv[:argv.index("--")] else len(argv)
+    args = parser.parse_args(argv[:cut])  # `legmri workflow ROOT --out OUT -- SNAKEMAKE ARGS`
+    if args.command == "workflow":
+        args.snakemake_args = [*args.snakemake_args, *argv[cut + 1:]]
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -60,3 +60,12 @@ def test_threshold_edit_reruns_only_rules_and_report(tmp_path: Path, monkeypatch
     assert sorted(_jobs_in_last_log(out)) == ["cohort", "ingest", "measure", "report", "rules", "segment"]
     assert _mtimes(out, "knee_a") == after
     assert 'href="knee_b/report.html"' in (out / "index.html").read_text()
+
+
+def test_cli_passes_arguments_after_double_dash_to_snakemake(tmp_path: Path):
+    from pipeline.cli import main
+
+    root, out = tmp_path / "studies", tmp_path / "out"
+    small_study(root / "knee_a", 1)
+    assert main(["workflow", str(root), "--out", str(out), "--", "--cores", "1", "--dry-run"]) == 0
+    assert not (out / "knee_a" / "series.json").exists()  # a dry run plans the jobs and runs none
