@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = _sub(subs, "workflow", "Run the Snakemake workflow over every study under ROOT (extra args go to snakemake).")
     s.add_argument("root", type=Path)
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="arguments passed to snakemake, after --")
+    s.add_argument("snakemake_args", nargs="*", help="arguments passed to snakemake, after --")
     return p
 
 
