@@ -2,25 +2,28 @@
 
 The lowest disc above the sacrum is L5-S1, the next L4-L5, and so on up to L1-L2; the vertebral body above disc
 L5-S1 is L5, and so on. Discs and bodies are the 3-D connected components of the network's ``disc`` and
-``vertebral_body`` classes, ordered along the spine by their distance from the sacrum. Without a sacrum in the field
+``vertebral_body`` classes, ordered along the spine by their distance from the sacrum; components below
+``spine.min_disc_ml`` / ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``) or below ``spine.min_component_fraction_of_largest`` of the
+largest component of their class (configs/default.yaml) are segmentation debris and never count as a level. Without a sacrum in the field
 of view no level is named (flagged, not guessed); a count other than five lumbar discs above the sacrum is flagged
 as a possible transitional vertebra and lowers the confidence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from pipeline.core.config import load_config
 from pipeline.core.labels import Registry
 from pipeline.core.volume import Volume
 
 DISC_LEVELS = ("L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2")  # from the sacrum upwards
 BODY_LEVELS = ("L5", "L4", "L3", "L2", "L1")
-MIN_DISC_MM3 = 300.0
-MIN_BODY_MM3 = 1500.0
 
 
 @dataclass
@@ -40,12 +43,20 @@ class LevelResult:
     flags: list[str] = field(default_factory=list)
 
 
-def _components(mask: np.ndarray, min_voxels: int) -> list[np.ndarray]:
+def _components(mask: np.ndarray, min_voxels: float, min_fraction: float = 0.0) -> list[np.ndarray]:
+    """3-D connected components of ``mask`` with at least ``min_voxels`` voxels and at least ``min_fraction`` of the
+    largest component's size.
+
+    >>> m = np.zeros((1, 12, 1), bool); m[0, :6] = True; m[0, 8:9] = True
+    >>> [int(c.sum()) for c in _components(m, 1)], [int(c.sum()) for c in _components(m, 1, 0.25)]
+    ([6, 1], [6])
+    """
     lab, n = ndimage.label(mask)
     if n == 0:
         return []
     sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
-    return [lab == i + 1 for i, s in enumerate(sizes) if s >= min_voxels]
+    floor = max(float(min_voxels), min_fraction * float(sizes.max()))
+    return [lab == i + 1 for i, s in enumerate(sizes) if s >= floor]
 
 
 def disc_plane(volume: Volume, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,23 +68,29 @@ def disc_plane(volume: Volume, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return c, (n if n[2] >= 0 else -n)
 
 
-def label_levels(classes: Volume, reg: Registry) -> LevelResult:
-    """Name discs and vertebral bodies of a sagittal class map and return the level-labelled map."""
+def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None = None) -> LevelResult:
+    """Name discs and vertebral bodies of a sagittal class map and return the level-labelled map.
+
+    ``cfg`` is the ``spine`` section of the configuration (default: configs/default.yaml).
+    """
+    cfg = load_config("default")["spine"] if cfg is None else cfg
     arr = np.asarray(classes.array)
     res = LevelResult()
     vv = classes.voxel_volume_mm3
+    min_disc, min_body = 1000.0 * cfg["min_disc_ml"] / vv, 1000.0 * cfg["min_vertebral_body_ml"] / vv
+    frac = float(cfg["min_component_fraction_of_largest"])
     sacrum = arr == reg.class_id("sacrum")
     out = np.zeros(arr.shape, np.int16)
     for name in ("dural_sac", "posterior_elements", "ligamentum_flavum", "epidural_fat", "nerve_root"):
         out[arr == reg.class_id(name)] = reg.label_id(name)
-    if sacrum.sum() * vv < MIN_BODY_MM3:
+    if sacrum.sum() * vv < 1000.0 * cfg["min_sacrum_ml"]:
         res.flags.append("no sacrum in the field of view: levels cannot be counted from the sacrum and are not named")
         res.labels = classes.with_array(out)
         return res
     sac_c = classes.voxel_to_world(np.argwhere(sacrum)).mean(axis=0)
     out[sacrum] = reg.label_id("sacrum_S1")
-    discs = _components(arr == reg.class_id("disc"), int(MIN_DISC_MM3 / vv))
-    bodies = _components(arr == reg.class_id("vertebral_body"), int(MIN_BODY_MM3 / vv))
+    discs = _components(arr == reg.class_id("disc"), min_disc, frac)
+    bodies = _components(arr == reg.class_id("vertebral_body"), min_body, frac)
     # order along the spine: distance from the sacrum's centroid (the lumbar spine rises monotonically from it)
     disc_info = sorted(((float(np.linalg.norm(disc_plane(classes, m)[0] - sac_c)), m) for m in discs),
                        key=lambda t: t[0])

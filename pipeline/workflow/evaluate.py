@@ -141,7 +141,7 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
         spec = LumbarSpec.random(np.random.default_rng([seed, 2]))
         ph = generate_lumbar(spec, seed=seed)
         vols = [to_closest_canonical(s.volume)[0] for s in ph.series]
-        levels = label_levels(bundle.predict([vols[0]], device=device), reg)
+        levels = label_levels(bundle.predict([vols[0]], device=device), reg, cfg["spine"])
         axials = [name_axial_discs(bundle.predict([v], device=device), levels, reg) for v in vols[1:]]
         s = measure_levels(levels, levels.labels, axials, reg, cfg["spine"], load_config("innervation")).summary
         ok = all(np.linalg.norm(levels.discs[lv].center_ras - np.array(t["disc_center_ras"])) < 8.0

@@ -54,7 +54,8 @@ def segment(out: Path, device: str = "cpu", models: Any = None) -> dict[str, Any
     reg = registry("spine")
     bundle = (models if isinstance(models, BundleCache) else _PROCESS_CACHE).get(
         load_config("default")["segment"]["spine_bundle"])
-    levels = label_levels(bundle.predict([load_volume(out / sag["volume"])], device=device), reg)
+    levels = label_levels(bundle.predict([load_volume(out / sag["volume"])], device=device), reg,
+                          load_config("default")["spine"])
     save_volume(levels.labels, out / "spine" / "labels_sag.nii.gz", dtype=np.int16)
     for s in axs:
         classes = bundle.predict([load_volume(out / s["volume"])], device=device)

@@ -79,3 +79,23 @@ def test_field_of_view_without_sacrum_is_flagged_not_guessed():
     assert not levels.discs and "no sacrum" in levels.flags[0]
     res = measure_levels(levels, levels.labels, [], REG, CFG, INN).summary
     assert res.get("spine.L4-L5.dsca_mm2") is None and "no sacrum" in res.missing["spine.L4-L5.dsca_mm2"]
+
+
+def test_debris_of_the_disc_class_is_not_counted_as_a_level():
+    """A stray fleck of 'disc' inside the L5 body (as a network may leave on an edge slice) must not shift the names."""
+    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
+    sag = to_closest_canonical(ph.series[0].labels)[0]
+    classes = spine_class_map(sag)
+    ref = label_levels(classes, REG)
+    arr = np.asarray(classes.array).copy()
+    l5 = np.argwhere(np.asarray(sag.array) == REG.label_id("vertebral_body_L5"))
+    i, j, k = l5[len(l5) // 2]
+    arr[0, j - 3:j + 4, k - 3:k + 4] = REG.class_id("disc")  # ~0.05-0.5 mL on the outermost sagittal slice
+    levels = label_levels(classes.with_array(arr), REG)
+    assert list(levels.discs) == list(ref.discs)
+    for lv in ref.discs:
+        assert np.allclose(levels.discs[lv].center_ras, ref.discs[lv].center_ras)
+    loose = label_levels(classes.with_array(arr), REG, {**CFG, "min_disc_ml": 0.0,
+                                                        "min_component_fraction_of_largest": 0.0})
+    # without the size rule the fleck would be named L4-L5 (it lies between L5-S1 and the real L4-L5)
+    assert not np.allclose(loose.discs["L4-L5"].center_ras, ref.discs["L4-L5"].center_ras, atol=5.0)
