@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the process umask); ``mkstemp`` uses 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it to ``target``, on error delete it.
@@ -28,6 +38,8 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     ...     _ = tmp.write_text("hello")
     >>> (d / "a.txt").read_text()
     'hello'
+    >>> oct((d / "a.txt").stat().st_mode & 0o777) == oct(_FILE_MODE)
+    True
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +50,7 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
