@@ -26,11 +26,8 @@ tools:
 	  else echo "dciodvfy not found: install the Debian package dicom3tools to run the DICOM validation tests"; fi; }
 
 demo: setup
-	@for study in sample_data/nmh_case sample_data/control sample_data/myopathic; do \
-	  $(BIN)/legmri inspect $$study || exit $$?; \
-	  $(BIN)/legmri ingest $$study --out $(DEMO_OUT)/$$(basename $$study) || exit $$?; \
-	done
-	@echo "Ingested studies are in $(DEMO_OUT)/ (series.json and volumes/ per study)"
+	$(BIN)/legmri batch sample_data --out $(DEMO_OUT) -j $(JOBS)
+	@echo "Open $(DEMO_OUT)/index.html (one report.html per study under $(DEMO_OUT)/<study>/)"
 
 test: setup tools
 	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow"

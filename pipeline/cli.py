@@ -28,7 +28,7 @@ EXAMPLES = {
     "batch": "legmri batch sample_data --out out -j 2",
     "synth": "legmri synth --case nmh --seed 7 --out /tmp/phantoms/nmh_7",
     "train": "legmri train calf --synthetic 64 --out weights/calf_dixon_unet",
-    "evaluate": "legmri evaluate calf --seeds 1000-1019 --out eval/calf",
+    "evaluate": "legmri evaluate calf --seeds 100000-100019 --out eval/calf",
     "workflow": "legmri workflow sample_data --out out -- --cores 2",
 }
 
@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = _sub(subs, "evaluate", "Evaluate a bundle on fresh phantoms: Dice per structure, side swaps, measures.")
     s.add_argument("anatomy", choices=["calf", "spine"])
-    s.add_argument("--seeds", required=True, help="seed range, e.g. 1000-1019, or a comma list")
+    s.add_argument("--seeds", required=True,
+                   help="seeds >= 100000 (never used in training): a range 100000-100019 or a comma list")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--device", default="cpu")
 
