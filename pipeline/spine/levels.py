@@ -2,7 +2,7 @@
 
 The lowest disc above the sacrum is L5-S1, the next L4-L5, and so on up to L1-L2; the vertebral body above disc
 L5-S1 is L5, and so on. Discs and bodies are the 3-D connected components of the network's ``disc`` and
-``vertebral_body`` classes, ordered along the spine by their distance from the sacrum; components below
+``vertebral_body`` classes above the sacrum (its largest component), ordered by height; components below
 ``spine.min_disc_ml`` / ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``) or below ``spine.min_component_fraction_of_largest`` of the
 largest component of their class (configs/default.yaml) are segmentation debris and never count as a level. Without a sacrum in the field
 of view no level is named (flagged, not guessed); a count other than five lumbar discs above the sacrum is flagged
@@ -83,23 +83,26 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     out = np.zeros(arr.shape, np.int16)
     for name in ("dural_sac", "posterior_elements", "ligamentum_flavum", "epidural_fat", "nerve_root"):
         out[arr == reg.class_id(name)] = reg.label_id(name)
-    if sacrum.sum() * vv < 1000.0 * cfg["min_sacrum_ml"]:
+    sacrum_parts = _components(sacrum, 1000.0 * cfg["min_sacrum_ml"] / vv)
+    if not sacrum_parts:
         res.flags.append("no sacrum in the field of view: levels cannot be counted from the sacrum and are not named")
         res.labels = classes.with_array(out)
         return res
-    sac_c = classes.voxel_to_world(np.argwhere(sacrum)).mean(axis=0)
+    sacrum = max(sacrum_parts, key=lambda m: int(m.sum()))  # the sacrum; scattered flecks elsewhere are not it
+    sacrum_pts = classes.voxel_to_world(np.argwhere(sacrum))
+    sac_z = float(sacrum_pts[:, 2].mean())
     out[sacrum] = reg.label_id("sacrum_S1")
     discs = _components(arr == reg.class_id("disc"), min_disc, frac)
     bodies = _components(arr == reg.class_id("vertebral_body"), min_body, frac)
-    # order along the spine: distance from the sacrum's centroid (the lumbar spine rises monotonically from it)
-    disc_info = sorted(((float(np.linalg.norm(disc_plane(classes, m)[0] - sac_c)), m) for m in discs),
-                       key=lambda t: t[0])
-    body_info = sorted(((float(np.linalg.norm(classes.voxel_to_world(np.argwhere(m)).mean(0) - sac_c)), m)
-                        for m in bodies), key=lambda t: t[0])
-    for (_, m), level in zip(disc_info, DISC_LEVELS):
-        c, n = disc_plane(classes, m)
-        res.discs[level] = Disc(level, m, c, n)
+    # order along the spine by height (world S): the lumbar spine rises monotonically from the sacrum, lordosis or not
+    disc_info = sorted((t for t in ((disc_plane(classes, m)[0], m) for m in discs) if t[0][2] > sac_z),
+                       key=lambda t: t[0][2])
+    for (c, m), level in zip(disc_info, DISC_LEVELS):
+        res.discs[level] = Disc(level, m, c, disc_plane(classes, m)[1])
         out[m] = reg.label_id(f"disc_{level.replace('-', '_')}")
+    floor_z = disc_info[0][0][2] if disc_info else sac_z  # vertebral bodies lie above the L5-S1 disc
+    body_info = sorted((t for t in ((classes.voxel_to_world(np.argwhere(m)).mean(0), m) for m in bodies)
+                        if t[0][2] > floor_z), key=lambda t: t[0][2])
     for (_, m), level in zip(body_info, BODY_LEVELS):
         out[m] = reg.label_id(f"vertebral_body_{level}")
     n_discs = len(disc_info)
@@ -111,6 +114,12 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     if len(body_info) < min(n_discs, 5):
         res.flags.append(f"{len(body_info)} vertebral bodies for {n_discs} discs: check for a transitional vertebra")
         res.confidence = min(res.confidence, 0.6)
+    if disc_info:
+        gap = float(np.min(np.linalg.norm(sacrum_pts - disc_info[0][0], axis=1)))
+        if gap > cfg["max_l5s1_to_sacrum_mm"]:
+            res.flags.append(f"the lowest disc is {gap:.0f} mm from the sacrum: a disc may be missing and every level "
+                             "name may be off by one")
+            res.confidence = min(res.confidence, 0.5)
     if n_discs > 5:
         res.flags.append(f"{n_discs} discs above the sacrum: the upper ones are thoracolumbar or a transitional "
                          "vertebra exists; only the lowest five are named")

@@ -99,3 +99,25 @@ def test_debris_of_the_disc_class_is_not_counted_as_a_level():
                                                         "min_component_fraction_of_largest": 0.0})
     # without the size rule the fleck would be named L4-L5 (it lies between L5-S1 and the real L4-L5)
     assert not np.allclose(loose.discs["L4-L5"].center_ras, ref.discs["L4-L5"].center_ras, atol=5.0)
+
+
+def test_sacrum_flecks_elsewhere_do_not_move_the_count():
+    """Scattered 'sacrum' voxels high in the field of view (network debris) must not drag the sacrum upwards: the
+    count starts from the sacrum's largest piece and goes up by height."""
+    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
+    sag = to_closest_canonical(ph.series[0].labels)[0]
+    classes = spine_class_map(sag)
+    ref = label_levels(classes, REG)
+    arr = np.asarray(classes.array).copy()
+    sac = np.argwhere(arr == REG.class_id("sacrum"))
+    low = sac[sac[:, 2] < sac[:, 2].max() - 6]
+    arr[tuple(low.T)] = 0  # only the top of the sacrum in the field of view (a few mL), as on a tight field of view
+    assert 1.5 < (arr == REG.class_id("sacrum")).sum() * classes.voxel_volume_mm3 / 1000 < 8
+    top = int(np.argwhere(arr == REG.class_id("disc"))[:, 2].max())
+    for j in range(top - 100, top, 10):  # flecks of ~0.2 mL in the posterior soft tissue beside L1-L5
+        arr[0:2, 10:16, j:j + 6] = REG.class_id("sacrum")
+    levels = label_levels(classes.with_array(arr), REG)
+    assert list(levels.discs) == list(ref.discs) == ["L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2"]
+    for lv, d in ref.discs.items():
+        assert np.allclose(levels.discs[lv].center_ras, d.center_ras)
+        assert np.linalg.norm(d.center_ras - np.array(ph.truth["levels"][lv]["disc_center_ras"])) < 3.0
