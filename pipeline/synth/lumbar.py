@@ -59,6 +59,9 @@ class LumbarSpec:
     sag_slice_mm: float = 3.5
     sag_in_plane_mm: float = 1.0
     sag_matrix: int = 256
+    # sacrum (mm below the S1 endplate) the sagittal field of view includes, as a radiographer plans it; None centres
+    # the field of view on the lumbar spine (the committed sample studies)
+    sag_sacrum_mm: float | None = None
     ax_levels: tuple[str, ...] = ("L3-L4", "L4-L5", "L5-S1")
     ax_slices: int = 5
     ax_slice_mm: float = 4.0
@@ -70,9 +73,11 @@ class LumbarSpec:
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> LumbarSpec:
+        in_plane = float(rng.uniform(0.8, 1.1))
         spec = cls(body_height_mm=float(rng.uniform(24, 30)), lordosis_radius_mm=float(rng.uniform(220, 420)),
                    offset_mm=(float(rng.uniform(-10, 10)), float(rng.uniform(-30, 10)), float(rng.uniform(-20, 20))),
-                   sag_slice_mm=float(rng.choice([3.0, 3.5, 4.0])), sag_in_plane_mm=float(rng.uniform(0.8, 1.1)),
+                   sag_slice_mm=float(rng.choice([3.0, 3.5, 4.0])), sag_in_plane_mm=in_plane,
+                   sag_matrix=int(np.ceil(rng.uniform(250, 300) / in_plane)), sag_sacrum_mm=float(rng.uniform(25, 60)),
                    ax_slice_mm=float(rng.choice([3.0, 4.0])), ax_in_plane_mm=float(rng.uniform(0.6, 0.9)),
                    snr=float(rng.uniform(18, 45)), bias=float(rng.uniform(0, 0.35)),
                    vendor=str(rng.choice(["siemens", "philips", "ge"])))
@@ -313,7 +318,11 @@ def _render(spine: _Spine, affine: np.ndarray, shape: tuple[int, int, int], sub:
 def _sag_affine(spine: _Spine, spec: LumbarSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Sagittal stack: rows run posterior, columns inferior, slices left-to-right through the spine's midline."""
     d, n = spec.sag_in_plane_mm, spec.sag_matrix
-    mid = spine.point(spine.length / 2 - 40, a=-15.0)
+    if spec.sag_sacrum_mm is None:
+        mid = spine.point(spine.length / 2 - 40, a=-15.0)
+    else:  # the lower edge of the field of view sag_sacrum_mm below the S1 endplate
+        s1_top = spine.segments[-1][2]
+        mid = spine.point(s1_top + spec.sag_sacrum_mm - d * (n - 1) / 2, a=-15.0)
     aff = np.eye(4)
     aff[:3, 0] = [0, -d, 0]  # posterior
     aff[:3, 1] = [0, 0, -d]  # inferior
