@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--synthetic", type=int, metavar="N", help="train on N phantom studies")
     s.add_argument("--out", type=Path, required=True, help="bundle folder to write, e.g. weights/calf_dixon_unet")
     s.add_argument("--epochs", type=int, help="training epochs (default from configs/default.yaml)")
+    s.add_argument("--init", metavar="BUNDLE", help="start from this bundle's weights (fine-tuning), e.g. "
+                                                    "calf_dixon_unet; same labels and network required")
+    s.add_argument("--learning-rate", type=float, help="peak learning rate (default from configs/default.yaml)")
+    s.add_argument("--max-minutes", type=float, help="wall-time limit (default from configs/default.yaml)")
+    s.add_argument("--bundle-version", default="1.0.0", help="version written into metadata.json")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
 
@@ -154,7 +159,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pipeline.workflow.train import train
 
         return train(args.anatomy, out=args.out, data=args.data, synthetic=args.synthetic, epochs=args.epochs,
-                     seed=args.seed, device=args.device)
+                     seed=args.seed, device=args.device,
+                     overrides={"init_from": args.init, "learning_rate": args.learning_rate,
+                                "max_minutes": args.max_minutes, "version": args.bundle_version})
     if cmd == "evaluate":
         from pipeline.workflow.evaluate import evaluate
 

@@ -57,6 +57,7 @@ class TrainConfig:
     threads: int = 2
     version: str = "1.0.0"
     training_data: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a bundle (name under weights/ or folder) whose weights start the training
 
     def network(self) -> dict[str, Any]:
         return {"class": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": len(self.input_channels),
@@ -176,7 +177,9 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
         f"data ready in {time.perf_counter() - t0:.0f} s")
     index = [(ci, si) for ci, (a, _) in enumerate(train) for si in range(len(a))]
     meta = _metadata(cfg, sha256="", record={})
-    net = build_network(meta).to(cfg.device)
+    net = build_network(meta)
+    start = initial_weights(net, meta, cfg.init_from) if cfg.init_from else None
+    net = net.to(cfg.device)
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -214,12 +217,28 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
         dice = _validate(net, val, n_classes, cfg.device)
         fg = [d for d in dice[1:] if d is not None]
         best = (float(np.mean(fg)) if fg else 0.0, copy.deepcopy(net.state_dict()), dice, it)
-    record = {"iterations": it, "best_iteration": best[3], "train_minutes": round((time.perf_counter() - t_train) / 60, 1),
+    record = {"initialised_from": start, "iterations": it, "best_iteration": best[3], "train_minutes": round((time.perf_counter() - t_train) / 60, 1),
               "device": cfg.device, "threads": cfg.threads, "history": history,
               "validation_dice": {cfg.labels[c]: (None if d is None else round(d, 4)) for c, d in enumerate(best[2])
                                   if c > 0}}
     write_bundle(out, cfg, {k: v.detach().cpu().contiguous() for k, v in best[1].items()}, record)
     return record
+
+
+def initial_weights(net: torch.nn.Module, meta: dict[str, Any], bundle: str) -> dict[str, Any]:
+    """Load the verified weights of ``bundle`` into ``net`` (fine-tuning); the bundle must have the same labels,
+    input channels, slicing and network. Returns the starting bundle's provenance (name, version, sha256)."""
+    from pipeline.core.errors import BundleError
+    from pipeline.segment.bundle import load_bundle
+
+    start = load_bundle(bundle)
+    for key in ("labels", "input_channels", "slice_plane", "network", "target_spacing_mm", "normalisation"):
+        if start.metadata.get(key) != meta[key]:
+            raise BundleError(f"cannot start from this bundle: its {key} {start.metadata.get(key)!r} differs from "
+                              f"the new bundle's {meta[key]!r}.", path=start.path,
+                              fix="start from a bundle of the same anatomy and network, or train from scratch.")
+    net.load_state_dict(start.network.state_dict(), strict=True)
+    return start.provenance()
 
 
 def _metadata(cfg: TrainConfig, sha256: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def synthetic_spine_cases(seeds: list[int], fast: bool = True):
 
 
 def train(out: Path, data: Path | None = None, synthetic: int | None = None, epochs: int | None = None,
-          seed: int = 0, device: str = "cpu") -> int:
+          seed: int = 0, device: str = "cpu", overrides: dict[str, Any] | None = None) -> int:
     """Train the spine bundle (one 2-D U-Net for sagittal and axial T2 slices, sliced across the acquisition)."""
     from pipeline.segment.train import TrainConfig, train_bundle
 
@@ -133,6 +133,9 @@ def train(out: Path, data: Path | None = None, synthetic: int | None = None, epo
                       learning_rate=c["learning_rate"], validate_every=c["validate_every"], seed=seed, device=device)
     if epochs is not None:
         cfg.max_iterations = epochs * cfg.validate_every
+    from pipeline.workflow.train import apply_overrides
+
+    apply_overrides(cfg, overrides)
     if synthetic is not None:
         if synthetic < 2:
             raise UsageError("--synthetic needs at least 2 phantom studies.")

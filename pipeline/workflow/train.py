@@ -54,22 +54,36 @@ def calf_config(out: Path, epochs: int | None, seed: int, device: str, data: dic
     return cfg, int(c["synthetic_validation_cases"])
 
 
+def apply_overrides(cfg: Any, overrides: dict[str, Any] | None) -> Any:
+    """Command-line settings over the configured ones: ``init_from``, ``learning_rate``, ``max_minutes``,
+    ``version`` (None values are ignored)."""
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            if not hasattr(cfg, key):
+                raise UsageError(f"unknown training setting '{key}'")
+            setattr(cfg, key, value)
+    return cfg
+
+
 def train(anatomy: str, out: Path, data: Path | None = None, synthetic: int | None = None, epochs: int | None = None,
-          seed: int = 0, device: str = "cpu") -> int:
-    """Train a bundle for ``anatomy`` into ``out`` from ``synthetic`` phantoms or the dataset at ``data``."""
+          seed: int = 0, device: str = "cpu", overrides: dict[str, Any] | None = None) -> int:
+    """Train a bundle for ``anatomy`` into ``out`` from ``synthetic`` phantoms or the dataset at ``data``;
+    ``overrides`` (see :func:`apply_overrides`) e.g. start from a shipped bundle to fine-tune on your own data."""
     from pipeline.segment.train import train_bundle
 
     out = Path(out)
     if anatomy == "spine":
         from pipeline.workflow.spine_stage import train as train_spine
 
-        return train_spine(out=out, data=data, synthetic=synthetic, epochs=epochs, seed=seed, device=device)
+        return train_spine(out=out, data=data, synthetic=synthetic, epochs=epochs, seed=seed, device=device,
+                           overrides=overrides)
     if anatomy != "calf":
         raise UsageError(f"unknown anatomy '{anatomy}' (calf or spine).")
     if synthetic is not None:
         if synthetic < 2:
             raise UsageError("--synthetic needs at least 2 phantom studies.")
         cfg, n_val = calf_config(out, epochs, seed, device, {})
+        apply_overrides(cfg, overrides)
         n_val = min(n_val, max(1, synthetic // 5))
         train_seeds = list(range(TRAINING_SEED_START, TRAINING_SEED_START + synthetic - n_val))
         val_seeds = list(range(TRAINING_SEED_START + synthetic - n_val, TRAINING_SEED_START + synthetic))
@@ -82,6 +96,7 @@ def train(anatomy: str, out: Path, data: Path | None = None, synthetic: int | No
         from pipeline.segment.data import read_msd_dataset
 
         cfg, _ = calf_config(out, epochs, seed, device, {"source": f"MSD/nnU-Net dataset {Path(data).name}"})
+        apply_overrides(cfg, overrides)
         cases = read_msd_dataset(Path(data), cfg.labels, cfg.input_channels)
         n_val = max(1, len(cases) // 5)
         record = train_bundle(cases[n_val:], cases[:n_val], cfg, out, log=print)
