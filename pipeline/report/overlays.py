@@ -249,21 +249,53 @@ def lumbar_sagittal(image: Volume, labels: Volume, registry: Registry, path: str
     return _save(fig, path, dpi)
 
 
+#: width (mm) of the axial lumbar pictures, centred on the dural sac
+AXIAL_ZOOM_MM = 90.0
+
+
+def _display_xy(display: Volume, points_ras: Any) -> np.ndarray:
+    """(x, y) in the mm coordinates of :func:`_extent` of world points, and their slice index: rows (x, y, k)."""
+    rck = display.world_to_voxel(np.atleast_2d(np.asarray(points_ras, float)))
+    sp = display.spacing_mm
+    return np.stack([(rck[:, 1] + 0.5) * sp[1], (rck[:, 0] + 0.5) * sp[0], rck[:, 2]], axis=1)
+
+
+def _measured_slice(display: Volume, marks: Mapping[str, Any] | None) -> int | None:
+    """Index of the display slice holding the measured point of ``marks`` (None if it is outside this stack)."""
+    if not marks or "slice_point_ras" not in marks:
+        return None
+    r, c, k = display.world_to_voxel(np.asarray([marks["slice_point_ras"]], float))[0]
+    k_int = int(np.rint(k))
+    inside = 0 <= k_int < display.shape[2] and abs(k - k_int) < 0.5 + 1e-3 and \
+        0 <= r < display.shape[0] and 0 <= c < display.shape[1]
+    return k_int if inside else None
+
+
 def lumbar_axial(image: Volume, labels: Volume, registry: Registry, level: str, values: Mapping[str, Any],
-                 path: str | Path, phi: str | None = None, dpi: int = 110) -> Path | None:
+                 path: str | Path, phi: str | None = None, dpi: int = 110,
+                 marks: Mapping[str, Any] | None = None) -> Path | None:
     """Axial T2 at the disc ``level``: dural sac outline with its area, lateral recess and foramen values per side.
 
     ``values`` are the saved summary values of that level (``dsca_mm2``, ``central_grade``,
-    ``<side>.lateral_recess_depth_mm`` ...). Returns None when no slice of this stack shows that disc.
+    ``<side>.lateral_recess_depth_mm`` ...). With ``marks`` (spine/marks.json of that level) the picture shows the
+    slice that was measured, with the AP chord and the narrowest lateral recess line of each side drawn where they
+    were measured; it returns None when that slice is not in this stack. Without marks it shows the slice with the
+    most disc and returns None when no slice of this stack shows that disc.
     """
     img, lab = to_display(image, AXIAL_CODES), to_display(labels, AXIAL_CODES)
     disc = next((i.id for i in registry.labels if i.kind == "disc" and i.level == level), None)
     if disc is None:
         return None
-    counts = (lab.array == disc).sum(axis=(0, 1))
-    if not counts.any():
-        return None
-    k = int(np.argmax(counts))
+    if marks:
+        k_marked = _measured_slice(img, marks)
+        if k_marked is None:
+            return None
+        k = k_marked
+    else:
+        counts = (lab.array == disc).sum(axis=(0, 1))
+        if not counts.any():
+            return None
+        k = int(np.argmax(counts))
     by_id = registry.by_id()
     sp = (img.spacing_mm[0], img.spacing_mm[1])
     fig, ax = plt.subplots(figsize=(5, 5), facecolor="black")
@@ -278,8 +310,17 @@ def lumbar_axial(image: Volume, labels: Volume, registry: Registry, level: str, 
         x, y = _centroid_rc(np.isin(sl, canal), sp)
         dsca = values.get("dsca_mm2")
         txt = f"DSCA {dsca:.0f} mm²" if isinstance(dsca, (int, float)) else "DSCA n/a"
-        ax.text(x, y - 18, f"{txt} ({values.get('central_grade') or 'n/a'})", color=by_id[canal[0]].color,
-                fontsize=8, ha="center")
+        ax.text(x, y + 22, f"{txt} ({values.get('central_grade') or 'n/a'})", color=by_id[canal[0]].color,
+                fontsize=8, ha="center", bbox={"facecolor": "black", "alpha": 0.7, "edgecolor": "none"})
+        half = AXIAL_ZOOM_MM / 2  # the canal, the recesses and the foramina, not the whole abdomen
+        ax.set_xlim(x - half, x + half)
+        ax.set_ylim(y + half, y - half)
+    for key, color in (("ap_line_ras", "yellow"), ("right.lateral_recess_line_ras", "orange"),
+                       ("left.lateral_recess_line_ras", "orange")):
+        if marks and key in marks:
+            xy = _display_xy(img, marks[key])
+            ax.plot(xy[:, 0], xy[:, 1], color=color, linewidth=1.5, marker="_" if "recess" in key else None,
+                    markersize=6, solid_capstyle="butt")
     left, right = side_markers(img)
     for pos, letter in ((0.02, left), (0.98, right)):
         side = "right" if letter == "R" else "left"

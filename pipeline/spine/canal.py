@@ -118,18 +118,28 @@ def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarr
     return volume.voxel_to_world(np.insert(ij, axis, k)[None])[0]
 
 
-def ap_diameter_mm(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray) -> float | None:
-    """Length of the sac along the posterior direction through the point ``through``."""
-    t, v = profile(sac, volume, through, posterior_direction(disc_normal), 40.0)
+def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray
+            ) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """Length (mm) of the sac along the posterior direction through the point ``through``, with the world (RAS)
+    end points of that chord (anterior, posterior)."""
+    post = posterior_direction(disc_normal)
+    t, v = profile(sac, volume, through, post, 40.0)
     run = run_through(t, v)
-    return None if run is None else run[1] - run[0] + STEP_MM
+    if run is None:
+        return None
+    return run[1] - run[0] + STEP_MM, through + run[0] * post, through + (run[1] + STEP_MM) * post
 
 
-def lateral_recess_depth_mm(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, volume: Volume,
-                            sac_center: np.ndarray, disc_normal: np.ndarray, side: Side,
-                            offsets_mm: np.ndarray | None = None) -> float | None:
+def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, volume: Volume, sac_center: np.ndarray,
+                   disc_normal: np.ndarray, side: Side, offsets_mm: np.ndarray | None = None
+                   ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Narrowest disc-to-facet distance on antero-posterior lines 1.5-5 mm lateral of the sac's lateral edge
-    (the recess proper, medial of the pedicle and the foramen)."""
+    (the recess proper, medial of the pedicle and the foramen), with the world (RAS) end points of that line: the
+    back of the disc and the front of the posterior elements. None where no line meets both.
+
+    Depth of the lateral recess as in Ciric I et al., J Neurosurg 1980;53:433-443 (the antero-posterior distance
+    between the posterior border of the disc / vertebral body and the anterior border of the superior facet).
+    """
     lat = lateral_direction(disc_normal, side)
     post = posterior_direction(disc_normal)
     t, v = profile(sac, volume, sac_center, lat, 40.0)
@@ -137,7 +147,7 @@ def lateral_recess_depth_mm(disc: np.ndarray, posterior: np.ndarray, sac: np.nda
     if run is None:
         return None
     edge = run[1]
-    depths = []
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
     for d in offsets_mm if offsets_mm is not None else np.arange(1.5, 5.01, 0.5):
         q = sac_center + (edge + d) * lat
         tt, dv = profile(disc, volume, q, post, 30.0)
@@ -149,8 +159,10 @@ def lateral_recess_depth_mm(disc: np.ndarray, posterior: np.ndarray, sac: np.nda
         pe_idx = np.nonzero(pv[back:] >= 0.5)[0]
         if pe_idx.size == 0:
             continue
-        depths.append(float(tt[back + pe_idx[0]] - tt[back]))
-    return min(depths) if depths else None
+        depth = float(tt[back + pe_idx[0]] - tt[back])
+        if best is None or depth < best[0]:
+            best = (depth, q + tt[back] * post, q + tt[back + pe_idx[0]] * post)
+    return best
 
 
 def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_center: np.ndarray,

@@ -21,6 +21,9 @@ LEVEL_ORDER = tuple(reversed(DISC_LEVELS))  # L1-L2 ... L5-S1
 class SpineMeasurements:
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: Summary = field(default_factory=Summary)
+    #: per level, where each value was measured (world RAS mm), for the QA pictures: ``slice_point_ras`` (a point
+    #: on the axial slice measured), ``ap_line_ras`` and ``<side>.lateral_recess_line_ras`` ([start, end])
+    marks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def central_grade(dsca: float | None, cfg: dict[str, Any]) -> str | None:
@@ -118,15 +121,22 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
             if c is None:
                 reasons["ap_diameter_mm"] = f"no dural sac on the axial slice through {level}"
             else:
-                values["ap_diameter_mm"] = canal.ap_diameter_mm(sac, vol, c, disc.normal_ras)
+                marks = res.marks.setdefault(level, {"slice_point_ras": c.round(2).tolist()})
+                ap = canal.ap_line(sac, vol, c, disc.normal_ras)
+                values["ap_diameter_mm"] = None if ap is None else ap[0]
+                if ap is not None:
+                    marks["ap_line_ras"] = [ap[1].round(2).tolist(), ap[2].round(2).tolist()]
                 t, v = canal.profile(sac, vol, c, canal.lateral_direction(disc.normal_ras, "right"), 40.0)
                 run = canal.run_through(t, v)
                 if run:
                     half_width = (run[1] - run[0]) / 2
                 for side in SIDES:
-                    values[f"{side}.lateral_recess_depth_mm"] = canal.lateral_recess_depth_mm(
-                        _mask(arr, reg, "disc"), _mask(arr, reg, "posterior_elements"), sac, vol, c,
-                        disc.normal_ras, side)
+                    found = canal.lateral_recess(_mask(arr, reg, "disc"), _mask(arr, reg, "posterior_elements"), sac,
+                                                 vol, c, disc.normal_ras, side)
+                    values[f"{side}.lateral_recess_depth_mm"] = None if found is None else found[0]
+                    if found is not None:
+                        marks[f"{side}.lateral_recess_line_ras"] = [found[1].round(2).tolist(),
+                                                                    found[2].round(2).tolist()]
         for side in SIDES:
             values[f"{side}.foramen_area_mm2"] = canal.foramen_area_mm2(
                 contents, sag, sag_axis, disc.center_ras, disc.normal_ras, side, half_width + 8.0)

@@ -100,23 +100,26 @@ def qa_images(out: Path, show_phi: bool = False) -> list[Path]:
                                              sreg, qa / "spine_sagittal.png", phi=phi, dpi=cfg["dpi"]))
     values = json.loads((out / "summary.json").read_text())["values"] if (out / "summary.json").exists() else {}
     levels = [lab.level for lab in sreg.labels if lab.kind == "disc"]
-    done: set[str] = set()
+    marks_path = out / "spine" / "marks.json"
+    marks = json.loads(marks_path.read_text()).get("levels", {}) if marks_path.exists() else {}
+    stacks = []
     for s in index.get("series", []):
         m = AX_ROLE.match(s.get("role", ""))
         if not m or not s.get("volume"):
             continue
         lab_path = out / "spine" / ("labels_ax.nii.gz" if m.group(2) is None else f"labels_ax_{m.group(2)}.nii.gz")
-        if not lab_path.exists():
-            continue
-        img, lab = load_volume(out / s["volume"]), load_volume(lab_path)
-        for lv in levels:
-            if lv in done:
-                continue
-            vals = {k[len(f"spine.{lv}."):]: v for k, v in values.items() if k.startswith(f"spine.{lv}.")}
-            p = overlays.lumbar_axial(img, lab, sreg, lv, vals, qa / f"spine_axial_{lv}.png", phi=phi, dpi=cfg["dpi"])
+        if lab_path.exists():
+            stacks.append((load_volume(out / s["volume"]), load_volume(lab_path)))
+    for lv in levels:
+        vals = {k[len(f"spine.{lv}."):]: v for k, v in values.items() if k.startswith(f"spine.{lv}.")}
+        # the stack and slice that were measured (marks), else the first stack that shows the disc
+        for use_marks in ([True, False] if lv in marks else [False]):
+            p = next((p for img, lab in stacks if (p := overlays.lumbar_axial(
+                img, lab, sreg, lv, vals, qa / f"spine_axial_{lv}.png", phi=phi, dpi=cfg["dpi"],
+                marks=marks.get(lv) if use_marks else None)) is not None), None)
             if p is not None:
                 made.append(p)
-                done.add(lv)
+                break
     return made
 
 

@@ -97,6 +97,7 @@ def measure(out: Path) -> dict[str, Any]:
                          load_config("innervation"))
     write_text(out / "spine" / "measurements.csv", csv_text(res.rows, ["level", "side", "metric", "value", "unit",
                                                                        "grade"]))
+    write_json(out / "spine" / "marks.json", {"coordinates": "world RAS, mm", "levels": res.marks})
     update_summary_section(out, "spine", res.summary)
     return {"status": "measured", "levels": sorted(levels.discs)}
 

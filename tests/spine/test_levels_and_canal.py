@@ -59,6 +59,28 @@ def test_sample_index_case(tmp_path: Path):
         assert s.get(f"spine.{level}.central_grade") == "normal"
 
 
+def test_marks_show_where_each_value_was_measured():
+    """The lines saved for the QA pictures have the measured lengths, lie in the disc plane, and sit on their side."""
+    study = SAMPLE / "nmh_case"
+    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
+    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
+           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
+    levels = label_levels(spine_class_map(sag), REG)
+    res = measure_levels(levels, levels.labels, axs, REG, CFG, INN)
+    s = res.summary
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        m = res.marks[level]
+        disc = levels.discs[level]
+        ap = np.asarray(m["ap_line_ras"])
+        assert np.linalg.norm(ap[1] - ap[0]) == pytest.approx(s.get(f"spine.{level}.ap_diameter_mm"), abs=0.05)
+        assert abs((ap[1] - ap[0]) @ disc.normal_ras) < 0.5  # in the disc plane
+        for side, sign in (("right", 1), ("left", -1)):
+            line = np.asarray(m[f"{side}.lateral_recess_line_ras"])
+            depth = s.get(f"spine.{level}.{side}.lateral_recess_depth_mm")
+            assert np.linalg.norm(line[1] - line[0]) == pytest.approx(depth, abs=0.05)
+            assert sign * (line.mean(0)[0] - ap.mean(0)[0]) > 5.0  # RAS: +x is towards the patient's right
+
+
 @pytest.mark.parametrize("seed", [101, 202])
 def test_random_phantoms_levels_and_sides(seed: int):
     spec = LumbarSpec.random(np.random.default_rng(seed))
