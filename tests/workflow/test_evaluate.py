@@ -1,0 +1,31 @@
+"""``legmri evaluate`` with the shipped bundles on one fresh phantom each: tables and per-case rows are written,
+and seeds of the training range are refused."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+
+def test_training_seeds_are_refused(tmp_path: Path, capsys):
+    assert main(["evaluate", "calf", "--seeds", "5-6", "--out", str(tmp_path)]) == 2
+    assert ">= 100000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("anatomy", ["calf", "spine"])
+def test_one_fresh_phantom(anatomy: str, tmp_path: Path):
+    assert main(["evaluate", anatomy, "--seeds", "100000", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / f"{anatomy}_summary.md").read_text()
+    rows = list(csv.DictReader((tmp_path / f"{anatomy}_cases.csv").open()))
+    if anatomy == "calf":
+        assert "side swaps: 0" in table
+        muscles = [r for r in rows if r["structure"] == "soleus"]
+        assert muscles and all(float(r["dice"]) > 0.85 for r in muscles)
+        assert all(abs(float(r["volume_err_pct"])) < 10 for r in muscles)
+    else:
+        assert "levels right in 1/1" in table
+        assert {r["level"] for r in rows} == {"L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"}
