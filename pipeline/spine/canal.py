@@ -131,14 +131,17 @@ def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: n
 
 
 def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, volume: Volume, sac_center: np.ndarray,
-                   disc_normal: np.ndarray, side: Side, offsets_mm: np.ndarray | None = None
-                   ) -> tuple[float, np.ndarray, np.ndarray] | None:
-    """Narrowest disc-to-facet distance on antero-posterior lines 1.5-5 mm lateral of the sac's lateral edge
-    (the recess proper, medial of the pedicle and the foramen), with the world (RAS) end points of that line: the
-    back of the disc and the front of the posterior elements. None where no line meets both.
+                   disc_normal: np.ndarray, side: Side, offsets_mm: np.ndarray | None = None,
+                   min_extent_mm: float = 0.0) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """Depth (mm) of the lateral recess of ``side`` with the world (RAS) end points of the line it was measured on
+    (the back of the disc, the front of the posterior elements); None where no line meets both.
 
-    Depth of the lateral recess as in Ciric I et al., J Neurosurg 1980;53:433-443 (the antero-posterior distance
-    between the posterior border of the disc / vertebral body and the anterior border of the superior facet).
+    Depth as in Ciric I et al., J Neurosurg 1980;53:433-443: the antero-posterior distance between the posterior
+    border of the disc / vertebral body and the anterior border of the superior articular facet. It is measured on
+    antero-posterior lines 1.5-5 mm lateral of the sac's lateral edge (``offsets_mm``, the recess proper, medial of
+    the pedicle and the foramen) and is the narrowest depth that persists over ``min_extent_mm`` of the recess
+    width: min over windows of adjacent lines spanning ``min_extent_mm`` of the max depth in the window. With 0 it
+    is the plain minimum; a width keeps a one-line dip of the label map from passing for a narrowing.
     """
     lat = lateral_direction(disc_normal, side)
     post = posterior_direction(disc_normal)
@@ -147,21 +150,29 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
     if run is None:
         return None
     edge = run[1]
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
-    for d in offsets_mm if offsets_mm is not None else np.arange(1.5, 5.01, 0.5):
+    offsets = np.arange(1.5, 5.01, 0.5) if offsets_mm is None else np.asarray(offsets_mm, float)
+    lines: list[tuple[float, np.ndarray, np.ndarray] | None] = []
+    for d in offsets:
         q = sac_center + (edge + d) * lat
         tt, dv = profile(disc, volume, q, post, 30.0)
         _, pv = profile(posterior, volume, q, post, 30.0)
         disc_idx = np.nonzero(dv >= 0.5)[0]
-        if disc_idx.size == 0:
-            continue
-        back = disc_idx[-1]
-        pe_idx = np.nonzero(pv[back:] >= 0.5)[0]
+        pe_idx = np.nonzero(pv[disc_idx[-1]:] >= 0.5)[0] if disc_idx.size else np.array([], int)
         if pe_idx.size == 0:
+            lines.append(None)
             continue
-        depth = float(tt[back + pe_idx[0]] - tt[back])
-        if best is None or depth < best[0]:
-            best = (depth, q + tt[back] * post, q + tt[back + pe_idx[0]] * post)
+        back, front = disc_idx[-1], disc_idx[-1] + pe_idx[0]
+        lines.append((float(tt[front] - tt[back]), q + tt[back] * post, q + tt[front] * post))
+    step = float(np.median(np.diff(offsets))) if len(offsets) > 1 else 1.0
+    n = max(1, min(len(lines), int(round(min_extent_mm / step)) + 1))
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for i in range(len(lines) - n + 1):
+        window = lines[i:i + n]
+        if any(w is None for w in window):
+            continue
+        widest = max(window, key=lambda w: w[0])  # type: ignore[index]
+        if best is None or widest[0] < best[0]:
+            best = widest
     return best
 
 

@@ -143,3 +143,29 @@ def test_sacrum_flecks_elsewhere_do_not_move_the_count():
     for lv, d in ref.discs.items():
         assert np.allclose(levels.discs[lv].center_ras, d.center_ras)
         assert np.linalg.norm(d.center_ras - np.array(ph.truth["levels"][lv]["disc_center_ras"])) < 3.0
+
+
+def test_lateral_recess_ignores_a_one_line_dip_but_not_a_real_narrowing():
+    """Disc in front, posterior elements behind, a 4 mm gap lateral of the sac. A 0.3 mm-wide spur reaching to 1 mm
+    from the disc is caught by the plain minimum and ignored over a 1 mm extent; a 2 mm-wide narrowing is kept."""
+    from pipeline.core.volume import Volume
+    from pipeline.spine import canal
+
+    sp = 0.1
+    x, y = np.meshgrid(np.arange(600) * sp, np.arange(600) * sp, indexing="ij")
+    vol = Volume(np.zeros((600, 600, 3), np.float32), np.diag([sp, sp, 4.0, 1.0]))
+    sac = np.repeat(((x - 25) ** 2 + (y - 25) ** 2 < 25)[..., None], 3, axis=2)
+    disc = np.repeat((y >= 27)[..., None], 3, axis=2) & ~sac
+    post = np.repeat((y <= 23)[..., None], 3, axis=2) & ~sac
+
+    def depth(posterior, extent):
+        found = canal.lateral_recess(disc, posterior, sac, vol, np.array([25.0, 25.0, 4.0]), np.array([0, 0, 1.0]),
+                                     "right", min_extent_mm=extent)
+        return found[0]
+
+    assert depth(post, 0.0) == pytest.approx(4.0, abs=0.25) and depth(post, 1.0) == pytest.approx(4.0, abs=0.25)
+    spur = post | np.repeat(((x > 32.75) & (x < 33.05) & (y <= 26))[..., None], 3, axis=2)
+    assert depth(spur, 0.0) == pytest.approx(1.0, abs=0.25)
+    assert depth(spur, 1.0) == pytest.approx(4.0, abs=0.25)
+    narrowing = post | np.repeat(((x > 31.8) & (x < 34.1) & (y <= 25))[..., None], 3, axis=2)
+    assert depth(narrowing, 1.0) == pytest.approx(2.0, abs=0.25)
