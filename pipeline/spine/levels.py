@@ -2,11 +2,12 @@
 
 The lowest disc above the sacrum is L5-S1, the next L4-L5, and so on up to L1-L2; the vertebral body above disc
 L5-S1 is L5, and so on. Discs and bodies are the 3-D connected components of the network's ``disc`` and
-``vertebral_body`` classes above the sacrum (its largest component), ordered by height; components below
-``spine.min_disc_ml`` / ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``) or below ``spine.min_component_fraction_of_largest`` of the
-largest component of their class (configs/default.yaml) are segmentation debris and never count as a level. Without a sacrum in the field
-of view no level is named (flagged, not guessed); a count other than five lumbar discs above the sacrum is flagged
-as a possible transitional vertebra and lowers the confidence.
+``vertebral_body`` classes above the sacrum (its largest component), ordered by height. Components smaller than
+``spine.min_disc_ml`` / ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``), or than
+``spine.min_component_fraction_of_largest`` of the largest component of their class (configs/default.yaml), are
+segmentation debris and never count as a level. Without a sacrum in the field of view no level is named (flagged,
+not guessed); a count other than five lumbar discs above the sacrum is flagged as a possible transitional vertebra
+and lowers the confidence.
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     discs = _components(arr == reg.class_id("disc"), min_disc, frac)
     bodies = _components(arr == reg.class_id("vertebral_body"), min_body, frac)
     # order along the spine by height (world S): the lumbar spine rises monotonically from the sacrum, lordosis or not
-    disc_info = sorted((t for t in ((disc_plane(classes, m)[0], m) for m in discs) if t[0][2] > sac_z),
+    disc_info = sorted((t for t in ((*disc_plane(classes, m), m) for m in discs) if t[0][2] > sac_z),
                        key=lambda t: t[0][2])
-    for (c, m), level in zip(disc_info, DISC_LEVELS):
-        res.discs[level] = Disc(level, m, c, disc_plane(classes, m)[1])
+    for (c, n, m), level in zip(disc_info, DISC_LEVELS):
+        res.discs[level] = Disc(level, m, c, n)
         out[m] = reg.label_id(f"disc_{level.replace('-', '_')}")
     floor_z = disc_info[0][0][2] if disc_info else sac_z  # vertebral bodies lie above the L5-S1 disc
     body_info = sorted((t for t in ((classes.voxel_to_world(np.argwhere(m)).mean(0), m) for m in bodies)
