@@ -130,9 +130,9 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
                 run = canal.run_through(t, v)
                 if run:
                     half_width = (run[1] - run[0]) / 2
+                disc_mask, posterior = _mask(arr, reg, "disc"), _mask(arr, reg, "posterior_elements")
                 for side in SIDES:
-                    found = canal.lateral_recess(_mask(arr, reg, "disc"), _mask(arr, reg, "posterior_elements"), sac,
-                                                 vol, c, disc.normal_ras, side,
+                    found = canal.lateral_recess(disc_mask, posterior, sac, vol, c, disc.normal_ras, side,
                                                  min_extent_mm=cfg["lateral_recess_min_extent_mm"])
                     values[f"{side}.lateral_recess_depth_mm"] = None if found is None else found[0]
                     if found is not None:

@@ -113,14 +113,25 @@ def qa_images(out: Path, show_phi: bool = False) -> list[Path]:
     for lv in levels:
         vals = {k[len(f"spine.{lv}."):]: v for k, v in values.items() if k.startswith(f"spine.{lv}.")}
         # the stack and slice that were measured (marks), else the first stack that shows the disc
-        for use_marks in ([True, False] if lv in marks else [False]):
-            p = next((p for img, lab in stacks if (p := overlays.lumbar_axial(
-                img, lab, sreg, lv, vals, qa / f"spine_axial_{lv}.png", phi=phi, dpi=cfg["dpi"],
-                marks=marks.get(lv) if use_marks else None)) is not None), None)
-            if p is not None:
-                made.append(p)
+        for lv_marks in ([marks[lv], None] if lv in marks else [None]):
+            picture = _first_axial_picture(stacks, sreg, lv, vals, qa / f"spine_axial_{lv}.png", phi, cfg["dpi"],
+                                           lv_marks)
+            if picture is not None:
+                made.append(picture)
                 break
     return made
+
+
+def _first_axial_picture(stacks: list[tuple[Volume, Volume]], reg: Any, level: str, values: dict[str, Any],
+                         path: Path, phi: str | None, dpi: int, marks: dict[str, Any] | None) -> Path | None:
+    """The axial picture of ``level`` from the first (image, labels) stack that can show it, or None."""
+    from pipeline.report import overlays
+
+    for img, lab in stacks:
+        picture = overlays.lumbar_axial(img, lab, reg, level, values, path, phi=phi, dpi=dpi, marks=marks)
+        if picture is not None:
+            return picture
+    return None
 
 
 def dicom_exports(out: Path) -> list[str]:
