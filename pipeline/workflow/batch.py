@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import pipeline
 from pipeline.core.atomic import write_text
 from pipeline.core.config import config_dir, load_config
 from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInputError, LegMRIError
@@ -66,9 +67,10 @@ def find_studies(root: Path) -> list[Path]:
 
 
 def input_fingerprint(study: Path) -> str:
-    """sha256 over the relative path, size and mtime of every file of the study and over the configuration files
-    (so an edited threshold or a retrained model reruns the study); recorded under ``batch`` in provenance.json."""
-    h = hashlib.sha256()
+    """sha256 over the relative path, size and mtime of every file of the study, the configuration files, the
+    bundles' metadata and the legmri version (so an edited threshold, a retrained model or an upgrade reruns the
+    study); recorded under ``batch`` in provenance.json."""
+    h = hashlib.sha256(f"legmri {pipeline.__version__}\n".encode())
     for p in sorted(Path(study).rglob("*")):
         if p.is_file():
             st = p.stat()

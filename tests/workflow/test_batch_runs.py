@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.core.config import DEFAULT_CONFIG_DIR
-from pipeline.workflow.batch import find_studies
+from pipeline.workflow.batch import find_studies, input_fingerprint
 from tests.report.study_fixture import corrupt_study, small_study
 
 
@@ -67,3 +67,15 @@ def test_parallel_workers(root: Path, tmp_path: Path, capsys):
     out = tmp_path / "out"
     assert main(["batch", str(root), "--out", str(out), "-j", "2", "--force"]) == 0
     assert (out / "knee_a" / "report.html").exists() and (out / "knee_b" / "report.html").exists()
+
+
+def test_fingerprint_follows_inputs_and_legmri_version(root: Path, monkeypatch):
+    study = root / "knee_a"
+    before = input_fingerprint(study)
+    assert input_fingerprint(study) == before
+    monkeypatch.setattr("pipeline.__version__", "99.0.0")
+    upgraded = input_fingerprint(study)
+    assert upgraded != before
+    victim = next(p for p in sorted(study.rglob("*")) if p.is_file())
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    assert input_fingerprint(study) != upgraded
