@@ -234,7 +234,11 @@ class _Spine:
         rx = (1 - g) * rx0 + g * lp["width"] / 2
         a_sac = post_margin - 1.0 - ra  # 1 mm of anterior epidural space
         canal_x = rx + 8.0
-        in_canal = (np.abs(x) < canal_x) & (a < post_margin) & (a > a_sac - ra - 6.0) & (s > -20)
+        # the posterior disc/body margin at this x: the footprint ellipse curves forward lateral of the midline, and
+        # the epidural space (fat, veins, the traversing root; bright on T2) fills the canal up to it, so the disc
+        # margin stays visible against it as on a real T2 image
+        disc_back = -wa * np.sqrt(np.clip(1 - (x / wx) ** 2, 0, 1))
+        in_canal = (np.abs(x) < canal_x) & (a < disc_back) & (a > a_sac - ra - 6.0) & (s > -20)
         put(in_canal, reg.label_id("epidural_fat"), "epidural_fat")
         # traversing roots in the lateral recesses (drawn before the bone so that a narrow recess stays bony)
         trav = (np.hypot(np.abs(x) - (rx + 2.6), a - (post_margin - 2.4)) < 2.0) & (s > -20) & (s < self.length - 60)
@@ -243,7 +247,6 @@ class _Spine:
         # laminae and spinous process behind it, pedicles at body levels
         rec = np.where(x >= 0, lp["recess"]["right"], lp["recess"]["left"])
         # the facet's anterior margin follows the posterior disc margin at the same x, ``rec`` mm behind it
-        disc_back = -wa * np.sqrt(np.clip(1 - (x / wx) ** 2, 0, 1))
         facet_front = disc_back - rec
         facet = (np.abs(x) > rx + 1.0) & (np.abs(x) < rx + 18.0) & (a < facet_front) & (a > facet_front - 16.0)
         lamina = (np.abs(x) <= rx + 1.0) & (a < a_sac - ra - 3.0) & (a > a_sac - ra - 10.0)

@@ -80,3 +80,30 @@ def test_deterministic_and_seed_dependent():
     c = generate_lumbar(spec, seed=2, fast=True)
     assert a.series[0].volume.array.tobytes() == b.series[0].volume.array.tobytes()
     assert a.series[0].volume.array.tobytes() != c.series[0].volume.array.tobytes()
+
+
+def test_disc_margin_borders_the_epidural_space_in_the_recess(nmh):
+    """Behind the posterior disc margin, across the canal and its lateral recesses, lie epidural fat, roots or
+    facet (or the sac itself) -- never a band of unlabelled soft tissue with the annulus's T2 signal, which would hide the disc margin
+    (and so the lateral recess depth) on the image."""
+    from pipeline.io.nifti import to_closest_canonical
+
+    allowed = {REG.label_id(n) for n in ("epidural_fat", "nerve_root", "posterior_elements", "dural_sac")}
+    for s in nmh.series[1:]:
+        level = nmh.truth["axial_levels"][s.role]
+        lab = np.asarray(to_closest_canonical(s.labels)[0].array)
+        img = np.asarray(to_closest_canonical(s.volume)[0].array, float)
+        k = lab.shape[2] // 2
+        disc = lab[:, :, k] == REG.label_id(f"disc_{level.replace('-', '_')}")
+        sac_cols = np.nonzero((lab[:, :, k] == REG.label_id("dural_sac")).any(axis=1))[0]
+        px = float(np.linalg.norm(s.volume.affine[:3, 0]))
+        reach = int(round(6.0 / px))  # the sac and 6 mm of recess on each side (the canal is 8 mm wider)
+        behind, margin = [], []
+        for i in range(sac_cols.min() - reach, sac_cols.max() + reach + 1):
+            rows = np.nonzero(disc[i])[0]  # canonical RAS: +j is anterior, so the back of the disc is the lowest j
+            j = rows.min()
+            behind.append(lab[i, j - 1, k])
+            margin.append(img[i, j + 1, k] - img[i, j - 2, k])
+        assert set(behind) <= allowed, (level, sorted(set(behind)))
+        # the disc margin shows: the first millimetre behind the disc is darker or brighter than the annulus
+        assert np.median(np.abs(margin)) > 0.05 * img[:, :, k].max(), level
