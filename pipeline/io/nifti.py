@@ -77,6 +77,25 @@ def save_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None 
     return path
 
 
+PROBABILITY_STEPS = 250  # probability maps are stored as uint8 0-250 with scl_slope 1/250 (steps of 0.004)
+
+
+def save_probability(volume: Volume, path: str | Path) -> Path:
+    """Atomically write a probability map (values 0-1) as uint8 NIfTI with ``scl_slope = 1/250``: 4x smaller than
+    float32 and well compressed; :func:`load_volume` gives back the values within 0.002."""
+    path = Path(path)
+    data = np.rint(np.clip(np.asarray(volume.array, np.float32), 0.0, 1.0) * PROBABILITY_STEPS).astype(np.uint8)
+    img = nib.Nifti1Image(data, volume.affine)
+    img.header.set_slope_inter(1.0 / PROBABILITY_STEPS, 0.0)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_intent("estimate", name="probability")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
 def to_closest_canonical(volume: Volume) -> tuple[Volume, int]:
     """Reorient ``volume`` to the closest canonical (RAS+) axis order with nibabel's ``as_closest_canonical``.
 

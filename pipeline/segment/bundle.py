@@ -62,6 +62,14 @@ class Bundle:
         with self._lock:
             return predict(self, channels, device=device or self.device)
 
+    def predict_soft(self, channels: list[Any], classes: tuple[str, ...] | list[str], device: str | None = None
+                     ) -> tuple[Any, dict[str, Any]]:
+        """Class map and the probability maps of ``classes``; see :func:`pipeline.segment.infer.predict_soft`."""
+        from pipeline.segment.infer import predict_soft
+
+        with self._lock:
+            return predict_soft(self, channels, classes, device=device or self.device)
+
     def provenance(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.metadata["version"], "sha256": self.sha256,
                 "path": self.path.name}

@@ -5,7 +5,8 @@
 2. Slices are taken across the bundle's ``slice_plane`` (axial: along z; sagittal: along x), intensities are
    normalised by the bundle's rule, and each slice is resampled in-plane to ``target_spacing_mm`` (bilinear).
 3. Slices run through the network in batches; class probabilities are resampled back to the native in-plane grid
-   (bilinear) before the argmax, and the class map is returned on the exact grid of the input.
+   (bilinear) before the argmax, and the class map (and, on request, the probability of chosen classes) is
+   returned on the exact grid of the input.
 """
 
 from __future__ import annotations
@@ -82,8 +83,24 @@ def _pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
 
 @torch.no_grad()
 def predict_probabilities(network: torch.nn.Module, slices: torch.Tensor, in_plane_mm: tuple[float, float],
-                          target_mm: tuple[float, float], device: str = "cpu") -> torch.Tensor:
-    """Softmax probabilities (S, K, H, W) on the native in-plane grid for a (S, C, H, W) slice tensor."""
+                          target_mm: tuple[float, float], device: str = "cpu", mirror_axes: tuple[int, ...] = ()
+                          ) -> torch.Tensor:
+    """Softmax probabilities (S, K, H, W) on the native in-plane grid for a (S, C, H, W) slice tensor.
+
+    ``mirror_axes`` (0 = rows, 1 = columns of the canonical slice) adds test-time mirroring: the probabilities are
+    the mean over the slices as given and mirrored along each listed axis (as nnU-Net does; Isensee et al., Nat
+    Methods 2021;18:203-211). Only for networks trained with mirrored slices and side-less classes.
+    """
+    probs = _probabilities(network, slices, in_plane_mm, target_mm, device)
+    for axis in mirror_axes:
+        dim = (-2, -1)[axis]
+        probs += torch.flip(_probabilities(network, torch.flip(slices, (dim,)), in_plane_mm, target_mm, device),
+                            (dim,))
+    return probs / (1 + len(mirror_axes))
+
+
+def _probabilities(network: torch.nn.Module, slices: torch.Tensor, in_plane_mm: tuple[float, float],
+                   target_mm: tuple[float, float], device: str) -> torch.Tensor:
     h, w = slices.shape[-2:]
     size = (output_size(h, in_plane_mm[0], target_mm[0]), output_size(w, in_plane_mm[1], target_mm[1]))
     out = []
@@ -99,11 +116,26 @@ def predict_probabilities(network: torch.nn.Module, slices: torch.Tensor, in_pla
 
 def predict(bundle: Any, channels: list[Volume], device: str = "cpu") -> Volume:
     """Class map (uint8) on the grid of ``channels[0]``; ``channels`` follow ``bundle.metadata['input_channels']``."""
+    return predict_soft(bundle, channels, (), device)[0]
+
+
+def predict_soft(bundle: Any, channels: list[Volume], classes: tuple[str, ...] | list[str], device: str = "cpu"
+                 ) -> tuple[Volume, dict[str, Volume]]:
+    """Class map (uint8) and the softmax probability (float32, 0-1) of each of ``classes`` (names from
+    ``bundle.metadata['labels']``), all on the grid of ``channels[0]``.
+
+    The probability is the network's belief in the class, resampled to the native grid like the class map: where a
+    border cuts a voxel it takes intermediate values, so its 0.5 level places the border between voxel centres
+    (sub-voxel measurements such as the dural sac's AP diameter use it).
+    """
     meta = bundle.metadata
     if len(channels) != len(meta["input_channels"]):
         raise BadInputError(f"{bundle.name} needs {len(meta['input_channels'])} channels "
                             f"({', '.join(meta['input_channels'])}), got {len(channels)}.", path=bundle.path,
                             fix="provide every input series the bundle lists.")
+    unknown = [c for c in classes if c not in meta["labels"]]
+    if unknown:
+        raise ValueError(f"{bundle.name} has no class {', '.join(unknown)} (it has {', '.join(meta['labels'])})")
     ref = channels[0]
     for c in channels[1:]:
         if not ref.same_grid(c):
@@ -119,11 +151,16 @@ def predict(bundle: Any, channels: list[Volume], device: str = "cpu") -> Volume:
     in_plane = tuple(float(spacing[i]) for i in range(3) if i != axis)
     target = tuple(float(v) for v in meta["target_spacing_mm"])
     bundle.to(device)
-    probs = predict_probabilities(bundle.network, slices_tensor(canon, axis), in_plane, target, device)
-    labels = probs.argmax(dim=1).numpy().astype(np.uint8)  # (S, H, W)
-    labels = np.moveaxis(labels, 0, axis)
-    labels = from_canonical(labels, ornt)
-    return Volume(np.ascontiguousarray(labels), ref.affine.copy(), {"bundle": bundle.name})
+    mirror = tuple(int(a) for a in meta.get("inference", {}).get("mirror_axes", ()))
+    probs = predict_probabilities(bundle.network, slices_tensor(canon, axis), in_plane, target, device, mirror)
+
+    def on_input_grid(array: np.ndarray) -> np.ndarray:  # (S, H, W) canonical slices -> input array order
+        return np.ascontiguousarray(from_canonical(np.moveaxis(array, 0, axis), ornt))
+
+    labels = on_input_grid(probs.argmax(dim=1).numpy().astype(np.uint8))
+    soft = {c: Volume(on_input_grid(probs[:, meta["labels"].index(c)].numpy().astype(np.float32)),
+                      ref.affine.copy(), {"bundle": bundle.name, "probability_of": c}) for c in classes}
+    return Volume(labels, ref.affine.copy(), {"bundle": bundle.name}), soft
 
 
 def output_size(n: int, spacing: float, target: float) -> int:

@@ -58,6 +58,7 @@ class TrainConfig:
     version: str = "1.0.0"
     training_data: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a bundle (name under weights/ or folder) whose weights start the training
+    mirror_axes: tuple[int, ...] = ()  # test-time mirroring written into metadata["inference"] (see infer.py)
 
     def network(self) -> dict[str, Any]:
         return {"class": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": len(self.input_channels),
@@ -247,6 +248,7 @@ def _metadata(cfg: TrainConfig, sha256: str, record: dict[str, Any]) -> dict[str
             "input_channels": list(cfg.input_channels), "slice_plane": cfg.slice_plane,
             "target_spacing_mm": list(cfg.target_spacing_mm), "normalisation": dict(cfg.normalisation),
             "network": cfg.network(), "weights": {"file": "model.safetensors", "sha256": sha256},
+            "inference": {"mirror_axes": list(cfg.mirror_axes)},
             "training": {"data": cfg.training_data, "seed": cfg.seed, "patch": list(cfg.patch),
                          "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
                          "max_iterations": c["max_iterations"], "loss": "DiceCELoss(softmax)",

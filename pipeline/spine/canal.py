@@ -4,7 +4,8 @@
   obliquity to the disc plane (angle theta between the normals) is corrected by cos(theta) for areas.
 * Dural sac cross-sectional area (DSCA, mm2) = sac pixels x pixel area x cos(theta) (Schonstrom et al., Spine 1985).
 * AP diameter (mm): length of the sac along the line through its centroid in the posterior direction of the disc
-  plane, from the linearly interpolated mask (sub-pixel edges); sagittal stacks give it without an axial stack.
+  plane, between the 0.5 crossings of the linearly interpolated sac probability map of the segmentation (or of the
+  binary mask where no probability map exists); sagittal stacks give it without an axial stack.
 * Lateral recess depth (mm, per side): along antero-posterior lines just lateral of the sac, the distance from the
   posterior margin of the disc to the anterior margin of the posterior elements (superior articular facet); the
   narrowest value (Ciric et al., J Neurosurg 1980;53:433-443).
@@ -121,7 +122,7 @@ def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarr
 def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray
             ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Length (mm) of the sac along the posterior direction through the point ``through``, with the world (RAS)
-    end points of that chord (anterior, posterior)."""
+    end points of that chord (anterior, posterior). ``sac`` is a binary mask or a probability map (walls at 0.5)."""
     post = posterior_direction(disc_normal)
     t, v = profile(sac, volume, through, post, 40.0)
     run = run_through(t, v)

@@ -70,8 +70,14 @@ def _mask(arr: np.ndarray, reg: Registry, *names: str) -> np.ndarray:
 
 
 def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: Registry, cfg: dict[str, Any],
-                   innervation: dict[str, Any] | None) -> SpineMeasurements:
-    """Measure every disc level L1-L2 .. L5-S1 found in ``levels``; missing values are null with the reason."""
+                   innervation: dict[str, Any] | None, sac_sag: Volume | None = None,
+                   sac_axials: list[Volume | None] | None = None) -> SpineMeasurements:
+    """Measure every disc level L1-L2 .. L5-S1 found in ``levels``; missing values are null with the reason.
+
+    ``sac_sag`` / ``sac_axials`` (optional, on the grids of ``sag`` / ``axials``) are the dural sac probability
+    maps of the segmentation: where given, the AP diameter is read at their 0.5 level (sub-voxel walls) instead of
+    at the border of the label map.
+    """
     res = SpineMeasurements()
     s = res.summary
     s.set("spine.available", True)
@@ -82,8 +88,13 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
     sag_arr = np.asarray(sag.array)
     sag_axis = canal.acquisition_axis(sag)
     sag_sac = _mask(sag_arr, reg, "dural_sac")
+    sag_sac_wall = sag_sac if sac_sag is None else np.asarray(sac_sag.array, np.float32)
     contents = _mask(sag_arr, reg, "epidural_fat", "nerve_root")
-    ax_masks = [(v, canal.acquisition_axis(v), np.asarray(v.array)) for v in axials]
+    soft_ax = list(sac_axials) if sac_axials is not None else [None] * len(axials)
+    for prob, labels in [(sac_sag, sag), *zip(soft_ax, axials)]:
+        if prob is not None and not prob.same_grid(labels):
+            raise ValueError("a dural sac probability map is not on the grid of its label map")
+    ax_masks = [(v, canal.acquisition_axis(v), np.asarray(v.array), p) for v, p in zip(axials, soft_ax)]
     for level in LEVEL_ORDER:
         disc = levels.discs.get(level)
         if disc is None:
@@ -97,24 +108,25 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
         values: dict[str, Any] = {}
         reasons: dict[str, str] = {}
         pick = None
-        for vol, axis, arr in ax_masks:
+        for vol, axis, arr, soft in ax_masks:
             p = canal.nearest_slice(vol, axis, disc.center_ras, disc.normal_ras, cfg["max_disc_distance_mm"])
             if p is not None and (pick is None or p.distance_mm < pick[1].distance_mm):
-                pick = (vol, p, axis, arr)
+                pick = (vol, p, axis, arr, soft)
         half_width = 10.0
         if pick is None:
             no_ax = f"no axial slice within {cfg['max_disc_distance_mm']} mm of the {level} disc plane"
             reasons["dsca_mm2"] = no_ax
             for side in SIDES:
                 reasons[f"{side}.lateral_recess_depth_mm"] = no_ax
-            t, v = canal.profile(sag_sac, sag, disc.center_ras, canal.posterior_direction(disc.normal_ras), 60.0)
+            t, v = canal.profile(sag_sac_wall, sag, disc.center_ras, canal.posterior_direction(disc.normal_ras),
+                                 60.0)
             inside = (v >= 0.5) & (t > 0)
             if inside.any():
                 start = t[np.nonzero(inside)[0][0]]
                 run = canal.run_through(t, v, float(start))
                 values["ap_diameter_mm"] = run[1] - run[0] + canal.STEP_MM if run else None
         else:
-            vol, p, axis, arr = pick
+            vol, p, axis, arr, soft = pick
             sac = _mask(arr, reg, "dural_sac")
             values["dsca_mm2"] = canal.dsca_mm2(sac, vol, axis, p)
             c = canal.sac_centroid(sac, vol, axis, p.k)
@@ -122,7 +134,8 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
                 reasons["ap_diameter_mm"] = f"no dural sac on the axial slice through {level}"
             else:
                 marks = res.marks.setdefault(level, {"slice_point_ras": c.round(2).tolist()})
-                ap = canal.ap_line(sac, vol, c, disc.normal_ras)
+                ap = canal.ap_line(sac if soft is None else np.asarray(soft.array, np.float32), vol, c,
+                                   disc.normal_ras)
                 values["ap_diameter_mm"] = None if ap is None else ap[0]
                 if ap is not None:
                     marks["ap_line_ras"] = [ap[1].round(2).tolist(), ap[2].round(2).tolist()]

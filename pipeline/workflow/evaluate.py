@@ -137,9 +137,9 @@ def evaluate_calf(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str,
 
 def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str, Any]], str]:
     from pipeline.io.nifti import to_closest_canonical
-    from pipeline.spine.levels import label_levels, name_axial_discs
     from pipeline.spine.measure import measure_levels
     from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
+    from pipeline.workflow.spine_stage import segment_series
 
     reg = registry("spine")
     cfg = load_config("default")
@@ -151,9 +151,10 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
         spec = LumbarSpec.random(np.random.default_rng([seed, 2]))
         ph = generate_lumbar(spec, seed=seed)
         vols = [to_closest_canonical(s.volume)[0] for s in ph.series]
-        levels = label_levels(bundle.predict([vols[0]], device=device), reg, cfg["spine"])
-        axials = [name_axial_discs(bundle.predict([v], device=device), levels, reg) for v in vols[1:]]
-        s = measure_levels(levels, levels.labels, axials, reg, cfg["spine"], load_config("innervation")).summary
+        seg = segment_series(bundle, vols[0], vols[1:], device=device)
+        levels = seg.levels
+        s = measure_levels(levels, levels.labels, seg.axials, reg, cfg["spine"], load_config("innervation"),
+                           sac_sag=seg.sac_sag, sac_axials=seg.sac_axials).summary
         ok = all(np.linalg.norm(levels.discs[lv].center_ras - np.array(t["disc_center_ras"])) < 8.0
                  for lv, t in ph.truth["levels"].items() if lv in levels.discs) and len(levels.discs) == 5
         levels_ok += ok

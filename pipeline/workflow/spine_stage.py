@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from pipeline.core.labels import registry
 from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.volume import Volume
-from pipeline.io.nifti import load_volume, save_volume
-from pipeline.spine.levels import DISC_LEVELS, label_levels, levels_from_labels, name_axial_discs
+from pipeline.io.nifti import load_volume, save_probability, save_volume
+from pipeline.spine.levels import DISC_LEVELS, LevelResult, label_levels, levels_from_labels, name_axial_discs
 from pipeline.spine.measure import measure_levels
 from pipeline.workflow.calf_measure import csv_text
 
@@ -43,6 +44,35 @@ def _ax_label_name(role: str) -> str:
     return "labels_ax.nii.gz" if n is None else f"labels_ax_{n}.nii.gz"
 
 
+def _soft_name(label_name: str) -> str:
+    """``labels_sag.nii.gz`` -> ``sac_probability_sag.nii.gz`` (and likewise for the axial stacks)."""
+    return label_name.replace("labels_", "sac_probability_", 1)
+
+
+@dataclass
+class SpineSegmentation:
+    """The network's output for one study: levels (with the sagittal class map), the level-named axial class maps,
+    and the dural sac probability of every series on its grid (for sub-voxel sac measurements)."""
+
+    levels: LevelResult
+    axials: list[Volume]
+    sac_sag: Volume
+    sac_axials: list[Volume]
+
+
+def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str = "cpu") -> SpineSegmentation:
+    """Segment a sagittal T2 and its axial stacks, count the levels and name the axial discs."""
+    reg = registry("spine")
+    classes, soft = bundle.predict_soft([sag], ("dural_sac",), device=device)
+    levels = label_levels(classes, reg, load_config("default")["spine"])
+    named, sac_axials = [], []
+    for vol in axials:
+        ax_classes, ax_soft = bundle.predict_soft([vol], ("dural_sac",), device=device)
+        named.append(name_axial_discs(ax_classes, levels, reg))
+        sac_axials.append(ax_soft["dural_sac"])
+    return SpineSegmentation(levels, named, soft["dural_sac"], sac_axials)
+
+
 def segment(out: Path, device: str = "cpu", models: Any = None) -> dict[str, Any]:
     """Segment and level-label the lumbar series of the study in ``out``."""
     from pipeline.segment.bundle import BundleCache
@@ -51,15 +81,16 @@ def segment(out: Path, device: str = "cpu", models: Any = None) -> dict[str, Any
     sag, axs = _series(out)
     if sag is None:
         return {"status": "no sagittal lumbar T2 series"}
-    reg = registry("spine")
     bundle = (models if isinstance(models, BundleCache) else _PROCESS_CACHE).get(
         load_config("default")["segment"]["spine_bundle"])
-    levels = label_levels(bundle.predict([load_volume(out / sag["volume"])], device=device), reg,
-                          load_config("default")["spine"])
+    seg = segment_series(bundle, load_volume(out / sag["volume"]), [load_volume(out / s["volume"]) for s in axs],
+                         device=device)
+    levels = seg.levels
     save_volume(levels.labels, out / "spine" / "labels_sag.nii.gz", dtype=np.int16)
-    for s in axs:
-        classes = bundle.predict([load_volume(out / s["volume"])], device=device)
-        save_volume(name_axial_discs(classes, levels, reg), out / "spine" / _ax_label_name(s["role"]), dtype=np.int16)
+    save_probability(seg.sac_sag, out / "spine" / _soft_name("labels_sag.nii.gz"))
+    for s, classes, sac in zip(axs, seg.axials, seg.sac_axials):
+        save_volume(classes, out / "spine" / _ax_label_name(s["role"]), dtype=np.int16)
+        save_probability(sac, out / "spine" / _soft_name(_ax_label_name(s["role"])))
     write_json(out / "spine" / "levels.json", {"method": levels.method, "confidence": levels.confidence,
                                                "flags": levels.flags, "levels": sorted(levels.discs)})
     update_provenance(out, models={"spine": bundle.provenance()}, notes=[f"spine: {f}" for f in levels.flags])
@@ -91,15 +122,22 @@ def measure(out: Path) -> dict[str, Any]:
     info = json.loads((out / "spine" / "levels.json").read_text()) if (out / "spine" / "levels.json").exists() else {}
     levels = levels_from_labels(load_volume(labels_sag), reg, info.get("method", ""), info.get("confidence", 1.0),
                                 info.get("flags"))
-    axials = [load_volume(out / "spine" / _ax_label_name(s["role"])) for s in axs
-              if (out / "spine" / _ax_label_name(s["role"])).exists()]
+    names = [_ax_label_name(s["role"]) for s in axs if (out / "spine" / _ax_label_name(s["role"])).exists()]
+    axials = [load_volume(out / "spine" / n) for n in names]
     res = measure_levels(levels, levels.labels, axials, reg, load_config("default")["spine"],
-                         load_config("innervation"))
+                         load_config("innervation"), sac_sag=_optional_volume(out / "spine" / _soft_name(labels_sag.name)),
+                         sac_axials=[_optional_volume(out / "spine" / _soft_name(n)) for n in names])
     write_text(out / "spine" / "measurements.csv", csv_text(res.rows, ["level", "side", "metric", "value", "unit",
                                                                        "grade"]))
     write_json(out / "spine" / "marks.json", {"coordinates": "world RAS, mm", "levels": res.marks})
     update_summary_section(out, "spine", res.summary)
     return {"status": "measured", "levels": sorted(levels.discs)}
+
+
+def _optional_volume(path: Path) -> Volume | None:
+    """The volume at ``path``, or None when it was not written (label maps from elsewhere, e.g. `legmri measure`
+    on hand-drawn labels: the measurements then use the label maps alone)."""
+    return load_volume(path) if path.exists() else None
 
 
 # -- training and evaluation ------------------------------------------------------------------------------------
@@ -111,14 +149,27 @@ def spine_class_map(labels: Volume) -> Volume:
     return labels.with_array(lut[np.asarray(labels.array, np.int64)])
 
 
-def synthetic_spine_cases(seeds: list[int], fast: bool = True):
-    """Every series of the lumbar phantom of each seed as a (T2 image, class map) training case."""
+def spine_phantom_cases(seed: int, fast: bool = False) -> list[tuple[list[Volume], Volume]]:
+    """Every series of the lumbar phantom of ``seed`` as a (T2 image, class map) training case."""
     from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
 
-    for seed in seeds:
-        ph = generate_lumbar(LumbarSpec.random(np.random.default_rng([seed, 2])), seed=seed, fast=fast)
-        for s in ph.series:
-            yield [s.volume], spine_class_map(s.labels)
+    ph = generate_lumbar(LumbarSpec.random(np.random.default_rng([seed, 2])), seed=seed, fast=fast)
+    return [([s.volume], spine_class_map(s.labels)) for s in ph.series]
+
+
+def synthetic_spine_cases(seeds: list[int], fast: bool = False, workers: int = 1
+                          ) -> list[tuple[list[Volume], Volume]]:
+    """The training cases of the lumbar phantoms of ``seeds``, in seed order (generated by ``workers``
+    processes)."""
+    if workers <= 1:
+        per_seed = [spine_phantom_cases(s, fast) for s in seeds]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            per_seed = list(pool.map(partial(spine_phantom_cases, fast=fast), seeds))
+    return [case for cases in per_seed for case in cases]
 
 
 def train(out: Path, data: Path | None = None, synthetic: int | None = None, epochs: int | None = None,
@@ -131,7 +182,8 @@ def train(out: Path, data: Path | None = None, synthetic: int | None = None, epo
                       input_channels=["t2"], slice_plane="acquisition",
                       target_spacing_mm=tuple(c["target_spacing_mm"]), patch=tuple(c["patch"]),
                       batch_size=c["batch_size"], max_iterations=c["max_iterations"], max_minutes=c["max_minutes"],
-                      learning_rate=c["learning_rate"], validate_every=c["validate_every"], seed=seed, device=device)
+                      learning_rate=c["learning_rate"], validate_every=c["validate_every"], seed=seed, device=device,
+                      mirror_axes=tuple(c.get("test_time_mirror_axes", ())))
     if epochs is not None:
         cfg.max_iterations = epochs * cfg.validate_every
     from pipeline.workflow.train import apply_overrides
@@ -140,15 +192,18 @@ def train(out: Path, data: Path | None = None, synthetic: int | None = None, epo
     if synthetic is not None:
         if synthetic < 2:
             raise UsageError("--synthetic needs at least 2 phantom studies.")
+        rendering = c.get("synthetic_rendering", "supersampled")
         n_val = min(int(c["synthetic_validation_cases"]), max(1, synthetic // 5))
         train_seeds = list(range(synthetic - n_val))
         val_seeds = list(range(synthetic - n_val, synthetic))
         cfg.training_data = {"source": "synthetic lumbar phantoms (pipeline.synth.lumbar, LumbarSpec.random)",
                              "train_seeds": [train_seeds[0], train_seeds[-1]],
                              "validation_seeds": [val_seeds[0], val_seeds[-1]],
-                             "series": "sagittal T2 and disc-angled axial T2 stacks", "rendering": "fast"}
-        record = train_bundle(list(synthetic_spine_cases(train_seeds)), list(synthetic_spine_cases(val_seeds)), cfg,
-                              Path(out), log=print)
+                             "series": "sagittal T2 and disc-angled axial T2 stacks",
+                             "rendering": rendering}
+        fast = rendering == "fast"
+        record = train_bundle(synthetic_spine_cases(train_seeds, fast, cfg.threads),
+                              synthetic_spine_cases(val_seeds, fast, cfg.threads), cfg, Path(out), log=print)
     else:
         from pipeline.segment.data import read_msd_dataset
 

@@ -29,7 +29,7 @@ def calf_class_map(labels: Volume) -> Volume:
     return labels.with_array(lut[np.asarray(labels.array, np.int64)])
 
 
-def synthetic_calf_cases(seeds: range | list[int], fast: bool = True) -> Iterator[tuple[list[Volume], Volume]]:
+def synthetic_calf_cases(seeds: range | list[int], fast: bool = False) -> Iterator[tuple[list[Volume], Volume]]:
     """(water, fat) and class map of the calf phantom of each seed (random anatomy, pathology and acquisition)."""
     from pipeline.synth.calf import CalfSpec, generate_calf
 
@@ -87,11 +87,13 @@ def train(anatomy: str, out: Path, data: Path | None = None, synthetic: int | No
         n_val = min(n_val, max(1, synthetic // 5))
         train_seeds = list(range(TRAINING_SEED_START, TRAINING_SEED_START + synthetic - n_val))
         val_seeds = list(range(TRAINING_SEED_START + synthetic - n_val, TRAINING_SEED_START + synthetic))
+        rendering = load_config("default")["train"]["calf"].get("synthetic_rendering", "supersampled")
         cfg.training_data = {"source": "synthetic calf phantoms (pipeline.synth.calf, CalfSpec.random)",
                              "train_seeds": [train_seeds[0], train_seeds[-1]],
-                             "validation_seeds": [val_seeds[0], val_seeds[-1]], "rendering": "fast (no supersampling)"}
-        record = train_bundle(synthetic_calf_cases(train_seeds), synthetic_calf_cases(val_seeds), cfg, out,
-                              log=print)
+                             "validation_seeds": [val_seeds[0], val_seeds[-1]], "rendering": rendering}
+        fast = rendering == "fast"
+        record = train_bundle(synthetic_calf_cases(train_seeds, fast), synthetic_calf_cases(val_seeds, fast), cfg,
+                              out, log=print)
     else:
         from pipeline.segment.data import read_msd_dataset
 

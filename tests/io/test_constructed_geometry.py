@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -87,3 +88,20 @@ def test_patient_side_of_a_right_leg_blob(tmp_path: Path):
     ds = pydicom.dcmread(next((tmp_path / "s" / "a").iterdir()))
     ipp_x_lps = float(ds.ImagePositionPatient[0])
     assert ipp_x_lps == pytest.approx(-20.0)  # written in LPS: RAS x=+20 is LPS x=-20
+
+
+def test_probability_map_round_trip(tmp_path: Path):
+    """Probability maps are stored as scaled uint8 and read back as 0-1 values on the same grid."""
+    from pipeline.io.nifti import save_probability
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0, 1, (12, 9, 4)).astype(np.float32)
+    values[0, 0, 0], values[1, 0, 0] = 0.0, 1.0
+    affine = np.array([[0.0, 0, 3.0, -40], [-0.8, 0, 0, 90], [0, -0.8, 0, 60], [0, 0, 0, 1]])
+    path = save_probability(Volume(values, affine), tmp_path / "p.nii.gz")
+    back = load_volume(path)
+    assert np.allclose(back.affine, affine)
+    got = np.asarray(back.array)
+    assert np.abs(got - values).max() <= 0.5 / 250 + 1e-6
+    assert got[0, 0, 0] == 0.0 and got[1, 0, 0] == pytest.approx(1.0)
+    assert nib.load(path).get_data_dtype() == np.uint8

@@ -169,3 +169,48 @@ def test_lateral_recess_ignores_a_one_line_dip_but_not_a_real_narrowing():
     assert depth(spur, 1.0) == pytest.approx(4.0, abs=0.25)
     narrowing = post | np.repeat(((x > 31.8) & (x < 34.1) & (y <= 25))[..., None], 3, axis=2)
     assert depth(narrowing, 1.0) == pytest.approx(2.0, abs=0.25)
+
+
+def test_ap_diameter_reads_the_sub_voxel_wall_of_a_probability_map():
+    """A sac 7.6 mm deep on a 1 mm grid: its label map can only be 7 or 8 voxels deep, while a probability that
+    ramps across the wall voxels puts the walls at their true places (canal.ap_line reads the 0.5 level)."""
+    from pipeline.core.volume import Volume
+    from pipeline.spine import canal
+
+    y = np.arange(40, dtype=float) - 20.0  # voxel centres (mm) along A-P; RAS affine with 1 mm voxels
+    half = 3.8
+    prob_1d = np.clip(half - np.abs(y) + 0.5, 0.0, 1.0)  # the fraction of each voxel inside the sac
+    prob = np.broadcast_to(prob_1d[None, :, None], (9, 40, 3)).astype(np.float32)
+    affine = np.eye(4)
+    affine[:3, 3] = [-4.0, -20.0, -1.0]
+    vol = Volume(np.zeros((9, 40, 3), np.int16), affine)
+    through, normal = np.zeros(3), np.array([0.0, 0.0, 1.0])
+    soft = canal.ap_line(prob, vol, through, normal)[0]
+    hard = canal.ap_line(prob >= 0.5, vol, through, normal)[0]
+    assert soft == pytest.approx(2 * half, abs=canal.STEP_MM)
+    assert abs(hard - 2 * half) >= 0.4 - 1e-6
+
+
+def test_measure_levels_takes_the_ap_diameter_from_the_sac_probability_when_given():
+    """Wiring: a probability map whose sac is one voxel larger all round gives a deeper sac than the label map
+    at every measured level, on the axial stacks and on the sagittal image alike."""
+    from scipy import ndimage
+
+    study = SAMPLE / "nmh_case"
+    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
+    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
+           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
+    levels = label_levels(spine_class_map(sag), REG)
+    sac_id = REG.label_id("dural_sac")
+
+    def grown(v):
+        return v.with_array(ndimage.binary_dilation(np.asarray(v.array) == sac_id).astype(np.float32))
+
+    plain = measure_levels(levels, levels.labels, axs, REG, CFG, INN).summary
+    soft = measure_levels(levels, levels.labels, axs, REG, CFG, INN, sac_sag=grown(sag),
+                          sac_axials=[grown(v) for v in axs]).summary
+    for level in ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"):
+        key = f"spine.{level}.ap_diameter_mm"
+        assert soft.get(key) > plain.get(key) + 1.0, level
+        # the other measurements still come from the label maps
+        assert soft.get(f"spine.{level}.dsca_mm2") == plain.get(f"spine.{level}.dsca_mm2")

@@ -68,6 +68,18 @@ def test_measurements_from_predicted_labels(out: Path, truth: dict):
     lv = truth["spine"]["levels"]["L4-L5"]
     assert s.get("spine.L4-L5.dsca_mm2") == pytest.approx(lv["dsca_mm2"], rel=0.2)
     assert s.get("spine.L4-L5.right.lateral_recess_depth_mm") < s.get("spine.L4-L5.left.lateral_recess_depth_mm")
+    for level, t in truth["spine"]["levels"].items():
+        assert s.get(f"spine.{level}.ap_diameter_mm") == pytest.approx(t["ap_diameter_mm"], abs=1.0), level
+
+
+def test_sac_probability_maps_lie_on_the_label_grids(out: Path):
+    for name in ("sag", "ax", "ax_2", "ax_3"):
+        labels = load_volume(out / "spine" / f"labels_{name}.nii.gz")
+        prob = load_volume(out / "spine" / f"sac_probability_{name}.nii.gz")
+        assert prob.same_grid(labels), name
+        p, sac = np.asarray(prob.array), np.asarray(labels.array) == registry("spine").label_id("dural_sac")
+        assert 0.0 <= p.min() and p.max() <= 1.0 + 1e-6
+        assert np.median(p[sac]) > 0.9 and np.median(p[~sac]) < 0.1, name
 
 
 def test_index_case_diagnosis_and_outputs(out: Path):
