@@ -62,19 +62,12 @@ def load_volume(path: str | Path) -> Volume:
 
 def save_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> Path:
     """Atomically write ``volume`` as NIfTI-1 (qform and sform both set to the affine, code 1 = scanner, mm)."""
-    path = Path(path)
     data = volume.array if dtype is None else volume.array.astype(dtype)
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
     if data.dtype == np.float64:
         data = data.astype(np.float32)
-    img = nib.Nifti1Image(data, volume.affine)
-    img.set_qform(volume.affine, code=1)
-    img.set_sform(volume.affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-    return path
+    return _write_nifti(nib.Nifti1Image(data, volume.affine), volume.affine, Path(path))
 
 
 PROBABILITY_STEPS = 250  # probability maps are stored as uint8 0-250 with scl_slope 1/250 (steps of 0.004)
@@ -83,14 +76,17 @@ PROBABILITY_STEPS = 250  # probability maps are stored as uint8 0-250 with scl_s
 def save_probability(volume: Volume, path: str | Path) -> Path:
     """Atomically write a probability map (values 0-1) as uint8 NIfTI with ``scl_slope = 1/250``: 4x smaller than
     float32 and well compressed; :func:`load_volume` gives back the values within 0.002."""
-    path = Path(path)
     data = np.rint(np.clip(np.asarray(volume.array, np.float32), 0.0, 1.0) * PROBABILITY_STEPS).astype(np.uint8)
     img = nib.Nifti1Image(data, volume.affine)
     img.header.set_slope_inter(1.0 / PROBABILITY_STEPS, 0.0)
-    img.set_qform(volume.affine, code=1)
-    img.set_sform(volume.affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
     img.header.set_intent("estimate", name="probability")
+    return _write_nifti(img, volume.affine, Path(path))
+
+
+def _write_nifti(img: nib.Nifti1Image, affine: np.ndarray, path: Path) -> Path:
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
