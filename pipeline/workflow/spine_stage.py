@@ -186,13 +186,13 @@ def train(out: Path, data: Path | None = None, synthetic: int | None = None, epo
                       mirror_axes=tuple(c.get("test_time_mirror_axes", ())))
     if epochs is not None:
         cfg.max_iterations = epochs * cfg.validate_every
-    from pipeline.workflow.train import apply_overrides
+    from pipeline.workflow.train import apply_overrides, phantom_rendering
 
     apply_overrides(cfg, overrides)
     if synthetic is not None:
         if synthetic < 2:
             raise UsageError("--synthetic needs at least 2 phantom studies.")
-        rendering = c.get("synthetic_rendering", "supersampled")
+        rendering, fast = phantom_rendering("spine")
         n_val = min(int(c["synthetic_validation_cases"]), max(1, synthetic // 5))
         train_seeds = list(range(synthetic - n_val))
         val_seeds = list(range(synthetic - n_val, synthetic))
@@ -201,7 +201,6 @@ def train(out: Path, data: Path | None = None, synthetic: int | None = None, epo
                              "validation_seeds": [val_seeds[0], val_seeds[-1]],
                              "series": "sagittal T2 and disc-angled axial T2 stacks",
                              "rendering": rendering}
-        fast = rendering == "fast"
         record = train_bundle(synthetic_spine_cases(train_seeds, fast, cfg.threads),
                               synthetic_spine_cases(val_seeds, fast, cfg.threads), cfg, Path(out), log=print)
     else:

@@ -54,6 +54,13 @@ def calf_config(out: Path, epochs: int | None, seed: int, device: str, data: dic
     return cfg, int(c["synthetic_validation_cases"])
 
 
+def phantom_rendering(anatomy: str) -> tuple[str, bool]:
+    """``train.<anatomy>.synthetic_rendering`` of the configuration and whether it means one sample per voxel
+    (``fast``) rather than 2 x 2 x 2 (``supersampled``, with partial volume)."""
+    rendering = str(load_config("default")["train"][anatomy].get("synthetic_rendering", "supersampled"))
+    return rendering, rendering == "fast"
+
+
 def apply_overrides(cfg: Any, overrides: dict[str, Any] | None) -> Any:
     """Command-line settings over the configured ones: ``init_from``, ``learning_rate``, ``max_minutes``,
     ``version`` (None values are ignored)."""
@@ -87,11 +94,10 @@ def train(anatomy: str, out: Path, data: Path | None = None, synthetic: int | No
         n_val = min(n_val, max(1, synthetic // 5))
         train_seeds = list(range(TRAINING_SEED_START, TRAINING_SEED_START + synthetic - n_val))
         val_seeds = list(range(TRAINING_SEED_START + synthetic - n_val, TRAINING_SEED_START + synthetic))
-        rendering = load_config("default")["train"]["calf"].get("synthetic_rendering", "supersampled")
+        rendering, fast = phantom_rendering("calf")
         cfg.training_data = {"source": "synthetic calf phantoms (pipeline.synth.calf, CalfSpec.random)",
                              "train_seeds": [train_seeds[0], train_seeds[-1]],
                              "validation_seeds": [val_seeds[0], val_seeds[-1]], "rendering": rendering}
-        fast = rendering == "fast"
         record = train_bundle(synthetic_calf_cases(train_seeds, fast), synthetic_calf_cases(val_seeds, fast), cfg,
                               out, log=print)
     else:
