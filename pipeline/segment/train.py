@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pipeline.core.atomic import atomic_path, write_json
+from pipeline.core.errors import ConfigError
 from pipeline.core.provenance import file_sha256
 from pipeline.core.volume import Volume
 from pipeline.segment.bundle import build_network
-from pipeline.segment.infer import normalise, output_size, slicing_axis, to_canonical
+from pipeline.segment.infer import PLANE_AXIS, normalise, output_size, slicing_axis, to_canonical
 
 
 @dataclass
@@ -59,6 +60,11 @@ class TrainConfig:
     training_data: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a bundle (name under weights/ or folder) whose weights start the training
     mirror_axes: tuple[int, ...] = ()  # test-time mirroring written into metadata["inference"] (see infer.py)
+    # foreground oversampling: this fraction of every batch is cut around a pixel of ``oversample_class`` on a slice
+    # that shows it, from series sliced in ``oversample_plane`` (any plane if None); see :func:`focus_slices`
+    oversample_class: str | None = None
+    oversample_plane: str | None = None
+    oversample_fraction: float = 0.0
 
     def network(self) -> dict[str, Any]:
         return {"class": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": len(self.input_channels),
@@ -81,8 +87,46 @@ def prepare_slices(channels: list[Volume], classes: Volume, plane: str, target_m
     lab_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(lab, axis, 0).astype(np.float32)))[:, None]
     size = (output_size(img.shape[-2], sp[0], target_mm[0]), output_size(img.shape[-1], sp[1], target_mm[1]))
     img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
-    lab_t = F.interpolate(lab_t, size=size, mode="nearest")
+    # pixel-centre aligned like the bilinear image ("nearest" alone maps output pixel i to input floor(i * scale),
+    # which shifts the class map by up to half an input pixel against the image)
+    lab_t = F.interpolate(lab_t, size=size, mode="nearest-exact")
     return img.numpy(), lab_t[:, 0].numpy().astype(np.uint8)
+
+
+def slice_plane_of(channels: list[Volume], plane: str) -> str:
+    """Anatomical plane (sagittal, coronal, axial) of the slices :func:`prepare_slices` cuts from a case."""
+    _, spacing, _ = to_canonical(np.zeros(channels[0].shape, np.float32), channels[0].affine)
+    axis = slicing_axis(plane, spacing)
+    return next(name for name, a in PLANE_AXIS.items() if a == axis)
+
+
+def focus_slices(cases: list[tuple[np.ndarray, np.ndarray]], planes: list[str], class_index: int,
+                 plane: str | None) -> list[tuple[int, int]]:
+    """(case, slice) pairs whose class map shows ``class_index``, restricted to cases sliced in ``plane``.
+
+    These are the slices foreground oversampling draws from (the nnU-Net idea of forcing a share of each batch to
+    contain a foreground class; Isensee et al., Nat Methods 2021;18:203-211), e.g. the few sagittal slices that
+    cross the dural sac, on which the sagittal antero-posterior diameter is measured.
+    """
+    return [(ci, si) for ci, ((_, lab), pl) in enumerate(zip(cases, planes)) if plane is None or pl == plane
+            for si in range(len(lab)) if (lab[si] == class_index).any()]
+
+
+def crop_around(image: np.ndarray, label: np.ndarray, centre: tuple[int, int], patch: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Patch of ``image`` (C, H, W) and ``label`` (H, W) around ``centre``, zero-padded where the slice is smaller
+    or the centre lies near its edge.
+
+    >>> img, lab = crop_around(np.ones((1, 5, 5)), np.arange(25).reshape(5, 5), (0, 4), (3, 3))
+    >>> img.shape, lab.tolist()
+    ((1, 3, 3), [[0, 0, 0], [3, 4, 0], [8, 9, 0]])
+    """
+    ph, pw = patch
+    pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+    img = np.pad(image, ((0, 0), *pad))
+    lab = np.pad(label, pad)
+    r0, c0 = centre  # in padded coordinates the patch starts at the centre itself
+    return img[:, r0:r0 + ph, c0:c0 + pw], lab[r0:r0 + ph, c0:c0 + pw]
 
 
 def _augment_transforms(patch: tuple[int, int], seed: int):
@@ -169,14 +213,26 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
     np.random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    train = [prepare_slices(ch, lab, cfg.slice_plane, cfg.target_spacing_mm, cfg.normalisation)
-             for ch, lab in train_cases]
+    train, planes = [], []
+    for ch, lab in train_cases:
+        train.append(prepare_slices(ch, lab, cfg.slice_plane, cfg.target_spacing_mm, cfg.normalisation))
+        planes.append(slice_plane_of(ch, cfg.slice_plane))
     val = [prepare_slices(ch, lab, cfg.slice_plane, cfg.target_spacing_mm, cfg.normalisation)
            for ch, lab in val_cases]
     n_slices = sum(len(a) for a, _ in train)
     log(f"{len(train)} training cases ({n_slices} slices), {len(val)} validation cases; "
         f"data ready in {time.perf_counter() - t0:.0f} s")
     index = [(ci, si) for ci, (a, _) in enumerate(train) for si in range(len(a))]
+    focus: list[tuple[int, int]] = []
+    focus_id = 0
+    if cfg.oversample_class and cfg.oversample_fraction > 0:
+        if cfg.oversample_class not in cfg.labels:
+            raise ConfigError(f"the class to oversample, '{cfg.oversample_class}', is not one of the bundle's labels "
+                              f"({', '.join(cfg.labels[1:])}).", fix="name one of them in train.<anatomy>.oversample.")
+        focus_id = cfg.labels.index(cfg.oversample_class)
+        focus = focus_slices(train, planes, focus_id, cfg.oversample_plane)
+        log(f"oversampling {cfg.oversample_fraction:.0%} of each batch from {len(focus)} slices showing "
+            f"{cfg.oversample_class}" + (f" ({cfg.oversample_plane})" if cfg.oversample_plane else ""))
     meta = _metadata(cfg, sha256="", record={})
     net = build_network(meta)
     start = initial_weights(net, meta, cfg.init_from) if cfg.init_from else None
@@ -193,9 +249,8 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
     it = 0
     t_train = time.perf_counter()
     while it < cfg.max_iterations and (time.perf_counter() - t_train) < cfg.max_minutes * 60:
-        picks = rng.integers(0, len(index), cfg.batch_size)
-        items = [augment({"image": train[index[p][0]][0][index[p][1]],
-                          "label": train[index[p][0]][1][index[p][1]][None].astype(np.float32)}) for p in picks]
+        items = [augment(_sample(train, index, focus, focus_id, cfg, rng))
+                 for _ in range(cfg.batch_size)]
         x = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in items]).float().to(cfg.device)
         y = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in items]).round().long().to(cfg.device)
         progress = max(it / cfg.max_iterations, (time.perf_counter() - t_train) / (cfg.max_minutes * 60))
@@ -226,6 +281,22 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
     return record
 
 
+def _sample(train: list[tuple[np.ndarray, np.ndarray]], index: list[tuple[int, int]],
+            focus: list[tuple[int, int]], focus_id: int, cfg: TrainConfig, rng: np.random.Generator
+            ) -> dict[str, np.ndarray]:
+    """One training item: a uniformly drawn slice, or (with ``cfg.oversample_fraction``) a patch of a focus slice
+    centred on a random pixel of the focus class; the augmentation's random crop then keeps that patch."""
+    if focus and rng.uniform() < cfg.oversample_fraction:
+        ci, si = focus[int(rng.integers(len(focus)))]
+        image, label = train[ci][0][si], train[ci][1][si]
+        pixels = np.argwhere(label == focus_id)
+        image, label = crop_around(image, label, tuple(pixels[int(rng.integers(len(pixels)))]), cfg.patch)
+    else:
+        ci, si = index[int(rng.integers(len(index)))]
+        image, label = train[ci][0][si], train[ci][1][si]
+    return {"image": image, "label": label[None].astype(np.float32)}
+
+
 def initial_weights(net: torch.nn.Module, meta: dict[str, Any], bundle: str) -> dict[str, Any]:
     """Load the verified weights of ``bundle`` into ``net`` (fine-tuning); the bundle must have the same labels,
     input channels, slicing and network. Returns the starting bundle's provenance (name, version, sha256)."""
@@ -253,7 +324,10 @@ def _metadata(cfg: TrainConfig, sha256: str, record: dict[str, Any]) -> dict[str
                          "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
                          "max_iterations": c["max_iterations"], "loss": "DiceCELoss(softmax)",
                          "augmentation": "affine (rot 18 deg, scale 15 %, shift 10 px), flips, bias field, "
-                                         "intensity scale/shift, Gaussian noise", **record}}
+                                         "intensity scale/shift, Gaussian noise",
+                         **({"oversampling": {"class": cfg.oversample_class, "plane": cfg.oversample_plane,
+                                              "fraction": cfg.oversample_fraction}}
+                            if cfg.oversample_class and cfg.oversample_fraction > 0 else {}), **record}}
 
 
 def write_bundle(out: Path, cfg: TrainConfig, state: dict[str, torch.Tensor], record: dict[str, Any]) -> Path:

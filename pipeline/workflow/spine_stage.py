@@ -184,10 +184,11 @@ def train(out: Path, data: Path | None = None, synthetic: int | None = None, epo
                       batch_size=c["batch_size"], max_iterations=c["max_iterations"], max_minutes=c["max_minutes"],
                       learning_rate=c["learning_rate"], validate_every=c["validate_every"], seed=seed, device=device,
                       mirror_axes=tuple(c.get("test_time_mirror_axes", ())))
+    from pipeline.workflow.train import apply_overrides, apply_oversampling, phantom_rendering, progress
+
+    apply_oversampling(cfg, c)
     if epochs is not None:
         cfg.max_iterations = epochs * cfg.validate_every
-    from pipeline.workflow.train import apply_overrides, phantom_rendering
-
     apply_overrides(cfg, overrides)
     if synthetic is not None:
         if synthetic < 2:
@@ -202,13 +203,13 @@ def train(out: Path, data: Path | None = None, synthetic: int | None = None, epo
                              "series": "sagittal T2 and disc-angled axial T2 stacks",
                              "rendering": rendering}
         record = train_bundle(synthetic_spine_cases(train_seeds, fast, cfg.threads),
-                              synthetic_spine_cases(val_seeds, fast, cfg.threads), cfg, Path(out), log=print)
+                              synthetic_spine_cases(val_seeds, fast, cfg.threads), cfg, Path(out), log=progress)
     else:
         from pipeline.segment.data import read_msd_dataset
 
         cfg.training_data = {"source": f"MSD/nnU-Net dataset {Path(data).name}"}
         cases = read_msd_dataset(Path(data), cfg.labels, cfg.input_channels)
         n_val = max(1, len(cases) // 5)
-        record = train_bundle(cases[n_val:], cases[:n_val], cfg, Path(out), log=print)
+        record = train_bundle(cases[n_val:], cases[:n_val], cfg, Path(out), log=progress)
     print(f"wrote {out} (best validation mean Dice at iteration {record['best_iteration']})")
     return EXIT_OK

@@ -49,9 +49,22 @@ def calf_config(out: Path, epochs: int | None, seed: int, device: str, data: dic
                       batch_size=c["batch_size"], max_iterations=c["max_iterations"], max_minutes=c["max_minutes"],
                       learning_rate=c["learning_rate"], validate_every=c["validate_every"], seed=seed, device=device,
                       training_data=data)
+    apply_oversampling(cfg, c)
     if epochs is not None:  # an "epoch" here is one validation interval
         cfg.max_iterations = epochs * cfg.validate_every
     return cfg, int(c["synthetic_validation_cases"])
+
+
+def apply_oversampling(cfg: Any, settings: dict[str, Any]) -> None:
+    """Foreground oversampling from ``train.<anatomy>.oversample`` (class, plane, fraction), if configured."""
+    over = settings.get("oversample") or {}
+    cfg.oversample_class, cfg.oversample_plane = over.get("class"), over.get("plane")
+    cfg.oversample_fraction = float(over.get("fraction", 0.0))
+
+
+def progress(line: str) -> None:
+    """Print a training progress line at once (also when the output is redirected to a file)."""
+    print(line, flush=True)
 
 
 def phantom_rendering(anatomy: str) -> tuple[str, bool]:
@@ -99,7 +112,7 @@ def train(anatomy: str, out: Path, data: Path | None = None, synthetic: int | No
                              "train_seeds": [train_seeds[0], train_seeds[-1]],
                              "validation_seeds": [val_seeds[0], val_seeds[-1]], "rendering": rendering}
         record = train_bundle(synthetic_calf_cases(train_seeds, fast), synthetic_calf_cases(val_seeds, fast), cfg,
-                              out, log=print)
+                              out, log=progress)
     else:
         from pipeline.segment.data import read_msd_dataset
 
@@ -107,6 +120,6 @@ def train(anatomy: str, out: Path, data: Path | None = None, synthetic: int | No
         apply_overrides(cfg, overrides)
         cases = read_msd_dataset(Path(data), cfg.labels, cfg.input_channels)
         n_val = max(1, len(cases) // 5)
-        record = train_bundle(cases[n_val:], cases[:n_val], cfg, out, log=print)
+        record = train_bundle(cases[n_val:], cases[:n_val], cfg, out, log=progress)
     print(f"wrote {out} (best validation mean Dice at iteration {record['best_iteration']})")
     return EXIT_OK

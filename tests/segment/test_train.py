@@ -80,3 +80,85 @@ def test_fine_tuning_refuses_a_bundle_with_other_labels(trained, tmp_path: Path)
                      _cfg("toy3", anatomy="spine", labels=list(registry("spine").classes), init_from=str(out),
                           max_iterations=0),
                      tmp_path / "toy3", log=lambda _: None)
+
+
+def _two_plane_cases() -> list[tuple[list[Volume], Volume]]:
+    """One sagittal stack (3 mm slices along x) and one axial stack (3 mm along z); class 1 fills a square on two
+    slices of each."""
+    out = []
+    for slice_axis in (0, 2):
+        shape = [32, 32, 32]
+        shape[slice_axis] = 6
+        lab = np.zeros(shape, np.uint8)
+        sl = [slice(8, 20)] * 3
+        sl[slice_axis] = slice(2, 4)
+        lab[tuple(sl)] = 1
+        aff = np.eye(4)
+        aff[slice_axis, slice_axis] = 3.0
+        out.append(([Volume(lab * 100.0 + 10.0, aff)], Volume(lab, aff)))
+    return out
+
+
+def test_focus_slices_are_the_slices_of_the_plane_that_show_the_class():
+    from pipeline.segment.train import focus_slices, prepare_slices, slice_plane_of
+
+    cases = _two_plane_cases()
+    cfg = _cfg("x", slice_plane="acquisition")
+    prepared = [prepare_slices(ch, lab, "acquisition", (1.0, 1.0), cfg.normalisation) for ch, lab in cases]
+    planes = [slice_plane_of(ch, "acquisition") for ch, _ in cases]
+    assert planes == ["sagittal", "axial"]
+    assert focus_slices(prepared, planes, 1, "sagittal") == [(0, 2), (0, 3)]
+    assert focus_slices(prepared, planes, 1, None) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    assert focus_slices(prepared, planes, 2, None) == []
+
+
+def test_oversampled_items_are_patches_centred_on_the_class():
+    from pipeline.segment.train import _sample, focus_slices, prepare_slices, slice_plane_of
+
+    cases = _two_plane_cases()
+    cfg = _cfg("x", slice_plane="acquisition", patch=(16, 16), oversample_class=CALF.classes[1],
+               oversample_plane="axial", oversample_fraction=1.0)
+    prepared = [prepare_slices(ch, lab, "acquisition", (1.0, 1.0), cfg.normalisation) for ch, lab in cases]
+    planes = [slice_plane_of(ch, "acquisition") for ch, _ in cases]
+    focus = focus_slices(prepared, planes, 1, "axial")
+    index = [(ci, si) for ci, (a, _) in enumerate(prepared) for si in range(len(a))]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        item = _sample(prepared, index, focus, 1, cfg, rng)
+        assert item["image"].shape == (1, 16, 16) and item["label"].shape == (1, 16, 16)
+        assert item["label"][0, 8, 8] == 1  # the drawn class pixel is the patch centre
+    plain = replace(cfg, oversample_fraction=0.0)
+    shown = [_sample(prepared, index, focus, 1, plain, rng)["label"].any() for _ in range(60)]
+    assert not all(shown)  # uniform slices: most do not show the class
+
+
+def test_oversampling_a_class_the_bundle_lacks_is_refused(tmp_path: Path):
+    from pipeline.core.errors import ConfigError
+
+    cfg = _cfg("x", oversample_class="dural_sac", oversample_fraction=0.3, max_iterations=1)
+    with pytest.raises(ConfigError, match="dural_sac"):
+        train_bundle(_cases(2, 0), _cases(1, 1), cfg, tmp_path / "x", log=lambda _: None)
+
+
+def test_oversampling_is_recorded_in_the_bundle(tmp_path: Path):
+    cfg = _cfg("x", oversample_class=CALF.classes[1], oversample_fraction=0.5, max_iterations=2, validate_every=2)
+    train_bundle(_cases(2, 0), _cases(1, 1), cfg, tmp_path / "x", log=lambda _: None)
+    meta = json.loads((tmp_path / "x" / "metadata.json").read_text())
+    assert meta["training"]["oversampling"] == {"class": CALF.classes[1], "plane": None, "fraction": 0.5}
+
+
+@pytest.mark.parametrize("spacing", [0.87, 1.06, 0.62])
+def test_resampled_class_maps_stay_on_the_image(spacing: float):
+    """A bar's class map and image, resampled to 0.75 mm for training, have their edges in the same place (within a
+    quarter of a target pixel); the plain "nearest" mode shifted the class map by up to half an input pixel."""
+    from pipeline.segment.train import prepare_slices
+
+    lab = np.zeros((60, 60, 3), np.uint8)
+    lab[17:41, :, :] = 1
+    aff = np.diag([spacing, spacing, 3.0, 1.0])
+    img, classes = prepare_slices([Volume(lab * 100.0 + 10.0, aff)], Volume(lab, aff), "axial", (0.75, 0.75),
+                                  {"method": "joint_percentile", "percentile": 99.5})
+    profile = img[1, 0, :, 30] / img[1, 0, :, 30].max()
+    half = np.nonzero(profile >= 0.5 * (1 + 10 / 110))[0]  # the image's half-way level between 10 and 110
+    inside = np.nonzero(classes[1, :, 30] == 1)[0]
+    assert abs((inside[0] + inside[-1]) / 2 - (half[0] + half[-1]) / 2) <= 0.25 + 1e-6
