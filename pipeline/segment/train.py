@@ -95,7 +95,7 @@ def prepare_slices(channels: list[Volume], classes: Volume, plane: str, target_m
 
 def slice_plane_of(channels: list[Volume], plane: str) -> str:
     """Anatomical plane (sagittal, coronal, axial) of the slices :func:`prepare_slices` cuts from a case."""
-    _, spacing, _ = to_canonical(np.zeros(channels[0].shape, np.float32), channels[0].affine)
+    _, spacing, _ = to_canonical(np.zeros((1, 1, 1), np.float32), channels[0].affine)  # spacing from the affine
     axis = slicing_axis(plane, spacing)
     return next(name for name, a in PLANE_AXIS.items() if a == axis)
 
