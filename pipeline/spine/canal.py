@@ -2,10 +2,12 @@
 
 * Disc plane -> axial slice: the slice of an axial stack whose plane lies closest to the disc centre; the stack's
   obliquity to the disc plane (angle theta between the normals) is corrected by cos(theta) for areas.
-* Dural sac cross-sectional area (DSCA, mm2) = sac pixels x pixel area x cos(theta) (Schonstrom et al., Spine 1985).
+* Dural sac cross-sectional area (DSCA, mm2) = pixels enclosed by the sac outline (holes filled) x pixel area x
+  cos(theta) (Schonstrom et al., Spine 1985).
 * AP diameter (mm): length of the sac along the line through its centroid in the posterior direction of the disc
   plane, between the 0.5 crossings of the linearly interpolated sac probability map of the segmentation (or of the
-  binary mask where no probability map exists); sagittal stacks give it without an axial stack.
+  binary mask where no probability map exists); a dip inside the sac shorter than ``bridge_mm`` (dark intrathecal
+  roots) does not end it. Sagittal stacks give it without an axial stack.
 * Lateral recess depth (mm, per side): along antero-posterior lines just lateral of the sac, the distance from the
   posterior margin of the disc to the anterior margin of the posterior elements (superior articular facet); the
   narrowest value (Ciric et al., J Neurosurg 1980;53:433-443).
@@ -66,8 +68,10 @@ def pixel_area_mm2(volume: Volume, axis: int) -> float:
 
 
 def dsca_mm2(sac: np.ndarray, volume: Volume, axis: int, pick: SlicePick) -> float:
-    """Dural sac area on the picked slice, corrected to the disc plane: count x pixel area x cos(theta)."""
-    return float(np.count_nonzero(np.take(sac, pick.k, axis=axis))) * pixel_area_mm2(volume, axis) * pick.cos_theta
+    """Dural sac area on the picked slice, corrected to the disc plane: count x pixel area x cos(theta). The count
+    is of the pixels the sac's outline encloses: a hole (intrathecal roots given another class) is part of the sac."""
+    enclosed = ndimage.binary_fill_holes(np.take(sac, pick.k, axis=axis))
+    return float(np.count_nonzero(enclosed)) * pixel_area_mm2(volume, axis) * pick.cos_theta
 
 
 def profile(mask: np.ndarray, volume: Volume, start: np.ndarray, direction: np.ndarray, length_mm: float
@@ -80,9 +84,19 @@ def profile(mask: np.ndarray, volume: Volume, start: np.ndarray, direction: np.n
     return t, vals
 
 
-def run_through(t: np.ndarray, vals: np.ndarray, t0: float = 0.0) -> tuple[float, float] | None:
-    """The interval (t_start, t_end) where ``vals >= 0.5`` around ``t0`` (None if ``t0`` is outside)."""
+def run_through(t: np.ndarray, vals: np.ndarray, t0: float = 0.0, bridge_mm: float = 0.0
+                ) -> tuple[float, float] | None:
+    """The interval (t_start, t_end) where ``vals >= 0.5`` around ``t0`` (the nearest such run if ``t0`` is outside;
+    None if there is none), joined across gaps of at most ``bridge_mm`` to the runs beyond them.
+
+    >>> t = np.arange(0.0, 10.0, 1.0)
+    >>> v = np.array([0, 1, 1, 1, 0, 1, 1, 0, 0, 0], float)
+    >>> run_through(t, v, 2.0), run_through(t, v, 2.0, bridge_mm=1.0)
+    ((1.0, 3.0), (1.0, 6.0))
+    """
     inside = vals >= 0.5
+    if bridge_mm > 0:
+        inside = _bridge(inside, int(round(bridge_mm / float(np.median(np.diff(t))))))
     i0 = int(np.argmin(np.abs(t - t0)))
     if not inside[i0]:
         cand = np.nonzero(inside)[0]
@@ -96,6 +110,16 @@ def run_through(t: np.ndarray, vals: np.ndarray, t0: float = 0.0) -> tuple[float
     while hi < len(t) - 1 and inside[hi + 1]:
         hi += 1
     return float(t[lo]), float(t[hi])
+
+
+def _bridge(inside: np.ndarray, max_gap: int) -> np.ndarray:
+    """``inside`` with every run of False of at most ``max_gap`` samples between two True samples set to True."""
+    out = inside.copy()
+    idx = np.nonzero(inside)[0]
+    for a, b in zip(idx[:-1], idx[1:]):
+        if 1 < b - a <= max_gap + 1:
+            out[a + 1:b] = True
+    return out
 
 
 def posterior_direction(disc_normal: np.ndarray) -> np.ndarray:
@@ -119,13 +143,14 @@ def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarr
     return volume.voxel_to_world(np.insert(ij, axis, k)[None])[0]
 
 
-def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray
+def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray, bridge_mm: float = 0.0
             ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Length (mm) of the sac along the posterior direction through the point ``through``, with the world (RAS)
-    end points of that chord (anterior, posterior). ``sac`` is a binary mask or a probability map (walls at 0.5)."""
+    end points of that chord (anterior, posterior). ``sac`` is a binary mask or a probability map (walls at 0.5);
+    dips of at most ``bridge_mm`` inside the sac are bridged (see :func:`run_through`)."""
     post = posterior_direction(disc_normal)
     t, v = profile(sac, volume, through, post, 40.0)
-    run = run_through(t, v)
+    run = run_through(t, v, bridge_mm=bridge_mm)
     if run is None:
         return None
     return run[1] - run[0] + STEP_MM, through + run[0] * post, through + (run[1] + STEP_MM) * post

@@ -123,7 +123,7 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
             inside = (v >= 0.5) & (t > 0)
             if inside.any():
                 start = t[np.nonzero(inside)[0][0]]
-                run = canal.run_through(t, v, float(start))
+                run = canal.run_through(t, v, float(start), bridge_mm=cfg["ap_bridge_gap_mm"])
                 values["ap_diameter_mm"] = run[1] - run[0] + canal.STEP_MM if run else None
         else:
             vol, p, axis, arr, soft = pick
@@ -135,7 +135,7 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
             else:
                 marks = res.marks.setdefault(level, {"slice_point_ras": c.round(2).tolist()})
                 ap = canal.ap_line(sac if soft is None else np.asarray(soft.array, np.float32), vol, c,
-                                   disc.normal_ras)
+                                   disc.normal_ras, bridge_mm=cfg["ap_bridge_gap_mm"])
                 values["ap_diameter_mm"] = None if ap is None else ap[0]
                 if ap is not None:
                     marks["ap_line_ras"] = [ap[1].round(2).tolist(), ap[2].round(2).tolist()]

@@ -214,3 +214,37 @@ def test_measure_levels_takes_the_ap_diameter_from_the_sac_probability_when_give
         assert soft.get(key) > plain.get(key) + 1.0, level
         # the other measurements still come from the label maps
         assert soft.get(f"spine.{level}.dsca_mm2") == plain.get(f"spine.{level}.dsca_mm2")
+
+
+def test_a_dark_band_of_roots_inside_the_sac_does_not_end_its_ap_diameter():
+    """A 14 mm sac whose probability dips below 0.5 over 1.5 mm inside it (dark intrathecal roots): the chord is
+    bridged across the dip when ``ap_bridge_gap_mm`` allows it, and cut short at the dip when it does not."""
+    from pipeline.core.volume import Volume
+    from pipeline.spine import canal
+
+    y = np.arange(60, dtype=float) - 30.0
+    prob_1d = np.clip(7.0 - np.abs(y) + 0.5, 0.0, 1.0)
+    prob_1d[(y > 1.5) & (y < 3.5)] = 0.3  # the dip: two voxels, 2 mm between the 0.5 crossings
+    prob = np.broadcast_to(prob_1d[None, :, None], (9, 60, 3)).astype(np.float32)
+    affine = np.eye(4)
+    affine[:3, 3] = [-4.0, -30.0, -1.0]
+    vol = Volume(np.zeros((9, 60, 3), np.int16), affine)
+    through, normal = np.zeros(3), np.array([0.0, 0.0, 1.0])  # posterior direction = -y
+    assert canal.ap_line(prob, vol, through, normal, bridge_mm=CFG["ap_bridge_gap_mm"])[0] == pytest.approx(
+        14.0, abs=1.5 * canal.STEP_MM)
+    assert canal.ap_line(prob, vol, through, normal)[0] < 10.0
+
+
+def test_dsca_counts_the_pixels_the_sac_outline_encloses():
+    """Intrathecal roots given another class leave holes in the sac's label map; the area is that of the outline."""
+    from pipeline.core.volume import Volume
+    from pipeline.spine import canal
+
+    yy, xx = np.mgrid[:40, :40]
+    ring = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 100)
+    holed = ring & ~((yy - 22) ** 2 + (xx - 18) ** 2 <= 4)
+    vol = Volume(np.zeros((40, 40, 3), np.int16), np.diag([0.5, 0.5, 4.0, 1.0]))
+    pick = canal.SlicePick(k=1, distance_mm=0.0, cos_theta=1.0)
+    full = canal.dsca_mm2(np.repeat(ring[..., None], 3, axis=2), vol, 2, pick)
+    assert canal.dsca_mm2(np.repeat(holed[..., None], 3, axis=2), vol, 2, pick) == pytest.approx(full)
+    assert full == pytest.approx(ring.sum() * 0.25)
