@@ -52,15 +52,20 @@ def normalise(arrays: list[np.ndarray], rule: dict[str, Any]) -> list[np.ndarray
     return [np.asarray(a, np.float32) / scale for a in arrays]
 
 
-def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Array in closest-canonical (RAS) axis order, its voxel spacing, and the orientation used (for undoing)."""
+def canonical_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel spacing (mm) in closest-canonical (RAS) axis order."""
     ornt = nib.orientations.io_orientation(affine)
-    can = nib.orientations.apply_orientation(array, ornt)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     sp_can = np.empty(3)
     for i in range(3):
         sp_can[int(ornt[i, 0])] = spacing[i]
-    return can, sp_can, ornt
+    return sp_can
+
+
+def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Array in closest-canonical (RAS) axis order, its voxel spacing, and the orientation used (for undoing)."""
+    ornt = nib.orientations.io_orientation(affine)
+    return nib.orientations.apply_orientation(array, ornt), canonical_spacing(affine), ornt
 
 
 def from_canonical(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:

@@ -30,7 +30,14 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.provenance import file_sha256
 from pipeline.core.volume import Volume
 from pipeline.segment.bundle import build_network
-from pipeline.segment.infer import PLANE_AXIS, normalise, output_size, slicing_axis, to_canonical
+from pipeline.segment.infer import (
+    PLANE_AXIS,
+    canonical_spacing,
+    normalise,
+    output_size,
+    slicing_axis,
+    to_canonical,
+)
 
 
 @dataclass
@@ -93,10 +100,16 @@ def prepare_slices(channels: list[Volume], classes: Volume, plane: str, target_m
     return img.numpy(), lab_t[:, 0].numpy().astype(np.uint8)
 
 
+def check_oversampling(cfg: TrainConfig) -> None:
+    """Refuse an oversampled class that is not one of the bundle's labels (before any data is prepared)."""
+    if cfg.oversample_class and cfg.oversample_class not in cfg.labels:
+        raise ConfigError(f"the class to oversample, '{cfg.oversample_class}', is not one of the bundle's labels "
+                          f"({', '.join(cfg.labels[1:])}).", fix="name one of them in train.<anatomy>.oversample.")
+
+
 def slice_plane_of(channels: list[Volume], plane: str) -> str:
     """Anatomical plane (sagittal, coronal, axial) of the slices :func:`prepare_slices` cuts from a case."""
-    _, spacing, _ = to_canonical(np.zeros((1, 1, 1), np.float32), channels[0].affine)  # spacing from the affine
-    axis = slicing_axis(plane, spacing)
+    axis = slicing_axis(plane, canonical_spacing(channels[0].affine))
     return next(name for name, a in PLANE_AXIS.items() if a == axis)
 
 
@@ -209,6 +222,7 @@ def _validate(net: torch.nn.Module, val: list[tuple[np.ndarray, np.ndarray]], n_
 def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: Iterable[tuple[list[Volume], Volume]],
                  cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, keep the best validation checkpoint, write the bundle to ``out``; returns the training record."""
+    check_oversampling(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -226,9 +240,6 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
     focus: list[tuple[int, int]] = []
     focus_id = 0
     if cfg.oversample_class and cfg.oversample_fraction > 0:
-        if cfg.oversample_class not in cfg.labels:
-            raise ConfigError(f"the class to oversample, '{cfg.oversample_class}', is not one of the bundle's labels "
-                              f"({', '.join(cfg.labels[1:])}).", fix="name one of them in train.<anatomy>.oversample.")
         focus_id = cfg.labels.index(cfg.oversample_class)
         focus = focus_slices(train, planes, focus_id, cfg.oversample_plane)
         log(f"oversampling {cfg.oversample_fraction:.0%} of each batch from {len(focus)} slices showing "

@@ -57,9 +57,12 @@ def calf_config(out: Path, epochs: int | None, seed: int, device: str, data: dic
 
 def apply_oversampling(cfg: Any, settings: dict[str, Any]) -> None:
     """Foreground oversampling from ``train.<anatomy>.oversample`` (class, plane, fraction), if configured."""
+    from pipeline.segment.train import check_oversampling
+
     over = settings.get("oversample") or {}
     cfg.oversample_class, cfg.oversample_plane = over.get("class"), over.get("plane")
     cfg.oversample_fraction = float(over.get("fraction", 0.0))
+    check_oversampling(cfg)
 
 
 def progress(line: str) -> None:
