@@ -143,14 +143,22 @@ def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarr
     return volume.voxel_to_world(np.insert(ij, axis, k)[None])[0]
 
 
-def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray, bridge_mm: float = 0.0
-            ) -> tuple[float, np.ndarray, np.ndarray] | None:
+def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray, bridge_mm: float = 0.0,
+            behind: bool = False) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Length (mm) of the sac along the posterior direction through the point ``through``, with the world (RAS)
     end points of that chord (anterior, posterior). ``sac`` is a binary mask or a probability map (walls at 0.5);
-    dips of at most ``bridge_mm`` inside the sac are bridged (see :func:`run_through`)."""
+    dips of at most ``bridge_mm`` inside the sac are bridged (see :func:`run_through`). ``through`` lies in the sac
+    (an axial sac centroid), or with ``behind`` in front of it (a disc centre on a sagittal image): the chord is
+    then the first stretch of sac behind it, up to 60 mm away."""
     post = posterior_direction(disc_normal)
-    t, v = profile(sac, volume, through, post, 40.0)
-    run = run_through(t, v, bridge_mm=bridge_mm)
+    t, v = profile(sac, volume, through, post, 60.0 if behind else 40.0)
+    t0 = 0.0
+    if behind:
+        ahead = np.nonzero((v >= 0.5) & (t > 0))[0]
+        if ahead.size == 0:
+            return None
+        t0 = float(t[ahead[0]])
+    run = run_through(t, v, t0, bridge_mm=bridge_mm)
     if run is None:
         return None
     return run[1] - run[0] + STEP_MM, through + run[0] * post, through + (run[1] + STEP_MM) * post

@@ -118,13 +118,10 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
             reasons["dsca_mm2"] = no_ax
             for side in SIDES:
                 reasons[f"{side}.lateral_recess_depth_mm"] = no_ax
-            t, v = canal.profile(sag_sac_wall, sag, disc.center_ras, canal.posterior_direction(disc.normal_ras),
-                                 60.0)
-            inside = (v >= 0.5) & (t > 0)
-            if inside.any():
-                start = t[np.nonzero(inside)[0][0]]
-                run = canal.run_through(t, v, float(start), bridge_mm=cfg["ap_bridge_gap_mm"])
-                values["ap_diameter_mm"] = run[1] - run[0] + canal.STEP_MM if run else None
+            ap = canal.ap_line(sag_sac_wall, sag, disc.center_ras, disc.normal_ras, cfg["ap_bridge_gap_mm"],
+                               behind=True)
+            if ap is not None:
+                values["ap_diameter_mm"] = ap[0]
         else:
             vol, p, axis, arr, soft = pick
             sac = _mask(arr, reg, "dural_sac")
