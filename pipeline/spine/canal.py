@@ -84,17 +84,17 @@ def profile(mask: np.ndarray, volume: Volume, start: np.ndarray, direction: np.n
     return t, vals
 
 
-def run_through(t: np.ndarray, vals: np.ndarray, t0: float = 0.0, bridge_mm: float = 0.0
+def run_through(t: np.ndarray, vals: np.ndarray, t0: float = 0.0, bridge_mm: float = 0.0, level: float = 0.5
                 ) -> tuple[float, float] | None:
-    """The interval (t_start, t_end) where ``vals >= 0.5`` around ``t0`` (the nearest such run if ``t0`` is outside;
-    None if there is none), joined across gaps of at most ``bridge_mm`` to the runs beyond them.
+    """The interval (t_start, t_end) where ``vals >= level`` around ``t0`` (the nearest such run if ``t0`` is
+    outside; None if there is none), joined across gaps of at most ``bridge_mm`` to the runs beyond them.
 
     >>> t = np.arange(0.0, 10.0, 1.0)
     >>> v = np.array([0, 1, 1, 1, 0, 1, 1, 0, 0, 0], float)
     >>> run_through(t, v, 2.0), run_through(t, v, 2.0, bridge_mm=1.0)
     ((1.0, 3.0), (1.0, 6.0))
     """
-    inside = vals >= 0.5
+    inside = vals >= level
     if bridge_mm > 0:
         inside = _bridge(inside, int(round(bridge_mm / float(np.median(np.diff(t))))))
     i0 = int(np.argmin(np.abs(t - t0)))
@@ -144,21 +144,21 @@ def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarr
 
 
 def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray, bridge_mm: float = 0.0,
-            behind: bool = False) -> tuple[float, np.ndarray, np.ndarray] | None:
+            behind: bool = False, level: float = 0.5) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Length (mm) of the sac along the posterior direction through the point ``through``, with the world (RAS)
-    end points of that chord (anterior, posterior). ``sac`` is a binary mask or a probability map (walls at 0.5);
-    dips of at most ``bridge_mm`` inside the sac are bridged (see :func:`run_through`). ``through`` lies in the sac
-    (an axial sac centroid), or with ``behind`` in front of it (a disc centre on a sagittal image): the chord is
-    then the first stretch of sac behind it, up to 60 mm away."""
+    end points of that chord (anterior, posterior). ``sac`` is a binary mask or a probability map whose walls are
+    read where it crosses ``level``; dips of at most ``bridge_mm`` inside the sac are bridged (see
+    :func:`run_through`). ``through`` lies in the sac (an axial sac centroid), or with ``behind`` in front of it (a
+    disc centre on a sagittal image): the chord is then the first stretch of sac behind it, up to 60 mm away."""
     post = posterior_direction(disc_normal)
     t, v = profile(sac, volume, through, post, 60.0 if behind else 40.0)
     t0 = 0.0
     if behind:
-        ahead = np.nonzero((v >= 0.5) & (t > 0))[0]
+        ahead = np.nonzero((v >= level) & (t > 0))[0]
         if ahead.size == 0:
             return None
         t0 = float(t[ahead[0]])
-    run = run_through(t, v, t0, bridge_mm=bridge_mm)
+    run = run_through(t, v, t0, bridge_mm=bridge_mm, level=level)
     if run is None:
         return None
     return run[1] - run[0] + STEP_MM, through + run[0] * post, through + (run[1] + STEP_MM) * post

@@ -75,8 +75,9 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
     """Measure every disc level L1-L2 .. L5-S1 found in ``levels``; missing values are null with the reason.
 
     ``sac_sag`` / ``sac_axials`` (optional, on the grids of ``sag`` / ``axials``) are the dural sac probability
-    maps of the segmentation: where given, the AP diameter is read at their 0.5 level (sub-voxel walls) instead of
-    at the border of the label map.
+    maps of the segmentation: where given, the AP diameter is read where they cross 0.5 on axial slices and
+    ``cfg["sagittal_ap_wall_level"]`` on the sagittal image (sub-voxel walls) instead of at the border of the label
+    map.
     """
     res = SpineMeasurements()
     s = res.summary
@@ -89,6 +90,7 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
     sag_axis = canal.acquisition_axis(sag)
     sag_sac = _mask(sag_arr, reg, "dural_sac")
     sag_sac_wall = sag_sac if sac_sag is None else np.asarray(sac_sag.array, np.float32)
+    sag_level = 0.5 if sac_sag is None else float(cfg["sagittal_ap_wall_level"])
     contents = _mask(sag_arr, reg, "epidural_fat", "nerve_root")
     soft_ax = list(sac_axials) if sac_axials is not None else [None] * len(axials)
     for prob, labels in [(sac_sag, sag), *zip(soft_ax, axials)]:
@@ -119,7 +121,7 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
             for side in SIDES:
                 reasons[f"{side}.lateral_recess_depth_mm"] = no_ax
             ap = canal.ap_line(sag_sac_wall, sag, disc.center_ras, disc.normal_ras, cfg["ap_bridge_gap_mm"],
-                               behind=True)
+                               behind=True, level=sag_level)
             if ap is not None:
                 values["ap_diameter_mm"] = ap[0]
         else:

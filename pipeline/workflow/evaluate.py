@@ -171,8 +171,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
                 swaps += 1
             rows.append(row)
 
-    def err(key: str, true_key: str, bar: Any) -> str:
-        pairs = [(r[key], r[true_key]) for r in rows if r[key] is not None]
+    def err(key: str, true_key: str, bar: Any, axial: bool | None = None) -> str:
+        pairs = [(r[key], r[true_key]) for r in rows if r[key] is not None and axial in (None, r["axial"])]
         if not pairs:
             return "- | - | -"
         e = [abs(p - t) for p, t in pairs]
@@ -185,6 +185,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
         "| measure | mean abs error | max abs error | within the bar |", "|---|---|---|---|",
         f"| DSCA (mm2; bar 8 mm2 or 8 %) | {err('dsca', 'dsca_true', lambda t: max(8.0, 0.08 * t))} |",
         f"| AP diameter (mm; bar 1 mm) | {err('ap', 'ap_true', lambda t: 1.0)} |",
+        f"| - on axial slices | {err('ap', 'ap_true', lambda t: 1.0, axial=True)} |",
+        f"| - on the sagittal image only | {err('ap', 'ap_true', lambda t: 1.0, axial=False)} |",
         f"| lateral recess left (mm; bar 1 mm) | {err('recess_left', 'recess_left_true', lambda t: 1.0)} |",
         f"| lateral recess right (mm; bar 1 mm) | {err('recess_right', 'recess_right_true', lambda t: 1.0)} |"]) + "\n"
     return rows, table

@@ -248,3 +248,50 @@ def test_dsca_counts_the_pixels_the_sac_outline_encloses():
     full = canal.dsca_mm2(np.repeat(ring[..., None], 3, axis=2), vol, 2, pick)
     assert canal.dsca_mm2(np.repeat(holed[..., None], 3, axis=2), vol, 2, pick) == pytest.approx(full)
     assert full == pytest.approx(ring.sum() * 0.25)
+
+
+def test_ap_line_reads_the_walls_where_the_probability_crosses_the_level():
+    """A sac whose probability ramps linearly over 4 mm at each wall: the chord at level q ends where the ramp
+    crosses q, so it is 2 x 4 x (0.5 - q) mm longer than at 0.5."""
+    from pipeline.core.volume import Volume
+    from pipeline.spine import canal
+
+    y = np.arange(60, dtype=float) - 30.0
+    prob_1d = np.clip((10.0 - np.abs(y)) / 4.0 + 0.5, 0.0, 1.0)  # 0.5 at |y| = 10 mm, 0 at 12, 1 at 8
+    prob = np.broadcast_to(prob_1d[None, :, None], (9, 60, 3)).astype(np.float32)
+    affine = np.eye(4)
+    affine[:3, 3] = [-4.0, -30.0, -1.0]
+    vol = Volume(np.zeros((9, 60, 3), np.int16), affine)
+    through, normal = np.zeros(3), np.array([0.0, 0.0, 1.0])
+    for level in (0.5, 0.4, 0.3):
+        got = canal.ap_line(prob, vol, through, normal, level=level)[0]
+        assert got == pytest.approx(20.0 + 8.0 * (0.5 - level), abs=1.5 * canal.STEP_MM), level
+
+
+def test_the_sagittal_wall_level_applies_to_sagittal_only_levels():
+    """Wiring of ``spine.sagittal_ap_wall_level``: with a smooth sac probability, a lower level lengthens the AP
+    diameter of the levels measured on the sagittal image only (L1-L2, L2-L3 of the index case) and leaves the
+    levels measured on axial slices as they are."""
+    from scipy import ndimage
+
+    study = SAMPLE / "nmh_case"
+    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
+    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
+           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
+    levels = label_levels(spine_class_map(sag), REG)
+    sac_id = REG.label_id("dural_sac")
+
+    def smooth(v):
+        return v.with_array(ndimage.gaussian_filter((np.asarray(v.array) == sac_id).astype(np.float32), 1.0))
+
+    def ap(level: float) -> dict[str, float]:
+        cfg = {**CFG, "sagittal_ap_wall_level": level}
+        s = measure_levels(levels, levels.labels, axs, REG, cfg, INN, sac_sag=smooth(sag),
+                           sac_axials=[smooth(v) for v in axs]).summary
+        return {lv: s.get(f"spine.{lv}.ap_diameter_mm") for lv in ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")}
+
+    at_half, lower = ap(0.5), ap(0.3)
+    for level in ("L1-L2", "L2-L3"):
+        assert lower[level] > at_half[level] + 0.3, level
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        assert lower[level] == at_half[level], level
