@@ -28,6 +28,7 @@ EXAMPLES = {
     "batch": "legmri batch sample_data --out out -j 2",
     "synth": "legmri synth --case nmh --seed 7 --out /tmp/phantoms/nmh_7",
     "train": "legmri train calf --synthetic 64 --out weights/calf_dixon_unet",
+    "ensemble": "legmri ensemble /tmp/spine_a /tmp/spine_b --out weights/spine_t2_unet --bundle-version 1.5.0",
     "evaluate": "legmri evaluate calf --seeds 100000-100019 --out eval/calf",
     "workflow": "legmri workflow sample_data --out out -- --cores 2",
 }
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
 
+    s = _sub(subs, "ensemble", "Join separately trained bundles of one task into one bundle that averages their "
+                               "probabilities.")
+    s.add_argument("members", nargs="+", metavar="BUNDLE", help="two or more single-network bundles (folders or names)")
+    s.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    s.add_argument("--bundle-version", required=True, help="version written into metadata.json")
+    s.add_argument("--mirror-axes", type=int, nargs="*", default=[], choices=[0, 1],
+                   help="test-time mirroring of the ensemble (0 = rows, 1 = columns of a slice); default none")
+
     s = _sub(subs, "evaluate", "Evaluate a bundle on fresh phantoms: Dice per structure, side swaps, measures.")
     s.add_argument("anatomy", choices=["calf", "spine"])
     s.add_argument("--seeds", required=True,
@@ -162,6 +171,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                      seed=args.seed, device=args.device,
                      overrides={"init_from": args.init, "learning_rate": args.learning_rate,
                                 "max_minutes": args.max_minutes, "version": args.bundle_version})
+    if cmd == "ensemble":
+        from pipeline.segment.bundle import write_ensemble
+
+        out = write_ensemble(args.members, args.out, args.bundle_version, tuple(args.mirror_axes))
+        print(f"wrote the ensemble of {len(args.members)} bundles to {out}")
+        return EXIT_OK
     if cmd == "evaluate":
         from pipeline.workflow.evaluate import evaluate
 

@@ -3,6 +3,9 @@
 A bundle is verified on load, as MONAI model-zoo bundles are: the sha256 of the weights file must equal the one in
 ``metadata.json`` and the bundle's class list must equal the classes of ``configs/labels.yaml`` for its anatomy.
 Weights are read with ``safetensors`` (no pickle). A :class:`BundleCache` loads each bundle once per process.
+
+A bundle may hold an ensemble of networks of one architecture trained separately (``network.ensemble_members``;
+written by :func:`write_ensemble`): its probabilities are the mean of the members' probabilities.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from pipeline.core.atomic import atomic_path, write_json
 from pipeline.core.config import PROJECT_ROOT
 from pipeline.core.errors import BundleError
 from pipeline.core.labels import registry
@@ -92,15 +96,35 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
+class MeanEnsemble(torch.nn.Module):
+    """Networks of one architecture whose softmax probabilities are averaged. The output is the log of the mean
+    probability, so the softmax that inference applies to a network's output gives that mean back: p = (1/M) sum_m
+    softmax(f_m(x)) (an ensemble of independently trained networks; Lakshminarayanan et al., NeurIPS 2017; nnU-Net
+    averages the probabilities of its fold models the same way, Isensee et al., Nat Methods 2021;18:203-211)."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
+        return torch.log(p.clamp_min(1e-12))
+
+
 def build_network(meta: dict[str, Any]) -> torch.nn.Module:
-    """The MONAI network described by ``metadata["network"]``."""
+    """The MONAI network described by ``metadata["network"]`` (a :class:`MeanEnsemble` of that network when
+    ``ensemble_members`` > 1)."""
     from monai.networks.nets import UNet
 
     net = dict(meta["network"])
     kind = net.pop("class", "monai.networks.nets.UNet")
+    members = int(net.pop("ensemble_members", 1))
     if kind != "monai.networks.nets.UNet":
         raise BundleError(f"unsupported network class '{kind}'.", path=None, fix="use monai.networks.nets.UNet.")
-    return UNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in net.items()})
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in net.items()}
+    if members > 1:
+        return MeanEnsemble([UNet(**kwargs) for _ in range(members)])
+    return UNet(**kwargs)
 
 
 def verify(path: Path, meta: dict[str, Any]) -> str:
@@ -165,3 +189,42 @@ class BundleCache:
 
     def __contains__(self, name: str) -> bool:
         return name in self._bundles
+
+
+#: metadata that every member of an ensemble must share
+ENSEMBLE_SHARED = ("name", "anatomy", "labels", "input_channels", "slice_plane", "target_spacing_mm", "normalisation",
+                   "network")
+
+
+def write_ensemble(members: list[str | Path], out: Path, version: str, mirror_axes: tuple[int, ...] = ()) -> Path:
+    """Write a bundle into ``out`` whose network is the :class:`MeanEnsemble` of the verified single-network
+    bundles ``members`` (same name, anatomy, labels, inputs, slicing and network). The weights are the members'
+    weights under ``members.<i>.``; ``metadata.json`` keeps each member's name, version, sha256 and training
+    record, and ``inference.mirror_axes`` is ``mirror_axes`` (test-time mirroring of the ensemble as a whole)."""
+    if len(members) < 2:
+        raise BundleError("an ensemble needs at least two bundles.", path=None, fix="name two or more bundles.")
+    loaded = [load_bundle(m) for m in members]
+    first = loaded[0].metadata
+    for b in loaded:
+        if "ensemble_members" in b.metadata["network"]:
+            raise BundleError("a member of an ensemble must hold one network, not an ensemble.", path=b.path,
+                              fix="name the single-network bundles the ensemble is made of.")
+        for key in ENSEMBLE_SHARED:
+            if b.metadata.get(key) != first.get(key):
+                raise BundleError(f"cannot join this bundle: its {key} {b.metadata.get(key)!r} differs from "
+                                  f"{loaded[0].path.name}'s {first.get(key)!r}.", path=b.path,
+                                  fix="join bundles trained for the same task with the same network.")
+    state = {f"members.{i}.{k}": v.detach().contiguous() for i, b in enumerate(loaded)
+             for k, v in b.network.state_dict().items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    meta = {key: first[key] for key in ENSEMBLE_SHARED}
+    meta.update({"version": version, "network": {**first["network"], "ensemble_members": len(loaded)},
+                 "weights": {"file": "model.safetensors", "sha256": file_sha256(out / "model.safetensors")},
+                 "inference": {"mirror_axes": list(mirror_axes)},
+                 "training": {"ensemble_of": [{"version": b.metadata["version"], "sha256": b.sha256,
+                                               **b.metadata.get("training", {})} for b in loaded]}})
+    write_json(out / "metadata.json", meta)
+    return out

@@ -176,6 +176,9 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
     the pedicle and the foramen) and is the narrowest depth that persists over ``min_extent_mm`` of the recess
     width: min over windows of adjacent lines spanning ``min_extent_mm`` of the max depth in the window. With 0 it
     is the plain minimum; a width keeps a one-line dip of the label map from passing for a narrowing.
+
+    ``disc`` and ``posterior`` are binary masks or probability maps (walls where they cross 0.5, sub-voxel with
+    probabilities).
     """
     lat = lateral_direction(disc_normal, side)
     post = posterior_direction(disc_normal)
@@ -195,8 +198,10 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
         if pe_idx.size == 0:
             lines.append(None)
             continue
-        back, front = disc_idx[-1], disc_idx[-1] + pe_idx[0]
-        lines.append((float(tt[front] - tt[back]), q + tt[back] * post, q + tt[front] * post))
+        # each wall lies between its last sample on one side of the 0.5 level and its first on the other
+        back = float(tt[disc_idx[-1]]) + STEP_MM / 2
+        front = float(tt[disc_idx[-1] + pe_idx[0]]) - STEP_MM / 2
+        lines.append((front - back, q + back * post, q + front * post))
     step = float(np.median(np.diff(offsets))) if len(offsets) > 1 else 1.0
     n = max(1, min(len(lines), int(round(min_extent_mm / step)) + 1))
     best: tuple[float, np.ndarray, np.ndarray] | None = None

@@ -15,6 +15,8 @@ from pipeline.spine import canal
 from pipeline.spine.levels import DISC_LEVELS, LevelResult
 
 LEVEL_ORDER = tuple(reversed(DISC_LEVELS))  # L1-L2 ... L5-S1
+#: the network classes whose probability maps bound the lateral recess (``wall_axials`` of :func:`measure_levels`)
+RECESS_WALLS = ("disc", "posterior_elements")
 
 
 @dataclass
@@ -71,13 +73,15 @@ def _mask(arr: np.ndarray, reg: Registry, *names: str) -> np.ndarray:
 
 def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: Registry, cfg: dict[str, Any],
                    innervation: dict[str, Any] | None, sac_sag: Volume | None = None,
-                   sac_axials: list[Volume | None] | None = None) -> SpineMeasurements:
+                   sac_axials: list[Volume | None] | None = None,
+                   wall_axials: list[dict[str, Volume] | None] | None = None) -> SpineMeasurements:
     """Measure every disc level L1-L2 .. L5-S1 found in ``levels``; missing values are null with the reason.
 
     ``sac_sag`` / ``sac_axials`` (optional, on the grids of ``sag`` / ``axials``) are the dural sac probability
     maps of the segmentation: where given, the AP diameter is read where they cross 0.5 on axial slices and
     ``cfg["sagittal_ap_wall_level"]`` on the sagittal image (sub-voxel walls) instead of at the border of the label
-    map.
+    map. ``wall_axials`` (optional, one per axial stack) holds the ``disc`` and ``posterior_elements`` probability
+    maps of a stack: where given, the lateral recess is measured between their 0.5 levels.
     """
     res = SpineMeasurements()
     s = res.summary
@@ -93,10 +97,12 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
     sag_level = 0.5 if sac_sag is None else float(cfg["sagittal_ap_wall_level"])
     contents = _mask(sag_arr, reg, "epidural_fat", "nerve_root")
     soft_ax = list(sac_axials) if sac_axials is not None else [None] * len(axials)
-    for prob, labels in [(sac_sag, sag), *zip(soft_ax, axials)]:
+    walls_ax = list(wall_axials) if wall_axials is not None else [None] * len(axials)
+    for prob, labels in [(sac_sag, sag), *zip(soft_ax, axials),
+                         *((w[k], v) for w, v in zip(walls_ax, axials) if w for k in RECESS_WALLS)]:
         if prob is not None and not prob.same_grid(labels):
-            raise ValueError("a dural sac probability map is not on the grid of its label map")
-    ax_masks = [(v, canal.acquisition_axis(v), np.asarray(v.array), p) for v, p in zip(axials, soft_ax)]
+            raise ValueError("a probability map is not on the grid of its label map")
+    ax_masks = [(v, canal.acquisition_axis(v), np.asarray(v.array), p, w) for v, p, w in zip(axials, soft_ax, walls_ax)]
     for level in LEVEL_ORDER:
         disc = levels.discs.get(level)
         if disc is None:
@@ -110,10 +116,10 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
         values: dict[str, Any] = {}
         reasons: dict[str, str] = {}
         pick = None
-        for vol, axis, arr, soft in ax_masks:
+        for vol, axis, arr, soft, walls in ax_masks:
             p = canal.nearest_slice(vol, axis, disc.center_ras, disc.normal_ras, cfg["max_disc_distance_mm"])
             if p is not None and (pick is None or p.distance_mm < pick[1].distance_mm):
-                pick = (vol, p, axis, arr, soft)
+                pick = (vol, p, axis, arr, soft, walls)
         half_width = 10.0
         if pick is None:
             no_ax = f"no axial slice within {cfg['max_disc_distance_mm']} mm of the {level} disc plane"
@@ -125,7 +131,7 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
             if ap is not None:
                 values["ap_diameter_mm"] = ap[0]
         else:
-            vol, p, axis, arr, soft = pick
+            vol, p, axis, arr, soft, walls = pick
             sac = _mask(arr, reg, "dural_sac")
             values["dsca_mm2"] = canal.dsca_mm2(sac, vol, axis, p)
             c = canal.sac_centroid(sac, vol, axis, p.k)
@@ -142,7 +148,10 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
                 run = canal.run_through(t, v)
                 if run:
                     half_width = (run[1] - run[0]) / 2
-                disc_mask, posterior = _mask(arr, reg, "disc"), _mask(arr, reg, "posterior_elements")
+                if walls:
+                    disc_mask, posterior = (np.asarray(walls[k].array, np.float32) for k in RECESS_WALLS)
+                else:
+                    disc_mask, posterior = _mask(arr, reg, "disc"), _mask(arr, reg, "posterior_elements")
                 for side in SIDES:
                     found = canal.lateral_recess(disc_mask, posterior, sac, vol, c, disc.normal_ras, side,
                                                  min_extent_mm=cfg["lateral_recess_min_extent_mm"])

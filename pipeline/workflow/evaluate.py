@@ -154,7 +154,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
         seg = segment_series(bundle, vols[0], vols[1:], device=device)
         levels = seg.levels
         s = measure_levels(levels, levels.labels, seg.axials, reg, cfg["spine"], load_config("innervation"),
-                           sac_sag=seg.sac_sag, sac_axials=seg.sac_axials).summary
+                           sac_sag=seg.sac_sag, sac_axials=seg.sac_axials,
+                           wall_axials=seg.wall_axials).summary
         ok = all(np.linalg.norm(levels.discs[lv].center_ras - np.array(t["disc_center_ras"])) < 8.0
                  for lv, t in ph.truth["levels"].items() if lv in levels.discs) and len(levels.discs) == 5
         levels_ok += ok

@@ -2,8 +2,10 @@
 
 segment: sagittal T2 -> U-Net classes -> levels counted from the sacrum -> ``spine/labels_sag.nii.gz``; each axial
 T2 stack -> classes -> discs named by the nearest sagittal disc plane -> ``spine/labels_ax.nii.gz`` (``_2``, ``_3``
-for further stacks, in the order of their roles); levels, method, confidence and flags -> ``spine/levels.json``.
-measure: label maps -> ``spine/measurements.csv`` and the spine section of ``summary.json``.
+for further stacks, in the order of their roles); levels, method, confidence and flags -> ``spine/levels.json``;
+the probability maps the measurements read sub-voxel walls from -> ``spine/<structure>_probability_<series>.nii.gz``
+(dural sac of every series; disc and posterior elements of the axial stacks).
+measure: label and probability maps -> ``spine/measurements.csv`` and the spine section of ``summary.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.volume import Volume
 from pipeline.io.nifti import load_volume, save_probability, save_volume
 from pipeline.spine.levels import DISC_LEVELS, LevelResult, label_levels, levels_from_labels, name_axial_discs
-from pipeline.spine.measure import measure_levels
+from pipeline.spine.measure import RECESS_WALLS, measure_levels
 from pipeline.workflow.calf_measure import csv_text
 
 AX_ROLE = re.compile(r"^lumbar_ax_t2(_(\d+))?$")
@@ -44,20 +46,23 @@ def _ax_label_name(role: str) -> str:
     return "labels_ax.nii.gz" if n is None else f"labels_ax_{n}.nii.gz"
 
 
-def _soft_name(label_name: str) -> str:
-    """``labels_sag.nii.gz`` -> ``sac_probability_sag.nii.gz`` (and likewise for the axial stacks)."""
-    return label_name.replace("labels_", "sac_probability_", 1)
+def _soft_name(label_name: str, structure: str = "sac") -> str:
+    """``labels_sag.nii.gz`` -> ``sac_probability_sag.nii.gz`` (and likewise for the axial stacks and the other
+    structures whose probability is kept: ``disc``, ``posterior_elements``)."""
+    return label_name.replace("labels_", f"{structure}_probability_", 1)
 
 
 @dataclass
 class SpineSegmentation:
     """The network's output for one study: levels (with the sagittal class map), the level-named axial class maps,
-    and the dural sac probability of every series on its grid (for sub-voxel sac measurements)."""
+    the dural sac probability of every series on its grid (for sub-voxel sac measurements) and the disc and
+    posterior-element probabilities of every axial stack (for the sub-voxel walls of the lateral recess)."""
 
     levels: LevelResult
     axials: list[Volume]
     sac_sag: Volume
     sac_axials: list[Volume]
+    wall_axials: list[dict[str, Volume]]
 
 
 def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str = "cpu") -> SpineSegmentation:
@@ -65,12 +70,13 @@ def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str =
     reg = registry("spine")
     classes, soft = bundle.predict_soft([sag], ("dural_sac",), device=device)
     levels = label_levels(classes, reg, load_config("default")["spine"])
-    named, sac_axials = [], []
+    named, sac_axials, wall_axials = [], [], []
     for vol in axials:
-        ax_classes, ax_soft = bundle.predict_soft([vol], ("dural_sac",), device=device)
+        ax_classes, ax_soft = bundle.predict_soft([vol], ("dural_sac", *RECESS_WALLS), device=device)
         named.append(name_axial_discs(ax_classes, levels, reg))
         sac_axials.append(ax_soft["dural_sac"])
-    return SpineSegmentation(levels, named, soft["dural_sac"], sac_axials)
+        wall_axials.append({k: ax_soft[k] for k in RECESS_WALLS})
+    return SpineSegmentation(levels, named, soft["dural_sac"], sac_axials, wall_axials)
 
 
 def segment(out: Path, device: str = "cpu", models: Any = None) -> dict[str, Any]:
@@ -88,9 +94,12 @@ def segment(out: Path, device: str = "cpu", models: Any = None) -> dict[str, Any
     levels = seg.levels
     save_volume(levels.labels, out / "spine" / "labels_sag.nii.gz", dtype=np.int16)
     save_probability(seg.sac_sag, out / "spine" / _soft_name("labels_sag.nii.gz"))
-    for s, classes, sac in zip(axs, seg.axials, seg.sac_axials):
-        save_volume(classes, out / "spine" / _ax_label_name(s["role"]), dtype=np.int16)
-        save_probability(sac, out / "spine" / _soft_name(_ax_label_name(s["role"])))
+    for s, classes, sac, walls in zip(axs, seg.axials, seg.sac_axials, seg.wall_axials):
+        name = _ax_label_name(s["role"])
+        save_volume(classes, out / "spine" / name, dtype=np.int16)
+        save_probability(sac, out / "spine" / _soft_name(name))
+        for structure, prob in walls.items():
+            save_probability(prob, out / "spine" / _soft_name(name, structure))
     write_json(out / "spine" / "levels.json", {"method": levels.method, "confidence": levels.confidence,
                                                "flags": levels.flags, "levels": sorted(levels.discs)})
     update_provenance(out, models={"spine": bundle.provenance()}, notes=[f"spine: {f}" for f in levels.flags])
@@ -126,7 +135,8 @@ def measure(out: Path) -> dict[str, Any]:
     axials = [load_volume(out / "spine" / n) for n in names]
     res = measure_levels(levels, levels.labels, axials, reg, load_config("default")["spine"],
                          load_config("innervation"), sac_sag=_optional_volume(out / "spine" / _soft_name(labels_sag.name)),
-                         sac_axials=[_optional_volume(out / "spine" / _soft_name(n)) for n in names])
+                         sac_axials=[_optional_volume(out / "spine" / _soft_name(n)) for n in names],
+                         wall_axials=[_optional_walls(out / "spine", n) for n in names])
     write_text(out / "spine" / "measurements.csv", csv_text(res.rows, ["level", "side", "metric", "value", "unit",
                                                                        "grade"]))
     write_json(out / "spine" / "marks.json", {"coordinates": "world RAS, mm", "levels": res.marks})
@@ -138,6 +148,12 @@ def _optional_volume(path: Path) -> Volume | None:
     """The volume at ``path``, or None when it was not written (label maps from elsewhere, e.g. `legmri measure`
     on hand-drawn labels: the measurements then use the label maps alone)."""
     return load_volume(path) if path.exists() else None
+
+
+def _optional_walls(folder: Path, label_name: str) -> dict[str, Volume] | None:
+    """The disc and posterior-element probability maps of an axial stack, or None unless both were written."""
+    paths = {k: folder / _soft_name(label_name, k) for k in RECESS_WALLS}
+    return {k: load_volume(p) for k, p in paths.items()} if all(p.exists() for p in paths.values()) else None
 
 
 # -- training and evaluation ------------------------------------------------------------------------------------

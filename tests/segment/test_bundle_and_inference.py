@@ -145,3 +145,58 @@ def test_msd_dataset_reader(tmp_path: Path):
 
     with pytest.raises(BadInputError, match="skin"):
         read_msd_dataset(root, classes, ["water", "fat"])
+
+
+def _tiny_bundle(path: Path, seed: int, cfg: TrainConfig | None = None) -> Path:
+    from pipeline.segment.bundle import build_network
+    from pipeline.segment.train import _metadata
+
+    torch.manual_seed(seed)
+    cfg = cfg or _tiny_cfg()
+    net = build_network(_metadata(cfg, "", {}))
+    return write_bundle(path, cfg, {k: v.contiguous() for k, v in net.state_dict().items()}, {})
+
+
+def test_an_ensemble_bundle_averages_its_members_probabilities(tmp_path: Path):
+    """The ensemble's probability of every class is the mean of its members' (input on the bundle's own 1.5 mm
+    grid, so that no resampling stands between them), its class map is the arg max of that mean, and it verifies
+    and records its members like any bundle."""
+    from pipeline.segment.bundle import write_ensemble
+
+    a, b = _tiny_bundle(tmp_path / "a", 1), _tiny_bundle(tmp_path / "b", 2)
+    ens = load_bundle(write_ensemble([a, b], tmp_path / "ens", "2.0.0"))
+    assert ens.metadata["network"]["ensemble_members"] == 2
+    assert [m["sha256"] for m in ens.metadata["training"]["ensemble_of"]] == [load_bundle(a).sha256,
+                                                                             load_bundle(b).sha256]
+    rng = np.random.default_rng(3)
+    aff = np.diag([1.5, 1.5, 5.0, 1.0])
+    w = Volume(rng.uniform(0, 500, (32, 32, 4)).astype(np.float32), aff)
+    f = w.with_array(rng.uniform(0, 300, (32, 32, 4)).astype(np.float32))
+    classes = ens.classes
+    members = [load_bundle(p).predict_soft([w, f], classes)[1] for p in (a, b)]
+    labels, soft = ens.predict_soft([w, f], classes)
+    mean = np.stack([np.mean([np.asarray(m[c].array) for m in members], axis=0) for c in classes])
+    assert np.allclose(np.stack([np.asarray(soft[c].array) for c in classes]), mean, atol=1e-5)
+    assert (np.asarray(labels.array) == mean.argmax(axis=0)).mean() > 0.999
+    # and it differs from either member alone: the test would catch an ensemble that used one member only
+    assert not np.allclose(np.asarray(members[0][classes[1]].array), mean[1], atol=1e-3)
+
+
+def test_an_ensemble_refuses_members_of_another_network_and_cannot_start_training(tmp_path: Path):
+    from pipeline.segment.bundle import build_network, write_ensemble
+    from pipeline.segment.train import _metadata, initial_weights
+
+    a = _tiny_bundle(tmp_path / "a", 1)
+    wider = _tiny_bundle(tmp_path / "wide", 2, TrainConfig(
+        name="tiny", anatomy="calf", labels=list(registry("calf").classes), input_channels=["water", "fat"],
+        channels=(4, 16), strides=(2,), num_res_units=0, target_spacing_mm=(1.5, 1.5)))
+    with pytest.raises(BundleError, match="network"):
+        write_ensemble([a, wider], tmp_path / "ens", "2.0.0")
+    with pytest.raises(BundleError, match="at least two"):
+        write_ensemble([a], tmp_path / "ens", "2.0.0")
+    ens = write_ensemble([a, _tiny_bundle(tmp_path / "b", 2)], tmp_path / "ens", "2.0.0")
+    with pytest.raises(BundleError, match="one network"):
+        write_ensemble([ens, a], tmp_path / "ens2", "3.0.0")
+    meta = _metadata(_tiny_cfg(), "", {})
+    with pytest.raises(BundleError, match="network"):
+        initial_weights(build_network(meta), meta, str(ens))

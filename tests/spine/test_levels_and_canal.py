@@ -295,3 +295,59 @@ def test_the_sagittal_wall_level_applies_to_sagittal_only_levels():
         assert lower[level] > at_half[level] + 0.3, level
     for level in ("L3-L4", "L4-L5", "L5-S1"):
         assert lower[level] == at_half[level], level
+
+
+def test_lateral_recess_reads_sub_voxel_walls_from_probability_maps():
+    """A recess 3.33 mm deep (disc in front of y = 0, facet behind y = -3.33 mm) on 1 mm pixels, its walls given as
+    probability ramps through 0.5 at the walls. The depth is found to within 0.05 mm (each wall lies between the
+    last sample on one side of 0.5 and the first on the other: taking the samples themselves reads 3.40); the
+    binary masks of the same maps put each wall half-way between pixel centres and miss the depth by 0.3 mm."""
+    from pipeline.core.volume import Volume
+    from pipeline.spine import canal
+
+    depth = 3.33
+    x, y = np.meshgrid(np.arange(80) - 40.0, np.arange(80) - 40.0, indexing="ij")  # voxel centres (mm), 1 mm grid
+    affine = np.eye(4)
+    affine[:3, 3] = [-40.0, -40.0, -1.0]
+    vol = Volume(np.zeros((80, 80, 3), np.int16), affine)
+    disc = np.clip(0.5 + y / 3.0, 0.0, 1.0)  # 0.5 at y = 0, the disc in front (+y = anterior)
+    facet = np.clip(0.5 + (-depth - y) / 3.0, 0.0, 1.0) * (np.abs(x) > 6.0)  # 0.5 at y = -3.33, lateral of the canal
+    sac = (x ** 2 / 25.0 + (y + 8.0) ** 2 / 16.0) <= 1.0  # 10 mm wide, centred 8 mm behind the disc
+    stack = [np.repeat(a[..., None], 3, axis=2) for a in (disc, facet, sac)]
+    centre = np.array([0.0, -8.04, 0.0])  # the 0.1 mm samples of the lines fall between the walls
+    normal = np.array([0.0, 0.0, 1.0])
+    for side in ("left", "right"):
+        soft = canal.lateral_recess(stack[0], stack[1], stack[2], vol, centre, normal, side, min_extent_mm=1.0)
+        hard = canal.lateral_recess(stack[0] >= 0.5, stack[1] >= 0.5, stack[2], vol, centre, normal, side,
+                                    min_extent_mm=1.0)
+        assert soft[0] == pytest.approx(depth, abs=0.05), side
+        assert abs(hard[0] - depth) >= 0.25, side
+        assert soft[1][1] == pytest.approx(0.0, abs=0.05) and soft[2][1] == pytest.approx(-depth, abs=0.05)
+
+
+def test_measure_levels_takes_the_recess_walls_from_the_probability_maps_when_given():
+    """Wiring of ``wall_axials``: disc and posterior-element probability maps one voxel larger all round than the
+    label maps make every measured recess shallower than the label maps do; the other measurements stay."""
+    from scipy import ndimage
+
+    from pipeline.spine.measure import RECESS_WALLS
+
+    study = SAMPLE / "nmh_case"
+    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
+    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
+           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
+    levels = label_levels(spine_class_map(sag), REG)
+
+    def grown(v, structure):
+        ids = [lab.id for lab in REG.labels if lab.structure == structure]
+        return v.with_array(ndimage.binary_dilation(np.isin(np.asarray(v.array), ids)).astype(np.float32))
+
+    plain = measure_levels(levels, levels.labels, axs, REG, CFG, INN).summary
+    soft = measure_levels(levels, levels.labels, axs, REG, CFG, INN,
+                          wall_axials=[{k: grown(v, k) for k in RECESS_WALLS} for v in axs]).summary
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        for side in ("left", "right"):
+            key = f"spine.{level}.{side}.lateral_recess_depth_mm"
+            assert soft.get(key) < plain.get(key) - 0.5, (level, side)
+        assert soft.get(f"spine.{level}.dsca_mm2") == plain.get(f"spine.{level}.dsca_mm2")
+        assert soft.get(f"spine.{level}.ap_diameter_mm") == plain.get(f"spine.{level}.ap_diameter_mm")
