@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="training epochs (default from configs/default.yaml)")
     s.add_argument("--init", metavar="BUNDLE", help="start from this bundle's weights (fine-tuning), e.g. "
                                                     "calf_dixon_unet; same labels and network required")
+    s.add_argument("--init-member", type=int, metavar="K", help="with --init of an ensemble bundle: start from its "
+                                                                 "K-th network (0-based)")
     s.add_argument("--learning-rate", type=float, help="peak learning rate (default from configs/default.yaml)")
     s.add_argument("--max-minutes", type=float, help="wall-time limit (default from configs/default.yaml)")
     s.add_argument("--bundle-version", default="1.0.0", help="version written into metadata.json")
@@ -169,7 +171,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return train(args.anatomy, out=args.out, data=args.data, synthetic=args.synthetic, epochs=args.epochs,
                      seed=args.seed, device=args.device,
-                     overrides={"init_from": args.init, "learning_rate": args.learning_rate,
+                     overrides={"init_from": args.init, "init_member": args.init_member,
+                                "learning_rate": args.learning_rate,
                                 "max_minutes": args.max_minutes, "version": args.bundle_version})
     if cmd == "ensemble":
         from pipeline.segment.bundle import write_ensemble

@@ -66,6 +66,7 @@ class TrainConfig:
     version: str = "1.0.0"
     training_data: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a bundle (name under weights/ or folder) whose weights start the training
+    init_member: int | None = None  # which network of an ensemble bundle ``init_from`` starts it
     mirror_axes: tuple[int, ...] = ()  # test-time mirroring written into metadata["inference"] (see infer.py)
     # foreground oversampling: this fraction of every batch is cut around a pixel of ``oversample_class`` on a slice
     # that shows it, from series sliced in ``oversample_plane`` (any plane if None); see :func:`focus_slices`
@@ -246,7 +247,7 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
             f"{cfg.oversample_class}" + (f" ({cfg.oversample_plane})" if cfg.oversample_plane else ""))
     meta = _metadata(cfg, sha256="", record={})
     net = build_network(meta)
-    start = initial_weights(net, meta, cfg.init_from) if cfg.init_from else None
+    start = initial_weights(net, meta, cfg.init_from, cfg.init_member) if cfg.init_from else None
     net = net.to(cfg.device)
     from monai.losses import DiceCELoss
 
@@ -308,20 +309,34 @@ def _sample(train: list[tuple[np.ndarray, np.ndarray]], index: list[tuple[int, i
     return {"image": image, "label": label[None].astype(np.float32)}
 
 
-def initial_weights(net: torch.nn.Module, meta: dict[str, Any], bundle: str) -> dict[str, Any]:
+def initial_weights(net: torch.nn.Module, meta: dict[str, Any], bundle: str, member: int | None = None
+                    ) -> dict[str, Any]:
     """Load the verified weights of ``bundle`` into ``net`` (fine-tuning); the bundle must have the same labels,
-    input channels, slicing and network. Returns the starting bundle's provenance (name, version, sha256)."""
+    input channels, slicing and network. From an ensemble bundle, ``member`` names the network to start from.
+    Returns the starting bundle's provenance (name, version, sha256, and the member if any)."""
     from pipeline.core.errors import BundleError
-    from pipeline.segment.bundle import load_bundle
+    from pipeline.segment.bundle import MeanEnsemble, load_bundle
 
     start = load_bundle(bundle)
+    source: torch.nn.Module = start.network
+    start_meta = dict(start.metadata)
+    if isinstance(source, MeanEnsemble):
+        n = len(source.members)
+        if member is None or not 0 <= member < n:
+            raise BundleError(f"this bundle is an ensemble of {n} networks; training starts from one of them.",
+                              path=start.path, fix=f"name the network with --init-member K (K = 0 .. {n - 1}).")
+        source = source.members[member]
+        start_meta["network"] = {k: v for k, v in start_meta["network"].items() if k != "ensemble_members"}
+    elif member is not None:
+        raise BundleError("--init-member applies to ensemble bundles only; this bundle holds one network.",
+                          path=start.path, fix="leave out --init-member.")
     for key in ("labels", "input_channels", "slice_plane", "network", "target_spacing_mm", "normalisation"):
-        if start.metadata.get(key) != meta[key]:
-            raise BundleError(f"cannot start from this bundle: its {key} {start.metadata.get(key)!r} differs from "
+        if start_meta.get(key) != meta[key]:
+            raise BundleError(f"cannot start from this bundle: its {key} {start_meta.get(key)!r} differs from "
                               f"the new bundle's {meta[key]!r}.", path=start.path,
                               fix="start from a bundle of the same anatomy and network, or train from scratch.")
-    net.load_state_dict(start.network.state_dict(), strict=True)
-    return start.provenance()
+    net.load_state_dict(source.state_dict(), strict=True)
+    return {**start.provenance(), **({"member": member} if member is not None else {})}
 
 
 def _metadata(cfg: TrainConfig, sha256: str, record: dict[str, Any]) -> dict[str, Any]:

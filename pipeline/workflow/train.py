@@ -78,8 +78,8 @@ def phantom_rendering(anatomy: str) -> tuple[str, bool]:
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any] | None) -> Any:
-    """Command-line settings over the configured ones: ``init_from``, ``learning_rate``, ``max_minutes``,
-    ``version`` (None values are ignored)."""
+    """Command-line settings over the configured ones: ``init_from``, ``init_member``, ``learning_rate``,
+    ``max_minutes``, ``version`` (None values are ignored)."""
     for key, value in (overrides or {}).items():
         if value is not None:
             if not hasattr(cfg, key):

@@ -198,5 +198,22 @@ def test_an_ensemble_refuses_members_of_another_network_and_cannot_start_trainin
     with pytest.raises(BundleError, match="one network"):
         write_ensemble([ens, a], tmp_path / "ens2", "3.0.0")
     meta = _metadata(_tiny_cfg(), "", {})
-    with pytest.raises(BundleError, match="network"):
+    with pytest.raises(BundleError, match="--init-member"):
         initial_weights(build_network(meta), meta, str(ens))
+    with pytest.raises(BundleError, match="ensemble bundles only"):
+        initial_weights(build_network(meta), meta, str(a), member=0)
+
+
+def test_training_starts_from_the_named_member_of_an_ensemble(tmp_path: Path):
+    from pipeline.segment.bundle import build_network, write_ensemble
+    from pipeline.segment.train import _metadata, initial_weights
+
+    a, b = _tiny_bundle(tmp_path / "a", 1), _tiny_bundle(tmp_path / "b", 2)
+    ens = write_ensemble([a, b], tmp_path / "ens", "2.0.0")
+    meta = _metadata(_tiny_cfg(), "", {})
+    for k, member in enumerate((a, b)):
+        net = build_network(meta)
+        record = initial_weights(net, meta, str(ens), member=k)
+        assert record["member"] == k and record["version"] == "2.0.0"
+        want = load_bundle(member).network.state_dict()
+        assert all(torch.equal(v, want[key]) for key, v in net.state_dict().items())
