@@ -217,3 +217,16 @@ def test_training_starts_from_the_named_member_of_an_ensemble(tmp_path: Path):
         assert record["member"] == k and record["version"] == "2.0.0"
         want = load_bundle(member).network.state_dict()
         assert all(torch.equal(v, want[key]) for key, v in net.state_dict().items())
+
+
+def test_ensemble_command(tmp_path: Path, capsys):
+    from pipeline.cli import main
+
+    a, b = _tiny_bundle(tmp_path / "a", 1), _tiny_bundle(tmp_path / "b", 2)
+    assert main(["ensemble", str(a), str(b), "--out", str(tmp_path / "ens"), "--bundle-version", "2.0.0",
+                 "--mirror-axes", "0"]) == 0
+    meta = load_bundle(tmp_path / "ens").metadata
+    assert meta["version"] == "2.0.0" and meta["inference"]["mirror_axes"] == [0]
+    assert main(["ensemble", str(a), "--out", str(tmp_path / "one"), "--bundle-version", "2.0.0"]) != 0
+    assert "at least two" in capsys.readouterr().err
+    assert not (tmp_path / "one" / "model.safetensors").exists()
