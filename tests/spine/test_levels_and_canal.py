@@ -27,6 +27,15 @@ def _measure(sag_labels, ax_labels):
     return levels, measure_levels(levels, levels.labels, ax_labels, REG, CFG, INN).summary
 
 
+def _index_case_labels():
+    """The true sagittal and axial label maps of the index case, and the levels counted on the sagittal one."""
+    study = SAMPLE / "nmh_case"
+    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
+    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
+           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
+    return sag, axs, label_levels(spine_class_map(sag), REG)
+
+
 def _check(summary, truth: dict, measured_levels: list[str]) -> None:
     for level, t in truth["levels"].items():
         ap = summary.get(f"spine.{level}.ap_diameter_mm")
@@ -61,11 +70,7 @@ def test_sample_index_case(tmp_path: Path):
 
 def test_marks_show_where_each_value_was_measured():
     """The lines saved for the QA pictures have the measured lengths, lie in the disc plane, and sit on their side."""
-    study = SAMPLE / "nmh_case"
-    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
-    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
-           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
-    levels = label_levels(spine_class_map(sag), REG)
+    sag, axs, levels = _index_case_labels()
     res = measure_levels(levels, levels.labels, axs, REG, CFG, INN)
     s = res.summary
     for level in ("L3-L4", "L4-L5", "L5-S1"):
@@ -196,11 +201,7 @@ def test_measure_levels_takes_the_ap_diameter_from_the_sac_probability_when_give
     at every measured level, on the axial stacks and on the sagittal image alike."""
     from scipy import ndimage
 
-    study = SAMPLE / "nmh_case"
-    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
-    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
-           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
-    levels = label_levels(spine_class_map(sag), REG)
+    sag, axs, levels = _index_case_labels()
     sac_id = REG.label_id("dural_sac")
 
     def grown(v):
@@ -274,11 +275,7 @@ def test_the_sagittal_wall_level_applies_to_sagittal_only_levels():
     levels measured on axial slices as they are."""
     from scipy import ndimage
 
-    study = SAMPLE / "nmh_case"
-    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
-    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
-           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
-    levels = label_levels(spine_class_map(sag), REG)
+    sag, axs, levels = _index_case_labels()
     sac_id = REG.label_id("dural_sac")
 
     def smooth(v):
@@ -332,11 +329,7 @@ def test_measure_levels_takes_the_recess_walls_from_the_probability_maps_when_gi
 
     from pipeline.spine.measure import RECESS_WALLS
 
-    study = SAMPLE / "nmh_case"
-    sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
-    axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
-           for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
-    levels = label_levels(spine_class_map(sag), REG)
+    sag, axs, levels = _index_case_labels()
 
     def grown(v, structure):
         ids = [lab.id for lab in REG.labels if lab.structure == structure]
