@@ -148,10 +148,8 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
                 run = canal.run_through(t, v)
                 if run:
                     half_width = (run[1] - run[0]) / 2
-                if walls:
-                    disc_mask, posterior = (np.asarray(walls[k].array, np.float32) for k in RECESS_WALLS)
-                else:
-                    disc_mask, posterior = _mask(arr, reg, "disc"), _mask(arr, reg, "posterior_elements")
+                disc_mask, posterior = (np.asarray(walls[k].array, np.float32) if walls else _mask(arr, reg, k)
+                                        for k in RECESS_WALLS)
                 for side in SIDES:
                     found = canal.lateral_recess(disc_mask, posterior, sac, vol, c, disc.normal_ras, side,
                                                  min_extent_mm=cfg["lateral_recess_min_extent_mm"])
