@@ -162,3 +162,16 @@ def test_resampled_class_maps_stay_on_the_image(spacing: float):
     half = np.nonzero(profile >= 0.5 * (1 + 10 / 110))[0]  # the image's half-way level between 10 and 110
     inside = np.nonzero(classes[1, :, 30] == 1)[0]
     assert abs((inside[0] + inside[-1]) / 2 - (half[0] + half[-1]) / 2) <= 0.25 + 1e-6
+
+
+def test_calf_phantoms_made_by_two_processes_are_those_made_by_one():
+    from pipeline.workflow.train import synthetic_calf_cases
+
+    serial = list(synthetic_calf_cases([3, 4], fast=True))
+    parallel = list(synthetic_calf_cases([3, 4], fast=True, workers=2))
+    assert len(parallel) == 2
+    for (chs_a, lab_a), (chs_b, lab_b) in zip(serial, parallel):
+        assert np.array_equal(np.asarray(lab_a.array), np.asarray(lab_b.array))
+        assert np.allclose(lab_a.affine, lab_b.affine)
+        for a, b in zip(chs_a, chs_b):
+            assert np.array_equal(np.asarray(a.array), np.asarray(b.array))
