@@ -192,15 +192,16 @@ class BundleCache:
 
 
 #: metadata that every member of an ensemble must share
-ENSEMBLE_SHARED = ("name", "anatomy", "labels", "input_channels", "slice_plane", "target_spacing_mm", "normalisation",
+ENSEMBLE_SHARED = ("anatomy", "labels", "input_channels", "slice_plane", "target_spacing_mm", "normalisation",
                    "network")
 
 
 def write_ensemble(members: list[str | Path], out: Path, version: str, mirror_axes: tuple[int, ...] = ()) -> Path:
     """Write a bundle into ``out`` whose network is the :class:`MeanEnsemble` of the verified single-network
-    bundles ``members`` (same name, anatomy, labels, inputs, slicing and network). The weights are the members'
-    weights under ``members.<i>.``; ``metadata.json`` keeps each member's name, version, sha256 and training
-    record, and ``inference.mirror_axes`` is ``mirror_axes`` (test-time mirroring of the ensemble as a whole)."""
+    bundles ``members`` (same anatomy, labels, inputs, slicing and network). The bundle is named after ``out`` (as
+    ``legmri train`` names its bundles); the weights are the members' weights under ``members.<i>.``;
+    ``metadata.json`` keeps each member's name, version, sha256 and training record, and ``inference.mirror_axes``
+    is ``mirror_axes`` (test-time mirroring of the ensemble as a whole)."""
     if len(members) < 2:
         raise BundleError("an ensemble needs at least two bundles.", path=None, fix="name two or more bundles.")
     loaded = [load_bundle(m) for m in members]
@@ -220,11 +221,11 @@ def write_ensemble(members: list[str | Path], out: Path, version: str, mirror_ax
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp))
-    meta = {key: first[key] for key in ENSEMBLE_SHARED}
+    meta = {"name": out.name, **{key: first[key] for key in ENSEMBLE_SHARED}}
     meta.update({"version": version, "network": {**first["network"], "ensemble_members": len(loaded)},
                  "weights": {"file": "model.safetensors", "sha256": file_sha256(out / "model.safetensors")},
                  "inference": {"mirror_axes": list(mirror_axes)},
-                 "training": {"ensemble_of": [{"version": b.metadata["version"], "sha256": b.sha256,
+                 "training": {"ensemble_of": [{"name": b.name, "version": b.metadata["version"], "sha256": b.sha256,
                                                **b.metadata.get("training", {})} for b in loaded]}})
     write_json(out / "metadata.json", meta)
     return out

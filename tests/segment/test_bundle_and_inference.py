@@ -163,9 +163,10 @@ def test_an_ensemble_bundle_averages_its_members_probabilities(tmp_path: Path):
     and records its members like any bundle."""
     from pipeline.segment.bundle import write_ensemble
 
-    a, b = _tiny_bundle(tmp_path / "a", 1), _tiny_bundle(tmp_path / "b", 2)
+    a, b = _tiny_bundle(tmp_path / "a", 1), _tiny_bundle(tmp_path / "b", 2, _tiny_cfg("other_name"))
     ens = load_bundle(write_ensemble([a, b], tmp_path / "ens", "2.0.0"))
-    assert ens.metadata["network"]["ensemble_members"] == 2
+    assert ens.metadata["network"]["ensemble_members"] == 2 and ens.name == "ens"
+    assert [m["name"] for m in ens.metadata["training"]["ensemble_of"]] == ["tiny", "other_name"]
     assert [m["sha256"] for m in ens.metadata["training"]["ensemble_of"]] == [load_bundle(a).sha256,
                                                                              load_bundle(b).sha256]
     rng = np.random.default_rng(3)
