@@ -108,6 +108,14 @@ def check_oversampling(cfg: TrainConfig) -> None:
                           f"({', '.join(cfg.labels[1:])}).", fix="name one of them in train.<anatomy>.oversample.")
 
 
+def check_init(cfg: TrainConfig) -> None:
+    """Refuse a starting bundle (``cfg.init_from``, ``cfg.init_member``) that cannot start this training, before any
+    data is prepared: the same checks :func:`train_bundle` makes when it loads the weights."""
+    if cfg.init_from:
+        meta = _metadata(cfg, sha256="", record={})
+        initial_weights(build_network(meta), meta, cfg.init_from, cfg.init_member)
+
+
 def slice_plane_of(channels: list[Volume], plane: str) -> str:
     """Anatomical plane (sagittal, coronal, axial) of the slices :func:`prepare_slices` cuts from a case."""
     axis = slicing_axis(plane, canonical_spacing(channels[0].affine))

@@ -92,12 +92,16 @@ def phantom_rendering(anatomy: str) -> tuple[str, bool]:
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any] | None) -> Any:
     """Command-line settings over the configured ones: ``init_from``, ``init_member``, ``learning_rate``,
-    ``max_minutes``, ``version`` (None values are ignored)."""
+    ``max_minutes``, ``version`` (None values are ignored). A starting bundle that cannot start the training is
+    refused here, before any data is prepared."""
+    from pipeline.segment.train import check_init
+
     for key, value in (overrides or {}).items():
         if value is not None:
             if not hasattr(cfg, key):
                 raise UsageError(f"unknown training setting '{key}'")
             setattr(cfg, key, value)
+    check_init(cfg)
     return cfg
 
 

@@ -175,3 +175,17 @@ def test_calf_phantoms_made_by_two_processes_are_those_made_by_one():
         assert np.allclose(lab_a.affine, lab_b.affine)
         for a, b in zip(chs_a, chs_b):
             assert np.array_equal(np.asarray(a.array), np.asarray(b.array))
+
+
+def test_a_starting_bundle_that_cannot_start_training_is_refused_before_any_phantom_is_made(tmp_path, monkeypatch):
+    """The shipped spine bundle is an ensemble: `legmri train spine --synthetic N --init spine_t2_unet` without
+    --init-member stops at once, naming the option, instead of after generating the phantoms."""
+    from pipeline.core.errors import BundleError
+    from pipeline.workflow import spine_stage
+    from pipeline.workflow.train import train
+
+    made = []
+    monkeypatch.setattr(spine_stage, "synthetic_spine_cases", lambda *a, **k: made.append(a) or [])
+    with pytest.raises(BundleError, match="--init-member"):
+        train("spine", tmp_path / "out", synthetic=4, overrides={"init_from": "spine_t2_unet", "max_minutes": 0.01})
+    assert made == []
