@@ -26,7 +26,7 @@ from pipeline.io.nifti import to_closest_canonical
 from pipeline.segment.bundle import load_bundle
 from pipeline.spine import canal
 from pipeline.spine.levels import label_levels
-from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
+from pipeline.synth.lumbar import random_lumbar
 from pipeline.workflow.evaluate import parse_seeds
 
 LEVELS = tuple(round(v, 2) for v in np.arange(0.30, 0.501, 0.05))
@@ -39,8 +39,7 @@ def chord_errors(seeds: list[int], levels: tuple[float, ...] = LEVELS) -> tuple[
     reg = registry("spine")
     errors, names = [], []
     for seed in seeds:
-        spec = LumbarSpec.random(np.random.default_rng([seed, 2]))
-        ph = generate_lumbar(spec, seed=seed)
+        ph = random_lumbar(seed)
         sag = to_closest_canonical(ph.series[0].volume)[0]
         classes, soft = bundle.predict_soft([sag], ("dural_sac",))
         found = label_levels(classes, reg, cfg["spine"]).discs

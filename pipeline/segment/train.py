@@ -110,10 +110,15 @@ def check_oversampling(cfg: TrainConfig) -> None:
 
 def check_init(cfg: TrainConfig) -> None:
     """Refuse a starting bundle (``cfg.init_from``, ``cfg.init_member``) that cannot start this training, before any
-    data is prepared: the same checks :func:`train_bundle` makes when it loads the weights."""
+    data is prepared: the checks :func:`initial_weights` makes, from the bundle's metadata and weights' sha256
+    alone (no network is built)."""
     if cfg.init_from:
-        meta = _metadata(cfg, sha256="", record={})
-        initial_weights(build_network(meta), meta, cfg.init_from, cfg.init_member)
+        from pipeline.segment.bundle import read_metadata, resolve, verify
+
+        path = resolve(cfg.init_from)
+        start_meta = read_metadata(path)
+        verify(path, start_meta)
+        _check_start(path, start_meta, _metadata(cfg, sha256="", record={}), cfg.init_member)
 
 
 def slice_plane_of(channels: list[Volume], plane: str) -> str:
@@ -322,29 +327,34 @@ def initial_weights(net: torch.nn.Module, meta: dict[str, Any], bundle: str, mem
     """Load the verified weights of ``bundle`` into ``net`` (fine-tuning); the bundle must have the same labels,
     input channels, slicing and network. From an ensemble bundle, ``member`` names the network to start from.
     Returns the starting bundle's provenance (name, version, sha256, and the member if any)."""
-    from pipeline.core.errors import BundleError
-    from pipeline.segment.bundle import MeanEnsemble, load_bundle
+    from pipeline.segment.bundle import load_bundle
 
     start = load_bundle(bundle)
-    source: torch.nn.Module = start.network
-    start_meta = dict(start.metadata)
-    if isinstance(source, MeanEnsemble):
-        n = len(source.members)
-        if member is None or not 0 <= member < n:
-            raise BundleError(f"this bundle is an ensemble of {n} networks; training starts from one of them.",
-                              path=start.path, fix=f"name the network with --init-member K (K = 0 .. {n - 1}).")
-        source = source.members[member]
-        start_meta["network"] = {k: v for k, v in start_meta["network"].items() if k != "ensemble_members"}
-    elif member is not None:
-        raise BundleError("--init-member applies to ensemble bundles only; this bundle holds one network.",
-                          path=start.path, fix="leave out --init-member.")
-    for key in ("labels", "input_channels", "slice_plane", "network", "target_spacing_mm", "normalisation"):
-        if start_meta.get(key) != meta[key]:
-            raise BundleError(f"cannot start from this bundle: its {key} {start_meta.get(key)!r} differs from "
-                              f"the new bundle's {meta[key]!r}.", path=start.path,
-                              fix="start from a bundle of the same anatomy and network, or train from scratch.")
+    _check_start(start.path, start.metadata, meta, member)
+    source = start.network if member is None else start.network.members[member]
     net.load_state_dict(source.state_dict(), strict=True)
     return {**start.provenance(), **({"member": member} if member is not None else {})}
+
+
+def _check_start(path: Path, start_meta: dict[str, Any], meta: dict[str, Any], member: int | None) -> None:
+    """Refuse a starting bundle whose labels, inputs, slicing or network differ from the new bundle's, an ensemble
+    without a valid ``member`` and a ``member`` of a single-network bundle."""
+    from pipeline.core.errors import BundleError
+
+    network = dict(start_meta.get("network", {}))
+    n = int(network.pop("ensemble_members", 1))
+    if n > 1 and (member is None or not 0 <= member < n):
+        raise BundleError(f"this bundle is an ensemble of {n} networks; training starts from one of them.",
+                          path=path, fix=f"name the network with --init-member K (K = 0 .. {n - 1}).")
+    if n == 1 and member is not None:
+        raise BundleError("--init-member applies to ensemble bundles only; this bundle holds one network.",
+                          path=path, fix="leave out --init-member.")
+    for key in ("labels", "input_channels", "slice_plane", "network", "target_spacing_mm", "normalisation"):
+        have = network if key == "network" else start_meta.get(key)
+        if have != meta[key]:
+            raise BundleError(f"cannot start from this bundle: its {key} {have!r} differs from the new bundle's "
+                              f"{meta[key]!r}.", path=path,
+                              fix="start from a bundle of the same anatomy and network, or train from scratch.")
 
 
 def _metadata(cfg: TrainConfig, sha256: str, record: dict[str, Any]) -> dict[str, Any]:

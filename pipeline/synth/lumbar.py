@@ -353,6 +353,12 @@ def _ax_affine(spine: _Spine, spec: LumbarSpec, level: str) -> tuple[np.ndarray,
     return aff, (n, n, spec.ax_slices)
 
 
+def random_lumbar(seed: int, *, fast: bool = False) -> LumbarPhantom:
+    """The random lumbar phantom of ``seed`` (anatomy and acquisition from ``LumbarSpec.random``), as training and
+    evaluation draw it."""
+    return generate_lumbar(LumbarSpec.random(np.random.default_rng([seed, 2])), seed=seed, fast=fast)
+
+
 def generate_lumbar(spec: LumbarSpec | None = None, seed: int = 0, *, fast: bool = False) -> LumbarPhantom:
     """Render the lumbar phantom: one sagittal T2 stack and one axial T2 stack per level in ``spec.ax_levels``."""
     spec = spec or LumbarSpec()

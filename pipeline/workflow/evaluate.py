@@ -138,7 +138,7 @@ def evaluate_calf(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str,
 def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str, Any]], str]:
     from pipeline.io.nifti import to_closest_canonical
     from pipeline.spine.measure import measure_levels
-    from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
+    from pipeline.synth.lumbar import random_lumbar
     from pipeline.workflow.spine_stage import segment_series
 
     reg = registry("spine")
@@ -148,8 +148,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
     levels_ok = 0
     swaps = 0
     for seed in seeds:
-        spec = LumbarSpec.random(np.random.default_rng([seed, 2]))
-        ph = generate_lumbar(spec, seed=seed)
+        ph = random_lumbar(seed)
+        spec = ph.spec
         vols = [to_closest_canonical(s.volume)[0] for s in ph.series]
         seg = segment_series(bundle, vols[0], vols[1:], device=device)
         levels = seg.levels

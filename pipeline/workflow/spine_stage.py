@@ -167,9 +167,9 @@ def spine_class_map(labels: Volume) -> Volume:
 
 def spine_phantom_cases(seed: int, fast: bool = False) -> list[tuple[list[Volume], Volume]]:
     """Every series of the lumbar phantom of ``seed`` as a (T2 image, class map) training case."""
-    from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
+    from pipeline.synth.lumbar import random_lumbar
 
-    ph = generate_lumbar(LumbarSpec.random(np.random.default_rng([seed, 2])), seed=seed, fast=fast)
+    ph = random_lumbar(seed, fast=fast)
     return [([s.volume], spine_class_map(s.labels)) for s in ph.series]
 
 
