@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from pipeline.calf.asymmetry import asymmetry_index_pct, difference, mercuri_like_grade
 from pipeline.calf.fatfraction import (
@@ -24,12 +25,11 @@ from pipeline.calf.fatfraction import (
 from pipeline.calf.girth import girth_per_slice_mm
 from pipeline.calf.metrics import (
     coverage,
-    csa_per_slice_mm2,
     leg_axis_from_mask,
     obliquity_factor,
+    pixel_area_mm2,
     slice_axis,
     slice_positions_mm,
-    volume_ml,
 )
 from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry
@@ -70,12 +70,90 @@ def voxel_ff(images: CalfImages, cfg: dict[str, Any]) -> tuple[np.ndarray, str, 
     return ff_naive(images.water.array, images.fat.array), "F/(W+F) from water and fat magnitudes", False
 
 
-def _structure_metrics(mask: np.ndarray, ff: np.ndarray | None, labels: Volume, axis: int, factor: float,
+
+Box = tuple[slice, slice, slice]
+
+
+def label_boxes(arr: np.ndarray) -> dict[int, Box]:
+    """Bounding box (array slices) of every label id > 0 present in ``arr``, in one pass
+    (``scipy.ndimage.find_objects``).
+
+    >>> label_boxes(np.array([[[0, 2], [0, 2]]]))
+    {2: (slice(0, 1, None), slice(0, 2, None), slice(1, 2, None))}
+    """
+    return {i + 1: box for i, box in enumerate(ndimage.find_objects(np.asarray(arr))) if box is not None}
+
+
+def union_box(boxes: list[Box]) -> Box | None:
+    """Smallest box holding every box of ``boxes`` (None when there is none).
+
+    >>> union_box([(slice(0, 2), slice(3, 4), slice(1, 2)), (slice(1, 5), slice(0, 1), slice(1, 3))])
+    (slice(0, 5, None), slice(0, 4, None), slice(1, 3, None))
+    """
+    if not boxes:
+        return None
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes))
+                 for a in range(3))  # type: ignore[return-value]
+
+
+def grow_box(box: Box, margin: int, shape: tuple[int, ...], axes: tuple[int, ...]) -> Box:
+    """``box`` widened by ``margin`` voxels along ``axes``, clipped to the array ``shape``.
+
+    >>> grow_box((slice(1, 3), slice(0, 2), slice(4, 5)), 2, (10, 10, 10), (0, 1))
+    (slice(0, 5, None), slice(0, 4, None), slice(4, 5, None))
+    """
+    return tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) if a in axes else b
+                 for a, (b, n) in enumerate(zip(box, shape)))  # type: ignore[return-value]
+
+
+@dataclass
+class Region:
+    """A structure (or group) cut out of the label map: its bounding box and its boolean mask inside the box.
+
+    Every per-structure computation runs on the box only. Results equal those on the whole volume because the
+    structure has no voxel outside its box: counts and sums are unchanged, and the in-plane erosion treats voxels
+    beyond the array edge as background (``border_value=0``), which is what they are on the whole volume.
+    """
+
+    box: Box | None
+    mask: np.ndarray  # bool, shape of the box (empty when the structure is absent)
+
+    @classmethod
+    def of(cls, arr: np.ndarray, boxes: dict[int, Box], ids: list[int]) -> Region:
+        box = union_box([boxes[i] for i in ids if i in boxes])
+        if box is None:
+            return cls(None, np.zeros((0, 0, 0), bool))
+        crop = arr[box]
+        return cls(box, crop == ids[0] if len(ids) == 1 else np.isin(crop, ids))
+
+    def crop(self, volume: np.ndarray) -> np.ndarray:
+        """The part of a whole-grid array inside the box."""
+        assert self.box is not None
+        return volume[self.box]
+
+    def voxels_per_slice(self, axis: int, n_slices: int) -> np.ndarray:
+        """Voxel count of the structure on each of the ``n_slices`` slices across ``axis`` (zeros where absent)."""
+        counts = np.zeros(n_slices, np.intp)
+        if self.box is not None:
+            other = tuple(a for a in range(3) if a != axis)
+            counts[self.box[axis]] = np.count_nonzero(self.mask, axis=other)
+        return counts
+
+
+def _structure_metrics(region: Region, ff: np.ndarray | None, labels: Volume, axis: int, factor: float,
                        z: np.ndarray, cfg: dict[str, Any], images: CalfImages, roi_signals: bool
                        ) -> tuple[dict[str, Any], np.ndarray]:
-    csa = csa_per_slice_mm2(mask, labels.affine, axis, factor)
+    """Size and fat-fraction metrics of one structure, and its CSA (mm2) on every slice.
+
+    CSA_k = n_k x |c_i x c_j| x |n . l| (voxels on slice k, pixel area, obliquity factor; see
+    :mod:`pipeline.calf.metrics`); volume = sum_k n_k x voxel volume / 1000 (ml). Fat fraction (``ff`` given, muscles
+    and groups only) inside the structure eroded in-plane by ``ff_erode_mm`` (the whole structure when nothing is left).
+    """
+    counts = region.voxels_per_slice(axis, len(z))
+    csa = counts * pixel_area_mm2(labels.affine, axis) * factor
+    n_voxels = int(counts.sum())
     cov = coverage(csa)
-    m: dict[str, Any] = {"volume_ml": volume_ml(mask, labels.voxel_volume_mm3) if mask.any() else None}
+    m: dict[str, Any] = {"volume_ml": n_voxels * labels.voxel_volume_mm3 / 1000.0 if n_voxels else None}
     if cov.first is None:
         m.update(max_csa_mm2=None, max_csa_z_mm=None, partial_coverage=None, z_first_mm=None, z_last_mm=None)
         return m, csa
@@ -84,11 +162,11 @@ def _structure_metrics(mask: np.ndarray, ff: np.ndarray | None, labels: Volume, 
              z_first_mm=float(min(z[cov.first], z[cov.last])), z_last_mm=float(max(z[cov.first], z[cov.last])))
     if ff is not None:
         px = [float(np.linalg.norm(labels.affine[:3, a])) for a in range(3) if a != axis]
-        core = erode_in_plane(mask, axis, float(cfg.get("ff_erode_mm", 0.0)), (px[0], px[1]))
-        roi = core if core.any() else mask
-        frac = roi_ff(images.water.array[roi], images.fat.array[roi], images.inphase.array[roi]) if roi_signals \
-            else None
-        stats = ff_statistics_pct(ff, roi, frac)
+        core = erode_in_plane(region.mask, axis, float(cfg.get("ff_erode_mm", 0.0)), (px[0], px[1]))
+        roi = core if core.any() else region.mask
+        frac = roi_ff(region.crop(images.water.array)[roi], region.crop(images.fat.array)[roi],
+                      region.crop(images.inphase.array)[roi]) if roi_signals and images.inphase is not None else None
+        stats = ff_statistics_pct(region.crop(ff), roi, frac)
         m.update(ff_pct=stats["mean"], ff_median_pct=stats["median"], ff_p10_pct=stats["p10"],
                  ff_p90_pct=stats["p90"])
         if stats["mean"] is not None and m["volume_ml"] is not None:
@@ -97,6 +175,39 @@ def _structure_metrics(mask: np.ndarray, ff: np.ndarray | None, labels: Volume, 
             m["fat_volume_ml"] = m["volume_ml"] * f
         m["mercuri_grade"] = mercuri_like_grade(stats["mean"], cfg.get("mercuri_ff_bounds_pct", [10, 20, 40, 60]))
     return m, csa
+
+
+def slice_ff_means(region: Region, ff: np.ndarray, axis: int, slices: np.ndarray) -> list[float]:
+    """Mean voxel fat fraction (0-1) of the structure on each slice index of ``slices`` (slices it occupies):
+    FF_k = (1 / n_k) sum_{v in structure, slice k} FF_v, over the whole structure (not eroded).
+
+    Slices are views of the box (``np.take`` would first copy the whole array when it is not C-contiguous, as
+    NIfTI data are)."""
+    assert region.box is not None
+    ff_box, k0 = region.crop(ff), region.box[axis].start
+    out = []
+    for k in slices:
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = int(k) - k0
+        out.append(float(ff_box[tuple(index)][region.mask[tuple(index)]].mean()))
+    return out
+
+
+def _girth(arr: np.ndarray, boxes: dict[int, Box], ids: list[int], affine: np.ndarray, axis: int,
+           smoothing_px: float) -> np.ndarray:
+    """Girth per slice of the leg made of labels ``ids``, traced in the leg's bounding box widened in-plane by more
+    than the reach of the smoothing kernel (4 sigma, scipy's default truncation) and clipped to the array: the mask is
+    zero outside its box, so the smoothed image, and the outline, are the same there as on the whole slice."""
+    out = np.full(arr.shape[axis], np.nan)
+    leg_box = union_box([boxes[i] for i in ids if i in boxes])
+    if leg_box is None:
+        return out
+    in_plane = tuple(a for a in range(3) if a != axis)
+    box = grow_box(leg_box, int(4.0 * smoothing_px + 0.5) + 3, arr.shape, in_plane)
+    mask = np.isin(arr[box], ids)
+    k0, k1 = box[axis].start, box[axis].stop
+    out[k0:k1] = girth_per_slice_mm(mask, affine, axis, smoothing_px)
+    return out
 
 
 UNITS = {"volume_ml": "ml", "max_csa_mm2": "mm2", "max_csa_z_mm": "mm", "matched_csa_mm2": "mm2", "ff_pct": "%",
@@ -116,7 +227,8 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
     ff, how, roi_signals = voxel_ff(images, cfg)
     res.notes.append(f"fat fraction: {how}")
     by_id = reg.by_id()
-    present = sorted({by_id[i].side for i in np.unique(arr) if i in by_id})
+    boxes = label_boxes(arr)
+    present = sorted({by_id[i].side for i in boxes if i in by_id})
     s = res.summary
     s.set("calf.available", True)
     s.set("calf.legs_present", ",".join(present))
@@ -127,24 +239,24 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
     girth: dict[str, np.ndarray] = {}
     for side in present:
         ids = [lab.id for lab in reg.labels if lab.side == side]
-        leg = np.isin(arr, ids)
-        tibia = arr == reg.sided_id("tibia", side)
-        leg_axis = leg_axis_from_mask(labels, tibia, axis)
+        tibia = Region.of(arr, boxes, [reg.sided_id("tibia", side)])
+        leg_axis = (leg_axis_from_mask(labels, tibia.mask, axis, origin=tuple(b.start for b in tibia.box))
+                    if tibia.box is not None else np.array([0.0, 0.0, 1.0]))
         factor = obliquity_factor(labels.affine, axis, leg_axis)
         metrics[side], csas[side] = {}, {}
         for name in [*structures, *groups]:
             members = groups.get(name, (name,))
-            mask = np.isin(arr, [reg.sided_id(mm, side) for mm in members])
+            region = Region.of(arr, boxes, [reg.sided_id(mm, side) for mm in members])
             is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
-            metrics[side][name], csas[side][name] = _structure_metrics(mask, ff if is_muscle else None, labels,
+            metrics[side][name], csas[side][name] = _structure_metrics(region, ff if is_muscle else None, labels,
                                                                        axis, factor, z, cfg, images, roi_signals)
             if is_muscle and name not in groups:
-                for k in np.nonzero(csas[side][name])[0]:
-                    sl_mask = np.take(mask, k, axis=axis)
+                occupied = np.nonzero(csas[side][name])[0]
+                for k, mean in zip(occupied, slice_ff_means(region, ff, axis, occupied) if occupied.size else []):
                     res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
                                        "csa_mm2": round(float(csas[side][name][k]), 3),
-                                       "ff_pct": round(100 * float(np.take(ff, k, axis=axis)[sl_mask].mean()), 3)})
-        girth[side] = girth_per_slice_mm(leg, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
+                                       "ff_pct": round(100 * mean, 3)})
+        girth[side] = _girth(arr, boxes, ids, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
     # matched levels (same slice = same world z for both legs)
     for name in [*structures, *groups]:
         total = sum(csas[sd][name] for sd in present)

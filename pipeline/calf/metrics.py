@@ -51,16 +51,29 @@ def obliquity_factor(affine: np.ndarray, axis: int, leg_axis: np.ndarray) -> flo
     return float(abs(n @ (leg_axis / np.linalg.norm(leg_axis))))
 
 
-def leg_axis_from_mask(volume: Volume, mask: np.ndarray, axis: int) -> np.ndarray:
-    """Unit direction of a leg's long axis: the principal direction of the per-slice centroids of ``mask``
-    (e.g. the tibia); world z when fewer than three slices hold the mask."""
+def leg_axis_from_mask(volume: Volume, mask: np.ndarray, axis: int, origin: tuple[int, int, int] = (0, 0, 0),
+                       min_voxels: int = 5) -> np.ndarray:
+    """Unit direction of a leg's long axis: the principal direction (first right singular vector of the centred
+    points) of the per-slice centroids c_k = (1 / n_k) sum_{v in mask, slice k} v (world mm) of ``mask`` (e.g. the
+    tibia) over the slices holding at least ``min_voxels`` voxels; world z when fewer than three slices qualify.
+
+    ``mask`` may be a box cut out of the volume's grid whose first voxel is ``origin`` (voxel indices). The centroids
+    come from integer coordinate sums (exact) in one pass over the mask's voxels.
+
+    >>> m = np.zeros((9, 9, 4), bool)
+    >>> for k in range(4): m[2 + k:4 + k, 3:6, k] = True
+    >>> np.round(leg_axis_from_mask(Volume(m, np.eye(4)), m, 2), 4).tolist()
+    [0.7071, 0.0, 0.7071]
+    """
+    coords = [c.astype(np.int64) + int(o) for c, o in zip(np.nonzero(mask), origin)]
+    k_of = coords[axis] - int(origin[axis])
+    n_slices = mask.shape[axis]
+    counts = np.bincount(k_of, minlength=n_slices)
+    sums = [np.bincount(k_of, weights=c, minlength=n_slices) for c in coords]  # exact: integer sums < 2**53
     cents = []
-    for k in range(mask.shape[axis]):
-        sl = np.take(mask, k, axis=axis)
-        if sl.sum() < 5:
-            continue
-        ij = np.argwhere(sl).mean(axis=0)
-        idx = np.insert(ij, axis, k)
+    for k in np.nonzero(counts >= min_voxels)[0]:
+        idx = np.array([sums[a][k] / counts[k] for a in range(3)])
+        idx[axis] = k + int(origin[axis])
         cents.append(volume.voxel_to_world(idx[None])[0])
     if len(cents) < 3:
         return np.array([0.0, 0.0, 1.0])

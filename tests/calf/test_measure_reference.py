@@ -1,0 +1,239 @@
+"""The optimised calf measurement (bounding boxes, one pass for the label boxes) gives the results of a straightforward
+whole-volume implementation, kept here as the reference: on small random label volumes with empty structures,
+one-slice structures, tied maximal cross-sections, one leg, oblique slices and slices stacked along another array axis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.calf import measure as M
+from pipeline.calf.fatfraction import erode_in_plane, ff_statistics_pct, roi_ff
+from pipeline.calf.girth import girth_per_slice_mm
+from pipeline.calf.metrics import (
+    coverage,
+    csa_per_slice_mm2,
+    leg_axis_from_mask,
+    obliquity_factor,
+    slice_axis,
+    slice_positions_mm,
+    volume_ml,
+)
+from pipeline.core.config import load_config
+from pipeline.core.labels import Registry, registry
+from pipeline.core.volume import Volume
+
+REG = registry("calf")
+CFG = load_config("default")["calf"]
+
+
+# -- reference: whole-volume masks, one structure and one slice at a time ------------------------------------------
+def ref_leg_axis(volume: Volume, mask: np.ndarray, axis: int) -> np.ndarray:
+    cents = []
+    for k in range(mask.shape[axis]):
+        sl = np.take(mask, k, axis=axis)
+        if sl.sum() < 5:
+            continue
+        idx = np.insert(np.argwhere(sl).mean(axis=0), axis, k)
+        cents.append(volume.voxel_to_world(idx[None])[0])
+    if len(cents) < 3:
+        return np.array([0.0, 0.0, 1.0])
+    c = np.array(cents)
+    d = np.linalg.svd(c - c.mean(axis=0))[2][0]
+    return d if d[2] >= 0 else -d
+
+
+def ref_structure(mask: np.ndarray, ff: np.ndarray | None, labels: Volume, axis: int, factor: float, z: np.ndarray,
+                  cfg: dict[str, Any], images: M.CalfImages, roi_signals: bool) -> tuple[dict[str, Any], np.ndarray]:
+    csa = csa_per_slice_mm2(mask, labels.affine, axis, factor)
+    cov = coverage(csa)
+    m: dict[str, Any] = {"volume_ml": volume_ml(mask, labels.voxel_volume_mm3) if mask.any() else None}
+    if cov.first is None:
+        m.update(max_csa_mm2=None, max_csa_z_mm=None, partial_coverage=None, z_first_mm=None, z_last_mm=None)
+        return m, csa
+    k = int(np.argmax(csa))
+    m.update(max_csa_mm2=float(csa[k]), max_csa_z_mm=float(z[k]), partial_coverage=cov.partial,
+             z_first_mm=float(min(z[cov.first], z[cov.last])), z_last_mm=float(max(z[cov.first], z[cov.last])))
+    if ff is not None:
+        px = [float(np.linalg.norm(labels.affine[:3, a])) for a in range(3) if a != axis]
+        core = erode_in_plane(mask, axis, float(cfg.get("ff_erode_mm", 0.0)), (px[0], px[1]))
+        roi = core if core.any() else mask
+        frac = roi_ff(images.water.array[roi], images.fat.array[roi], images.inphase.array[roi]) if roi_signals \
+            else None
+        stats = ff_statistics_pct(ff, roi, frac)
+        m.update(ff_pct=stats["mean"], ff_median_pct=stats["median"], ff_p10_pct=stats["p10"],
+                 ff_p90_pct=stats["p90"])
+        if stats["mean"] is not None and m["volume_ml"] is not None:
+            f = min(max(stats["mean"] / 100.0, 0.0), 1.0)
+            m["lean_volume_ml"] = m["volume_ml"] * (1 - f)
+            m["fat_volume_ml"] = m["volume_ml"] * f
+        m["mercuri_grade"] = M.mercuri_like_grade(stats["mean"], cfg.get("mercuri_ff_bounds_pct", [10, 20, 40, 60]))
+    return m, csa
+
+
+def reference_measure(labels: Volume, images: M.CalfImages, reg: Registry, cfg: dict[str, Any]) -> M.CalfMeasurements:
+    res = M.CalfMeasurements()
+    arr = np.asarray(labels.array)
+    axis = slice_axis(labels)
+    z = slice_positions_mm(labels, axis)
+    ff, how, roi_signals = M.voxel_ff(images, cfg)
+    res.notes.append(f"fat fraction: {how}")
+    by_id = reg.by_id()
+    present = sorted({by_id[i].side for i in np.unique(arr) if i in by_id})
+    s = res.summary
+    s.set("calf.available", True)
+    s.set("calf.legs_present", ",".join(present))
+    groups = reg.groups()
+    names = [*reg.structures, *groups]
+    metrics: dict[str, dict[str, dict[str, Any]]] = {}
+    csas: dict[str, dict[str, np.ndarray]] = {}
+    girth: dict[str, np.ndarray] = {}
+    for side in present:
+        leg = np.isin(arr, [lab.id for lab in reg.labels if lab.side == side])
+        factor = obliquity_factor(labels.affine, axis,
+                                  ref_leg_axis(labels, arr == reg.sided_id("tibia", side), axis))
+        metrics[side], csas[side] = {}, {}
+        for name in names:
+            mask = np.isin(arr, [reg.sided_id(mm, side) for mm in groups.get(name, (name,))])
+            is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
+            metrics[side][name], csas[side][name] = ref_structure(mask, ff if is_muscle else None, labels, axis,
+                                                                  factor, z, cfg, images, roi_signals)
+            if is_muscle and name not in groups:
+                for k in np.nonzero(csas[side][name])[0]:
+                    sl_mask = np.take(mask, k, axis=axis)
+                    res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
+                                       "csa_mm2": round(float(csas[side][name][k]), 3),
+                                       "ff_pct": round(100 * float(np.take(ff, k, axis=axis)[sl_mask].mean()), 3)})
+        girth[side] = girth_per_slice_mm(leg, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
+    for name in names:
+        total = sum(csas[sd][name] for sd in present)
+        if np.any(total > 0):
+            k = int(np.argmax(total))
+            for side in present:
+                metrics[side][name]["matched_csa_mm2"] = float(csas[side][name][k])
+                metrics[side][name]["matched_z_mm"] = float(z[k])
+    # the rows are written from these dicts by the code under test (M._rows_and_summary is not part of the check):
+    res.metrics, res.girth = metrics, girth  # type: ignore[attr-defined]
+    return res
+
+
+# -- random studies ------------------------------------------------------------------------------------------------
+def random_study(seed: int, shape: tuple[int, int, int] = (30, 26, 7), sides: tuple[str, ...] = ("left", "right"),
+                 affine: np.ndarray | None = None, slice_axis_: int = 2) -> tuple[Volume, M.CalfImages]:
+    """Random rectangles of random sided labels (later ones overwrite earlier ones), some structures left out, one
+    structure on a single slice, one with the same area on two slices (a tie for the maximum). ``shape`` is
+    (rows, columns, slices); the slices are stacked along array axis ``slice_axis_``."""
+    rng = np.random.default_rng(seed)
+    arr = np.zeros(shape, np.int16)
+    n = shape[2]
+    for side in sides:
+        x0 = 0 if side == "right" else shape[0] // 2
+        region = arr[x0:x0 + shape[0] // 2]
+        region[2:6, 3:7, :] = REG.sided_id("tibia", side)  # a tibia on every slice (leg axis from >= 3 slices)
+        for name in rng.permutation(list(REG.structures)):
+            if name == "tibia" or rng.random() < 0.2:
+                continue  # empty structure
+            lo = [int(rng.integers(0, s - 2)) for s in region.shape]
+            hi = [int(rng.integers(a + 1, s + 1)) for a, s in zip(lo, region.shape)]
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            fill = rng.random(tuple(b - a for a, b in zip(lo, hi))) < rng.uniform(0.5, 1.0)
+            region[box][fill] = REG.sided_id(str(name), side)
+        region[1:-1, 1:4, n // 2] = REG.sided_id("flexor_hallucis_longus", side)  # on one slice only
+        for k in (1, n - 2):  # the same area on two slices
+            region[-4:-1, -5:, k] = REG.sided_id("peroneus", side)
+    water = rng.uniform(10, 200, shape)
+    fat = rng.uniform(0, 150, shape)
+    inphase = water + fat + rng.normal(0, 5, shape)
+    arr, water, fat, inphase = (np.ascontiguousarray(np.moveaxis(a, 2, slice_axis_))
+                                for a in (arr, water, fat, inphase))
+    labels = Volume(arr, np.diag([0.8, 0.7, 4.0, 1.0]) if affine is None else affine)
+    return labels, M.CalfImages(labels.with_array(water), labels.with_array(fat), labels.with_array(inphase))
+
+
+def oblique_affine() -> np.ndarray:
+    th = np.radians(20)
+    aff = np.eye(4)
+    aff[:3, 0] = [0.9, 0, 0]
+    aff[:3, 1] = [0, 0.7 * np.cos(th), 0.7 * np.sin(th)]
+    aff[:3, 2] = [0, -3.0 * np.sin(th), 3.0 * np.cos(th)]
+    aff[:3, 3] = [-10, 4, 30]
+    return aff
+
+
+def slices_along_axis0() -> np.ndarray:
+    """Slices stacked along array axis 0 (world z), rows along x, columns along y."""
+    aff = np.zeros((4, 4))
+    aff[2, 0], aff[0, 1], aff[1, 2], aff[3, 3] = 5.0, 0.9, 0.8, 1.0
+    return aff
+
+
+def compare(labels: Volume, images: M.CalfImages, cfg: dict[str, Any]) -> M.CalfMeasurements:
+    got = M.measure_calf_labels(labels, images, REG, cfg)
+    ref = reference_measure(labels, images, REG, cfg)
+    assert [r for r in got.slices if r["muscle"] != "leg_girth"] == ref.slices
+    assert got.notes == ref.notes
+    rows = {(r["side"], r["structure"], r["metric"]): r["value"] for r in got.rows}
+    n_checked = 0
+    for side, per in ref.metrics.items():  # type: ignore[attr-defined]
+        for name, m in per.items():
+            for key, value in m.items():
+                if key == "matched_z_mm":
+                    continue
+                want = None if value is None else round(value, 4) if isinstance(value, float) else value
+                assert rows[(side, name, key)] == want, (side, name, key)
+                n_checked += 1
+        g_ref = ref.girth[side]  # type: ignore[attr-defined]
+        if not np.all(np.isnan(g_ref)):
+            assert rows[(side, "leg", "girth_max_mm")] == round(float(np.nanmax(g_ref)), 2)
+        girth_rows = [r["girth_mm"] for r in got.slices if r["side"] == side and r["muscle"] == "leg_girth"]
+        assert girth_rows == [round(float(v), 2) for v in g_ref[~np.isnan(g_ref)]]
+    assert n_checked > 100
+    return got
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_two_leg_studies_match_the_reference(seed):
+    compare(*random_study(seed), CFG)
+
+
+def test_one_leg_study_matches_the_reference():
+    got = compare(*random_study(11, sides=("left",)), CFG)
+    assert got.summary.get("calf.legs_present") == "left"
+
+
+def test_oblique_slices_match_the_reference():
+    labels, images = random_study(12, shape=(28, 24, 8), affine=oblique_affine())
+    compare(labels, images, CFG)
+
+
+def test_slices_along_another_array_axis_match_the_reference():
+    labels, images = random_study(13, shape=(30, 24, 6), affine=slices_along_axis0(), slice_axis_=0)
+    assert slice_axis(labels) == 0
+    compare(labels, images, CFG)
+
+
+def test_naive_ff_without_erosion_matches_the_reference():
+    labels, images = random_study(14)
+    compare(labels, M.CalfImages(images.water, images.fat), {**CFG, "ff_erode_mm": 0.0, "ff_method": "naive"})
+
+
+def test_structures_touching_the_array_edges_match_the_reference():
+    """Erosion and girth at the edge of the array (boxes clipped by the array)."""
+    labels, images = random_study(15, shape=(12, 10, 5))
+    arr = np.asarray(labels.array).copy()
+    arr[:, :, :][arr == 0] = REG.sided_id("soleus", "right")
+    compare(labels.with_array(arr), images, CFG)
+
+
+def test_leg_axis_of_a_box_equals_that_of_the_whole_volume():
+    rng = np.random.default_rng(3)
+    mask = np.zeros((20, 18, 9), bool)
+    for k in range(9):
+        mask[3 + k // 2:8 + k // 2, 4 + k % 3:9, k] = rng.random((5, 9 - 4 - k % 3)) < 0.8
+    vol = Volume(mask, oblique_affine())
+    whole = ref_leg_axis(vol, mask, 2)
+    box = (slice(3, 13), slice(4, 9), slice(0, 9))
+    assert np.array_equal(leg_axis_from_mask(vol, mask[box], 2, origin=(3, 4, 0)), whole)
+    assert np.array_equal(leg_axis_from_mask(vol, mask, 2), whole)
