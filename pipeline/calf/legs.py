@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from pipeline.core.config import load_config
 from pipeline.core.errors import BadInputError
 from pipeline.core.geometry import Side, side_of_world_x
 from pipeline.core.labels import Registry
@@ -44,28 +45,62 @@ def _centroid(volume: Volume, mask: np.ndarray) -> np.ndarray:
     return volume.voxel_to_world(np.argwhere(mask).mean(axis=0, keepdims=True))[0]
 
 
+def component_sizes(lab: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count of each of the components 1..n of a label array (``ndimage.label`` output), in one pass.
+
+    >>> component_sizes(np.array([0, 1, 1, 2, 0, 1]), 2).tolist()
+    [3, 1]
+    """
+    return np.bincount(lab.ravel(), minlength=n + 1)[1:n + 1]
+
+
 def separate_legs(classes: Volume) -> list[np.ndarray]:
     """Masks of the (at most two) legs: the largest 3-D connected components of the foreground."""
     fg = np.asarray(classes.array) > 0
     lab, n = ndimage.label(fg)
     if n == 0:
         return []
-    sizes = ndimage.sum_labels(fg, lab, index=np.arange(1, n + 1))
+    sizes = component_sizes(lab, n).astype(np.float64)
     order = np.argsort(sizes)[::-1]
     keep = [i + 1 for i in order[:2] if sizes[i] >= MIN_LEG_FRACTION * sizes.sum()]
     return [lab == k for k in keep]
 
 
-def _anatomical_side(classes: Volume, leg: np.ndarray, reg: Registry) -> Side | None:
+@dataclass(frozen=True)
+class BoneMinimum:
+    """Least volume (ml) of the tibia and of the fibula in a leg for the leg's side to be decided from where the
+    fibula lies (configs/default.yaml ``calf.min_tibia_for_side_ml`` / ``calf.min_fibula_for_side_ml``)."""
+
+    tibia_ml: float
+    fibula_ml: float
+
+    @classmethod
+    def from_config(cls, cfg: dict | None = None) -> BoneMinimum:
+        calf = load_config("default")["calf"] if cfg is None else cfg
+        return cls(float(calf["min_tibia_for_side_ml"]), float(calf["min_fibula_for_side_ml"]))
+
+    def holds(self, tibia_voxels: int, fibula_voxels: int, voxel_volume_mm3: float) -> bool:
+        """Whether both bones reach their least volume: n x voxel volume (mm3) / 1000 >= V_min (ml).
+
+        >>> BoneMinimum(0.3, 0.075).holds(20, 5, 1.5 * 1.5 * 7.0), BoneMinimum(0.3, 0.075).holds(19, 5, 15.75)
+        (True, False)
+        """
+        return (tibia_voxels * voxel_volume_mm3 / 1000.0 >= self.tibia_ml
+                and fibula_voxels * voxel_volume_mm3 / 1000.0 >= self.fibula_ml)
+
+
+def _anatomical_side(classes: Volume, leg: np.ndarray, reg: Registry, bones: BoneMinimum) -> Side | None:
     arr = np.asarray(classes.array)
     tib, fib = leg & (arr == reg.class_id("tibia")), leg & (arr == reg.class_id("fibula"))
-    if tib.sum() < 20 or fib.sum() < 5:
+    if not bones.holds(int(np.count_nonzero(tib)), int(np.count_nonzero(fib)), classes.voxel_volume_mm3):
         return None
     return side_of_world_x(_centroid(classes, fib)[0], _centroid(classes, tib)[0])
 
 
-def assign_sides(classes: Volume, reg: Registry) -> SideAssignment:
-    """Find the legs of a class map and give each its patient side."""
+def assign_sides(classes: Volume, reg: Registry, bones: BoneMinimum | None = None) -> SideAssignment:
+    """Find the legs of a class map and give each its patient side (``bones``: the least tibia and fibula for the
+    anatomical check, from configs/default.yaml when not given)."""
+    bones = BoneMinimum.from_config() if bones is None else bones
     masks = separate_legs(classes)
     if not masks:
         raise BadInputError("the segmentation found no leg in the calf series.", path=None,
@@ -77,12 +112,12 @@ def assign_sides(classes: Volume, reg: Registry) -> SideAssignment:
         for m, c in zip(masks, cents):
             side = side_of_world_x(c[0], midline)
             out.legs.append(Leg(side, m, c, "centroid x relative to the midline between the legs"))
-            anat = _anatomical_side(classes, m, reg)
+            anat = _anatomical_side(classes, m, reg, bones)
             if anat is not None and anat != side:
                 out.warnings.append(f"the {side} leg (by position) has its fibula on the medial side; "
                                     "check the series orientation")
     else:
-        side = _anatomical_side(classes, masks[0], reg)
+        side = _anatomical_side(classes, masks[0], reg, bones)
         if side is None:
             raise BadInputError("one leg in the field of view and its tibia/fibula were not found, so its side "
                                 "cannot be decided.", path=None,
@@ -101,20 +136,33 @@ def clean_components(classes: np.ndarray, leg_mask: np.ndarray, class_id: int, m
     lab, n = ndimage.label(m)
     if n <= 1:
         return m
-    sizes = ndimage.sum_labels(m, lab, index=np.arange(1, n + 1))
+    sizes = component_sizes(lab, n)
     keep = [i + 1 for i, s in enumerate(sizes) if s >= min_voxels or s == sizes.max()]
     return np.isin(lab, keep)
 
 
+def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box (array slices) of the True voxels of ``mask`` (None when there is none)."""
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    return boxes[0] if boxes else None
+
+
 def sided_label_map(classes: Volume, reg: Registry, min_component_ml: float = 0.5) -> tuple[Volume, SideAssignment]:
-    """Calf label map with ``<structure>_<side>`` ids (configs/labels.yaml) from a side-agnostic class map."""
+    """Calf label map with ``<structure>_<side>`` ids (configs/labels.yaml) from a side-agnostic class map.
+
+    The components of each class are cleaned inside the bounding box of its leg: a class's voxels in a leg lie in
+    that box, so its connected components, and which are kept, are those of the whole volume."""
     sides = assign_sides(classes, reg)
     arr = np.asarray(classes.array)
     out = np.zeros(arr.shape, np.int16)
     min_vox = max(1, int(round(min_component_ml * 1000.0 / classes.voxel_volume_mm3)))
     for leg in sides.legs:
+        box = _box(leg.mask)
+        if box is None:
+            continue
+        arr_box, leg_box, out_box = arr[box], leg.mask[box], out[box]
         for cid, name in enumerate(reg.classes):
             if cid == 0:
                 continue
-            out[clean_components(arr, leg.mask, cid, min_vox)] = reg.sided_id(name, leg.side)
+            out_box[clean_components(arr_box, leg_box, cid, min_vox)] = reg.sided_id(name, leg.side)
     return classes.with_array(out), sides
