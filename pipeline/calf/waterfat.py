@@ -14,9 +14,9 @@ Two fits are provided, both vectorised over voxels:
 * :func:`fit_magnitude` (magnitude images only, at least 3 echoes): ``|S_n| = rho * |1 - f + f c_n| * exp(-R2* t_n)``
   fitted on a coarse grid of (f, R2*) and refined by Levenberg-Marquardt, once with ``f <= 0.5`` (water-dominant)
   and once with ``f >= 0.5`` (fat-dominant). A magnitude fit has two minima (Bydder et al., Magn Reson Imaging
-  2008;26:347-359; Triay Bagur et al., Magn Reson Med 2018;79:1687-1700); which one is right is decided per region
-  between the ~50 % ridges of the water-dominant solution, from the evidence of the voxels that only one branch
-  can explain (see :func:`resolve_dominance`).
+  2008;26:347-359; Triay Bagur et al., Magn Reson Med 2018;79:1687-1700); which one is right is decided from the
+  voxels that only one branch can explain and, for the others, from their in-plane neighbourhood (see
+  :func:`resolve_dominance`).
 * :func:`fit_complex` (magnitude and phase, at least 3 echoes): IDEAL-type variable projection (Reeder et al.,
   Magn Reson Med 2004;51:35-45) over a grid of field-map and R2* values, the two lowest field-map minima of each
   voxel kept as candidates and the spatially smooth one chosen by iterated smoothing (in the spirit of the
@@ -24,8 +24,9 @@ Two fits are provided, both vectorised over voxels:
   and F (Bydder et al., Magn Reson Imaging 2011;29:216-221) so that the fat fraction has no noise floor.
 
 Known limits (written into provenance by the caller): a 3-echo magnitude fit cannot tell FF of about 80-95 % from
-its alias at about 5-35 % voxel by voxel (the two branches fit three echoes exactly); a region without voxels that
-only one branch explains is taken as water-dominant. Field maps with more than half an echo-spacing period of
+its alias at about 5-35 % voxel by voxel (the two branches fit three echoes exactly); a neighbourhood without voxels
+that only one branch explains is taken as water-dominant, so fat-rich tissue without nearly pure fat nearby (a thin
+subcutaneous layer, a muscle replaced by fat to 80-95 %) reads as its low alias. Field maps with more than half an echo-spacing period of
 change between neighbouring voxels (phase wraps the smoothing cannot follow) can swap water and fat in the complex
 fit.
 """
@@ -190,7 +191,7 @@ def _solve3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit_magnitude_branch(y: np.ndarray, te_s: np.ndarray, c: np.ndarray, ff_range: tuple[float, float],
-                         r2_range: tuple[float, float], iterations: int = 5, grid: int = 51) -> BranchFit:
+                         r2_range: tuple[float, float], iterations: int = 3, grid: int = 51) -> BranchFit:
     """Least-squares fit of ``y_n = rho |1 - f + f c_n| exp(-R2* t_n)`` with ``f`` in ``ff_range``.
 
     Start: for each ``f`` of a grid over ``ff_range``, ``log y_n - log g_n(f) = log rho - R2* t_n`` is linear in
@@ -204,45 +205,49 @@ def fit_magnitude_branch(y: np.ndarray, te_s: np.ndarray, c: np.ndarray, ff_rang
     >>> round(float(fit.ff[0]), 4), round(float(fit.r2star[0]), 2), round(float(fit.rho[0]), 2)
     (0.2, 40.0, 100.0)
     """
-    y = np.asarray(y, np.float64)
+    y64 = np.asarray(y, np.float64)
     te = np.asarray(te_s, np.float64)
     n = te.size
     design = np.stack([np.ones(n), -te], axis=1)
-    proj = np.eye(n) - design @ np.linalg.pinv(design)  # orthogonal to [1, -t]
+    pinv = np.linalg.pinv(design)
+    proj = np.eye(n) - design @ pinv  # orthogonal to [1, -t]
     f_grid = np.linspace(ff_range[0], ff_range[1], grid)
     log_g = np.log(np.maximum(np.abs((1.0 - f_grid)[:, None] + f_grid[:, None] * c[None, :]), 1e-6))  # (K, N)
-    pg = log_g @ proj  # (K, N)
-    ly = np.log(np.maximum(y, 1e-3))
-    py = ly @ proj  # (V, N)
+    pg = (log_g @ proj).astype(np.float32)  # (K, N)
+    ly = np.log(np.maximum(y64, 1e-3))
+    py = (ly @ proj).astype(np.float32)  # (V, N)
     cost = np.sum(pg * pg, axis=1)[None, :] - 2.0 * (py @ pg.T)
     k = np.argmin(cost, axis=1)
-    f = f_grid[k]
-    coef = (ly - log_g[k]) @ np.linalg.pinv(design).T  # (V, 2): log rho, R2*
-    r = np.clip(coef[:, 1], *r2_range)
-    m, _, _ = _magnitude_model(f, r, c, te)
-    rho = np.maximum(np.sum(y * m, axis=1) / np.maximum(np.sum(m * m, axis=1), 1e-12), 0.0)
+    del cost
+    f = f_grid[k].astype(np.float32)
+    coef = (ly - log_g[k]) @ pinv.T  # (V, 2): log rho, R2*
+    r = np.clip(coef[:, 1], *r2_range).astype(np.float32)
+    y32 = y64.astype(np.float32)
+    te32 = te.astype(np.float32)
+    c32 = c.astype(np.complex64)
+    m, _, _ = _magnitude_model(f, r, c32, te32)
+    rho = np.maximum(np.sum(y32 * m, axis=1) / np.maximum(np.sum(m * m, axis=1), 1e-12), 0.0)
     lam = 1e-3
     for _ in range(iterations):
-        m, dm, e = _magnitude_model(f, r, c, te)
-        res = y - rho[:, None] * m
-        j0, j1, j2 = m, rho[:, None] * dm, -te[None, :] * rho[:, None] * m
-        cols = (j0, j1, j2)
-        jtj = np.empty((y.shape[0], 3, 3))
+        m, dm, _ = _magnitude_model(f, r, c32, te32)
+        res = y32 - rho[:, None] * m
+        cols = (m, rho[:, None] * dm, -te32[None, :] * rho[:, None] * m)
+        jtj = np.empty((y32.shape[0], 3, 3))
         for i in range(3):
             for j in range(i, 3):
-                jtj[:, i, j] = jtj[:, j, i] = np.sum(cols[i] * cols[j], axis=1)
+                jtj[:, i, j] = jtj[:, j, i] = np.einsum("vn,vn->v", cols[i], cols[j])
         for i in range(3):
             jtj[:, i, i] *= 1.0 + lam
             jtj[:, i, i] += 1e-12
-        jtr = np.stack([np.sum(col * res, axis=1) for col in cols], axis=1)
-        step = _solve3(jtj, jtr)
+        jtr = np.stack([np.einsum("vn,vn->v", col, res) for col in cols], axis=1).astype(np.float64)
+        step = _solve3(jtj, jtr).astype(np.float32)
         rho = np.maximum(rho + step[:, 0], 0.0)
-        f = np.clip(f + step[:, 1], *ff_range)
-        r = np.clip(r + step[:, 2], *r2_range)
-    m, _, _ = _magnitude_model(f, r, c, te)
-    rho = np.maximum(np.sum(y * m, axis=1) / np.maximum(np.sum(m * m, axis=1), 1e-12), 0.0)
-    rss = np.sum((y - rho[:, None] * m) ** 2, axis=1)
-    return BranchFit(f, r, rho, rss)
+        f = np.clip(f + step[:, 1], *ff_range).astype(np.float32)
+        r = np.clip(r + step[:, 2], *r2_range).astype(np.float32)
+    m, _, _ = _magnitude_model(f.astype(np.float64), r.astype(np.float64), c, te)
+    rho64 = np.maximum(np.sum(y64 * m, axis=1) / np.maximum(np.sum(m * m, axis=1), 1e-12), 0.0)
+    rss = np.sum((y64 - rho64[:, None] * m) ** 2, axis=1)
+    return BranchFit(f.astype(np.float64), r.astype(np.float64), rho64, rss)
 
 
 @dataclass
@@ -351,9 +356,9 @@ def fit_magnitude(echoes: np.ndarray, te_ms: Sequence[float], field_t: float, *,
         maps[name] = arr
     return WaterFatMaps(maps["ff"], maps["r2star"], maps["rho"], mask, fat_dom, None,
                         f"magnitude fit of {echoes.shape[-1]} echoes, multi-peak fat, R2*, water/fat dominance "
-                        "by region", notes + [f"noise sigma {sigma:.4g}"],
+                        "from unambiguous voxels and their neighbourhood", notes + [f"noise sigma {sigma:.4g}"],
                         ["magnitude-only fit: FF of about 80-95 % cannot be told from its alias at 5-35 % voxel by "
-                         "voxel; regions without unambiguous voxels are taken as water-dominant"])
+                         "voxel; tissue without nearly pure fat nearby is taken as water-dominant"])
 
 
 # -- complex fit -----------------------------------------------------------------------------------------------
@@ -498,3 +503,30 @@ def fit_complex(signal: np.ndarray, te_ms: Sequence[float], field_t: float, *,
                         [f"field map period {period:.1f} Hz"],
                         ["complex fit: field-map changes of more than half a period between neighbouring regions "
                          "(phase wraps) can swap water and fat"])
+
+
+def fit_echoes(magnitudes: np.ndarray, phases: np.ndarray | None, te_ms: Sequence[float], field_t: float,
+               cfg: dict[str, Any] | None = None) -> WaterFatMaps:
+    """The multi-echo fit the data allow: :func:`fit_complex` when phases (radians) are given for every echo,
+    :func:`fit_magnitude` otherwise; ``cfg`` is ``calf.water_fat`` of configs/default.yaml.
+
+    ``magnitudes`` and ``phases``: (X, Y, Z, N) arrays, echoes in the order of ``te_ms`` (at least 3).
+    """
+    cfg = cfg or {}
+    spectrum = spectrum_from_config(cfg)
+    r2max = float(cfg.get("r2star_max_per_s", 400.0))
+    thr = float(cfg.get("mask_fraction_of_p99", 0.05))
+    if len(te_ms) < 3:
+        raise ValueError(f"a multi-echo fit needs at least 3 echoes, got {len(te_ms)}.")
+    labels = [echo_phase_label(t, field_t, float(cfg.get("echo_phase_tolerance_deg", 30.0)), spectrum) for t in te_ms]
+    if phases is not None:
+        signal = np.asarray(magnitudes, np.float64) * np.exp(1j * np.asarray(phases, np.float64))
+        maps = fit_complex(signal, te_ms, field_t, spectrum=spectrum, r2star_max=r2max, mask_threshold=thr)
+    else:
+        maps = fit_magnitude(magnitudes, te_ms, field_t, spectrum=spectrum, r2star_max=r2max, mask_threshold=thr,
+                             voxel_evidence=float(cfg.get("dominance_evidence_sigma2", 4.0)),
+                             pool_sigma_px=float(cfg.get("dominance_pool_sigma_px", 1.5)),
+                             pool_fraction=float(cfg.get("dominance_pool_fraction", 0.3)))
+    maps.notes.insert(0, f"echoes {', '.join(f'{t:g} ms ({lab})' for t, lab in zip(te_ms, labels))} at "
+                         f"{field_t:g} T; fat spectrum: {spectrum.source or 'configured'}")
+    return maps

@@ -96,6 +96,9 @@ class RoleRules:
         self.fallback = dict(config.get("anatomy_fallback", {}))
         for cfg, _ in extra:
             self.fallback.update(cfg.get("anatomy_fallback", {}))
+        self.multi_echo: dict[str, Any] = dict(config.get("multi_echo", {}))
+        for cfg, _ in extra:
+            self.multi_echo.update(cfg.get("multi_echo", {}))
 
     @classmethod
     def load(cls, study_dir: Path | None = None, extra_file: str | Path | None = None) -> RoleRules:
@@ -125,6 +128,23 @@ class RoleRules:
         if rule.any:
             return any(hit(k, rx) for k, rx in rule.any)
         return True
+
+    def is_phase_image(self, image_type: tuple[str, ...]) -> bool:
+        """Whether a stack with this ImageType holds phase (multi_echo.phase_image_type).
+
+        >>> RoleRules({"multi_echo": {"phase_image_type": "^(P|PHASE)$"}}, "-").is_phase_image(("ORIGINAL", "P"))
+        True
+        """
+        rx = re.compile(str(self.multi_echo.get("phase_image_type", "^(P|PHASE)$")), re.IGNORECASE)
+        return any(rx.search(str(t)) for t in image_type)
+
+    def phase_range(self, manufacturer: str) -> tuple[float, float] | None:
+        """Stored phase range of the first multi_echo.phase_ranges entry whose regex matches ``manufacturer``."""
+        for item in self.multi_echo.get("phase_ranges", []) or []:
+            if re.search(str(item["manufacturer"]), manufacturer or "", re.IGNORECASE):
+                lo, hi = item["range"]
+                return float(lo), float(hi)
+        return None
 
     def first(self, section: str, ds: Dataset) -> _Rule | None:
         return next((r for r in self.sections[section] if self._matches(r, ds)), None)

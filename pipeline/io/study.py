@@ -51,7 +51,12 @@ STUDY_YAML_SCHEMA: dict[str, Any] = {
         "series": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["file", "role"], "additionalProperties": False,
             "properties": {"file": {"type": "string"}, "role": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
-                           "description": {"type": "string"}}}},
+                           "description": {"type": "string"},
+                           "echo_time_ms": {"type": "number", "exclusiveMinimum": 0},
+                           "part": {"enum": ["magnitude", "phase"]},
+                           "field_strength_t": {"type": "number", "exclusiveMinimum": 0},
+                           "phase_range": {"type": "array", "items": {"type": "number"}, "minItems": 2,
+                                           "maxItems": 2}}}},
         "patient": {"type": "object"},
     },
 }
@@ -66,6 +71,7 @@ class StackInfo:
     role: str = ""
     volume_reason: str | None = None  # why no volume is built (localizer, too few slices)
     warnings: list[str] = field(default_factory=list)
+    echo: dict[str, Any] | None = None  # echo_index, echo_time_ms, part, field_strength_t of a multi-echo stack
 
     @property
     def header(self) -> Any:
@@ -106,7 +112,48 @@ def _scan_dicom(study: Path, rules: RoleRules) -> tuple[list[StackInfo], list[Sk
             info.volume_reason = f"only {len(stack.frames)} slice(s); at least {MIN_SLICES_FOR_VOLUME} make a volume"
         infos.append(info)
     _assign_roles(infos)
+    _assign_echo_roles(infos, rules)
     return infos, skipped
+
+
+def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
+    """Stacks of one series at >= multi_echo.min_echoes echo times (axial, not lumbar) become the echoes of one
+    calf acquisition: roles calf_echo_<n> (magnitude, by echo time) and calf_echo_<n>_phase. Only the series with
+    the most echoes is taken when several qualify (one multi-echo acquisition per study is fitted)."""
+    min_echoes = int(rules.multi_echo.get("min_echoes", 3))
+    by_series: dict[str, list[StackInfo]] = defaultdict(list)
+    for info in infos:
+        fr = info.stack.first
+        if (info.volume_reason is None and fr.echo_time is not None and info.cls.plane == "axial"
+                and info.cls.anatomy != "lumbar" and not info.cls.localizer):
+            by_series[fr.series_uid].append(info)
+    best: list[StackInfo] = []
+    for group in by_series.values():
+        mags = [i for i in group if not rules.is_phase_image(i.stack.first.image_type)]
+        if len({round(i.stack.first.echo_time or 0.0, 3) for i in mags}) == len(mags) >= max(min_echoes, len(best)):
+            best = group
+    if not best:
+        return
+    mags = sorted((i for i in best if not rules.is_phase_image(i.stack.first.image_type)),
+                  key=lambda i: i.stack.first.echo_time or 0.0)
+    te_index = {round(i.stack.first.echo_time or 0.0, 3): n for n, i in enumerate(mags, start=1)}
+    field_t = _float(_text(best[0].header, "MagneticFieldStrength"))
+    for info in best:
+        te = round(info.stack.first.echo_time or 0.0, 3)
+        if te not in te_index:
+            info.warnings.append(f"phase image at TE {te:g} ms has no magnitude image at that echo time; not used")
+            continue
+        part = "phase" if rules.is_phase_image(info.stack.first.image_type) else "magnitude"
+        info.role = echo_role(te_index[te], part)
+        info.echo = {"echo_index": te_index[te], "echo_time_ms": float(info.stack.first.echo_time or 0.0),
+                     "part": part, "field_strength_t": field_t}
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def _assign_roles(infos: list[StackInfo]) -> None:
@@ -158,6 +205,7 @@ def _series_entry(info: StackInfo, volume: Volume | None, slice_axis: int | None
         "volume": None,
         "volume_reason": info.volume_reason,
         "warnings": list(info.warnings),
+        **(info.echo or {}),
     }
     if volume is not None:
         entry.update({
@@ -175,6 +223,22 @@ def _series_entry(info: StackInfo, volume: Volume | None, slice_axis: int | None
     return entry
 
 
+def _phase_volume(vol: Volume, info: StackInfo, rules: RoleRules) -> Volume:
+    """A phase stack in radians: values within +-pi are kept, others mapped from the manufacturer's stored range
+    (configs/series_roles.yaml multi_echo.phase_ranges)."""
+    arr = np.asarray(vol.array, np.float64)
+    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+    rng = None if peak <= np.pi * 1.01 else rules.phase_range(_text(info.header, "Manufacturer"))
+    try:
+        rad = phase_to_radians(arr, rng)
+    except ValueError as exc:
+        raise BadInputError(f"phase series {info.stack.first.series_uid}: {exc}", path=info.stack.first.path,
+                            fix="add the manufacturer's stored phase range to multi_echo.phase_ranges in a "
+                                "series_roles.yaml beside the study.") from exc
+    info.echo = {**(info.echo or {}), "phase_range": list(rng) if rng else None}
+    return vol.with_array(rad)
+
+
 def _no_images_error(study: Path, skipped: list[Skipped]) -> BadInputError:
     if not skipped:
         return BadInputError("the folder holds no files.", path=study,
@@ -185,35 +249,126 @@ def _no_images_error(study: Path, skipped: list[Skipped]) -> BadInputError:
 
 
 # -- NIfTI ------------------------------------------------------------------------------------------------------
+ECHO_ROLE = "calf_echo"
+
+
+def echo_role(index: int, part: str) -> str:
+    """Role of echo ``index`` (1-based, in echo-time order) of a multi-echo calf acquisition.
+
+    >>> echo_role(2, "magnitude"), echo_role(2, "phase")
+    ('calf_echo_2', 'calf_echo_2_phase')
+    """
+    return f"{ECHO_ROLE}_{index}" + ("_phase" if part == "phase" else "")
+
+
+def phase_to_radians(values: np.ndarray, phase_range: tuple[float, float] | None) -> np.ndarray:
+    """Phase in radians in [-pi, pi): ``phase_range`` (stored minimum, maximum) is mapped linearly onto
+    [-pi, pi); without it the values must already be radians.
+
+    >>> [round(float(v), 4) for v in phase_to_radians(np.array([0.0, 2048.0, 4095.0]), (0.0, 4096.0))]
+    [-3.1416, 0.0, 3.1401]
+    """
+    v = np.asarray(values, np.float64)
+    if phase_range is not None:
+        lo, hi = float(phase_range[0]), float(phase_range[1])
+        if hi <= lo:
+            raise ValueError(f"phase_range must be [min, max] with max > min, got {list(phase_range)}.")
+        return ((v - lo) / (hi - lo) * 2.0 * np.pi - np.pi).astype(np.float32)
+    if v.size and float(np.max(np.abs(v))) > np.pi * 1.01:
+        raise ValueError(f"phase values reach {float(np.max(np.abs(v))):.4g}, beyond +-pi radians.")
+    return v.astype(np.float32)
+
+
+def _echo_entries(items: list[dict[str, Any]], spec_path: Path) -> dict[int, tuple[str, int]]:
+    """Role and echo index of each ``calf_echo`` item of study.yaml (position -> (role, index)): magnitudes
+    numbered by echo time; a phase takes the number of the magnitude at its echo time."""
+    echoes = [(i, it) for i, it in enumerate(items) if it["role"] == ECHO_ROLE]
+    for i, it in echoes:
+        if "echo_time_ms" not in it:
+            raise BadInputError(f"series {i + 1} ('{it['file']}') has role calf_echo but no echo_time_ms.",
+                                path=spec_path, fix="add echo_time_ms (milliseconds) to every calf_echo entry.")
+    mags = sorted(((float(it["echo_time_ms"]), i) for i, it in echoes if it.get("part", "magnitude") == "magnitude"))
+    tes = [te for te, _ in mags]
+    if len(set(tes)) != len(tes):
+        raise BadInputError(f"two magnitude echoes share an echo time ({tes} ms).", path=spec_path,
+                            fix="list each echo once, with its own echo_time_ms.")
+    out = {i: (echo_role(n, "magnitude"), n) for n, (_, i) in enumerate(mags, start=1)}
+    for i, it in echoes:
+        if it.get("part", "magnitude") != "phase":
+            continue
+        te = float(it["echo_time_ms"])
+        match = [n for n, t in enumerate(tes, start=1) if abs(t - te) < 1e-6]
+        if not match:
+            raise BadInputError(f"phase image '{it['file']}' at TE {te:g} ms has no magnitude image at that echo time.",
+                                path=spec_path, fix="add the magnitude image of that echo (part: magnitude).")
+        if any(r == echo_role(match[0], "phase") for r, _ in out.values()):
+            raise BadInputError(f"two phase images at TE {te:g} ms.", path=spec_path, fix="list each echo once.")
+        out[i] = (echo_role(match[0], "phase"), match[0])
+    return out
+
+
 def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Volume]]]:
     spec_path = study / "study.yaml"
     spec = read_yaml(spec_path)
     validate(spec, STUDY_YAML_SCHEMA, path=spec_path, name="study.yaml")
-    roles = [s["role"] for s in spec["series"]]
+    roles = [s["role"] for s in spec["series"] if s["role"] != ECHO_ROLE]
     dup = sorted({r for r in roles if roles.count(r) > 1})
     if dup:
         raise BadInputError(f"role(s) {', '.join(dup)} listed more than once.", path=spec_path,
                             fix="give each file its own role (e.g. lumbar_ax_t2 and lumbar_ax_t2_2).")
+    echo_roles = _echo_entries(spec["series"], spec_path)
     out: list[tuple[dict[str, Any], Volume]] = []
-    for item in spec["series"]:
+    for pos, item in enumerate(spec["series"]):
         path = (study / item["file"]).resolve()
         if not path.exists():
             raise BadInputError(f"file '{item['file']}' listed in study.yaml does not exist.", path=spec_path,
                                 fix="correct the file name in study.yaml or add the file.")
         vol = load_volume(path)
+        extra: dict[str, Any] = {}
+        if pos in echo_roles:
+            role, n = echo_roles[pos]
+            part = item.get("part", "magnitude")
+            extra = {"echo_index": n, "echo_time_ms": float(item["echo_time_ms"]), "part": part,
+                     "field_strength_t": item.get("field_strength_t")}
+            if part == "phase":
+                try:
+                    rad = phase_to_radians(vol.array, item.get("phase_range"))
+                except ValueError as exc:
+                    raise BadInputError(f"phase image '{item['file']}': {exc}", path=spec_path,
+                                        fix="give phase_range: [min, max] of the stored values (mapped to [-pi, pi))"
+                                            " or store the phase in radians.") from exc
+                vol = vol.with_array(rad)
+                extra["phase_range"] = item.get("phase_range")
+        else:
+            role = item["role"]
         can, slice_axis = to_closest_canonical(vol)
-        role = item["role"]
         anatomy = "calf" if role.startswith("calf_") else "lumbar" if role.startswith("lumbar_") else "other"
         plane = {0: "sagittal", 1: "coronal", 2: "axial"}[int(np.argmax(np.abs(vol.affine[:3, 2])))]
+        contrast = ("echo_phase" if extra.get("part") == "phase" else "echo") if extra else (
+            role.split("_")[-1] if anatomy == "calf" else role.split("_")[2] if anatomy == "lumbar"
+            and role.count("_") >= 2 else "unknown")
         entry = {"uid": None, "description": item.get("description", ""), "role": role, "anatomy": anatomy,
-                 "contrast": role.split("_")[-1] if anatomy == "calf" else role.split("_")[2] if anatomy == "lumbar"
-                 and role.count("_") >= 2 else "unknown", "plane": plane, "vendor": "", "files": [str(path)],
+                 "contrast": contrast, "plane": plane, "vendor": "", "files": [str(path)],
                  "sha256": file_sha256(path), "sop_instance_uids": [], "volume": f"volumes/{role}.nii.gz",
                  "shape": list(can.shape), "spacing_mm": [round(s, 6) for s in can.spacing_mm],
                  "affine": np.round(can.affine, 6).tolist(), "axcodes": "".join(can.axcodes),
-                 "slice_axis": slice_axis, "acquisition_affine": np.round(vol.affine, 6).tolist(), "warnings": []}
+                 "slice_axis": slice_axis, "acquisition_affine": np.round(vol.affine, 6).tolist(), "warnings": [],
+                 **extra}
         out.append((entry, can))
+    _check_echo_grids([(e, v) for e, v in out if "echo_index" in e], spec_path)
     return spec.get("patient", {}), out
+
+
+def _check_echo_grids(items: list[tuple[dict[str, Any], Volume]], path: Path) -> None:
+    """All echoes of a multi-echo acquisition must share one grid (they are fitted voxel by voxel)."""
+    if len(items) < 2:
+        return
+    ref_entry, ref = items[0]
+    for entry, vol in items[1:]:
+        if not vol.same_grid(ref):
+            raise BadInputError(f"echo '{entry['role']}' is not on the grid of '{ref_entry['role']}' "
+                                f"(shape {list(vol.shape)} vs {list(ref.shape)}).", path=path,
+                                fix="give the echoes of one multi-echo acquisition (same matrix and geometry).")
 
 
 # -- public API -------------------------------------------------------------------------------------------------
@@ -298,7 +453,8 @@ def ingest_study(study: Path, out: Path) -> dict[str, Any]:
         inputs = {e["role"]: {"files": e["files"], "sha256": e["sha256"]} for e in series}
         fmt = "nifti"
     else:
-        infos, skipped = _scan_dicom(study, _rules_for(study))
+        rules = _rules_for(study)
+        infos, skipped = _scan_dicom(study, rules)
         if not any(i.volume_reason is None for i in infos):
             if infos:
                 raise BadInputError(f"no image series with at least {MIN_SLICES_FOR_VOLUME} slices was found "
@@ -312,6 +468,8 @@ def ingest_study(study: Path, out: Path) -> dict[str, Any]:
             slice_axis = None
             if info.volume_reason is None:
                 vol = read_stack_volume(info.stack, cache)
+                if info.echo and info.echo["part"] == "phase":
+                    vol = _phase_volume(vol, info, rules)
                 can, slice_axis = to_closest_canonical(vol)
                 written.append((info.role, can))
             series.append(_series_entry(info, can, slice_axis, vol.affine if vol is not None else None))
@@ -355,4 +513,46 @@ def volumes_by_role(out: Path, role: str) -> list[tuple[dict[str, Any], Volume]]
     return [(e, load_volume(Path(out) / e["volume"])) for e in index["series"] if e.get("volume") and rx.match(e["role"])]
 
 
-__all__ = ["inspect_study", "ingest_study", "format_inspect_table", "volumes_by_role", "role_pattern", "plane_of"]
+@dataclass
+class EchoSet:
+    """The echoes of one multi-echo calf acquisition, read back from an ingested study (echo-time order)."""
+
+    echo_times_ms: list[float]
+    field_strength_t: float | None
+    magnitudes: list[Volume]
+    phases: list[Volume] | None  # radians; None unless every echo has its phase image
+    roles: list[str]
+
+
+def echo_set(out: Path) -> EchoSet | None:
+    """The multi-echo calf acquisition of the study ingested in ``OUT`` (roles ``calf_echo_<n>`` and
+    ``calf_echo_<n>_phase``), or None when it holds none."""
+    import json
+
+    index = json.loads((Path(out) / "series.json").read_text(encoding="utf-8"))
+    rx = re.compile(rf"^{ECHO_ROLE}_(\d+)(_phase)?$")
+    mags: dict[int, dict[str, Any]] = {}
+    phases: dict[int, dict[str, Any]] = {}
+    for e in index["series"]:
+        m = rx.match(e.get("role", ""))
+        if m and e.get("volume"):
+            (phases if m.group(2) else mags)[int(m.group(1))] = e
+    if not mags:
+        return None
+    order = sorted(mags)
+    field = next((float(e["field_strength_t"]) for e in mags.values() if e.get("field_strength_t")), None)
+    if field is None:
+        hdr = (index.get("patient") or {}).get("MagneticFieldStrength")
+        try:
+            field = float(hdr) if hdr not in (None, "") else None
+        except (TypeError, ValueError):
+            field = None
+    have_phase = all(n in phases for n in order)
+    return EchoSet([float(mags[n]["echo_time_ms"]) for n in order], field,
+                   [load_volume(Path(out) / mags[n]["volume"]) for n in order],
+                   [load_volume(Path(out) / phases[n]["volume"]) for n in order] if have_phase else None,
+                   [mags[n]["role"] for n in order])
+
+
+__all__ = ["inspect_study", "ingest_study", "format_inspect_table", "volumes_by_role", "role_pattern", "plane_of",
+           "echo_set", "EchoSet", "echo_role", "phase_to_radians"]
