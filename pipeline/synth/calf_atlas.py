@@ -9,8 +9,8 @@ Shape model
     neurovascular bundles) is a closed smooth contour, given at seven anatomical levels along the tibia
     (t = 0, 0.15, ..., 0.9 from just below the knee joint to just above the ankle) as a superellipse
     (centre, two semi-axes, rotation, exponent) in the cross-section of a reference right leg (u lateral,
-    v anterior, mm). The numbers follow published calf cross-sectional anatomy (e.g. Gray's Anatomy 42nd ed.,
-    leg cross-sections; Moore, Clinically Oriented Anatomy, fig. 5.59): the gastrocnemius medial head larger than the
+    v anterior, mm). The numbers follow standard cross-sectional anatomy of the leg (atlases such as Gray's Anatomy
+    and Moore's Clinically Oriented Anatomy): the gastrocnemius medial head larger than the
     lateral, both posterior-superficial and ending near mid-calf (lateral head first) where the Achilles tendon forms;
     soleus deep to them and largest at mid-calf; tibialis anterior anterolateral to the tibia; extensor digitorum
     longus lateral to it and anterior to the fibula; peroneus lateral to the fibula; tibialis posterior between tibia
@@ -213,6 +213,7 @@ class AtlasSpec:
     fat_mm: float = 5.0
     rotation_deg: dict[str, float] = field(default_factory=lambda: {"left": 8.0, "right": 8.0})
     offset_y_mm: dict[str, float] = field(default_factory=lambda: {"left": 0.0, "right": 0.0})
+    posterior_n: float = 2.6  # superellipse exponent of the posterior skin outline (lying on the table: > 2)
     deform_mm: float = 2.5
     jitter: float = 1.0  # scale of per-structure centre / size / contour jitter
     fill_mm: float = 15.0
@@ -254,17 +255,21 @@ class AtlasSpec:
                     ff = rng.uniform(0.7, 0.92) if pattern == "complete" else rng.uniform(0.12, 0.6)
                     scale = rng.uniform(0.55, 0.9) if rng.random() < 0.6 else rng.uniform(1.1, 1.35)
                     pathology[side][str(m)] = AtlasPathology(scale=float(scale), ff=float(ff), pattern=pattern)
+        size_ml, size_ap, deform = (float(rng.uniform(0.85, 1.15)), float(rng.uniform(0.85, 1.15)),
+                                    float(rng.uniform(1.5, 4.0)))
+        reach = SKIN_LEVELS.max() * max(size_ml, size_ap) * 1.12 + 3 * deform + 4  # as _Leg.extent_mm
+        separation = max(float(rng.uniform(160, 250)), 2 * reach - 12)
         t_start = float(rng.uniform(0.06, 0.2))
         anatomical = str(rng.choice(ANATOMICAL_CONTRASTS, p=[0.5, 0.2, 0.1, 0.1, 0.1]))
         return cls(legs=legs, tibia_length_mm=float(rng.uniform(320, 420)), t_start=t_start,
                    t_end=float(rng.uniform(max(t_start + 0.35, 0.65), 0.88)),
                    slice_mm=float(rng.choice([4.0, 5.0, 6.0])), in_plane_mm=float(rng.uniform(0.9, 1.3)),
-                   separation_mm=float(rng.uniform(160, 250)), size_ml=float(rng.uniform(0.85, 1.15)),
-                   size_ap=float(rng.uniform(0.85, 1.15)), bone_scale=float(rng.uniform(0.9, 1.1)),
+                   separation_mm=separation, size_ml=size_ml,
+                   size_ap=size_ap, bone_scale=float(rng.uniform(0.9, 1.1)),
                    fat_mm=float(rng.uniform(2.0, 12.0)),
                    rotation_deg={s: float(rng.uniform(-12, 25)) for s in SIDES},
                    offset_y_mm={s: float(rng.uniform(-10, 10)) for s in SIDES},
-                   deform_mm=float(rng.uniform(1.5, 4.0)), jitter=float(rng.uniform(0.5, 1.3)),
+                   posterior_n=float(rng.uniform(2.1, 3.4)), deform_mm=deform, jitter=float(rng.uniform(0.5, 1.3)),
                    fill_mm=float(rng.uniform(8.0, 20.0)), septum_ff=float(rng.uniform(0.35, 0.8)),
                    pathology=pathology, field_t=float(rng.choice([1.5, 3.0])), anatomical=anatomical,
                    noise_pct=float(rng.uniform(1.0, 4.0)), bias=float(rng.uniform(0.05, 0.35)),
@@ -400,7 +405,8 @@ class _Leg:
         c, s = np.cos(theta), np.sin(theta)
         a = np.where(c >= 0, al, am)
         b = np.where(s >= 0, ba, bp)
-        n = np.where(s >= 0, np.where(c >= 0, 2.0, 1.35), 2.4)  # flat anteromedial face over the tibia
+        # flat anteromedial face over the tibia; the posterior side flattened by the table (exponent > 2)
+        n = np.where(s >= 0, np.where(c >= 0, 2.0, 1.35), self.spec.posterior_n)
         r = (np.abs(c / a) ** n + np.abs(s / b) ** n) ** (-1.0 / n)
         amp, ph = self.skin_harm
         return r * (1.0 + sum(amp[k] * np.cos((k + 2) * theta + ph[k]) for k in range(3)))
@@ -848,7 +854,7 @@ def generate_atlas_calf(spec: AtlasSpec | None = None, seed: int = 0) -> AtlasPh
             sl = (slice(i0, i1), slice(j0, j1), k)
             labels[sl] = np.maximum(labels[sl], block_mode(sided[SIDES.index(s)][cls], f, n_labels))
             renderer.add(sl, tis, ffm)
-    series = renderer.series(affine, _naming(spec.vendor, spec.anatomical), "calf")
+    series = renderer.series(affine, series_naming(spec.vendor, spec.anatomical), "calf")
     lab_vol = Volume(labels, affine, {"generator": GENERATOR_NAME})
     for ser in series:
         ser.labels = lab_vol
@@ -899,7 +905,8 @@ def _truth(spec: AtlasSpec, reg: Any, lab: Volume, ff_sum: dict, ff_w: dict, gir
             "leg_centroid_x_mm": {s: round(v, 2) for s, v in cx.items()}, "pathology": patho}
 
 
-def _naming(vendor: str, anatomical: str) -> dict[str, str]:
+def series_naming(vendor: str, anatomical: str) -> dict[str, str]:
+    """Series descriptions of the five calf series in the style of ``vendor`` (the anatomical one by contrast)."""
     anat = {"t1": "t1_tse_tra_calf", "t2": "t2_tse_tra_calf", "pd": "pd_tse_tra_calf", "stir": "tirm_tra_calf",
             "gre": "t2_fl2d_tra_calf"}[anatomical]
     if vendor == "philips":

@@ -47,6 +47,7 @@ from pipeline.synth.calf_atlas import (
     AtlasSpec,
     TissueRenderer,
     block_mode,
+    series_naming,
     superellipse_inside,
     write_series_study,
 )
@@ -250,8 +251,7 @@ def generate_not_calf(kind: str, seed: int = 0, *, n_slices: int | None = None, 
     params = AtlasSpec(anatomical=str(rng.choice(["t1", "t2", "pd", "stir"], p=[0.55, 0.2, 0.1, 0.15])),
                        field_t=float(rng.choice([1.5, 3.0])), noise_pct=float(rng.uniform(1.0, 3.0)),
                        bias=float(rng.uniform(0.05, 0.3)), septum_ff=float(rng.uniform(0.4, 0.8)))
-    naming = {"water": "vibe_dixon_calf_W", "fat": "vibe_dixon_calf_F", "inphase": "vibe_dixon_calf_in",
-              "outphase": "vibe_dixon_calf_opp", "anatomical": "t1_tse_tra_calf"}
+    naming = series_naming("siemens", params.anatomical)
     if kind in ("empty", "noise"):
         return _featureless(kind, rng, params, naming, n_slices or 24, in_plane_mm, slice_mm or 5.0)
     part = PARTS[kind]
