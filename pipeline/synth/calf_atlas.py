@@ -333,7 +333,7 @@ class _MuscleFat:
         self.p = p
         self.low = min(0.03, p.ff)
         self.field = _Field(rng, (12.0, 35.0), n=5)
-        self.warp = _Field(rng, (20.0, 60.0), n=3)
+        self.warp = _Field(rng, (15.0, 45.0), n=4)
         self.angle = rng.uniform(0, np.pi)
         self.lam = rng.uniform(4.0, 7.0)
 
@@ -351,7 +351,7 @@ class _MuscleFat:
             ff = low + (high - low) / (1.0 + np.exp(-(g - thr) / 0.06))
         else:  # marbled: thin streaks of fat
             s = 0.5 + 0.5 * np.cos(2 * np.pi * (u * np.cos(self.angle) + v * np.sin(self.angle)) / self.lam
-                                   + 2.5 * self.warp(u, v, z))
+                                   + 7.0 * self.warp(u, v, z))
             amp = min((p.ff - low) / 0.2256, 0.95 - low)
             ff = low + amp * s ** 6
         return np.clip(ff, 0.0, 1.0)
