@@ -190,43 +190,10 @@ def _solve3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                      (c02 * b0 + c12 * b1 + c22 * b2) / det], axis=1)
 
 
-def fit_magnitude_branch(y: np.ndarray, te_s: np.ndarray, c: np.ndarray, ff_range: tuple[float, float],
-                         r2_range: tuple[float, float], iterations: int = 3, grid: int = 51) -> BranchFit:
-    """Least-squares fit of ``y_n = rho |1 - f + f c_n| exp(-R2* t_n)`` with ``f`` in ``ff_range``.
-
-    Start: for each ``f`` of a grid over ``ff_range``, ``log y_n - log g_n(f) = log rho - R2* t_n`` is linear in
-    (log rho, R2*), so its residual is ``|P (log y - log g(f))|^2`` with ``P`` the projector orthogonal to
-    ``[1, t]``: one matrix product over all voxels and grid points picks the best ``f``. Then Levenberg-Marquardt
-    on (rho, f, R2*) in the magnitude domain, the bounds enforced by clipping.
-
-    >>> te = np.array([3.45, 4.60, 5.75]) * 1e-3; c = fat_phasors(te, 3.0)
-    >>> y = 100 * np.abs(0.8 + 0.2 * c) * np.exp(-40 * te)
-    >>> fit = fit_magnitude_branch(y[None, :], te, c, (0.0, 0.5), (0.0, 400.0))
-    >>> round(float(fit.ff[0]), 4), round(float(fit.r2star[0]), 2), round(float(fit.rho[0]), 2)
-    (0.2, 40.0, 100.0)
-    """
-    y64 = np.asarray(y, np.float64)
-    te = np.asarray(te_s, np.float64)
-    n = te.size
-    design = np.stack([np.ones(n), -te], axis=1)
-    pinv = np.linalg.pinv(design)
-    proj = np.eye(n) - design @ pinv  # orthogonal to [1, -t]
-    f_grid = np.linspace(ff_range[0], ff_range[1], grid)
-    log_g = np.log(np.maximum(np.abs((1.0 - f_grid)[:, None] + f_grid[:, None] * c[None, :]), 1e-6))  # (K, N)
-    pg = (log_g @ proj).astype(np.float32)  # (K, N)
-    ly = np.log(np.maximum(y64, 1e-3))
-    py = (ly @ proj).astype(np.float32)  # (V, N)
-    cost = np.sum(pg * pg, axis=1)[None, :] - 2.0 * (py @ pg.T)
-    k = np.argmin(cost, axis=1)
-    del cost
-    f = f_grid[k].astype(np.float32)
-    coef = (ly - log_g[k]) @ pinv.T  # (V, 2): log rho, R2*
-    r = np.clip(coef[:, 1], *r2_range).astype(np.float32)
-    y32 = y64.astype(np.float32)
-    te32 = te.astype(np.float32)
-    c32 = c.astype(np.complex64)
-    m, _, _ = _magnitude_model(f, r, c32, te32)
-    rho = np.maximum(np.sum(y32 * m, axis=1) / np.maximum(np.sum(m * m, axis=1), 1e-12), 0.0)
+def _refine_magnitude(y32: np.ndarray, f: np.ndarray, r: np.ndarray, rho: np.ndarray, c32: np.ndarray,
+                      te32: np.ndarray, ff_range: tuple[float, float], r2_range: tuple[float, float],
+                      iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt steps on (rho, f, R2*) of the magnitude model, the bounds enforced by clipping."""
     lam = 1e-3
     for _ in range(iterations):
         m, dm, _ = _magnitude_model(f, r, c32, te32)
@@ -244,6 +211,71 @@ def fit_magnitude_branch(y: np.ndarray, te_s: np.ndarray, c: np.ndarray, ff_rang
         rho = np.maximum(rho + step[:, 0], 0.0)
         f = np.clip(f + step[:, 1], *ff_range).astype(np.float32)
         r = np.clip(r + step[:, 2], *r2_range).astype(np.float32)
+    return f, r, rho
+
+
+def fit_magnitude_branch(y: np.ndarray, te_s: np.ndarray, c: np.ndarray, ff_range: tuple[float, float],
+                         r2_range: tuple[float, float], iterations: int = 3, grid: int = 101) -> BranchFit:
+    """Least-squares fit of ``y_n = rho |1 - f + f c_n| exp(-R2* t_n)`` with ``f`` in ``ff_range``.
+
+    Start: for each ``f`` of a grid over ``ff_range``, ``log y_n - log g_n(f) = log rho - R2* t_n`` is linear in
+    (log rho, R2*), so its residual is ``|U^T (log y - log g(f))|^2`` with ``U`` an orthonormal basis of the
+    complement of ``[1, t]``: one matrix product over all voxels and grid points picks the best ``f`` (for three
+    echoes ``U`` is one vector and a binary search over the sorted grid does it). Then Levenberg-Marquardt
+    on (rho, f, R2*) in the magnitude domain, the bounds enforced by clipping.
+
+    >>> te = np.array([3.45, 4.60, 5.75]) * 1e-3; c = fat_phasors(te, 3.0)
+    >>> y = 100 * np.abs(0.8 + 0.2 * c) * np.exp(-40 * te)
+    >>> fit = fit_magnitude_branch(y[None, :], te, c, (0.0, 0.5), (0.0, 400.0))
+    >>> round(float(fit.ff[0]), 4), round(float(fit.r2star[0]), 2), round(float(fit.rho[0]), 2)
+    (0.2, 40.0, 100.0)
+    """
+    y64 = np.asarray(y, np.float64)
+    te = np.asarray(te_s, np.float64)
+    n = te.size
+    design = np.stack([np.ones(n), -te], axis=1)
+    pinv = np.linalg.pinv(design)
+    # orthonormal basis of the complement of [1, -t]: the residual of the linear fit lives there
+    basis = np.linalg.svd(np.eye(n) - design @ pinv)[0][:, : n - 2]
+    f_grid = np.linspace(ff_range[0], ff_range[1], grid)
+    log_g = np.log(np.maximum(np.abs((1.0 - f_grid)[:, None] + f_grid[:, None] * c[None, :]), 1e-6))  # (K, N)
+    pg = log_g @ basis  # (K, N - 2)
+    ly = np.log(np.maximum(y64, 1e-3))
+    py = ly @ basis  # (V, N - 2)
+    if n == 3:  # one residual coordinate: nearest grid value by binary search
+        order = np.argsort(pg[:, 0])
+        table = pg[order, 0]
+        pos = np.clip(np.searchsorted(table, py[:, 0]), 1, table.size - 1)
+        left = np.abs(py[:, 0] - table[pos - 1]) <= np.abs(py[:, 0] - table[pos])
+        k = order[np.where(left, pos - 1, pos)]
+    else:
+        pg32, py32 = pg.astype(np.float32), py.astype(np.float32)
+        k = np.argmin(np.sum(pg32 * pg32, axis=1)[None, :] - 2.0 * (py32 @ pg32.T), axis=1)
+    f64 = f_grid[k]
+    if n == 3:  # exact inversion: linear interpolation of the residual coordinate between neighbouring grid points
+        h, sv = pg[:, 0], py[:, 0]
+        for lo in (np.clip(k - 1, 0, grid - 2), np.clip(k, 0, grid - 2)):
+            a, b = h[lo] - sv, h[lo + 1] - sv
+            bracket = (a * b <= 0) & (a != b)
+            t = np.where(bracket, a / np.where(a != b, a - b, 1.0), 0.0)
+            f64 = np.where(bracket, f_grid[lo] + t * (f_grid[lo + 1] - f_grid[lo]), f64)
+        log_gf = np.log(np.maximum(np.abs((1.0 - f64)[:, None] + f64[:, None] * c[None, :]), 1e-6))
+    else:
+        log_gf = log_g[k]
+    coef = (ly - log_gf) @ pinv.T  # (V, 2): log rho, R2*
+    f = f64.astype(np.float32)
+    r = np.clip(coef[:, 1], *r2_range).astype(np.float32)
+    y32 = y64.astype(np.float32)
+    te32 = te.astype(np.float32)
+    c32 = c.astype(np.complex64)
+    m, _, _ = _magnitude_model(f, r, c32, te32)
+    rho = np.maximum(np.sum(y32 * m, axis=1) / np.maximum(np.sum(m * m, axis=1), 1e-12), 0.0)
+    # refine only where the start does not fit already (no exact solution inside the bounds, or more than 3 echoes)
+    rel = np.sum((y32 - rho[:, None] * m) ** 2, axis=1) / np.maximum(np.sum(y32 * y32, axis=1), 1e-12)
+    todo = np.nonzero(rel > 1e-8)[0]
+    if todo.size:
+        f[todo], r[todo], rho[todo] = _refine_magnitude(y32[todo], f[todo], r[todo], rho[todo], c32, te32,
+                                                         ff_range, r2_range, iterations)
     m, _, _ = _magnitude_model(f.astype(np.float64), r.astype(np.float64), c, te)
     rho64 = np.maximum(np.sum(y64 * m, axis=1) / np.maximum(np.sum(m * m, axis=1), 1e-12), 0.0)
     rss = np.sum((y64 - rho64[:, None] * m) ** 2, axis=1)
