@@ -211,7 +211,7 @@ class AtlasSpec:
     size_ap: float = 1.0
     bone_scale: float = 1.0
     fat_mm: float = 5.0
-    rotation_deg: dict[str, float] = field(default_factory=lambda: {"left": 8.0, "right": 8.0})
+    rotation_deg: dict[str, float] = field(default_factory=lambda: {"left": 8.0, "right": 8.0})  # + = external
     offset_y_mm: dict[str, float] = field(default_factory=lambda: {"left": 0.0, "right": 0.0})
     posterior_n: float = 2.6  # superellipse exponent of the posterior skin outline (lying on the table: > 2)
     deform_mm: float = 2.5
@@ -267,7 +267,7 @@ class AtlasSpec:
                    separation_mm=separation, size_ml=size_ml,
                    size_ap=size_ap, bone_scale=float(rng.uniform(0.9, 1.1)),
                    fat_mm=float(rng.uniform(2.0, 12.0)),
-                   rotation_deg={s: float(rng.uniform(-12, 25)) for s in SIDES},
+                   rotation_deg={s: float(rng.uniform(-10, 22)) for s in SIDES},
                    offset_y_mm={s: float(rng.uniform(-10, 10)) for s in SIDES},
                    posterior_n=float(rng.uniform(2.1, 3.4)), deform_mm=deform, jitter=float(rng.uniform(0.5, 1.3)),
                    fill_mm=float(rng.uniform(8.0, 20.0)), septum_ff=float(rng.uniform(0.35, 0.8)),
@@ -390,15 +390,17 @@ class _Leg:
         """World grid xs (axis 0) x ys (axis 1), mm -> deformed reference-leg coordinates (u lateral, v anterior).
         The displacement field lives in world millimetres relative to the leg centre."""
         xr, yr = xs - self.cx, ys - self.cy
-        u = self.mirror * (self.cos * xr[:, None] + self.sin * yr[None, :]) / self.sml
-        v = (-self.sin * xr[:, None] + self.cos * yr[None, :]) / self.sap
+        xm = self.mirror * xr[:, None]  # towards lateral
+        u = (self.cos * xm - self.sin * yr[None, :]) / self.sml
+        v = (self.sin * xm + self.cos * yr[None, :]) / self.sap
         d = self.spec.deform_mm
         return u + d * self.du.grid(xr, yr, z), v + d * self.dv.grid(xr, yr, z)
 
     def from_ref(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Undeformed reference coordinates -> world (x, y)."""
-        ur, vr = self.mirror * u * self.sml, v * self.sap
-        return self.cx + self.cos * ur - self.sin * vr, self.cy + self.sin * ur + self.cos * vr
+        """Undeformed reference coordinates -> world (x, y). A positive rotation is external (anterior turns
+        lateral) on both legs."""
+        ur, vr = u * self.sml, v * self.sap
+        return self.cx + self.mirror * (self.cos * ur + self.sin * vr), self.cy - self.sin * ur + self.cos * vr
 
     def skin_radius(self, theta: np.ndarray, t: float) -> np.ndarray:
         al, am, ba, bp = _SKIN_TABLE(t)
