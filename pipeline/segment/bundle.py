@@ -11,6 +11,7 @@ written by :func:`write_ensemble`): its probabilities are the mean of the member
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Bundle:
         """Class map (uint8 Volume) on the grid of ``channels[0]``; see :func:`pipeline.segment.infer.predict`."""
         from pipeline.segment.infer import predict
 
+        set_threads_once()
         with self._lock:
             return predict(self, channels, device=device or self.device)
 
@@ -71,12 +73,35 @@ class Bundle:
         """Class map and the probability maps of ``classes``; see :func:`pipeline.segment.infer.predict_soft`."""
         from pipeline.segment.infer import predict_soft
 
+        set_threads_once()
         with self._lock:
             return predict_soft(self, channels, classes, device=device or self.device)
 
     def provenance(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.metadata["version"], "sha256": self.sha256,
                 "path": self.path.name}
+
+
+_THREADS: list[int] = []  # the intra-op thread count once set in this process
+
+
+def inference_threads() -> int:
+    """Threads for CPU inference: ``$LEGMRI_THREADS``, else ``$OMP_NUM_THREADS`` (a batch worker sets 1 so that
+    -j workers share the cores), else the CPUs this process may run on."""
+    for var in ("LEGMRI_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def set_threads_once(n: int | None = None) -> int:
+    """Set torch's intra-op thread count once per process (the first inference, or an explicit call with ``n``);
+    later calls leave it. Returns the count in force."""
+    if not _THREADS:
+        _THREADS.append(int(n) if n else inference_threads())
+        torch.set_num_threads(_THREADS[0])
+    return _THREADS[0]
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
