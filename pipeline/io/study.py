@@ -359,6 +359,27 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
     return spec.get("patient", {}), out
 
 
+def _flag_echo_limits(series: list[dict[str, Any]]) -> None:
+    """Warnings on the echoes of a multi-echo acquisition that say what its fat fraction can and cannot be."""
+    mags = [e for e in series if e.get("part") == "magnitude" and "echo_index" in e]
+    phases = [e for e in series if e.get("part") == "phase" and "echo_index" in e]
+    if not mags:
+        return
+    notes = []
+    if len(mags) < 3:
+        notes.append(f"only {len(mags)} echo(es): a multi-echo fat fraction needs at least 3")
+    elif len(phases) < len(mags):
+        notes.append("magnitude-only echoes: water/fat dominance is ambiguous for FF of about 80-95 % (read as its "
+                     "5-35 % alias unless nearly pure fat lies nearby); fat fraction near 50 % is imprecise")
+    else:
+        notes.append("complex echoes: a field map changing by more than half an echo-spacing period between "
+                     "neighbouring regions (phase wraps) can swap water and fat")
+    if not any(e.get("field_strength_t") for e in mags):
+        notes.append("field strength unknown (no MagneticFieldStrength / field_strength_t): no multi-echo fit")
+    for e in mags:
+        e.setdefault("warnings", []).extend(notes)
+
+
 def _check_echo_grids(items: list[tuple[dict[str, Any], Volume]], path: Path) -> None:
     """All echoes of a multi-echo acquisition must share one grid (they are fitted voxel by voxel)."""
     if len(items) < 2:
@@ -482,6 +503,7 @@ def ingest_study(study: Path, out: Path) -> dict[str, Any]:
                                      "they are ingested together")
         inputs = {e["role"]: {"sop_instance_uids": e["sop_instance_uids"]} for e in series}
         fmt = "dicom"
+    _flag_echo_limits(series)
     index = {"study": str(study), "format": fmt, "patient": patient,
              "study_uid": patient.get("StudyInstanceUID", "") if isinstance(patient, dict) else "",
              "series": series, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}

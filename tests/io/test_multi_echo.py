@@ -49,7 +49,8 @@ def test_nifti_echoes_ordered_by_echo_time_with_phase_in_radians(tmp_path: Path)
 
 
 def test_nifti_magnitude_only_has_no_phases(tmp_path: Path) -> None:
-    ingest_study(_nifti_study(tmp_path, phase=False), tmp_path / "out")
+    index = ingest_study(_nifti_study(tmp_path, phase=False), tmp_path / "out")
+    assert all(any("magnitude-only" in w for w in e["warnings"]) for e in index["series"])
     es = echo_set(tmp_path / "out")
     assert es is not None and es.phases is None and len(es.magnitudes) == 3
 
