@@ -151,6 +151,10 @@ BUNDLES: dict[str, list] = {
     "anterior_tibial": [_, (6, 14, 2.0), (6, 16, 2.0), (6, 15, 2.0), (4, 13, 2.0), (1, 12, 2.0), (0, 16, 1.8)],
 }
 #: superficial veins in the subcutaneous fat: polar angle of the reference leg (deg, 0 = lateral, 90 = anterior)
+#: fascial compartments (soleus apart from the gastrocnemii: a fat plane lies between them)
+COMPARTMENT = {"gastrocnemius_medial": 0, "gastrocnemius_lateral": 0, "soleus": 1, "tibialis_posterior": 2,
+               "flexor_digitorum_longus": 2, "flexor_hallucis_longus": 2, "tibialis_anterior": 3,
+               "extensor_digitorum_longus": 3, "peroneus": 4}
 SUPERFICIAL_VEINS = {"great_saphenous": 200.0, "small_saphenous": 268.0}
 CORTEX_MM = {"tibia": np.array([1.5, 3, 4.5, 5, 5, 4, 2]), "fibula": np.array([1.5, 2, 2.5, 2.5, 2.5, 2, 1.5])}
 
@@ -384,6 +388,10 @@ class _Leg:
             self.shape_mod[name] = (shift, size, harm, rng.uniform(0, 2 * np.pi, 3))
         self.fat = {m: _MuscleFat(spec.muscle(side, m), rng) for m in MUSCLES}
         self.vein_r = {k: rng.uniform(1.5, 3.0) for k in SUPERFICIAL_VEINS}
+        self.septum_mm = rng.uniform(0.4, 1.6)  # fat planes between compartments
+        n = 14  # small intramuscular vessels running along the leg: (u, v) at t = 0.4, radius, drift per unit t
+        self.tracks = np.column_stack([rng.uniform(-40, 40, n), rng.uniform(-42, 12, n), rng.uniform(0.6, 1.3, n),
+                                       rng.normal(0, 10, n), rng.normal(0, 10, n)])
 
     # coordinates
     def to_ref(self, xs: np.ndarray, ys: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
@@ -551,6 +559,29 @@ class _Leg:
             edge[tuple(a0)] |= diff
             edge[tuple(a1)] |= diff
         tissue[edge] = SEPTUM
+        # wider fat planes between compartments (and between the gastrocnemii and soleus)
+        comp_lut = np.full(int(max(class_id.values())) + 1, -1, np.int8)
+        for mname, comp in COMPARTMENT.items():
+            comp_lut[class_id[mname]] = comp
+        cc = np.where(muscle_cls, comp_lut[cls], -1)
+        plane = np.zeros(cls.shape, bool)
+        for ax in (0, 1):
+            a0 = [slice(None)] * 2
+            a1 = [slice(None)] * 2
+            a0[ax], a1[ax] = slice(None, -1), slice(1, None)
+            diff = (cc[tuple(a0)] != cc[tuple(a1)]) & (cc[tuple(a0)] >= 0) & (cc[tuple(a1)] >= 0)
+            plane[tuple(a0)] |= diff
+            plane[tuple(a1)] |= diff
+        grow = int(round(self.septum_mm / fine_mm / 2))
+        if grow > 0 and plane.any():
+            plane = ndimage.binary_dilation(plane, iterations=grow) & muscle_cls
+        tissue[plane] = INTERFAT
+        # small intramuscular vessels (kept in the muscle's label, left out of its fat fraction)
+        for u0, v0, r, du, dv in self.tracks:
+            sh = (u0 + du * (t - 0.4), v0 + dv * (t - 0.4), r, r, 0.0)
+            sl = box_of(sh)
+            ti = tissue[sl]
+            ti[((U[sl] - sh[0]) ** 2 + (V[sl] - sh[1]) ** 2 < r * r) & (ti == MUSCLE)] = VESSEL
         # fat fraction of muscle tissue
         idx = np.nonzero(tissue == MUSCLE)
         cm = cls[idx]
