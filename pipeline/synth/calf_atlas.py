@@ -1026,5 +1026,6 @@ def write_atlas_study(seed: int, out_dir: str | Path, fmt: str = "nifti", spec: 
         raise ValueError(f"contrasts={contrasts!r}: choose from {', '.join(CONTRASTS)}.")
     ph = generate_atlas_calf(spec, seed=seed)
     series = [s for s in ph.series if s.role.removeprefix("calf_") in contrasts]
-    truth = {"case": "calf_atlas", "calf": ph.truth}
+    truth = {"case": "calf_atlas", "generator_version": ATLAS_VERSION, "vendor": ph.spec.vendor,
+             "intended_diagnosis": None, "calf": ph.truth, "spine": None}
     return write_series_study(series, truth, out_dir, fmt, seed, labels=ph.labels)

@@ -134,3 +134,19 @@ def test_write_study_nifti_single_contrast(tmp_path):
     assert (out / "ground_truth.json").exists()
     with pytest.raises(ValueError):
         write_atlas_study(3, tmp_path / "bad", contrasts=("t2",))
+
+
+def test_independent_of_the_training_generator():
+    """The evaluation phantoms share no code with the generator the network is trained on."""
+    import ast
+    from pathlib import Path
+
+    import pipeline.synth.calf_atlas as atlas
+    import pipeline.synth.not_calf as not_calf
+
+    for mod in (atlas, not_calf):
+        tree = ast.parse(Path(mod.__file__).read_text())
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not names & {"pipeline.synth.calf", "pipeline.synth.cases", "pipeline.synth.write",
+                            "pipeline.synth.physics"}, mod.__name__
