@@ -454,19 +454,54 @@ def _wrap(x: np.ndarray, period: float) -> np.ndarray:
     return (x + period / 2) % period - period / 2
 
 
+def _search_residuals(y: np.ndarray, te: np.ndarray, c: np.ndarray, psi_grid: np.ndarray, r2: float,
+                      chunk: int) -> np.ndarray:
+    """Residual (V, P) of the complex model with free complex W and F at each field-map value of ``psi_grid`` and a
+    fixed R2*: ``|y|^2 - |Q_p^H y|^2`` with ``Q_p`` an orthonormal basis of span{d, c d} (variable projection,
+    Golub & Pereyra 1973), all grid points in one matrix product."""
+    d = np.exp((2j * np.pi * psi_grid[:, None] - r2) * te[None, :])
+    q, _ = np.linalg.qr(np.stack([d, c[None, :] * d], axis=2))  # (P, N, 2)
+    qc = np.conj(q).transpose(1, 0, 2).reshape(te.size, -1).astype(np.complex64)  # (N, 2P)
+    out = np.empty((y.shape[0], psi_grid.size), np.float32)
+    for s in range(0, y.shape[0], chunk):
+        yy = y[s:s + chunk].astype(np.complex64)
+        proj = yy @ qc
+        energy = (proj.real ** 2 + proj.imag ** 2).reshape(yy.shape[0], psi_grid.size, 2).sum(axis=2)
+        out[s:s + chunk] = np.sum(np.abs(yy) ** 2, axis=1)[:, None] - energy
+    return out
+
+
+def _regional_field(res: np.ndarray, mask: np.ndarray, psi_grid: np.ndarray, block: int, sigma: float) -> np.ndarray:
+    """A coarse field map (one value per masked voxel): residual curves summed over ``block`` x ``block`` in-plane
+    blocks and smoothed over neighbouring blocks, then minimised. The true field lines up from voxel to voxel
+    while noise does not, so the regional sum finds it where single voxels are ambiguous (in the spirit of the
+    multi-resolution field-map estimates of Hernando et al., Magn Reson Med 2010;63:79-90)."""
+    idx = np.nonzero(mask)
+    shape = (-(-mask.shape[0] // block), -(-mask.shape[1] // block), mask.shape[2])
+    lin = np.ravel_multi_index((idx[0] // block, idx[1] // block, idx[2]), shape)
+    n = int(np.prod(shape))
+    low = np.stack([np.bincount(lin, weights=res[:, p], minlength=n) for p in range(psi_grid.size)], axis=1)
+    low = ndimage.gaussian_filter(low.reshape(*shape, psi_grid.size), (sigma, sigma, sigma / 4.0, 0.0),
+                                  mode=("nearest", "nearest", "nearest", "wrap"))
+    return psi_grid[np.argmin(low.reshape(n, psi_grid.size), axis=1)][lin]
+
+
 def fit_complex(signal: np.ndarray, te_ms: Sequence[float], field_t: float, *,
                 spectrum: FatSpectrum = HAMILTON_2011, r2star_max: float = 400.0, mask: np.ndarray | None = None,
-                mask_threshold: float = 0.05, psi_steps: int = 48, smoothing_px: Sequence[float] = (16.0, 8.0, 4.0),
-                newton_iterations: int = 4, chunk: int = 100_000) -> WaterFatMaps:
+                mask_threshold: float = 0.05, psi_steps: int = 64, search_r2: float = 40.0, block_px: int = 4,
+                block_sigma: float = 2.0, smoothing_px: Sequence[float] = (8.0, 4.0), newton_iterations: int = 4,
+                chunk: int = 200_000) -> WaterFatMaps:
     """Complex multi-echo water-fat separation with R2*, a multi-peak fat spectrum and a smooth field map.
 
-    1. Residual of the common-phase model (:func:`common_phase_water_fat`; W, F and the phase projected out) over a
-       grid of field map psi (one period ``1 / min(delta TE)``, ``psi_steps`` steps) and R2* (0-160 1/s); per voxel the two deepest minima over psi are the candidates (the true field and,
-       typically, the water/fat-swapped one about a fat-water shift away).
-    2. Field map: start from each voxel's deepest minimum, then, for each smoothing width in ``smoothing_px``,
-       average the map over its neighbourhood (magnitude-weighted, on phasors so that the period wraps) and take in
-       each voxel the candidate nearest to that average.
-    3. Newton steps on (psi, R2*) with numerical derivatives of the residual, starting at the chosen candidate.
+    1. Residual of the model with free complex W and F (variable projection) over a grid of field map psi (one
+       period ``1 / min(delta TE)``, ``psi_steps`` steps) at R2* ``search_r2``; per voxel the two deepest minima
+       over psi are the candidates (the true field and, typically, the water/fat-swapped one about a fat-water
+       shift away).
+    2. Field map: a regional estimate (:func:`_regional_field`) picks the first candidate of each voxel; then, for
+       each smoothing width in ``smoothing_px``, the map is averaged over its neighbourhood (magnitude-weighted, on
+       phasors so that the period wraps) and each voxel takes the candidate nearest to that average.
+    3. Newton steps on (psi, R2*) with numerical derivatives of the residual of the common-phase model
+       (:func:`common_phase_water_fat`: real W and F with one phase), starting at the chosen candidate.
     4. FF = F / (W + F) from the real, common-phase W and F: not clipped, no noise floor at FF = 0.
     """
     signal = np.asarray(signal)
@@ -474,39 +509,30 @@ def fit_complex(signal: np.ndarray, te_ms: Sequence[float], field_t: float, *,
         raise ValueError(f"complex fit needs a complex (X, Y, Z, N >= 3) array, got {signal.dtype} {signal.shape}.")
     te = np.asarray(te_ms, np.float64) * 1e-3
     c = fat_phasors(te, field_t, spectrum)
-    mag = np.abs(signal)
     if mask is None:
-        mask = foreground_mask(mag, None, mask_threshold)
+        mask = foreground_mask(np.abs(signal), None, mask_threshold)
     y = signal[mask].astype(np.complex128)
     period = 1.0 / float(np.min(np.diff(np.sort(te))))
     psi_grid = -period / 2 + period * np.arange(psi_steps) / psi_steps
-    r2_grid = np.array([0.0, 40.0, 80.0, 160.0])
-    cand = np.zeros((y.shape[0], 2))
-    cand_r2 = np.zeros((y.shape[0], 2))
-    for s in range(0, y.shape[0], chunk):
-        yy = y[s:s + chunk]
-        rss = np.stack([np.stack([_common_phase(yy, te, c, p, r)[2] for r in r2_grid], axis=1) for p in psi_grid],
-                       axis=1)  # (V, P, R)
-        best_r = np.argmin(rss, axis=2)
-        r_psi = np.take_along_axis(rss, best_r[:, :, None], axis=2)[:, :, 0]  # (V, P)
-        local = (r_psi <= np.roll(r_psi, 1, axis=1)) & (r_psi <= np.roll(r_psi, -1, axis=1))
-        ranked = np.argsort(np.where(local, r_psi, np.inf), axis=1)[:, :2]
-        second_ok = np.isfinite(np.take_along_axis(np.where(local, r_psi, np.inf), ranked[:, 1:2], axis=1))[:, 0]
-        ranked[:, 1] = np.where(second_ok, ranked[:, 1], ranked[:, 0])
-        cand[s:s + chunk] = psi_grid[ranked]
-        cand_r2[s:s + chunk] = r2_grid[np.take_along_axis(best_r, ranked, axis=1)]
+    res = _search_residuals(y, te, c, psi_grid, search_r2, chunk)
+    local = (res <= np.roll(res, 1, axis=1)) & (res <= np.roll(res, -1, axis=1))
+    ranked = np.argsort(np.where(local, res, np.inf), axis=1)[:, :2]
+    second_ok = np.isfinite(np.take_along_axis(np.where(local, res, np.inf), ranked[:, 1:2], axis=1))[:, 0]
+    ranked[:, 1] = np.where(second_ok, ranked[:, 1], ranked[:, 0])
+    cand = psi_grid[ranked]
+    coarse = _regional_field(res, mask, psi_grid, block_px, block_sigma)
+    del res
+    choice = np.argmin(np.abs(_wrap(cand - coarse[:, None], period)), axis=1)
     weight = np.zeros(mask.shape)
     weight[mask] = np.sqrt(np.sum(np.abs(y) ** 2, axis=1))
-    choice = np.zeros(y.shape[0], int)
     psi_map = np.zeros(mask.shape)
-    for sig in smoothing_px:
-        psi_map[mask] = cand[np.arange(y.shape[0]), choice]
-        smooth = _smooth_phasor(psi_map, weight, period, sig)[mask]
-        dist = np.abs(_wrap(cand - smooth[:, None], period))
-        choice = np.argmin(dist, axis=1)
     idx = np.arange(y.shape[0])
+    for sig in smoothing_px:
+        psi_map[mask] = cand[idx, choice]
+        smooth = _smooth_phasor(psi_map, weight, period, sig)[mask]
+        choice = np.argmin(np.abs(_wrap(cand - smooth[:, None], period)), axis=1)
     psi = cand[idx, choice]
-    r2 = cand_r2[idx, choice].astype(np.float64)
+    r2 = np.full(y.shape[0], search_r2)
     dpsi, dr = period / psi_steps / 4.0, 5.0
 
     def cost(p: np.ndarray, r: np.ndarray) -> np.ndarray:
