@@ -18,10 +18,11 @@ Two fits are provided, both vectorised over voxels:
   voxels that only one branch can explain and, for the others, from their in-plane neighbourhood (see
   :func:`resolve_dominance`).
 * :func:`fit_complex` (magnitude and phase, at least 3 echoes): IDEAL-type variable projection (Reeder et al.,
-  Magn Reson Med 2004;51:35-45) over a grid of field-map and R2* values, the two lowest field-map minima of each
-  voxel kept as candidates and the spatially smooth one chosen by iterated smoothing (in the spirit of the
-  region-growing field map of Yu et al., Magn Reson Med 2005;54:1032-1039), then a common-phase refit of real W
-  and F (Bydder et al., Magn Reson Imaging 2011;29:216-221) so that the fat fraction has no noise floor.
+  Magn Reson Med 2004;51:35-45) over a grid of field-map values; the two lowest minima of each voxel are its
+  candidates, and the spatially smooth one is chosen from a regional estimate (residual curves summed over blocks
+  of voxels) followed by iterated smoothing of the field map (in the spirit of the region-growing field map of
+  Yu et al., Magn Reson Med 2005;54:1032-1039); then Newton steps on field map and R2* with real W and F sharing
+  one phase (Bydder et al., Magn Reson Imaging 2011;29:216-221), so that the fat fraction has no noise floor.
 
 Known limits (written into provenance by the caller): a 3-echo magnitude fit cannot tell FF of about 80-95 % from
 its alias at about 5-35 % voxel by voxel (the two branches fit three echoes exactly); a neighbourhood without voxels
