@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import __version__
@@ -138,58 +138,97 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _inspect(a: argparse.Namespace) -> int:
     from pipeline.workflow import stages
 
-    cmd = args.command
-    if cmd == "inspect":
-        return stages.inspect(args.study)
-    if cmd == "ingest":
-        return stages.ingest(args.study, args.out)
-    if cmd == "segment":
-        return stages.segment(args.out, device=args.device)
-    if cmd == "measure":
-        return stages.measure(args.out)
-    if cmd == "rules":
-        return stages.rules(args.out, clinical=args.clinical, rules_path=args.rules)
-    if cmd == "report":
-        return stages.report(args.out, show_phi=args.show_phi)
-    if cmd == "run":
-        return stages.run(args.study, args.out, clinical=args.clinical, device=args.device, show_phi=args.show_phi)
-    if cmd == "batch":
-        from pipeline.workflow.batch import run_batch
+    return stages.inspect(a.study)
 
-        return run_batch(args.root, args.out, jobs=args.jobs, force=args.force, device=args.device)
-    if cmd == "synth":
-        from pipeline.synth import write_case
 
-        write_case(args.case, seed=args.seed, out=args.out, fmt=args.format, vendor=args.vendor)
-        print(f"wrote {args.case} phantom (seed {args.seed}) to {args.out}")
-        return EXIT_OK
-    if cmd == "train":
-        from pipeline.workflow.train import train
+def _ingest(a: argparse.Namespace) -> int:
+    from pipeline.workflow import stages
 
-        return train(args.anatomy, out=args.out, data=args.data, synthetic=args.synthetic, epochs=args.epochs,
-                     seed=args.seed, device=args.device,
-                     overrides={"init_from": args.init, "init_member": args.init_member,
-                                "learning_rate": args.learning_rate,
-                                "max_minutes": args.max_minutes, "version": args.bundle_version})
-    if cmd == "ensemble":
-        from pipeline.segment.bundle import write_ensemble
+    return stages.ingest(a.study, a.out)
 
-        out = write_ensemble(args.members, args.out, args.bundle_version, tuple(args.mirror_axes))
-        print(f"wrote the ensemble of {len(args.members)} bundles to {out}")
-        return EXIT_OK
-    if cmd == "evaluate":
-        from pipeline.workflow.evaluate import evaluate
 
-        return evaluate(args.anatomy, seeds=args.seeds, out=args.out, device=args.device)
-    if cmd == "workflow":
-        from pipeline.workflow.snake import run_workflow
+def _segment(a: argparse.Namespace) -> int:
+    from pipeline.workflow import stages
 
-        extra = [a for a in args.snakemake_args if a != "--"]
-        return run_workflow(args.root, args.out, extra)
-    raise AssertionError(f"unhandled command {cmd}")
+    return stages.segment(a.out, device=a.device)
+
+
+def _measure(a: argparse.Namespace) -> int:
+    from pipeline.workflow import stages
+
+    return stages.measure(a.out)
+
+
+def _rules(a: argparse.Namespace) -> int:
+    from pipeline.workflow import stages
+
+    return stages.rules(a.out, clinical=a.clinical, rules_path=a.rules)
+
+
+def _report(a: argparse.Namespace) -> int:
+    from pipeline.workflow import stages
+
+    return stages.report(a.out, show_phi=a.show_phi)
+
+
+def _run(a: argparse.Namespace) -> int:
+    from pipeline.workflow import stages
+
+    return stages.run(a.study, a.out, clinical=a.clinical, device=a.device, show_phi=a.show_phi)
+
+
+def _batch(a: argparse.Namespace) -> int:
+    from pipeline.workflow.batch import run_batch
+
+    return run_batch(a.root, a.out, jobs=a.jobs, force=a.force, device=a.device)
+
+
+def _synth(a: argparse.Namespace) -> int:
+    from pipeline.synth import write_case
+
+    write_case(a.case, seed=a.seed, out=a.out, fmt=a.format, vendor=a.vendor)
+    print(f"wrote {a.case} phantom (seed {a.seed}) to {a.out}")
+    return EXIT_OK
+
+
+def _train(a: argparse.Namespace) -> int:
+    from pipeline.workflow.training import train
+
+    return train(a.anatomy, out=a.out, data=a.data, synthetic=a.synthetic, epochs=a.epochs, seed=a.seed,
+                 device=a.device, overrides={"init_from": a.init, "init_member": a.init_member,
+                                             "learning_rate": a.learning_rate, "max_minutes": a.max_minutes,
+                                             "version": a.bundle_version})
+
+
+def _ensemble(a: argparse.Namespace) -> int:
+    from pipeline.segment.bundle import write_ensemble
+
+    out = write_ensemble(a.members, a.out, a.bundle_version, tuple(a.mirror_axes))
+    print(f"wrote the ensemble of {len(a.members)} bundles to {out}")
+    return EXIT_OK
+
+
+def _evaluate(a: argparse.Namespace) -> int:
+    from pipeline.workflow.evaluation import evaluate
+
+    return evaluate(a.anatomy, seeds=a.seeds, out=a.out, device=a.device)
+
+
+def _workflow(a: argparse.Namespace) -> int:
+    from pipeline.workflow.snakemake import run_workflow
+
+    return run_workflow(a.root, a.out, [x for x in a.snakemake_args if x != "--"])
+
+
+#: subcommand -> handler (each a few lines over :mod:`pipeline.workflow`); the keys are those of :data:`EXAMPLES`
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "inspect": _inspect, "ingest": _ingest, "segment": _segment, "measure": _measure, "rules": _rules,
+    "report": _report, "run": _run, "batch": _batch, "synth": _synth, "train": _train, "ensemble": _ensemble,
+    "evaluate": _evaluate, "workflow": _workflow,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _dispatch(args)
+        return HANDLERS[args.command](args)
     except LegMRIError as exc:
         print(f"legmri {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

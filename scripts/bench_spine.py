@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from pipeline.core.layout import StudyDir
 from pipeline.io.study import ingest_study
-from pipeline.workflow import spine_stage
-from pipeline.workflow.calf_segment import _PROCESS_CACHE
+from pipeline.workflow import spine, stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,15 +31,16 @@ def main() -> None:
         out = Path(tmp)
         ingest_study(args.study, out)
         t0 = time.perf_counter()
-        _PROCESS_CACHE.get("spine_t2_unet")
+        models = stages.bundle_cache()
+        models.get("spine_t2_unet")
         load = time.perf_counter() - t0
         seg, meas = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            spine_stage.segment(out)
+            spine.segment(StudyDir(out), models)
             seg.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            spine_stage.measure(out)
+            spine.measure(StudyDir(out))
             meas.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.study.name}, {args.threads} threads: bundle load {load:.2f} s; spine segment (1 sagittal + "

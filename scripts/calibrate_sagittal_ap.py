@@ -27,7 +27,7 @@ from pipeline.segment.bundle import load_bundle
 from pipeline.spine import canal
 from pipeline.spine.levels import label_levels
 from pipeline.synth.lumbar import random_lumbar
-from pipeline.workflow.evaluate import parse_seeds
+from pipeline.workflow.evaluation import parse_seeds
 
 LEVELS = tuple(round(v, 2) for v in np.arange(0.30, 0.501, 0.05))
 

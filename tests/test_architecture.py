@@ -1,5 +1,7 @@
 """The dependency direction of DESIGN.md, checked on the source: stage packages import only pipeline.core (synth may
-also import io); only workflow and cli combine stages; core imports no other pipeline package."""
+also import io); only workflow and cli combine stages; core imports no other pipeline package; the import graph has
+no cycle and no module imports another's private names. (The doctests of every module run with ``make test``:
+``--doctest-modules`` in pyproject.toml.)"""
 
 from __future__ import annotations
 
@@ -39,12 +41,70 @@ def test_stage_packages_respect_dependency_direction(package: str):
     assert not offenders, "dependency direction violated:\n" + "\n".join(offenders)
 
 
-def test_doctests_of_core_pass():
-    import doctest
-    import importlib
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
 
-    failures = 0
-    for path in sorted((PKG / "core").glob("*.py")):
-        mod = importlib.import_module(f"pipeline.core.{path.stem}" if path.stem != "__init__" else "pipeline.core")
-        failures += doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE).failed
-    assert failures == 0
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the pipeline modules it imports (at the top or inside functions; ``from a import b`` counts as an
+    import of ``a.b`` when that is a module, else of ``a``)."""
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in modules:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                edges |= subs or {node.module}
+                if len(subs) < len(node.names):
+                    edges.add(node.module)
+        graph[name] = edges - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a list of modules (first == last), or None.
+
+    >>> find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}})
+    ['a', 'b', 'c', 'a']
+    >>> find_cycle({"a": {"b"}, "b": set()}) is None
+    True
+    """
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_module_imports_another_modules_private_names():
+    offenders = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+                offenders += [f"{path.relative_to(PKG.parent)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not offenders, "private names imported across modules:\n" + "\n".join(offenders)

@@ -114,3 +114,13 @@ def config_hash(obj: Any) -> str:
     """sha256 of a canonical JSON serialisation (sorted keys) of a configuration object."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
+
+
+def resolved_config_record(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per configuration name: the file it was read from, the resolved (validated) content and its
+    :func:`config_hash`, as recorded under ``configs`` in provenance.json."""
+    record: dict[str, dict[str, Any]] = {}
+    for name in names:
+        data = load_config(name)
+        record[name] = {"file": str(config_dir() / f"{name}.yaml"), "sha256": config_hash(data), "resolved": data}
+    return record

@@ -15,9 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.core.geometry import SIDES, Side
+from pipeline.core.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,13 @@ class Registry:
             return self.classes.index(structure)
         except ValueError as exc:
             raise KeyError(f"unknown {self.anatomy} class '{structure}'; known: {', '.join(self.classes)}") from exc
+
+    def class_map(self, labels: Volume) -> Volume:
+        """The network classes of an output label map (sides and levels dropped), on the same grid."""
+        lut = np.zeros(len(self.labels) + 1, np.uint8)
+        for lab in self.labels:
+            lut[lab.id] = self.class_id(lab.structure)
+        return labels.with_array(lut[np.asarray(labels.array, np.int64)])
 
     def sided_id(self, structure: str, side: Side) -> int:
         """Output id of ``structure`` on ``side`` (calf)."""

@@ -1,6 +1,6 @@
 """``provenance.json``: what produced a study's outputs.
 
-Holds the legmri and key package versions, the hash of each resolved configuration, the sha256 of each model bundle
+Holds the legmri and key package versions, each resolved configuration with its hash (``configs``), the sha256 of each model bundle
 used, the inputs (SOPInstanceUIDs of DICOM files, sha256 of NIfTI files), notes (e.g. "water/fat derived from
 in-phase/opposed-phase by 2-point Dixon") and per-stage wall times. Stages update it by read-modify-write.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.atomic import write_json
+from pipeline.core.layout import StudyDir
 
 TRACKED_PACKAGES = ("legmri", "numpy", "scipy", "pydicom", "highdicom", "nibabel", "torch", "monai",
                     "scikit-image", "SimpleITK", "rule-engine", "snakemake")
@@ -45,7 +46,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _path(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "provenance.json"
+    return StudyDir(out_dir).provenance
 
 
 def load_provenance(out_dir: str | Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.core.atomic import write_json
 from pipeline.core.errors import InternalError
+from pipeline.core.layout import StudyDir
 
 SUMMARY_VERSION = 1
 Scalar = float | int | str | bool | None
@@ -93,7 +94,7 @@ class Summary:
 
 def update_summary_section(out_dir: str | Path, section: str, part: Summary) -> Summary:
     """Replace section ``section`` of ``OUT/summary.json`` with ``part`` (atomic read-modify-write)."""
-    path = Path(out_dir) / "summary.json"
+    path = StudyDir(out_dir).summary
     summary = Summary.load(path)
     summary.drop_section(section)
     for k in part.values:

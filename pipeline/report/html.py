@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 
 from pipeline.core.atomic import write_text
+from pipeline.core.layout import BatchDir, StudyDir
 
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
@@ -96,17 +97,17 @@ def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def render_study_report(out: Path, muscles: Sequence[str], groups: Sequence[str], report_cfg: Mapping[str, Any],
-                        qa_images: Sequence[Path], exports: Sequence[str] = ()) -> str:
-    """The HTML text of ``report.html`` for the study folder ``out``."""
-    out = Path(out)
-    series = _read_json(out / "series.json")
-    summary = _read_json(out / "summary.json")
-    findings = _read_json(out / "findings.json")
-    prov = _read_json(out / "provenance.json")
+def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Sequence[str],
+                        report_cfg: Mapping[str, Any], qa_images: Sequence[Path], exports: Sequence[str] = ()) -> str:
+    """The HTML text of ``report.html`` for the study folder ``study``."""
+    series = _read_json(study.series_json)
+    summary = _read_json(study.summary)
+    findings = _read_json(study.findings)
+    prov = _read_json(study.provenance)
+    prov["configs"] = {k: v.get("sha256") if isinstance(v, dict) else v for k, v in prov.get("configs", {}).items()}
     values, missing = summary.get("values", {}), summary.get("missing", {})
     return _env().get_template("report.html.j2").render(
-        study_name=out.name, series=series.get("series", []), skipped=series.get("skipped", []),
+        study_name=study.root.name, series=series.get("series", []), skipped=series.get("skipped", []),
         calf_available=values.get("calf.available"), legs=values.get("calf.legs_present"),
         girth={k: values.get(k) for k in ("calf.right.girth_max_mm", "calf.left.girth_max_mm",
                                           "calf.girth_matched_z_mm", "calf.right.girth_matched_mm",
@@ -145,9 +146,9 @@ def cohort_table(root_out: Path, studies: Sequence[Mapping[str, Any]], columns: 
     """Rows (one per study: name, status, error, decision and the summary columns) and outliers per column."""
     rows = []
     for st in studies:
-        out = Path(root_out) / st["name"]
-        values = _read_json(out / "summary.json").get("values", {}) if st["status"] != "failed" else {}
-        decision = _read_json(out / "findings.json").get("decision", {}) if st["status"] != "failed" else {}
+        out = BatchDir(root_out).study(st["name"])
+        values = _read_json(out.summary).get("values", {}) if st["status"] != "failed" else {}
+        decision = _read_json(out.findings).get("decision", {}) if st["status"] != "failed" else {}
         row = {"study": st["name"], "status": st["status"], "error": st.get("error", ""),
                "decision": decision.get("statement") or decision.get("hypothesis") or ""}
         for c in columns:
@@ -163,7 +164,7 @@ def cohort_table(root_out: Path, studies: Sequence[Mapping[str, Any]], columns: 
 
 def write_cohort(root_out: Path, studies: Sequence[Mapping[str, Any]], report_cfg: Mapping[str, Any]) -> Path:
     """Write ``cohort.csv`` and ``index.html`` at the batch output root; returns the index path."""
-    root_out = Path(root_out)
+    batch = BatchDir(root_out)
     columns = list(report_cfg["cohort_columns"])
     rows, outliers = cohort_table(root_out, studies, columns, report_cfg["outlier_robust_z"],
                                   report_cfg["outlier_min_studies"])
@@ -174,9 +175,9 @@ def write_cohort(root_out: Path, studies: Sequence[Mapping[str, Any]], report_cf
     for r in rows:
         flagged = [c for c in columns if r["study"] in outliers[c]]
         w.writerow({**{k: ("" if v is None else v) for k, v in r.items()}, "outlier_columns": ";".join(flagged)})
-    write_text(root_out / "cohort.csv", buf.getvalue())
+    write_text(batch.cohort_csv, buf.getvalue())
     html = _env().get_template("index.html.j2").render(
         rows=rows, columns=columns, outliers=outliers,
         n_failed=sum(r["status"] == "failed" for r in rows),
-        has_report={r["study"]: (root_out / r["study"] / "report.html").exists() for r in rows})
-    return write_text(root_out / "index.html", html)
+        has_report={r["study"]: batch.study(r["study"]).report_html.exists() for r in rows})
+    return write_text(batch.index_html, html)

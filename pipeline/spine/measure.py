@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +13,10 @@ from pipeline.core.labels import Registry
 from pipeline.core.summary import Summary
 from pipeline.core.volume import Volume
 from pipeline.spine import canal
-from pipeline.spine.levels import DISC_LEVELS, LevelResult
+from pipeline.spine.levels import DISC_LEVELS, Disc, LevelResult
 
 LEVEL_ORDER = tuple(reversed(DISC_LEVELS))  # L1-L2 ... L5-S1
-#: the network classes whose probability maps bound the lateral recess (``wall_axials`` of :func:`measure_levels`)
+#: the network classes whose probability maps bound the lateral recess (:attr:`AxialStack.walls`)
 RECESS_WALLS = ("disc", "posterior_elements")
 
 
@@ -71,17 +72,62 @@ def _mask(arr: np.ndarray, reg: Registry, *names: str) -> np.ndarray:
     return np.isin(arr, ids)
 
 
-def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: Registry, cfg: dict[str, Any],
-                   innervation: dict[str, Any] | None, sac_sag: Volume | None = None,
-                   sac_axials: list[Volume | None] | None = None,
-                   wall_axials: list[dict[str, Volume] | None] | None = None) -> SpineMeasurements:
+@dataclass
+class AxialStack:
+    """One axial T2 stack: its level-named label map and, where the segmentation kept them, the dural sac
+    probability (AP diameter read where it crosses 0.5) and the ``disc`` / ``posterior_elements`` probabilities
+    (the lateral recess measured between their 0.5 levels), all on the grid of the label map."""
+
+    labels: Volume
+    sac: Volume | None = None
+    walls: dict[str, Volume] | None = None
+
+    def __post_init__(self) -> None:
+        probs = [self.sac, *((self.walls or {}).get(k) for k in RECESS_WALLS)]
+        if any(p is not None and not p.same_grid(self.labels) for p in probs):
+            raise ValueError("a probability map is not on the grid of its label map")
+        self.axis = canal.acquisition_axis(self.labels)
+        self.array = np.asarray(self.labels.array)
+
+    def sac_wall(self, sac_mask: np.ndarray) -> np.ndarray:
+        """What the AP diameter reads the sac's walls from: the probability map when kept, else the label mask."""
+        return sac_mask if self.sac is None else np.asarray(self.sac.array, np.float32)
+
+    def recess_walls(self, reg: Registry) -> tuple[np.ndarray, np.ndarray]:
+        """(disc, posterior elements) as probability maps when kept, else as label masks."""
+        disc, posterior = (np.asarray(self.walls[k].array, np.float32) if self.walls else _mask(self.array, reg, k)
+                           for k in RECESS_WALLS)
+        return disc, posterior
+
+
+@dataclass
+class _Sagittal:
+    """What every level reads from the sagittal label map (and its sac probability)."""
+
+    labels: Volume
+    axis: int
+    sac_wall: np.ndarray
+    wall_level: float
+    contents: np.ndarray
+
+
+def _sagittal(levels: LevelResult, reg: Registry, cfg: dict[str, Any], sac_sag: Volume | None) -> _Sagittal:
+    sag = levels.labels
+    if sac_sag is not None and not sac_sag.same_grid(sag):
+        raise ValueError("a probability map is not on the grid of its label map")
+    arr = np.asarray(sag.array)
+    wall = _mask(arr, reg, "dural_sac") if sac_sag is None else np.asarray(sac_sag.array, np.float32)
+    level = 0.5 if sac_sag is None else float(cfg["sagittal_ap_wall_level"])
+    return _Sagittal(sag, canal.acquisition_axis(sag), wall, level, _mask(arr, reg, "epidural_fat", "nerve_root"))
+
+
+def measure_levels(levels: LevelResult, axials: Sequence[AxialStack], reg: Registry, cfg: dict[str, Any],
+                   innervation: dict[str, Any] | None, sac_sag: Volume | None = None) -> SpineMeasurements:
     """Measure every disc level L1-L2 .. L5-S1 found in ``levels``; missing values are null with the reason.
 
-    ``sac_sag`` / ``sac_axials`` (optional, on the grids of ``sag`` / ``axials``) are the dural sac probability
-    maps of the segmentation: where given, the AP diameter is read where they cross 0.5 on axial slices and
-    ``cfg["sagittal_ap_wall_level"]`` on the sagittal image (sub-voxel walls) instead of at the border of the label
-    map. ``wall_axials`` (optional, one per axial stack) holds the ``disc`` and ``posterior_elements`` probability
-    maps of a stack: where given, the lateral recess is measured between their 0.5 levels.
+    ``sac_sag`` (optional, on the grid of ``levels.labels``) is the dural sac probability of the sagittal image:
+    where given, the sagittal-only AP diameter is read where it crosses ``cfg["sagittal_ap_wall_level"]`` instead
+    of at the border of the label map. Each :class:`AxialStack` may carry its own probability maps likewise.
     """
     res = SpineMeasurements()
     s = res.summary
@@ -90,76 +136,13 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
     s.set("spine.levels_confidence", round(levels.confidence, 2))
     if levels.flags:
         s.set("spine.levels_flags", "; ".join(levels.flags))
-    sag_arr = np.asarray(sag.array)
-    sag_axis = canal.acquisition_axis(sag)
-    sag_sac = _mask(sag_arr, reg, "dural_sac")
-    sag_sac_wall = sag_sac if sac_sag is None else np.asarray(sac_sag.array, np.float32)
-    sag_level = 0.5 if sac_sag is None else float(cfg["sagittal_ap_wall_level"])
-    contents = _mask(sag_arr, reg, "epidural_fat", "nerve_root")
-    soft_ax = list(sac_axials) if sac_axials is not None else [None] * len(axials)
-    walls_ax = list(wall_axials) if wall_axials is not None else [None] * len(axials)
-    for prob, labels in [(sac_sag, sag), *zip(soft_ax, axials),
-                         *((w[k], v) for w, v in zip(walls_ax, axials) if w for k in RECESS_WALLS)]:
-        if prob is not None and not prob.same_grid(labels):
-            raise ValueError("a probability map is not on the grid of its label map")
-    ax_masks = [(v, canal.acquisition_axis(v), np.asarray(v.array), p, w) for v, p, w in zip(axials, soft_ax, walls_ax)]
+    sag = _sagittal(levels, reg, cfg, sac_sag)
     for level in LEVEL_ORDER:
         disc = levels.discs.get(level)
         if disc is None:
-            reason = "; ".join(levels.flags) or f"disc {level} not found"
-            for key in ("dsca_mm2", "ap_diameter_mm", "central_grade"):
-                s.set_null(f"spine.{level}.{key}", reason)
-            for side in SIDES:
-                for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade"):
-                    s.set_null(f"spine.{level}.{side}.{key}", reason)
+            _null_level(s, level, "; ".join(levels.flags) or f"disc {level} not found")
             continue
-        values: dict[str, Any] = {}
-        reasons: dict[str, str] = {}
-        pick = None
-        for vol, axis, arr, soft, walls in ax_masks:
-            p = canal.nearest_slice(vol, axis, disc.center_ras, disc.normal_ras, cfg["max_disc_distance_mm"])
-            if p is not None and (pick is None or p.distance_mm < pick[1].distance_mm):
-                pick = (vol, p, axis, arr, soft, walls)
-        half_width = 10.0
-        if pick is None:
-            no_ax = f"no axial slice within {cfg['max_disc_distance_mm']} mm of the {level} disc plane"
-            reasons["dsca_mm2"] = no_ax
-            for side in SIDES:
-                reasons[f"{side}.lateral_recess_depth_mm"] = no_ax
-            ap = canal.ap_line(sag_sac_wall, sag, disc.center_ras, disc.normal_ras, cfg["ap_bridge_gap_mm"],
-                               behind=True, level=sag_level)
-            if ap is not None:
-                values["ap_diameter_mm"] = ap[0]
-        else:
-            vol, p, axis, arr, soft, walls = pick
-            sac = _mask(arr, reg, "dural_sac")
-            values["dsca_mm2"] = canal.dsca_mm2(sac, vol, axis, p)
-            c = canal.sac_centroid(sac, vol, axis, p.k)
-            if c is None:
-                reasons["ap_diameter_mm"] = f"no dural sac on the axial slice through {level}"
-            else:
-                marks = res.marks.setdefault(level, {"slice_point_ras": c.round(2).tolist()})
-                ap = canal.ap_line(sac if soft is None else np.asarray(soft.array, np.float32), vol, c,
-                                   disc.normal_ras, bridge_mm=cfg["ap_bridge_gap_mm"])
-                values["ap_diameter_mm"] = None if ap is None else ap[0]
-                if ap is not None:
-                    marks["ap_line_ras"] = [ap[1].round(2).tolist(), ap[2].round(2).tolist()]
-                t, v = canal.profile(sac, vol, c, canal.lateral_direction(disc.normal_ras, "right"), 40.0)
-                run = canal.run_through(t, v)
-                if run:
-                    half_width = (run[1] - run[0]) / 2
-                disc_mask, posterior = (np.asarray(walls[k].array, np.float32) if walls else _mask(arr, reg, k)
-                                        for k in RECESS_WALLS)
-                for side in SIDES:
-                    found = canal.lateral_recess(disc_mask, posterior, sac, vol, c, disc.normal_ras, side,
-                                                 min_extent_mm=cfg["lateral_recess_min_extent_mm"])
-                    values[f"{side}.lateral_recess_depth_mm"] = None if found is None else found[0]
-                    if found is not None:
-                        marks[f"{side}.lateral_recess_line_ras"] = [found[1].round(2).tolist(),
-                                                                    found[2].round(2).tolist()]
-        for side in SIDES:
-            values[f"{side}.foramen_area_mm2"] = canal.foramen_area_mm2(
-                contents, sag, sag_axis, disc.center_ras, disc.normal_ras, side, half_width + 8.0)
+        values, reasons = _measure_level(res, level, disc, sag, axials, reg, cfg)
         values["central_grade"] = central_grade(values.get("dsca_mm2"), cfg)
         for side in SIDES:
             values[f"{side}.lateral_recess_grade"] = recess_grade(values.get(f"{side}.lateral_recess_depth_mm"), cfg)
@@ -167,6 +150,81 @@ def measure_levels(levels: LevelResult, sag: Volume, axials: list[Volume], reg: 
         _roots(values, level, innervation)
         _store(res, level, values, reasons)
     return res
+
+
+def _null_level(s: Summary, level: str, reason: str) -> None:
+    for key in ("dsca_mm2", "ap_diameter_mm", "central_grade"):
+        s.set_null(f"spine.{level}.{key}", reason)
+    for side in SIDES:
+        for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade"):
+            s.set_null(f"spine.{level}.{side}.{key}", reason)
+
+
+def _nearest_stack(axials: Sequence[AxialStack], disc: Disc, cfg: dict[str, Any]
+                   ) -> tuple[AxialStack, canal.SlicePick] | None:
+    """The axial stack and slice nearest to the disc's mid-plane (within ``max_disc_distance_mm``)."""
+    pick = None
+    for stack in axials:
+        p = canal.nearest_slice(stack.labels, stack.axis, disc.center_ras, disc.normal_ras, cfg["max_disc_distance_mm"])
+        if p is not None and (pick is None or p.distance_mm < pick[1].distance_mm):
+            pick = (stack, p)
+    return pick
+
+
+def _measure_level(res: SpineMeasurements, level: str, disc: Disc, sag: _Sagittal, axials: Sequence[AxialStack],
+                   reg: Registry, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The canal values of one level (axial slice when one is near the disc, else the sagittal image) and the
+    reasons of the values that could not be measured."""
+    values: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+    pick = _nearest_stack(axials, disc, cfg)
+    half_width: float | None = None
+    if pick is None:
+        no_ax = f"no axial slice within {cfg['max_disc_distance_mm']} mm of the {level} disc plane"
+        reasons["dsca_mm2"] = no_ax
+        for side in SIDES:
+            reasons[f"{side}.lateral_recess_depth_mm"] = no_ax
+        ap = canal.ap_line(sag.sac_wall, sag.labels, disc.center_ras, disc.normal_ras, cfg["ap_bridge_gap_mm"],
+                           behind=True, level=sag.wall_level)
+        if ap is not None:
+            values["ap_diameter_mm"] = ap[0]
+    else:
+        half_width = _measure_axial(res, level, disc, *pick, reg, cfg, values, reasons)
+    if half_width is None:
+        half_width = 10.0
+    for side in SIDES:
+        values[f"{side}.foramen_area_mm2"] = canal.foramen_area_mm2(
+            sag.contents, sag.labels, sag.axis, disc.center_ras, disc.normal_ras, side, half_width + 8.0)
+    return values, reasons
+
+
+def _measure_axial(res: SpineMeasurements, level: str, disc: Disc, stack: AxialStack, p: canal.SlicePick,
+                   reg: Registry, cfg: dict[str, Any], values: dict[str, Any], reasons: dict[str, str]
+                   ) -> float | None:
+    """DSCA, AP diameter and lateral recesses on the axial slice ``p`` of ``stack`` into ``values`` (and where
+    they were measured into ``res.marks``); returns the half width of the sac (mm) when found."""
+    vol = stack.labels
+    sac = _mask(stack.array, reg, "dural_sac")
+    values["dsca_mm2"] = canal.dsca_mm2(sac, vol, stack.axis, p)
+    c = canal.sac_centroid(sac, vol, stack.axis, p.k)
+    if c is None:
+        reasons["ap_diameter_mm"] = f"no dural sac on the axial slice through {level}"
+        return None
+    marks = res.marks.setdefault(level, {"slice_point_ras": c.round(2).tolist()})
+    ap = canal.ap_line(stack.sac_wall(sac), vol, c, disc.normal_ras, bridge_mm=cfg["ap_bridge_gap_mm"])
+    values["ap_diameter_mm"] = None if ap is None else ap[0]
+    if ap is not None:
+        marks["ap_line_ras"] = [ap[1].round(2).tolist(), ap[2].round(2).tolist()]
+    t, v = canal.profile(sac, vol, c, canal.lateral_direction(disc.normal_ras, "right"), 40.0)
+    run = canal.run_through(t, v)
+    disc_mask, posterior = stack.recess_walls(reg)
+    for side in SIDES:
+        found = canal.lateral_recess(disc_mask, posterior, sac, vol, c, disc.normal_ras, side,
+                                     min_extent_mm=cfg["lateral_recess_min_extent_mm"])
+        values[f"{side}.lateral_recess_depth_mm"] = None if found is None else found[0]
+        if found is not None:
+            marks[f"{side}.lateral_recess_line_ras"] = [found[1].round(2).tolist(), found[2].round(2).tolist()]
+    return (run[1] - run[0]) / 2 if run else None
 
 
 def _roots(values: dict[str, Any], level: str, innervation: dict[str, Any] | None) -> None:

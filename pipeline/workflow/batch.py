@@ -1,7 +1,8 @@
 """Batch runs: every study folder under ROOT through all stages, one output folder per study.
 
 A study folder holds DICOM files (directly or below it) or a ``study.yaml``. Studies run in ``jobs`` worker
-processes; each worker keeps one :class:`pipeline.segment.bundle.BundleCache`, so each model loads once per worker.
+processes; each worker keeps its process-wide bundle cache (:func:`pipeline.workflow.stages.bundle_cache`), so each
+model loads once per worker.
 A failing study writes ``OUT/<study>/error.log`` and the others go on; the exit code is non-zero and names the
 failed studies. A study whose inputs and configuration are unchanged since its last complete run is skipped unless
 ``force``. ``index.html`` and ``cohort.csv`` are written at the output root.
@@ -9,7 +10,9 @@ failed studies. A study whose inputs and configuration are unchanged since its l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import sys
@@ -22,12 +25,13 @@ import pipeline
 from pipeline.core.atomic import write_text
 from pipeline.core.config import config_dir, load_config
 from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInputError, LegMRIError
+from pipeline.core.layout import BatchDir, StudyDir
 from pipeline.core.provenance import load_provenance, update_provenance
 from pipeline.segment.bundle import WEIGHTS_DIR
+from pipeline.workflow import stages
 
 log = logging.getLogger(__name__)
 NOT_STUDIES = {"qa", "__pycache__"}
-_MODELS: Any = None  # the bundle cache of this worker process
 
 
 def _is_dicom_file(p: Path) -> bool:
@@ -88,7 +92,8 @@ def input_fingerprint(study: Path) -> str:
 
 def is_up_to_date(study: Path, out: Path) -> bool:
     """True when ``out`` holds a complete run (report.html) made from the same inputs and configuration."""
-    if not (out / "provenance.json").exists() or not (out / "report.html").exists():
+    folder = StudyDir(out)
+    if not folder.provenance.exists() or not folder.report_html.exists():
         return False
     try:
         recorded = load_provenance(out).get("batch", {})
@@ -98,35 +103,24 @@ def is_up_to_date(study: Path, out: Path) -> bool:
 
 
 def _init_worker(level: int) -> None:
-    global _MODELS
-    from pipeline.segment.bundle import BundleCache
-
     logging.basicConfig(level=level)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _MODELS = BundleCache()
+    stages.bundle_cache()
 
 
 def run_one(study: str, out: str, device: str) -> dict[str, Any]:
     """Run all stages of one study; never raises: returns {"name", "status", "error"}."""
-    from pipeline.workflow import stages
-
-    global _MODELS
-    if _MODELS is None:
-        _init_worker(logging.getLogger().level)
     study_p, out_p = Path(study), Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
-    (out_p / "error.log").unlink(missing_ok=True)
+    StudyDir(out_p).error_log.unlink(missing_ok=True)
     fingerprint = input_fingerprint(study_p)
     try:
-        import contextlib
-        import io
-
         with contextlib.redirect_stdout(io.StringIO()):
-            stages.run(study_p, out_p, device=device, models=_MODELS)
+            stages.run(study_p, out_p, device=device, models=stages.bundle_cache())
     except Exception as exc:  # a failed study is reported, the batch goes on
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         kind = "bad input" if isinstance(exc, LegMRIError) else "internal error"
-        write_text(out_p / "error.log", f"{study_p}: {kind}: {exc}\n\n{traceback.format_exc()}")
+        write_text(StudyDir(out_p).error_log, f"{study_p}: {kind}: {exc}\n\n{traceback.format_exc()}")
         update_provenance(out_p, batch={"fingerprint": fingerprint, "status": "failed", "error": msg})
         return {"name": out_p.name, "status": "failed", "error": f"{kind}: {msg}"}
     update_provenance(out_p, batch={"fingerprint": fingerprint, "status": "ok"})
@@ -174,7 +168,7 @@ def run_batch(root: Path, out: Path, jobs: int = 1, force: bool = False, device:
                     try:
                         results[s.name] = fut.result()
                     except Exception as exc:  # the worker process itself died
-                        write_text(out / s.name / "error.log", f"{s}: worker failed: {exc}\n")
+                        write_text(BatchDir(out).study(s.name).error_log, f"{s}: worker failed: {exc}\n")
                         results[s.name] = {"name": s.name, "status": "failed", "error": f"worker failed: {exc}"}
                     bar.update(task, description=s.name)
                     bar.advance(task)
@@ -186,7 +180,8 @@ def run_batch(root: Path, out: Path, jobs: int = 1, force: bool = False, device:
     print(f"legmri batch: {done} run, {skipped} up to date, {len(failed)} failed -> {index}")
     if failed:
         for r in failed:
-            print(f"  FAILED {r['name']}: {r['error']} (see {out / r['name'] / 'error.log'})", file=sys.stderr)
+            print(f"  FAILED {r['name']}: {r['error']} (see {BatchDir(out).study(r['name']).error_log})",
+                  file=sys.stderr)
         print(f"legmri batch: failed studies: {', '.join(r['name'] for r in failed)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK

@@ -1,37 +1,52 @@
-"""The stages of one study, each a function over the study's output folder ``OUT`` (DESIGN.md output contract).
+"""The stages of one study in order, each over the study's output folder (DESIGN.md output contract).
 
 ``ingest`` reads the study and writes ``series.json`` and ``volumes/``; every later stage reads only what earlier
-stages wrote to ``OUT``, so each can be rerun on its own (the Snakemake rules call them one by one through the CLI).
-Per-anatomy work lives in :mod:`pipeline.workflow.calf_stage` and :mod:`pipeline.workflow.spine_stage`; this module
-only puts the stages in order, times them into ``provenance.json`` and returns exit codes.
+stages wrote, so each can be rerun on its own (the Snakemake rules call them one by one through the CLI). The
+per-anatomy work lives in the drivers :mod:`pipeline.workflow.calf`, :mod:`pipeline.workflow.spine` and
+:mod:`pipeline.workflow.report`; this module puts the stages in order, times them and records the resolved
+configuration into ``provenance.json``, holds the process-wide bundle cache and returns exit codes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import EXIT_OK, BadInputError
-from pipeline.core.provenance import stage_timer
+from pipeline.core.atomic import write_json
+from pipeline.core.config import resolved_config_record
+from pipeline.core.errors import EXIT_OK
+from pipeline.core.layout import StudyDir
+from pipeline.core.provenance import stage_timer, update_provenance
+from pipeline.core.summary import Summary
 
 log = logging.getLogger(__name__)
+_BUNDLES: Any = None  # the process-wide bundle cache, made on first use (it loads the network libraries)
+
+#: the configuration files each stage reads; their resolved content and hash go into provenance.json
+STAGE_CONFIGS = {"ingest": ("default", "series_roles"), "segment": ("default", "labels"),
+                 "measure": ("default", "labels", "innervation"), "rules": ("rules", "innervation"),
+                 "report": ("default", "report", "labels")}
 
 
-def _require(out: Path, name: str, stage: str) -> None:
-    if not (out / name).exists():
-        raise BadInputError(f"{name} not found; this folder has not been through '{stage}' yet.", path=out,
-                            fix=f"run 'legmri {stage}' (or 'legmri run') for this study first.")
+def bundle_cache() -> Any:
+    """The bundle cache of this process (:class:`pipeline.segment.bundle.BundleCache`): each model loads once."""
+    global _BUNDLES
+    if _BUNDLES is None:
+        from pipeline.segment.bundle import BundleCache
+
+        _BUNDLES = BundleCache()
+    return _BUNDLES
+
+
+def record_configs(study: StudyDir, stage: str) -> None:
+    """Record the resolved configuration the stage reads, with its hash, under ``configs`` in provenance.json."""
+    update_provenance(study.root, configs=resolved_config_record(STAGE_CONFIGS[stage]))
 
 
 def study_of(out: Path) -> Path | None:
     """The study folder recorded by ``ingest`` in ``OUT/series.json`` (None when unknown)."""
-    p = out / "series.json"
-    if not p.exists():
-        return None
-    study = json.loads(p.read_text(encoding="utf-8")).get("study")
-    return Path(study) if study else None
+    return StudyDir(out).series().study
 
 
 def inspect(study: Path) -> int:
@@ -43,38 +58,47 @@ def inspect(study: Path) -> int:
 
 
 def ingest(study: Path, out: Path) -> int:
-    """Discover, classify and convert every series of ``study`` into ``OUT/series.json`` and ``OUT/volumes/``."""
+    """Discover, classify and convert every series of ``study`` into ``OUT/series.json`` and ``OUT/volumes/``; a
+    scanner fat-fraction map is stored in percent (:func:`pipeline.io.ffscale.store_ff_map_in_percent`)."""
+    from pipeline.io.ffscale import store_ff_map_in_percent
     from pipeline.io.study import ingest_study
 
-    out = Path(out)
-    with stage_timer(out, "ingest"):
-        index = ingest_study(Path(study), out)
+    folder = StudyDir(out)
+    with stage_timer(folder.root, "ingest"):
+        index = ingest_study(Path(study), folder.root)
+        note = store_ff_map_in_percent(folder.series().volume("calf_ffmap"))
+        if note:
+            update_provenance(folder.root, notes=[note])
+    record_configs(folder, "ingest")
     log.info("ingested %s: %d series", study, len(index.get("series", [])))
     return EXIT_OK
 
 
 def segment(out: Path, device: str = "cpu", models: Any = None) -> int:
-    """Segment the calf (and lumbar spine, when present) from ``OUT/volumes``; ``models`` is a bundle cache so a
-    batch loads each model once per process."""
-    from pipeline.workflow import calf_stage, spine_stage
+    """Segment the calf (and lumbar spine, when present) from ``OUT/volumes``; ``models`` is a bundle cache (by
+    default the process-wide one, so a batch loads each model once per process)."""
+    from pipeline.workflow import calf, spine
 
-    out = Path(out)
-    _require(out, "series.json", "ingest")
-    with stage_timer(out, "segment") as facts:
-        facts["calf"] = calf_stage.segment(out, device=device, models=models)
-        facts["spine"] = spine_stage.segment(out, device=device, models=models)
+    folder = StudyDir(out)
+    folder.require(folder.series_json, "ingest")
+    models = models if models is not None else bundle_cache()
+    with stage_timer(folder.root, "segment") as facts:
+        facts["calf"] = calf.segment(folder, models, device=device)
+        facts["spine"] = spine.segment(folder, models, device=device)
+    record_configs(folder, "segment")
     return EXIT_OK
 
 
 def measure(out: Path) -> int:
     """Measure calf muscles and the lumbar canal; write the measurement tables and ``summary.json``."""
-    from pipeline.workflow import calf_stage, spine_stage
+    from pipeline.workflow import calf, spine
 
-    out = Path(out)
-    _require(out, "series.json", "ingest")
-    with stage_timer(out, "measure"):
-        calf_stage.measure(out)
-        spine_stage.measure(out)
+    folder = StudyDir(out)
+    folder.require(folder.series_json, "ingest")
+    with stage_timer(folder.root, "measure"):
+        calf.measure(folder)
+        spine.measure(folder)
+    record_configs(folder, "measure")
     return EXIT_OK
 
 
@@ -83,27 +107,30 @@ def rules(out: Path, clinical: Path | None = None, rules_path: Path | None = Non
 
     The clinical file is ``clinical`` when given, else ``clinical.yaml`` of the study folder when it exists.
     """
-    from pipeline.rules import evaluate_study
+    from pipeline.rules import evaluate_summary
 
-    out = Path(out)
-    _require(out, "summary.json", "measure")
+    folder = StudyDir(out)
+    folder.require(folder.summary, "measure")
     if clinical is None:
-        study = study_of(out)
+        study = folder.series().study
         if study is not None and (study / "clinical.yaml").exists():
             clinical = study / "clinical.yaml"
-    with stage_timer(out, "rules"):
-        evaluate_study(out, clinical=clinical, rules_path=rules_path)
+    with stage_timer(folder.root, "rules"):
+        write_json(folder.findings, evaluate_summary(Summary.load(folder.summary), clinical=clinical,
+                                                     rules_path=rules_path))
+    record_configs(folder, "rules")
     return EXIT_OK
 
 
 def report(out: Path, show_phi: bool = False) -> int:
     """Write QA overlays, ``report.html``, ``calf/seg.dcm`` and ``measurements_sr.dcm``."""
-    from pipeline.workflow import report_stage
+    from pipeline.workflow import report as report_driver
 
-    out = Path(out)
-    _require(out, "findings.json", "rules")
-    with stage_timer(out, "report"):
-        report_stage.report(out, show_phi=show_phi)
+    folder = StudyDir(out)
+    folder.require(folder.findings, "rules")
+    record_configs(folder, "report")
+    with stage_timer(folder.root, "report"):
+        report_driver.report(folder, show_phi=show_phi)
     return EXIT_OK
 
 
@@ -115,5 +142,5 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
     measure(out)
     rules(out, clinical=clinical)
     report(out, show_phi=show_phi)
-    print(f"{study}: done -> {Path(out) / 'report.html'}")
+    print(f"{study}: done -> {StudyDir(out).report_html}")
     return EXIT_OK

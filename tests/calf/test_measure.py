@@ -15,11 +15,12 @@ from pipeline.calf.measure import CalfImages, measure_calf_labels
 from pipeline.calf.metrics import csa_per_slice_mm2, obliquity_factor
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
+from pipeline.core.layout import StudyDir
 from pipeline.core.summary import Summary
 from pipeline.core.volume import Volume
 from pipeline.io.study import ingest_study
 from pipeline.synth.physics import rician
-from pipeline.workflow.calf_measure import measure_calf
+from pipeline.workflow import calf as calf_driver
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 REG = registry("calf")
@@ -34,7 +35,7 @@ def measured(tmp_path_factory):
         ingest_study(SAMPLE / case, o)
         (o / "calf").mkdir()
         shutil.copy(SAMPLE / case / "ground_truth" / "calf_labels.nii.gz", o / "calf" / "labels.nii.gz")
-        measure_calf(o)
+        calf_driver.measure(StudyDir(o))
         out[case] = (Summary.load(o / "summary.json"), json.loads((SAMPLE / case / "ground_truth.json").read_text()), o)
     return out
 

@@ -13,13 +13,14 @@ import yaml
 from pipeline.cli import main
 from pipeline.core.config import DEFAULT_CONFIG_DIR, load_config
 from pipeline.core.errors import BadInputError, ConfigError
+from pipeline.core.layout import StudyDir
 from pipeline.core.summary import Summary
-from pipeline.rules import evaluate_study, findings
+from pipeline.rules import evaluate_summary, findings
 from pipeline.rules.clinical import Clinical, load_clinical
 from pipeline.rules.derive import SYMBOLS, Derived, derive
 from pipeline.rules.engine import evaluate, load_rules
-from pipeline.workflow import spine_stage
-from pipeline.workflow.calf_measure import measure_calf
+from pipeline.workflow import calf as calf_driver
+from pipeline.workflow import spine as spine_driver
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 RULES = DEFAULT_CONFIG_DIR / "rules.yaml"
@@ -159,10 +160,15 @@ def gt_outputs(tmp_path_factory):
         for role, name in (("lumbar_ax_t2", "labels_ax"), ("lumbar_ax_t2_2", "labels_ax_2"),
                            ("lumbar_ax_t2_3", "labels_ax_3")):
             shutil.copy(st / "ground_truth" / f"{role}_labels.nii.gz", out / "spine" / f"{name}.nii.gz")
-        measure_calf(out)
-        spine_stage.measure(out)
+        calf_driver.measure(StudyDir(out))
+        spine_driver.measure(StudyDir(out))
         outs[case] = out
     return outs
+
+
+def evaluate_study(out: Path, clinical: Path | None, rules_path: Path | None = None) -> dict:
+    """The findings record of the study folder ``out`` (what the rules stage writes to findings.json)."""
+    return evaluate_summary(Summary.load(StudyDir(out).summary), clinical, rules_path)
 
 
 def test_sample_cases_with_and_without_clinical_input(gt_outputs):

@@ -165,10 +165,10 @@ def test_resampled_class_maps_stay_on_the_image(spacing: float):
 
 
 def test_calf_phantoms_made_by_two_processes_are_those_made_by_one():
-    from pipeline.workflow.train import synthetic_calf_cases
+    from pipeline.workflow.training import synthetic_cases
 
-    serial = list(synthetic_calf_cases([3, 4], fast=True))
-    parallel = list(synthetic_calf_cases([3, 4], fast=True, workers=2))
+    serial = list(synthetic_cases("calf", [3, 4], fast=True))
+    parallel = list(synthetic_cases("calf", [3, 4], fast=True, workers=2))
     assert len(parallel) == 2
     for (chs_a, lab_a), (chs_b, lab_b) in zip(serial, parallel):
         assert np.array_equal(np.asarray(lab_a.array), np.asarray(lab_b.array))
@@ -181,11 +181,11 @@ def test_a_starting_bundle_that_cannot_start_training_is_refused_before_any_phan
     """The shipped spine bundle is an ensemble: `legmri train spine --synthetic N --init spine_t2_unet` without
     --init-member stops at once, naming the option, instead of after generating the phantoms."""
     from pipeline.core.errors import BundleError
-    from pipeline.workflow import spine_stage
-    from pipeline.workflow.train import train
+    from pipeline.workflow import training
+    from pipeline.workflow.training import train
 
     made = []
-    monkeypatch.setattr(spine_stage, "synthetic_spine_cases", lambda *a, **k: made.append(a) or [])
+    monkeypatch.setattr(training, "synthetic_cases", lambda *a, **k: made.append(a) or iter([]))
     with pytest.raises(BundleError, match="--init-member"):
         train("spine", tmp_path / "out", synthetic=4, overrides={"init_from": "spine_t2_unet", "max_minutes": 0.01})
     assert made == []

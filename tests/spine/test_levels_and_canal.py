@@ -12,9 +12,8 @@ from pipeline.core.config import load_config
 from pipeline.core.labels import registry
 from pipeline.io.nifti import load_volume, to_closest_canonical
 from pipeline.spine.levels import label_levels
-from pipeline.spine.measure import measure_levels
+from pipeline.spine.measure import AxialStack, measure_levels
 from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
-from pipeline.workflow.spine_stage import spine_class_map
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 REG = registry("spine")
@@ -23,8 +22,8 @@ INN = load_config("innervation")
 
 
 def _measure(sag_labels, ax_labels):
-    levels = label_levels(spine_class_map(sag_labels), REG)
-    return levels, measure_levels(levels, levels.labels, ax_labels, REG, CFG, INN).summary
+    levels = label_levels(REG.class_map(sag_labels), REG)
+    return levels, measure_levels(levels, [AxialStack(v) for v in ax_labels], REG, CFG, INN).summary
 
 
 def _index_case_labels():
@@ -33,7 +32,7 @@ def _index_case_labels():
     sag = load_volume(study / "ground_truth" / "lumbar_sag_t2_labels.nii.gz")
     axs = [load_volume(study / "ground_truth" / f"{r}_labels.nii.gz")
            for r in ("lumbar_ax_t2", "lumbar_ax_t2_2", "lumbar_ax_t2_3")]
-    return sag, axs, label_levels(spine_class_map(sag), REG)
+    return sag, axs, label_levels(REG.class_map(sag), REG)
 
 
 def _check(summary, truth: dict, measured_levels: list[str]) -> None:
@@ -71,7 +70,7 @@ def test_sample_index_case(tmp_path: Path):
 def test_marks_show_where_each_value_was_measured():
     """The lines saved for the QA pictures have the measured lengths, lie in the disc plane, and sit on their side."""
     sag, axs, levels = _index_case_labels()
-    res = measure_levels(levels, levels.labels, axs, REG, CFG, INN)
+    res = measure_levels(levels, [AxialStack(v) for v in axs], REG, CFG, INN)
     s = res.summary
     for level in ("L3-L4", "L4-L5", "L5-S1"):
         m = res.marks[level]
@@ -102,9 +101,9 @@ def test_field_of_view_without_sacrum_is_flagged_not_guessed():
     sag = to_closest_canonical(ph.series[0].labels)[0]
     arr = sag.array.copy()
     arr[np.isin(arr, [REG.label_id("sacrum_S1")])] = 0
-    levels = label_levels(spine_class_map(sag.with_array(arr)), REG)
+    levels = label_levels(REG.class_map(sag.with_array(arr)), REG)
     assert not levels.discs and "no sacrum" in levels.flags[0]
-    res = measure_levels(levels, levels.labels, [], REG, CFG, INN).summary
+    res = measure_levels(levels, [], REG, CFG, INN).summary
     assert res.get("spine.L4-L5.dsca_mm2") is None and "no sacrum" in res.missing["spine.L4-L5.dsca_mm2"]
 
 
@@ -112,7 +111,7 @@ def test_debris_of_the_disc_class_is_not_counted_as_a_level():
     """A stray fleck of 'disc' inside the L5 body (as a network may leave on an edge slice) must not shift the names."""
     ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
     sag = to_closest_canonical(ph.series[0].labels)[0]
-    classes = spine_class_map(sag)
+    classes = REG.class_map(sag)
     ref = label_levels(classes, REG)
     arr = np.asarray(classes.array).copy()
     l5 = np.argwhere(np.asarray(sag.array) == REG.label_id("vertebral_body_L5"))
@@ -133,7 +132,7 @@ def test_sacrum_flecks_elsewhere_do_not_move_the_count():
     count starts from the sacrum's largest piece and goes up by height."""
     ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
     sag = to_closest_canonical(ph.series[0].labels)[0]
-    classes = spine_class_map(sag)
+    classes = REG.class_map(sag)
     ref = label_levels(classes, REG)
     arr = np.asarray(classes.array).copy()
     sac = np.argwhere(arr == REG.class_id("sacrum"))
@@ -207,9 +206,9 @@ def test_measure_levels_takes_the_ap_diameter_from_the_sac_probability_when_give
     def grown(v):
         return v.with_array(ndimage.binary_dilation(np.asarray(v.array) == sac_id).astype(np.float32))
 
-    plain = measure_levels(levels, levels.labels, axs, REG, CFG, INN).summary
-    soft = measure_levels(levels, levels.labels, axs, REG, CFG, INN, sac_sag=grown(sag),
-                          sac_axials=[grown(v) for v in axs]).summary
+    plain = measure_levels(levels, [AxialStack(v) for v in axs], REG, CFG, INN).summary
+    soft = measure_levels(levels, [AxialStack(v, sac=grown(v)) for v in axs], REG, CFG, INN,
+                          sac_sag=grown(sag)).summary
     for level in ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"):
         key = f"spine.{level}.ap_diameter_mm"
         assert soft.get(key) > plain.get(key) + 1.0, level
@@ -283,8 +282,8 @@ def test_the_sagittal_wall_level_applies_to_sagittal_only_levels():
 
     def ap(level: float) -> dict[str, float]:
         cfg = {**CFG, "sagittal_ap_wall_level": level}
-        s = measure_levels(levels, levels.labels, axs, REG, cfg, INN, sac_sag=smooth(sag),
-                           sac_axials=[smooth(v) for v in axs]).summary
+        s = measure_levels(levels, [AxialStack(v, sac=smooth(v)) for v in axs], REG, cfg, INN,
+                           sac_sag=smooth(sag)).summary
         return {lv: s.get(f"spine.{lv}.ap_diameter_mm") for lv in ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")}
 
     at_half, lower = ap(0.5), ap(0.3)
@@ -323,7 +322,7 @@ def test_lateral_recess_reads_sub_voxel_walls_from_probability_maps():
 
 
 def test_measure_levels_takes_the_recess_walls_from_the_probability_maps_when_given():
-    """Wiring of ``wall_axials``: disc and posterior-element probability maps one voxel larger all round than the
+    """Wiring of ``AxialStack.walls``: disc and posterior-element probability maps one voxel larger all round than the
     label maps make every measured recess shallower than the label maps do; the other measurements stay."""
     from scipy import ndimage
 
@@ -335,9 +334,9 @@ def test_measure_levels_takes_the_recess_walls_from_the_probability_maps_when_gi
         ids = [lab.id for lab in REG.labels if lab.structure == structure]
         return v.with_array(ndimage.binary_dilation(np.isin(np.asarray(v.array), ids)).astype(np.float32))
 
-    plain = measure_levels(levels, levels.labels, axs, REG, CFG, INN).summary
-    soft = measure_levels(levels, levels.labels, axs, REG, CFG, INN,
-                          wall_axials=[{k: grown(v, k) for k in RECESS_WALLS} for v in axs]).summary
+    plain = measure_levels(levels, [AxialStack(v) for v in axs], REG, CFG, INN).summary
+    soft = measure_levels(levels, [AxialStack(v, walls={k: grown(v, k) for k in RECESS_WALLS}) for v in axs], REG,
+                          CFG, INN).summary
     for level in ("L3-L4", "L4-L5", "L5-S1"):
         for side in ("left", "right"):
             key = f"spine.{level}.{side}.lateral_recess_depth_mm"

@@ -172,10 +172,11 @@ def test_study_without_lumbar_series_gives_spine_nulls(tmp_path: Path):
                 Path(f).unlink()
     o = tmp_path / "out"
     assert stages.ingest(calf_only, o) == 0
-    from pipeline.workflow import spine_stage
+    from pipeline.core.layout import StudyDir
+    from pipeline.workflow import spine
 
-    assert spine_stage.segment(o)["status"].startswith("no sagittal")
-    spine_stage.measure(o)
+    assert spine.segment(StudyDir(o), stages.bundle_cache())["status"].startswith("no sagittal")
+    spine.measure(StudyDir(o))
     s = Summary.load(o / "summary.json")
     assert s.get("spine.available") is False
     assert s.get("spine.L4-L5.dsca_mm2") is None

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.core.config import DEFAULT_CONFIG_DIR
-from pipeline.workflow.snake import run_workflow, snakemake_command
+from pipeline.workflow.snakemake import run_workflow, snakemake_command
 from tests.report.study_fixture import small_study
 
 STAGE_OUTPUTS = {"ingest": "series.json", "segment": ".stage_segment.done", "measure": "summary.json",

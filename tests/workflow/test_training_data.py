@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.labels import registry
-from pipeline.workflow.spine_stage import synthetic_spine_cases
+from pipeline.workflow.training import synthetic_cases
+
+
+def synthetic_spine_cases(seeds: list[int], fast: bool, workers: int = 1) -> list:
+    return list(synthetic_cases("spine", seeds, fast=fast, workers=workers))
 
 
 def test_parallel_generation_gives_the_same_cases_in_seed_order():

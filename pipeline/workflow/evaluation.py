@@ -18,10 +18,10 @@ from pipeline.core.atomic import write_text
 from pipeline.core.config import load_config
 from pipeline.core.errors import EXIT_OK, UsageError
 from pipeline.core.labels import registry
+from pipeline.core.tables import csv_text
 from pipeline.segment.bundle import load_bundle
 from pipeline.segment.train import dice_per_class
-from pipeline.workflow.calf_measure import csv_text
-from pipeline.workflow.train import EVALUATION_SEED_START
+from pipeline.workflow.training import EVALUATION_SEED_START
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -139,7 +139,7 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
     from pipeline.io.nifti import to_closest_canonical
     from pipeline.spine.measure import measure_levels
     from pipeline.synth.lumbar import random_lumbar
-    from pipeline.workflow.spine_stage import segment_series
+    from pipeline.workflow.spine import segment_series
 
     reg = registry("spine")
     cfg = load_config("default")
@@ -153,9 +153,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str
         vols = [to_closest_canonical(s.volume)[0] for s in ph.series]
         seg = segment_series(bundle, vols[0], vols[1:], device=device)
         levels = seg.levels
-        s = measure_levels(levels, levels.labels, seg.axials, reg, cfg["spine"], load_config("innervation"),
-                           sac_sag=seg.sac_sag, sac_axials=seg.sac_axials,
-                           wall_axials=seg.wall_axials).summary
+        s = measure_levels(levels, seg.axials, reg, cfg["spine"], load_config("innervation"),
+                           sac_sag=seg.sac_sag).summary
         ok = all(np.linalg.norm(levels.discs[lv].center_ras - np.array(t["disc_center_ras"])) < 8.0
                  for lv, t in ph.truth["levels"].items() if lv in levels.discs) and len(levels.discs) == 5
         levels_ok += ok

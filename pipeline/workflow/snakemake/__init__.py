@@ -1,9 +1,10 @@
-"""``legmri workflow``: the Snakemake workflow packaged with legmri (``Snakefile`` + ``rules/*.smk``).
+"""``legmri workflow``: the Snakemake workflow packaged with legmri (``Snakefile``, ``rules/*.smk``, ``profiles/``).
 
 ``run_workflow(root, out, extra_args)`` runs ``python -m snakemake`` with the packaged Snakefile in a subprocess
 (Snakemake's supported command-line interface), the working directory ``out`` and ``--config root=... out=...``;
-``extra_args`` go to Snakemake unchanged (e.g. ``--cores 4``, ``--profile pipeline/workflow/profiles/slurm``,
-``-n``). ``python -m pipeline.workflow.snake cohort OUT`` writes the cohort index (the workflow's last rule).
+``extra_args`` go to Snakemake unchanged (e.g. ``--cores 4``,
+``--profile pipeline/workflow/snakemake/profiles/slurm``, ``-n``). ``python -m pipeline.workflow.snakemake cohort
+OUT`` writes the cohort index (the workflow's last rule).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import EXIT_OK
+from pipeline.core.layout import BatchDir
 
 SNAKEFILE = Path(__file__).with_name("Snakefile")
-PROFILES = Path(__file__).with_name("profiles")
 
 
 def snakemake_command(root: Path, out: Path, extra_args: Sequence[str] = ()) -> list[str]:
@@ -43,19 +44,12 @@ def cohort(out: Path) -> int:
     """Write index.html and cohort.csv over every study folder of ``out`` that has been through the workflow."""
     from pipeline.report.html import write_cohort
 
-    out = Path(out)
     studies = []
-    for d in sorted(p for p in out.iterdir() if p.is_dir() and (p / "series.json").exists()):
-        if (d / "report.html").exists():
-            studies.append({"name": d.name, "status": "ok"})
+    for d in BatchDir(out).studies():
+        if d.report_html.exists():
+            studies.append({"name": d.root.name, "status": "ok"})
         else:
-            err = (d / "error.log").read_text().splitlines()[0] if (d / "error.log").exists() else "incomplete"
-            studies.append({"name": d.name, "status": "failed", "error": err})
-    print(json.dumps({"studies": len(studies), "index": str(write_cohort(out, studies, load_config("report")))}))
+            err = d.error_log.read_text().splitlines()[0] if d.error_log.exists() else "incomplete"
+            studies.append({"name": d.root.name, "status": "failed", "error": err})
+    print(json.dumps({"studies": len(studies), "index": str(write_cohort(Path(out), studies, load_config("report")))}))
     return EXIT_OK
-
-
-if __name__ == "__main__":  # pragma: no cover - called by the workflow's cohort rule
-    if len(sys.argv) != 3 or sys.argv[1] != "cohort":
-        sys.exit("usage: python -m pipeline.workflow.snake cohort OUT")
-    sys.exit(cohort(Path(sys.argv[2])))

@@ -1,0 +1,161 @@
+"""Report driver: QA pictures (``qa/*.png``), ``report.html`` and, for DICOM studies, ``calf/seg.dcm`` and
+``measurements_sr.dcm``, from the saved outputs of the earlier stages (read through
+:class:`~pipeline.core.layout.StudyDir`; nothing is recomputed)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.atomic import write_text
+from pipeline.core.config import load_config
+from pipeline.core.labels import Registry, registry
+from pipeline.core.layout import SeriesEntry, SeriesIndex, StudyDir
+from pipeline.core.volume import Volume
+from pipeline.io.nifti import load_volume
+
+log = logging.getLogger(__name__)
+#: the calf series a DICOM SEG may reference, in order of preference (the first on the label map's grid)
+SEG_SOURCES = ("calf_water", "calf_inphase", "calf_fat", "calf_outphase")
+
+
+def _existing(series: SeriesIndex, role: str) -> Path | None:
+    p = series.volume(role)
+    return p if p is not None and p.exists() else None
+
+
+def ff_display(series: SeriesIndex, water: Volume) -> Volume | None:
+    """Fat fraction (%) for display: the scanner FF map when exported (stored in percent by ingest), else
+    F / (W + F) x 100 of the saved Dixon magnitudes (display only; the reported FF values come from summary.json)."""
+    ffp = _existing(series, "calf_ffmap")
+    if ffp is not None:
+        ff = load_volume(ffp)
+        return ff.with_array(np.asarray(ff.array, dtype=float))
+    fp = _existing(series, "calf_fat")
+    if fp is None:
+        return None
+    fat = load_volume(fp)
+    if not fat.same_grid(water):
+        return None
+    w, f = np.asarray(water.array, float), np.asarray(fat.array, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ff = np.where(w + f > 0, 100.0 * f / (w + f), 0.0)
+    return water.with_array(ff)
+
+
+def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], phi: str | None) -> list[Path]:
+    """The calf montage, FF overlay and CSA plot of the study (those its outputs allow)."""
+    from pipeline.report import overlays
+
+    made: list[Path] = []
+    creg = registry("calf")
+    ref = _existing(series, "calf_water") or _existing(series, "calf_inphase")
+    if study.calf_labels.exists() and ref is not None:
+        labels, image = load_volume(study.calf_labels), load_volume(ref)
+        if labels.same_grid(image):
+            made.append(overlays.calf_montage(image, labels, creg, cfg["montage_fractions"],
+                                              study.qa("calf_montage"), phi=phi, dpi=cfg["dpi"]))
+            ff = ff_display(series, image)
+            if ff is not None:
+                made.append(overlays.ff_overlay(image, ff, cfg["montage_fractions"], labels, study.qa("calf_ff"),
+                                                phi=phi, dpi=cfg["dpi"]))
+        else:
+            log.warning("calf labels are not on the grid of %s; no calf montage", ref.name)
+    if study.calf_slices.exists():
+        rows = overlays.read_slices_csv(study.calf_slices)
+        if rows:
+            made.append(overlays.csa_plot(rows, creg, study.qa("calf_csa_along_z")))
+    return made
+
+
+def _spine_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], phi: str | None) -> list[Path]:
+    """The sagittal picture and one axial picture per disc level (the stack and slice measured, else the first
+    stack that shows the disc)."""
+    from pipeline.report import overlays
+
+    made: list[Path] = []
+    sreg = registry("spine")
+    sag = _existing(series, "lumbar_sag_t2")
+    if sag is not None and study.spine_labels_sag.exists():
+        made.append(overlays.lumbar_sagittal(load_volume(sag), load_volume(study.spine_labels_sag), sreg,
+                                             study.qa("spine_sagittal"), phi=phi, dpi=cfg["dpi"]))
+    values = study.summary_values()
+    marks = (study.read_json(study.spine_marks, {}) or {}).get("levels", {})
+    stacks = [(load_volume(s.volume), load_volume(study.spine_labels_for(s.role))) for s in series.axial_stacks()
+              if s.volume is not None and study.spine_labels_for(s.role).exists()]
+    for lv in (lab.level for lab in sreg.labels if lab.kind == "disc"):
+        vals = {k[len(f"spine.{lv}."):]: v for k, v in values.items() if k.startswith(f"spine.{lv}.")}
+        for lv_marks in ([marks[lv], None] if lv in marks else [None]):
+            picture = _first_axial_picture(stacks, sreg, lv, vals, study.qa(f"spine_axial_{lv}"), phi, cfg["dpi"],
+                                           lv_marks)
+            if picture is not None:
+                made.append(picture)
+                break
+    return made
+
+
+def qa_images(study: StudyDir, show_phi: bool = False) -> list[Path]:
+    """Write the QA pictures of the study; returns their paths."""
+    cfg = load_config("report")
+    series = study.series()
+    phi = series.patient_label() if show_phi else None
+    return _calf_pictures(study, series, cfg, phi) + _spine_pictures(study, series, cfg, phi)
+
+
+def _first_axial_picture(stacks: list[tuple[Volume, Volume]], reg: Registry, level: str, values: dict[str, Any],
+                         path: Path, phi: str | None, dpi: int, marks: dict[str, Any] | None) -> Path | None:
+    """The axial picture of ``level`` from the first (image, labels) stack that can show it, or None."""
+    from pipeline.report import overlays
+
+    for img, lab in stacks:
+        picture = overlays.lumbar_axial(img, lab, reg, level, values, path, phi=phi, dpi=dpi, marks=marks)
+        if picture is not None:
+            return picture
+    return None
+
+
+def _seg_source(series: SeriesIndex, labels: Volume) -> SeriesEntry | None:
+    """The DICOM calf series the SEG references: the first of :data:`SEG_SOURCES` on the label map's grid."""
+    for role in SEG_SOURCES:
+        e = series.entry(role)
+        if e is not None and e.volume is not None and e.is_dicom and load_volume(e.volume).same_grid(labels):
+            return e
+    return None
+
+
+def dicom_exports(study: StudyDir) -> list[str]:
+    """Write ``calf/seg.dcm`` and ``measurements_sr.dcm`` when the study was DICOM; returns what was written."""
+    from pipeline.io.export import sr_groups, write_seg, write_sr
+
+    series = study.series()
+    written: list[str] = []
+    calf_src = None
+    if study.calf_labels.exists():
+        labels = load_volume(study.calf_labels)
+        calf_src = _seg_source(series, labels)
+        if calf_src is not None:
+            write_seg(labels, list(calf_src.files), registry("calf"), study.calf_seg)
+            written.append(study.relative(study.calf_seg))
+    values = study.summary_values()
+    src = calf_src or next((e for e in series.entries if e.is_dicom and e.role.startswith("lumbar")), None)
+    if src is not None and sr_groups(values):
+        write_sr(values, list(src.files), registry("calf"), study.sr)
+        written.append(study.relative(study.sr))
+    return written
+
+
+def report(study: StudyDir, show_phi: bool = False) -> dict[str, Any]:
+    """QA pictures, DICOM exports (DICOM studies) and ``report.html`` of ``study``."""
+    from pipeline.report.html import render_study_report
+
+    cfg = load_config("report")
+    settings = load_config("default").get("report", {})
+    images = qa_images(study, show_phi=show_phi or bool(settings.get("show_phi", False)))
+    exports = dicom_exports(study) if settings.get("dicom_export", True) else []
+    creg = registry("calf")
+    write_text(study.report_html, render_study_report(study, creg.muscles, tuple(creg.groups()), cfg, images,
+                                                      exports))
+    return {"qa_images": [p.name for p in images], "exports": exports, "report": study.relative(study.report_html)}

@@ -1,0 +1,138 @@
+"""Spine driver of the segment and measure stages.
+
+segment: sagittal T2 -> U-Net classes -> levels counted from the sacrum -> ``spine/labels_sag.nii.gz``; each axial
+T2 stack -> classes -> discs named by the nearest sagittal disc plane -> ``spine/labels_ax.nii.gz`` (``_2``, ``_3``
+for further stacks, in the order of their roles); levels, method, confidence and flags -> ``spine/levels.json``;
+the probability maps the measurements read sub-voxel walls from (dural sac of every series; disc and posterior
+elements of the axial stacks). measure: label and probability maps -> ``spine/measurements.csv``,
+``spine/marks.json`` and the spine section of ``summary.json``. Paths come from
+:class:`~pipeline.core.layout.StudyDir`; the work is done by :mod:`pipeline.spine` and the bundle's ``predict_soft``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.atomic import write_json, write_text
+from pipeline.core.config import load_config
+from pipeline.core.labels import registry
+from pipeline.core.layout import StudyDir
+from pipeline.core.provenance import update_provenance
+from pipeline.core.summary import Summary, update_summary_section
+from pipeline.core.tables import csv_text
+from pipeline.core.volume import Volume
+from pipeline.io.nifti import load_volume, save_probability, save_volume
+from pipeline.spine.levels import DISC_LEVELS, LevelResult, label_levels, levels_from_labels, name_axial_discs
+from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
+
+MEASUREMENT_COLUMNS = ["level", "side", "metric", "value", "unit", "grade"]
+
+
+@dataclass
+class SpineSegmentation:
+    """The network's output for one study: levels (with the sagittal class map), the dural sac probability of the
+    sagittal image, and per axial stack its level-named class map with its probability maps."""
+
+    levels: LevelResult
+    sac_sag: Volume
+    axials: list[AxialStack]
+
+
+def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str = "cpu") -> SpineSegmentation:
+    """Segment a sagittal T2 and its axial stacks, count the levels and name the axial discs."""
+    reg = registry("spine")
+    classes, soft = bundle.predict_soft([sag], ("dural_sac",), device=device)
+    levels = label_levels(classes, reg, load_config("default")["spine"])
+    stacks = []
+    for vol in axials:
+        ax_classes, ax_soft = bundle.predict_soft([vol], ("dural_sac", *RECESS_WALLS), device=device)
+        stacks.append(AxialStack(name_axial_discs(ax_classes, levels, reg), ax_soft["dural_sac"],
+                                 {k: ax_soft[k] for k in RECESS_WALLS}))
+    return SpineSegmentation(levels, soft["dural_sac"], stacks)
+
+
+def _save(study: StudyDir, roles: list[str], seg: SpineSegmentation) -> None:
+    """Write the label and probability maps and ``levels.json`` of a segmentation."""
+    levels = seg.levels
+    save_volume(levels.labels, study.spine_labels_sag, dtype=np.int16)
+    save_probability(seg.sac_sag, study.spine_probability(study.spine_labels_sag))
+    for role, stack in zip(roles, seg.axials):
+        path = study.spine_labels_for(role)
+        save_volume(stack.labels, path, dtype=np.int16)
+        save_probability(stack.sac, study.spine_probability(path))
+        for structure, prob in (stack.walls or {}).items():
+            save_probability(prob, study.spine_probability(path, structure))
+    write_json(study.spine_levels, {"method": levels.method, "confidence": levels.confidence,
+                                    "flags": levels.flags, "levels": sorted(levels.discs)})
+
+
+def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]:
+    """Segment and level-label the lumbar series of ``study`` with the bundle of ``models`` (a bundle cache)."""
+    series = study.series()
+    sag = series.volume("lumbar_sag_t2")
+    if sag is None:
+        return {"status": "no sagittal lumbar T2 series"}
+    stacks = series.axial_stacks()
+    bundle = models.get(load_config("default")["segment"]["spine_bundle"])
+    seg = segment_series(bundle, load_volume(sag), [load_volume(s.volume) for s in stacks], device=device)
+    _save(study, [s.role for s in stacks], seg)
+    levels = seg.levels
+    update_provenance(study.root, models={"spine": bundle.provenance()}, notes=[f"spine: {f}" for f in levels.flags])
+    return {"status": "segmented", "levels": sorted(levels.discs), "confidence": levels.confidence,
+            "flags": levels.flags}
+
+
+def unavailable_summary(reason: str) -> Summary:
+    """The spine section of a study without spine measurements: every level key null with ``reason``."""
+    s = Summary()
+    s.set("spine.available", False)
+    for level in DISC_LEVELS:
+        for key in ("dsca_mm2", "ap_diameter_mm", "central_grade"):
+            s.set_null(f"spine.{level}.{key}", reason)
+        for side in ("left", "right"):
+            for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade"):
+                s.set_null(f"spine.{level}.{side}.{key}", reason)
+    return s
+
+
+def _optional_volume(path: Path) -> Volume | None:
+    """The volume at ``path``, or None when it was not written (label maps from elsewhere, e.g. `legmri measure`
+    on hand-drawn labels: the measurements then use the label maps alone)."""
+    return load_volume(path) if path.exists() else None
+
+
+def _saved_stack(study: StudyDir, labels: Path) -> AxialStack:
+    """An axial stack as saved by :func:`segment`: the walls only when both probability maps were written."""
+    walls = {k: study.spine_probability(labels, k) for k in RECESS_WALLS}
+    return AxialStack(load_volume(labels), _optional_volume(study.spine_probability(labels)),
+                      {k: load_volume(p) for k, p in walls.items()} if all(p.exists() for p in walls.values())
+                      else None)
+
+
+def _saved_levels(study: StudyDir) -> LevelResult:
+    info = study.read_json(study.spine_levels, {})
+    return levels_from_labels(load_volume(study.spine_labels_sag), registry("spine"), info.get("method", ""),
+                              info.get("confidence", 1.0), info.get("flags"))
+
+
+def measure(study: StudyDir) -> dict[str, Any]:
+    """Measure the canal at every disc level of ``study``."""
+    series = study.series()
+    if series.volume("lumbar_sag_t2") is None or not study.spine_labels_sag.exists():
+        reason = "no lumbar sagittal T2 series in the study" if series.volume("lumbar_sag_t2") is None \
+            else "spine not segmented"
+        update_summary_section(study.root, "spine", unavailable_summary(reason))
+        return {"status": reason}
+    levels = _saved_levels(study)
+    labels = [p for p in (study.spine_labels_for(s.role) for s in series.axial_stacks()) if p.exists()]
+    res = measure_levels(levels, [_saved_stack(study, p) for p in labels], registry("spine"),
+                         load_config("default")["spine"], load_config("innervation"),
+                         sac_sag=_optional_volume(study.spine_probability(study.spine_labels_sag)))
+    write_text(study.spine_measurements, csv_text(res.rows, MEASUREMENT_COLUMNS))
+    write_json(study.spine_marks, {"coordinates": "world RAS, mm", "levels": res.marks})
+    update_summary_section(study.root, "spine", res.summary)
+    return {"status": "measured", "levels": sorted(levels.discs)}
