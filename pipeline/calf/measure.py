@@ -36,6 +36,8 @@ from pipeline.core.labels import Registry
 from pipeline.core.summary import Summary
 from pipeline.core.volume import Volume
 
+Box = tuple[slice, slice, slice]
+
 AI_METRICS = {"volume_ml": "volume_ai_pct", "max_csa_mm2": "max_csa_ai_pct", "matched_csa_mm2": "matched_csa_ai_pct",
               "lean_volume_ml": "lean_volume_ai_pct"}
 
@@ -56,22 +58,54 @@ class CalfMeasurements:
     notes: list[str] = field(default_factory=list)
 
 
-def voxel_ff(images: CalfImages, cfg: dict[str, Any]) -> tuple[np.ndarray, str, bool]:
-    """Voxel fat fraction (0-1), a description of how it was obtained, and whether region means come from summed
-    signals (:func:`pipeline.calf.fatfraction.roi_ff`) rather than from the voxel values."""
+@dataclass(frozen=True)
+class VoxelFF:
+    """Voxel fat fraction (0-1) of a study, computed on request inside a box of the grid.
+
+    Every formula is voxel-wise (:func:`pipeline.calf.fatfraction.ff_magnitude_discrimination`, F / (W + F), or the
+    scanner map / its scale), so the box of the whole-volume map equals the map of the box, and no whole-volume
+    float64 map and its temporaries are held.
+    """
+
+    images: CalfImages
+    method: str  # "scanner" | "magnitude_discrimination" | "naive"
+    how: str
+    roi_signals: bool  # region means from summed signals (:func:`pipeline.calf.fatfraction.roi_ff`)
+    scale: float = 1.0  # scanner map values per unit fraction
+
+    def on(self, box: Box | None = None) -> np.ndarray:
+        """The fat fraction inside ``box`` (the whole grid when None)."""
+        box = box or (slice(None),) * 3  # type: ignore[assignment]
+        im = self.images
+        if self.method == "scanner":
+            assert im.ffmap is not None
+            return np.asarray(im.ffmap.array[box], np.float64) / self.scale
+        if self.method == "magnitude_discrimination":
+            assert im.inphase is not None
+            return ff_magnitude_discrimination(im.water.array[box], im.fat.array[box], im.inphase.array[box])
+        return ff_naive(im.water.array[box], im.fat.array[box])
+
+
+def voxel_ff_source(images: CalfImages, cfg: dict[str, Any]) -> VoxelFF:
+    """How the voxel fat fraction of ``images`` is obtained under ``cfg`` (see :func:`voxel_ff`)."""
     if cfg.get("ff_source") == "scanner" and images.ffmap is not None:
         arr = np.asarray(images.ffmap.array, np.float64)
         scale = 1000.0 if np.percentile(arr, 99.9) > 100.5 else 100.0  # per mille (e.g. Siemens) or percent
-        return arr / scale, f"scanner FF map (0-{int(scale)} scale)", False
+        return VoxelFF(images, "scanner", f"scanner FF map (0-{int(scale)} scale)", False, scale)
     if cfg.get("ff_method") == "magnitude_discrimination" and images.inphase is not None:
-        return (ff_magnitude_discrimination(images.water.array, images.fat.array, images.inphase.array),
-                "magnitude discrimination with the in-phase image (Liu et al. 2007); region FF from summed "
-                "signals", True)
-    return ff_naive(images.water.array, images.fat.array), "F/(W+F) from water and fat magnitudes", False
+        return VoxelFF(images, "magnitude_discrimination",
+                       "magnitude discrimination with the in-phase image (Liu et al. 2007); region FF from summed "
+                       "signals", True)
+    return VoxelFF(images, "naive", "F/(W+F) from water and fat magnitudes", False)
 
 
+def voxel_ff(images: CalfImages, cfg: dict[str, Any]) -> tuple[np.ndarray, str, bool]:
+    """Voxel fat fraction (0-1) on the whole grid, a description of how it was obtained, and whether region means
+    come from summed signals (:func:`pipeline.calf.fatfraction.roi_ff`) rather than from the voxel values."""
+    src = voxel_ff_source(images, cfg)
+    return src.on(), src.how, src.roi_signals
 
-Box = tuple[slice, slice, slice]
+
 
 
 def label_boxes(arr: np.ndarray) -> dict[int, Box]:
@@ -140,14 +174,15 @@ class Region:
         return counts
 
 
-def _structure_metrics(region: Region, ff: np.ndarray | None, labels: Volume, axis: int, factor: float,
+def _structure_metrics(region: Region, ff_box: np.ndarray | None, labels: Volume, axis: int, factor: float,
                        z: np.ndarray, cfg: dict[str, Any], images: CalfImages, roi_signals: bool
                        ) -> tuple[dict[str, Any], np.ndarray]:
     """Size and fat-fraction metrics of one structure, and its CSA (mm2) on every slice.
 
     CSA_k = n_k x |c_i x c_j| x |n . l| (voxels on slice k, pixel area, obliquity factor; see
-    :mod:`pipeline.calf.metrics`); volume = sum_k n_k x voxel volume / 1000 (ml). Fat fraction (``ff`` given, muscles
-    and groups only) inside the structure eroded in-plane by ``ff_erode_mm`` (the whole structure when nothing is left).
+    :mod:`pipeline.calf.metrics`); volume = sum_k n_k x voxel volume / 1000 (ml). Fat fraction (``ff_box`` given, muscles
+    and groups only; ``ff_box`` is the voxel fat fraction inside the region's box) inside the structure eroded in-plane
+    by ``ff_erode_mm`` (the whole structure when nothing is left).
     """
     counts = region.voxels_per_slice(axis, len(z))
     csa = counts * pixel_area_mm2(labels.affine, axis) * factor
@@ -160,13 +195,13 @@ def _structure_metrics(region: Region, ff: np.ndarray | None, labels: Volume, ax
     k = int(np.argmax(csa))
     m.update(max_csa_mm2=float(csa[k]), max_csa_z_mm=float(z[k]), partial_coverage=cov.partial,
              z_first_mm=float(min(z[cov.first], z[cov.last])), z_last_mm=float(max(z[cov.first], z[cov.last])))
-    if ff is not None:
+    if ff_box is not None:
         px = [float(np.linalg.norm(labels.affine[:3, a])) for a in range(3) if a != axis]
         core = erode_in_plane(region.mask, axis, float(cfg.get("ff_erode_mm", 0.0)), (px[0], px[1]))
         roi = core if core.any() else region.mask
         frac = roi_ff(region.crop(images.water.array)[roi], region.crop(images.fat.array)[roi],
                       region.crop(images.inphase.array)[roi]) if roi_signals and images.inphase is not None else None
-        stats = ff_statistics_pct(region.crop(ff), roi, frac)
+        stats = ff_statistics_pct(ff_box, roi, frac)
         m.update(ff_pct=stats["mean"], ff_median_pct=stats["median"], ff_p10_pct=stats["p10"],
                  ff_p90_pct=stats["p90"])
         if stats["mean"] is not None and m["volume_ml"] is not None:
@@ -177,14 +212,15 @@ def _structure_metrics(region: Region, ff: np.ndarray | None, labels: Volume, ax
     return m, csa
 
 
-def slice_ff_means(region: Region, ff: np.ndarray, axis: int, slices: np.ndarray) -> list[float]:
+def slice_ff_means(region: Region, ff_box: np.ndarray, axis: int, slices: np.ndarray) -> list[float]:
     """Mean voxel fat fraction (0-1) of the structure on each slice index of ``slices`` (slices it occupies):
-    FF_k = (1 / n_k) sum_{v in structure, slice k} FF_v, over the whole structure (not eroded).
+    FF_k = (1 / n_k) sum_{v in structure, slice k} FF_v, over the whole structure (not eroded); ``ff_box`` is the
+    voxel fat fraction inside the region's box.
 
     Slices are views of the box (``np.take`` would first copy the whole array when it is not C-contiguous, as
     NIfTI data are)."""
     assert region.box is not None
-    ff_box, k0 = region.crop(ff), region.box[axis].start
+    k0 = region.box[axis].start
     out = []
     for k in slices:
         index: list[Any] = [slice(None)] * 3
@@ -218,14 +254,40 @@ UNITS = {"volume_ml": "ml", "max_csa_mm2": "mm2", "max_csa_z_mm": "mm", "matched
          "ff_diff_pp": "pp", "girth_diff_cm": "cm"}
 
 
+def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, Box], ff: VoxelFF, reg: Registry,
+                  cfg: dict[str, Any], axis: int, z: np.ndarray, images: CalfImages
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Metrics and CSA profile of every structure and group of one side, and the per-slice rows of its muscles."""
+    groups = reg.groups()
+    tibia = Region.of(arr, boxes, [reg.sided_id("tibia", side)])
+    leg_axis = (leg_axis_from_mask(labels, tibia.mask, axis, origin=tuple(b.start for b in tibia.box))
+                if tibia.box is not None else np.array([0.0, 0.0, 1.0]))
+    factor = obliquity_factor(labels.affine, axis, leg_axis)
+    metrics: dict[str, dict[str, Any]] = {}
+    csas: dict[str, np.ndarray] = {}
+    rows: list[dict[str, Any]] = []
+    for name in [*reg.structures, *groups]:
+        region = Region.of(arr, boxes, [reg.sided_id(mm, side) for mm in groups.get(name, (name,))])
+        is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
+        ff_box = ff.on(region.box) if is_muscle and region.box is not None else None
+        metrics[name], csas[name] = _structure_metrics(region, ff_box, labels, axis, factor, z, cfg, images,
+                                                       ff.roi_signals)
+        if ff_box is not None and name not in groups:
+            occupied = np.nonzero(csas[name])[0]
+            for k, mean in zip(occupied, slice_ff_means(region, ff_box, axis, occupied)):
+                rows.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
+                             "csa_mm2": round(float(csas[name][k]), 3), "ff_pct": round(100 * mean, 3)})
+    return metrics, csas, rows
+
+
 def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: dict[str, Any]) -> CalfMeasurements:
     """All calf measurements of one study."""
     res = CalfMeasurements()
     arr = np.asarray(labels.array)
     axis = slice_axis(labels)
     z = slice_positions_mm(labels, axis)
-    ff, how, roi_signals = voxel_ff(images, cfg)
-    res.notes.append(f"fat fraction: {how}")
+    ff = voxel_ff_source(images, cfg)
+    res.notes.append(f"fat fraction: {ff.how}")
     by_id = reg.by_id()
     boxes = label_boxes(arr)
     present = sorted({by_id[i].side for i in boxes if i in by_id})
@@ -238,24 +300,9 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
     csas: dict[str, dict[str, np.ndarray]] = {}
     girth: dict[str, np.ndarray] = {}
     for side in present:
+        metrics[side], csas[side], slice_rows = _measure_side(side, labels, arr, boxes, ff, reg, cfg, axis, z, images)
+        res.slices += slice_rows
         ids = [lab.id for lab in reg.labels if lab.side == side]
-        tibia = Region.of(arr, boxes, [reg.sided_id("tibia", side)])
-        leg_axis = (leg_axis_from_mask(labels, tibia.mask, axis, origin=tuple(b.start for b in tibia.box))
-                    if tibia.box is not None else np.array([0.0, 0.0, 1.0]))
-        factor = obliquity_factor(labels.affine, axis, leg_axis)
-        metrics[side], csas[side] = {}, {}
-        for name in [*structures, *groups]:
-            members = groups.get(name, (name,))
-            region = Region.of(arr, boxes, [reg.sided_id(mm, side) for mm in members])
-            is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
-            metrics[side][name], csas[side][name] = _structure_metrics(region, ff if is_muscle else None, labels,
-                                                                       axis, factor, z, cfg, images, roi_signals)
-            if is_muscle and name not in groups:
-                occupied = np.nonzero(csas[side][name])[0]
-                for k, mean in zip(occupied, slice_ff_means(region, ff, axis, occupied) if occupied.size else []):
-                    res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
-                                       "csa_mm2": round(float(csas[side][name][k]), 3),
-                                       "ff_pct": round(100 * mean, 3)})
         girth[side] = _girth(arr, boxes, ids, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
     # matched levels (same slice = same world z for both legs)
     for name in [*structures, *groups]:

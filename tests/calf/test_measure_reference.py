@@ -237,3 +237,9 @@ def test_leg_axis_of_a_box_equals_that_of_the_whole_volume():
     box = (slice(3, 13), slice(4, 9), slice(0, 9))
     assert np.array_equal(leg_axis_from_mask(vol, mask[box], 2, origin=(3, 4, 0)), whole)
     assert np.array_equal(leg_axis_from_mask(vol, mask, 2), whole)
+
+
+def test_scanner_ff_map_matches_the_reference():
+    labels, images = random_study(16)
+    ffmap = labels.with_array(np.random.default_rng(16).uniform(0, 1000, labels.shape))  # per mille
+    compare(labels, M.CalfImages(images.water, images.fat, images.inphase, ffmap), {**CFG, "ff_source": "scanner"})
