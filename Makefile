@@ -35,8 +35,11 @@ test: setup tools
 test-slow: setup tools
 	$(BIN)/python -m pytest -q -m slow
 
+# Cost per stage against image size (sample, real and phantom studies up to 512 x 512 x 160) and batch throughput
+# with -j 1 and -j 2: CSV tables and bench.png in bench_out/. E.g. BENCH_ARGS="--cases samples,real --no-batch".
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python scripts/bench.py --out bench_out
+	$(BIN)/python scripts/bench.py --out bench_out $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check pipeline tests scripts
