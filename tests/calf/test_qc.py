@@ -1,0 +1,85 @@
+"""Calf segmentation quality control (pipeline.calf.qc) on label maps whose truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.calf.qc import FAIL, PASS, REVIEW, judge_calf
+from pipeline.core.config import load_config
+from pipeline.core.labels import registry
+from pipeline.synth.calf import CalfSpec, generate_calf
+
+
+@pytest.fixture(scope="module")
+def truth():
+    spec = CalfSpec(n_slices=10, slice_mm=8.0, in_plane_mm=1.5, t_start=0.12)
+    return generate_calf(spec, seed=3, fast=True).labels
+
+
+def _cfg():
+    return load_config("qc")["calf"]
+
+
+def test_true_labels_pass(truth):
+    qc = judge_calf(truth, registry("calf"), _cfg())
+    assert qc.status == PASS, qc.reasons
+    assert qc.structure_status("right", "soleus") == PASS
+    summary = qc.as_summary()
+    assert summary["calf.qc_status"] == PASS and summary["calf.left.gastrocnemius_medial.qc_status"] == PASS
+
+
+def test_swapped_gastrocnemius_heads_fail_their_relation(truth):
+    reg = registry("calf")
+    arr = np.asarray(truth.array).copy()
+    gm, gl = reg.sided_id("gastrocnemius_medial", "right"), reg.sided_id("gastrocnemius_lateral", "right")
+    arr[truth.array == gm], arr[truth.array == gl] = gl, gm
+    qc = judge_calf(truth.with_array(arr), reg, _cfg())
+    assert qc.structure_status("right", "gastrocnemius_medial") == FAIL
+    assert qc.structure_status("left", "gastrocnemius_medial") != FAIL
+    assert qc.status in (REVIEW, FAIL)
+    assert any("medial gastrocnemius medial" in r for r in qc.structures["right"]["gastrocnemius_medial"].reasons)
+
+
+def test_mirrored_leg_sides_fail_the_lateral_relations(truth):
+    """Labels of a leg mirrored in x (a side swap inside the leg) put the fibula medial to the tibia."""
+    reg = registry("calf")
+    arr = np.asarray(truth.array)
+    qc = judge_calf(truth.with_array(arr[::-1].copy()), reg, _cfg())  # right-leg labels now on the left, mirrored
+    assert qc.status == FAIL or any(s.status == FAIL for legs in qc.structures.values() for s in legs.values())
+
+
+def test_empty_and_fragmentary_label_maps_fail(truth):
+    reg = registry("calf")
+    empty = judge_calf(truth.with_array(np.zeros(truth.shape, np.int16)), reg, _cfg())
+    assert empty.status == FAIL and "no calf structure" in empty.reasons[0]
+    arr = np.asarray(truth.array).copy()
+    for name in ("soleus", "tibialis_posterior", "fibula", "peroneus"):
+        for side in ("left", "right"):
+            arr[arr == reg.sided_id(name, side)] = 0
+    qc = judge_calf(truth.with_array(arr), reg, _cfg())
+    assert qc.status == FAIL
+    assert any("not found" in r for r in qc.structures["left"]["soleus"].reasons)
+
+
+def test_scattered_structure_is_judged_in_pieces(truth):
+    reg = registry("calf")
+    arr = np.asarray(truth.array).copy()
+    tp = reg.sided_id("tibialis_posterior", "left")
+    mask = arr == tp
+    rng = np.random.default_rng(0)
+    keep = mask & (rng.uniform(size=arr.shape) < 0.3)  # 30 % of its voxels, scattered
+    arr[mask & ~keep] = reg.sided_id("soleus", "left")
+    qc = judge_calf(truth.with_array(arr), reg, _cfg())
+    assert qc.structure_status("left", "tibialis_posterior") == FAIL
+
+
+def test_network_uncertainty_is_used():
+    reg = registry("calf")
+    spec = CalfSpec(n_slices=8, slice_mm=8.0, in_plane_mm=1.5, t_start=0.15)
+    labels = generate_calf(spec, seed=4, fast=True).labels
+    certainty = {"left": {"soleus": {"flip_dice": 0.5, "confidence": 0.95}},
+                 "right": {"soleus": {"flip_dice": 0.97, "confidence": 0.7}}}
+    qc = judge_calf(labels, reg, _cfg(), certainty)
+    assert qc.structure_status("left", "soleus") == FAIL
+    assert qc.structure_status("right", "soleus") == REVIEW
