@@ -40,3 +40,49 @@ def girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoo
         best = max(contours, key=len) - 2
         out[k] = polygon_perimeter_mm(best, affine, axes)  # type: ignore[arg-type]
     return out
+
+
+def running_median(values: np.ndarray, window: int = 3) -> np.ndarray:
+    """Median over ``window`` neighbouring slices (NaN slices ignored; NaN where the slice itself is NaN), so a
+    single slice's outline artefact (a noise blob, a coil hot spot, a slab-edge slice) does not set the maximum.
+
+    >>> running_median(np.array([30.0, 31.0, 45.0, 32.0, np.nan]))
+    array([30.5, 31. , 32. , 38.5,  nan])
+    """
+    out = np.full(values.shape, np.nan)
+    h = window // 2
+    for k in np.flatnonzero(~np.isnan(values)):
+        out[k] = np.nanmedian(values[max(0, k - h):k + h + 1])
+    return out
+
+
+def muscle_bearing(muscle_csa_mm2: np.ndarray, min_fraction: float, edge_slices: int) -> np.ndarray:
+    """Slices of a leg that carry the calf muscles: muscle cross-section at least ``min_fraction`` of the leg's
+    largest, and not among the ``edge_slices`` first or last slices of the field of view (where 3-D slab profiles,
+    coil edges and wrap-around distort the outline). Above the knee joint and near the ankle the muscle area falls
+    off, so the knee's wide bony outline never becomes the calf girth.
+
+    >>> muscle_bearing(np.array([0, 500, 1000, 2000, 1900, 800.0]), 0.5, 1).tolist()
+    [False, False, True, True, True, False]
+    """
+    ok = muscle_csa_mm2 >= min_fraction * np.nanmax(muscle_csa_mm2) if np.any(muscle_csa_mm2 > 0) else \
+        np.zeros(muscle_csa_mm2.shape, bool)
+    if edge_slices > 0:
+        ok[:edge_slices] = False
+        ok[len(ok) - edge_slices:] = False
+    return ok
+
+
+def max_girth_slice(girth_mm: np.ndarray, muscle_csa_mm2: np.ndarray, min_muscle_fraction: float = 0.5,
+                    edge_slices: int = 1, window: int = 3) -> int | None:
+    """Index of the slice of maximum calf girth: the largest running-median girth among the muscle-bearing slices
+    (:func:`muscle_bearing`); None when no slice qualifies.
+
+    >>> max_girth_slice(np.array([470, 380, 420, 440, 430, 300.0]), np.array([300, 1800, 2000, 1900, 1500, 900.0]))
+    3
+    """
+    smooth = running_median(girth_mm, window)
+    ok = muscle_bearing(muscle_csa_mm2, min_muscle_fraction, edge_slices) & ~np.isnan(smooth)
+    if not ok.any():
+        return None
+    return int(np.flatnonzero(ok)[np.argmax(smooth[ok])])
