@@ -109,6 +109,7 @@ class CalfSpec:
     anatomy_jitter: float = 1.0  # scales the random anatomical variation (0 = the template)
     intensity_scale: float = 500.0  # stored value of proton density 1.0 at unit bias
     leg_asymmetry: float = 0.02  # sd of the independent left/right log-CSA differences of healthy muscles
+    fascia_half_width_mm: float = FASCIA_HALF_WIDTH_MM  # intermuscular fascia / fat septum half width
 
     def muscle(self, side: str, name: str) -> MusclePathology:
         return self.pathology.get(side, {}).get(name, MusclePathology())
@@ -386,7 +387,7 @@ class _Leg:
                 d1 = np.take_along_axis(d, best[None], 0)[0]
                 d2 = np.take_along_axis(d, second[None], 0)[0]
                 sep = np.linalg.norm(c1[best] - c1[second], axis=1)
-                fascia = (d2 - d1) / (2 * np.maximum(sep, 1e-6)) < FASCIA_HALF_WIDTH_MM
+                fascia = (d2 - d1) / (2 * np.maximum(sep, 1e-6)) < self.spec.fascia_half_width_mm
                 fidx = tuple(ix[fascia] for ix in idx)  # fascia: its own signal, labelled with the nearer muscle
                 muscle_tissue[fidx] = False
                 ff[fidx] = TISSUES["fascia"].ff
@@ -619,3 +620,123 @@ def with_pathology(spec: CalfSpec, side: str, **muscles: MusclePathology) -> Cal
     path = {s: dict(v) for s, v in spec.pathology.items()}
     path.setdefault(side, {}).update(muscles)
     return replace(spec, pathology=path)
+
+
+# -- tissue maps for contrast-randomised training -----------------------------------------------------------------
+#: Tissue ids of :func:`tissue_slice`; a contrast-randomised generator (SynthSeg, Billot et al., Med Image Anal
+#: 2023;86:102789) gives each its own random intensity, and muscle voxels mix the muscle and fat intensities by
+#: their fat fraction.
+TISSUE_IDS = {"background": 0, "muscle": 1, "fascia": 2, "subcutaneous_fat": 3, "skin": 4, "cortex": 5,
+              "marrow": 6, "vessel": 7}
+#: Neurovascular bundles (posterior tibial, peroneal, anterior tibial) in units of the muscle region's half-axes
+#: (u lateral, v anterior), and the superficial veins (great and small saphenous) as polar angles in the leg frame.
+DEEP_VESSELS = ((0.0, -0.08), (0.42, -0.12), (0.2, 0.22))
+SUPERFICIAL_VEIN_ANGLES_RAD = (2.4, -1.7)
+
+
+@dataclass
+class TissueSlice:
+    """One axial slice of a calf phantom as maps: side-less class ids, tissue ids (:data:`TISSUE_IDS`) and the
+    voxel fat fraction (0-1), on a square grid of ``spacing_mm`` (array axes: RAS x, y)."""
+
+    classes: np.ndarray
+    tissue: np.ndarray
+    ff: np.ndarray
+    spacing_mm: float
+
+
+def random_anatomy_spec(rng: np.random.Generator) -> CalfSpec:
+    """A calf spec for label maps of contrast-randomised training: :meth:`CalfSpec.random` widened to thin and
+    thick subcutaneous fat (2-30 mm), small and large legs (0.75-1.3), legs touching or far apart, rotations up to
+    30 degrees, fascia / fat septa 0.15-1.2 mm half width, and the whole tibial length (knee to ankle)."""
+    spec = CalfSpec.random(rng)
+    spec.leg_scale = {s: float(rng.uniform(0.75, 1.3)) for s in SIDES}
+    spec.fat_mm = {s: float(rng.uniform(2.0, 30.0) if rng.uniform() < 0.7 else rng.uniform(2.0, 8.0)) for s in SIDES}
+    spec.gap_mm = float(rng.uniform(2.0, 120.0))
+    spec.rotation_deg = {"left": float(rng.uniform(-30, 10)), "right": float(rng.uniform(-10, 30))}
+    spec.fascia_half_width_mm = float(rng.uniform(0.15, 1.2))
+    spec.anatomy_jitter = float(rng.uniform(0.8, 1.8))
+    spec.leg_asymmetry = float(rng.uniform(0.0, 0.12))
+    return spec
+
+
+def tissue_slice(spec: CalfSpec, seed: int, t: float, spacing_mm: float = 0.625, vessels: bool = True,
+                 thickness_mm: float = 0.0) -> list[TissueSlice]:
+    """Render the legs of ``spec`` (anatomy from ``seed``) at level ``t`` (fraction of tibial length below the knee)
+    as tissue maps; with ``thickness_mm`` > 0 three sub-slices across that thickness (for partial volume along the
+    slice), else one. Vessels (deep neurovascular bundles, class background; saphenous veins, class subcutaneous
+    fat) are drawn when ``vessels``."""
+    reg = registry("calf")
+    class_of = {name: reg.class_id(name) for name in reg.classes[1:]}
+    legs = {s: _Leg(s, spec, (0.0, 0.0), np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1 + i]))
+            for i, s in enumerate(SIDES)}
+    legs = {s: legs[s] for s in spec.legs}
+    _leg_centers(spec, legs)
+    reach = {s: max(lg.region_axes(t)[0], lg.region_axes(t)[1]) + lg.fat_mm * 1.4 + 6 for s, lg in legs.items()}
+    x0 = min(lg.cx - reach[s] for s, lg in legs.items())
+    x1 = max(lg.cx + reach[s] for s, lg in legs.items())
+    y0 = min(lg.cy - reach[s] for s, lg in legs.items())
+    y1 = max(lg.cy + reach[s] for s, lg in legs.items())
+    xs = x0 + spacing_mm * np.arange(int(np.ceil((x1 - x0) / spacing_mm)))
+    ys = y0 + spacing_mm * np.arange(int(np.ceil((y1 - y0) / spacing_mm)))
+    X, Y = np.meshgrid(xs, ys, indexing="ij")
+    offsets = (-thickness_mm / 3, 0.0, thickness_mm / 3) if thickness_mm > 0 else (0.0,)
+    out = []
+    for dz in offsets:
+        tz = t + dz / spec.tibial_length_mm
+        cls = np.zeros(X.shape, np.uint8)
+        tis = np.zeros(X.shape, np.uint8)
+        ff = np.zeros(X.shape, np.float32)
+        for leg in legs.values():
+            sel = np.hypot(X - leg.cx, Y - leg.cy) <= reach[leg.side]
+            c, f, rho, _, tissue = leg.render(X[sel], Y[sel], tz, leg.fit_weights(int(round(t * 1000)), t), class_of)
+            ti = _tissue_ids(c, f, rho, tissue, class_of)
+            if vessels:
+                _draw_vessels(leg, X[sel], Y[sel], tz, c, ti, f, class_of)
+            inside = c > 0
+            idx = tuple(ix[inside] for ix in np.nonzero(sel))
+            cls[idx], tis[idx], ff[idx] = c[inside], ti[inside], f[inside]
+        out.append(TissueSlice(cls, tis, ff, spacing_mm))
+    return out
+
+
+def _tissue_ids(cls: np.ndarray, ff: np.ndarray, rho: np.ndarray, muscle_tissue: np.ndarray,
+                class_of: dict[str, int]) -> np.ndarray:
+    """Tissue ids of rendered voxels from their class and the tissue constants :meth:`_Leg.render` gave them."""
+    t = np.zeros(cls.shape, np.uint8)
+    subcut = cls == class_of["subcutaneous_fat"]
+    t[subcut] = TISSUE_IDS["subcutaneous_fat"]
+    t[subcut & (ff == TISSUES["skin"].ff) & (rho == TISSUES["skin"].rho)] = TISSUE_IDS["skin"]
+    muscle = np.isin(cls, [class_of[m] for m in MUSCLES])
+    t[muscle] = TISSUE_IDS["fascia"]
+    t[muscle & muscle_tissue] = TISSUE_IDS["muscle"]
+    bone = np.isin(cls, [class_of["tibia"], class_of["fibula"]])
+    t[bone] = TISSUE_IDS["marrow"]
+    t[bone & (rho == TISSUES["cortex"].rho)] = TISSUE_IDS["cortex"]
+    return t
+
+
+def _draw_vessels(leg: _Leg, x: np.ndarray, y: np.ndarray, t: float, cls: np.ndarray, tissue: np.ndarray,
+                  ff: np.ndarray, class_of: dict[str, int]) -> None:
+    """Deep neurovascular bundles (two veins beside an artery, outside every muscle and bone) and the saphenous
+    veins (in the subcutaneous fat), drawn in place."""
+    u, v = leg.to_local(x, y)
+    a, b = leg.region_axes(t)
+    rng = np.random.default_rng([int(abs(leg.cx) * 10) % 9973, int(round((t + 1.0) * 1000))])
+    bone = np.isin(cls, [class_of["tibia"], class_of["fibula"]])
+    for cu, cv in DEEP_VESSELS:
+        for k in range(3):
+            pu = cu * a + rng.normal(0, 2.0) + (k - 1) * 2.5
+            pv = cv * b + rng.normal(0, 2.0)
+            hit = (np.hypot(u - pu, v - pv) <= rng.uniform(0.8, 2.2)) & ~bone
+            cls[hit], tissue[hit], ff[hit] = 0, TISSUE_IDS["vessel"], 0.0
+    th = np.arctan2(v, u)
+    for ang in SUPERFICIAL_VEIN_ANGLES_RAD:
+        depth = leg.fat_thickness(np.array([ang]), t)[0]
+        if depth < 4.0:
+            continue
+        r0 = leg.outline_radius(np.array([ang]), t, a, b)[0] + depth * 0.5
+        pu, pv = r0 * np.cos(ang), r0 * np.sin(ang)
+        hit = (np.hypot(u - pu, v - pv) <= min(2.5, depth * 0.3)) & (cls == class_of["subcutaneous_fat"])
+        tissue[hit], ff[hit] = TISSUE_IDS["vessel"], 0.0
+    del th
