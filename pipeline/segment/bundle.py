@@ -152,6 +152,23 @@ def build_network(meta: dict[str, Any]) -> torch.nn.Module:
     return UNet(**kwargs)
 
 
+def build_inference_network(meta: dict[str, Any]) -> torch.nn.Module:
+    """The network of ``metadata["network"]`` for inference: built from plain PyTorch layers by
+    :mod:`pipeline.segment.unet` (same parameter names and outputs as MONAI's, without MONAI's import cost) when it
+    supports the settings, else by :func:`build_network`."""
+    from pipeline.segment import unet
+
+    net = dict(meta["network"])
+    kind = net.pop("class", "monai.networks.nets.UNet")
+    members = int(net.pop("ensemble_members", 1))
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in net.items()}
+    if kind != "monai.networks.nets.UNet" or not unet.supports(kwargs):
+        return build_network(meta)
+    if members > 1:
+        return MeanEnsemble([unet.UNet(**kwargs) for _ in range(members)])
+    return unet.UNet(**kwargs)
+
+
 def verify(path: Path, meta: dict[str, Any]) -> str:
     """Check the weights' sha256 and the label list; return the sha256."""
     weights = path / meta["weights"]["file"]
@@ -187,7 +204,7 @@ def load_bundle(name_or_path: str | Path, device: str = "cpu") -> Bundle:
     path = resolve(name_or_path)
     meta = read_metadata(path)
     digest = verify(path, meta)
-    net = build_network(meta)
+    net = build_inference_network(meta)
     state = load_file(str(path / meta["weights"]["file"]))
     try:
         net.load_state_dict(state, strict=True)
