@@ -127,6 +127,20 @@ class StudyDir:
         return self.calf_dir / "ff_map.nii.gz"
 
     @property
+    def calf_r2star_map(self) -> Path:
+        return self.calf_dir / "r2star_map.nii.gz"
+
+    @property
+    def calf_water_fit(self) -> Path:
+        """Water of the multi-echo fit: with calf_fat_fit the segmentation and measurement input of echo-only
+        studies."""
+        return self.calf_dir / "water_fit.nii.gz"
+
+    @property
+    def calf_fat_fit(self) -> Path:
+        return self.calf_dir / "fat_fit.nii.gz"
+
+    @property
     def calf_measurements(self) -> Path:
         return self.calf_dir / "measurements.csv"
 

@@ -8,15 +8,20 @@ done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pipeline.calf.dixon import two_point_dixon
+from pipeline.calf.fatfraction import structure_ff_rows
 from pipeline.calf.legs import sided_label_map
-from pipeline.calf.measure import CalfImages, measure_calf_labels
-from pipeline.core.atomic import write_text
+from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff
+from pipeline.calf.metrics import slice_axis
+from pipeline.calf.qc import flip_agreement, judge_calf
+from pipeline.calf.waterfat import fit_echoes
+from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
 from pipeline.core.errors import InternalError
 from pipeline.core.labels import registry
@@ -26,11 +31,13 @@ from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.tables import csv_text
 from pipeline.core.volume import Volume
 from pipeline.io.nifti import load_volume, save_volume
+from pipeline.io.study import echo_set
 
 KEY_METRICS = ("volume_ml", "ff_pct", "lean_volume_ml", "fat_volume_ml", "max_csa_mm2")
 MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit"]
 SLICE_COLUMNS = ["z_mm", "side", "muscle", "csa_mm2", "ff_pct", "girth_mm"]
-NO_CALF = "no calf series (needs calf_water + calf_fat, or calf_inphase + calf_outphase)"
+NO_CALF = ("no calf series (needs calf_water + calf_fat, calf_inphase + calf_outphase, or three or more "
+           "calf echoes with their field strength)")
 
 
 @dataclass
@@ -42,33 +49,103 @@ class CalfInputs:
     how: str
 
 
-def calf_inputs(series: SeriesIndex) -> CalfInputs | None:
-    """The exported Dixon water and fat images, else 2-point Dixon from in-phase / opposed-phase, else None."""
+def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInputs | None:
+    """The exported Dixon water and fat images, else 2-point Dixon from in-phase / opposed-phase, else the water and
+    fat of the multi-echo fit (:func:`fit_water_fat`) when ``study`` holds them, else None."""
     vols = series.volumes()
     if "calf_water" in vols and "calf_fat" in vols:
         return CalfInputs(load_volume(vols["calf_water"]), load_volume(vols["calf_fat"]), "scanner water/fat images")
     if "calf_inphase" in vols and "calf_outphase" in vols:
         w, f = two_point_dixon(load_volume(vols["calf_inphase"]), load_volume(vols["calf_outphase"]))
         return CalfInputs(w, f, str(w.meta["derived"]))
+    if study is not None and study.calf_water_fit.exists() and study.calf_fat_fit.exists():
+        return CalfInputs(load_volume(study.calf_water_fit), load_volume(study.calf_fat_fit),
+                          "water/fat of the multi-echo fit (calf/ff_map.nii.gz)")
     return None
+
+
+def fit_water_fat(study: StudyDir) -> dict[str, Any]:
+    """Fat-fraction map of ``study`` whenever its images allow one, before (and whatever becomes of) segmentation.
+
+    Scanner water/fat or in/opposed-phase images: the voxel FF of the measurements (:func:`voxel_ff`) as
+    ``calf/ff_map.nii.gz``. Three or more calf echoes: the multi-echo fit (:func:`fit_echoes`) writes the FF and R2*
+    maps and the fitted water and fat images. Returns facts for provenance.
+    """
+    series = study.series()
+    cfg = load_config("default")["calf"]
+    inputs = calf_inputs(series)
+    if inputs is not None:
+        inphase, ffmap = series.volume("calf_inphase"), series.volume("calf_ffmap")
+        images = CalfImages(inputs.water, inputs.fat, load_volume(inphase) if inphase else None,
+                            load_volume(ffmap) if ffmap else None)
+        ff, how, _ = voxel_ff(images, cfg)
+        save_volume(inputs.water.with_array((100.0 * ff).astype(np.float32)), study.calf_ff_map)
+        return {"status": "ff map", "method": f"{inputs.how}; {how}"}
+    echoes = echo_set(study.root)
+    if echoes is None or len(echoes.magnitudes) < 3:
+        return {"status": "no calf series for a fat-fraction map"}
+    wcfg = cfg.get("water_fat", {})
+    field_t = echoes.field_strength_t or wcfg.get("default_field_strength_t")
+    if not field_t:
+        return {"status": "calf echoes without a field strength (add field_strength_t or MagneticFieldStrength)"}
+    ref = echoes.magnitudes[0]
+    if any(not v.same_grid(ref) for v in [*echoes.magnitudes, *(echoes.phases or [])]):
+        raise InternalError("calf echoes are not on one grid.")
+    mags = np.stack([np.asarray(v.array, np.float32) for v in echoes.magnitudes], axis=-1)
+    phases = None if echoes.phases is None else np.stack([np.asarray(v.array, np.float32) for v in echoes.phases], -1)
+    maps = fit_echoes(mags, phases, echoes.echo_times_ms, float(field_t), wcfg)
+    save_volume(ref.with_array((100.0 * maps.ff).astype(np.float32)), study.calf_ff_map)
+    save_volume(ref.with_array(maps.r2star.astype(np.float32)), study.calf_r2star_map)
+    save_volume(ref.with_array((maps.rho * (1.0 - maps.ff)).astype(np.float32)), study.calf_water_fit)
+    save_volume(ref.with_array((maps.rho * maps.ff).astype(np.float32)), study.calf_fat_fit)
+    facts = {"method": maps.method, "echo_times_ms": echoes.echo_times_ms, "field_strength_t": float(field_t),
+             "notes": maps.notes, "limits": maps.limits}
+    update_provenance(study.root, water_fat=facts, notes=[f"calf fat fraction: {maps.method}",
+                                                          *[f"calf fat fraction limit: {x}" for x in maps.limits]])
+    return {"status": "fitted", **facts}
 
 
 def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]:
     """Segment the calf muscles of ``study`` with the bundle of ``models`` (a bundle cache); returns facts for
     provenance."""
-    inputs = calf_inputs(study.series())
+    fit = fit_water_fat(study)
+    inputs = calf_inputs(study.series(), study)
     if inputs is None:
-        return {"status": NO_CALF}
+        return {"status": NO_CALF, "ff_map": fit["status"]}
     cfg = load_config("default")["segment"]
     bundle = models.get(cfg["calf_bundle"])
-    classes = bundle.predict([inputs.water, inputs.fat], device=device)
-    labels, sides = sided_label_map(classes, registry("calf"), cfg["min_component_ml"])
+    channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series())
+    classes = bundle.predict(channels, device=device)
+    reg = registry("calf")
+    labels, sides = sided_label_map(classes, reg, cfg["min_component_ml"])
     save_volume(labels, study.calf_labels, dtype=np.int16)
-    notes = [f"calf inputs: {inputs.how}"] + [f"calf: {w}" for w in sides.warnings]
+    mirrored = bundle.predict([v.with_array(np.ascontiguousarray(np.asarray(v.array)[::-1])) for v in channels],
+                              device=device)
+    agreement = flip_agreement(np.asarray(classes.array), np.asarray(mirrored.array)[::-1],
+                               [(leg.side, leg.mask) for leg in sides.legs], reg.classes)
+    write_json(study.calf_certainty, {"flip_dice": agreement})
+    notes = [f"calf inputs: {inputs.how}; network input: {how}"] + [f"calf: {w}" for w in sides.warnings]
     update_provenance(study.root, models={"calf": bundle.provenance()}, notes=notes)
     return {"status": "segmented", "legs": [{"side": leg.side, "method": leg.method,
                                              "centroid_x_mm": round(float(leg.centroid_ras[0]), 2)}
                                             for leg in sides.legs], "inputs": inputs.how, "warnings": sides.warnings}
+
+
+def network_inputs(names: list[str], inputs: CalfInputs, series: SeriesIndex) -> tuple[list[Volume], str]:
+    """The images a calf bundle takes, by its ``input_channels``: ``water`` and ``fat`` (Dixon bundles), or one
+    ``image`` of any contrast (contrast-randomised bundles): the in-phase image when the study has one, else the sum
+    of water and fat (which is the in-phase signal)."""
+    if list(names) == ["image"]:
+        inphase = series.volume("calf_inphase")
+        if inphase is not None:
+            return [load_volume(inphase)], "in-phase image"
+        w, f = np.asarray(inputs.water.array, np.float32), np.asarray(inputs.fat.array, np.float32)
+        return [inputs.water.with_array(w + f)], "water + fat (in-phase signal)"
+    by_name = {"water": inputs.water, "fat": inputs.fat}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise InternalError(f"calf bundle asks for input channels {missing} that no calf driver provides.")
+    return [by_name[n] for n in names], "Dixon water and fat"
 
 
 def unavailable_summary(reason: str) -> Summary:
@@ -100,15 +177,47 @@ def _images(series: SeriesIndex, inputs: CalfInputs, labels: Volume) -> CalfImag
 def measure(study: StudyDir) -> dict[str, Any]:
     """Measure the calf of ``study``; returns facts for provenance."""
     series = study.series()
-    inputs = calf_inputs(series)
+    inputs = calf_inputs(series, study)
     if inputs is None or not study.calf_labels.exists():
         reason = "no calf Dixon series in the study" if inputs is None else "calf not segmented (no calf/labels.nii.gz)"
         update_summary_section(study.root, "calf", unavailable_summary(reason))
         return {"status": reason}
     labels = load_volume(study.calf_labels)
-    res = measure_calf_labels(labels, _images(series, inputs, labels), registry("calf"), load_config("default")["calf"])
-    write_text(study.calf_measurements, csv_text(res.rows, MEASUREMENT_COLUMNS))
+    reg = registry("calf")
+    res = measure_calf_labels(labels, _images(series, inputs, labels), reg, load_config("default")["calf"])
+    qc = judge_calf(labels, reg, load_config("qc")["calf"], _certainty(study))
+    for key, value in qc.as_summary().items():
+        res.summary.set(key, value)
+    write_json(study.calf_qc, {"status": qc.status, "reasons": qc.reasons, "checks": qc.checks,
+                               "structures": {side: {n: {"status": q.status, "reasons": q.reasons}
+                                                     for n, q in structs.items()}
+                                              for side, structs in qc.structures.items()}})
+    rows = res.rows + _ff_map_rows(study, labels)
+    write_text(study.calf_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
     write_text(study.calf_slices, csv_text(res.slices, SLICE_COLUMNS))
     update_summary_section(study.root, "calf", res.summary)
     update_provenance(study.root, notes=[f"calf inputs: {inputs.how}", *[f"calf: {n}" for n in res.notes]])
-    return {"status": "measured", "legs": res.summary.get("calf.legs_present")}
+    return {"status": "measured", "legs": res.summary.get("calf.legs_present"), "qc_status": qc.status}
+
+
+def _certainty(study: StudyDir) -> dict[str, dict[str, dict[str, float]]]:
+    """The segment stage's flip agreement as :func:`judge_calf` takes it (empty when not measured)."""
+    if not study.calf_certainty.exists():
+        return {}
+    flip = json.loads(study.calf_certainty.read_text(encoding="utf-8")).get("flip_dice", {})
+    return {side: {name: {"flip_dice": d} for name, d in per.items()} for side, per in flip.items()}
+
+
+def _ff_map_rows(study: StudyDir, labels: Volume) -> list[dict[str, Any]]:
+    """Whole-muscle mean and median and eroded-core median FF of each muscle and side from ``calf/ff_map.nii.gz``."""
+    if not study.calf_ff_map.exists():
+        return []
+    ff = load_volume(study.calf_ff_map)
+    if not ff.same_grid(labels):
+        raise InternalError("calf/ff_map.nii.gz is not on the grid of calf/labels.nii.gz.")
+    reg = registry("calf")
+    names = {reg.sided_id(m, side): (side, m) for m in reg.muscles for side in ("left", "right")}
+    axis = slice_axis(labels)
+    pixel = tuple(float(s) for a, s in enumerate(labels.spacing_mm) if a != axis)
+    return structure_ff_rows(labels.array, ff.array, names, axis, (pixel[0], pixel[1]),
+                             float(load_config("default")["calf"].get("ff_erode_mm", 0.0)))

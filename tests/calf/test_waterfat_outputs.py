@@ -1,0 +1,79 @@
+"""The fat-fraction map of a study: written from multi-echo calf echoes or from Dixon water/fat images, before and
+whatever becomes of segmentation (workflow/calf.py fit_water_fat)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.calf.waterfat import fat_phasors
+from pipeline.core.layout import StudyDir
+from pipeline.io.nifti import load_volume
+from pipeline.io.study import ingest_study
+from pipeline.workflow.calf import fit_water_fat
+
+TES = (3.45, 4.60, 5.75)
+AFFINE = np.diag([0.9, 0.9, 5.0, 1.0])
+
+
+def _truth() -> tuple[np.ndarray, np.ndarray]:
+    """FF and R2* of a 40 x 30 x 3 block: muscle (FF 5 %, R2* 35 1/s) with a marrow-like disc of nearly pure fat."""
+    x, y = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
+    disc = (x - 20) ** 2 + (y - 15) ** 2 < 36
+    ff = np.where(disc, 0.99, 0.05)[:, :, None].repeat(3, axis=2)
+    r2 = np.where(disc, 60.0, 35.0)[:, :, None].repeat(3, axis=2)
+    return ff, r2
+
+
+def _echo_study(tmp_path: Path) -> Path:
+    ff, r2 = _truth()
+    te = np.asarray(TES) * 1e-3
+    sig = 1000.0 * np.abs((1 - ff)[..., None] + ff[..., None] * fat_phasors(te, 3.0)) * np.exp(-r2[..., None] * te)
+    sig = np.pad(sig, ((6, 6), (6, 6), (0, 0), (0, 0)))  # empty background around the tissue
+    rng = np.random.default_rng(0)
+    study = tmp_path / "study"
+    study.mkdir()
+    lines = ["series:"]
+    for n, t in enumerate(TES):
+        noisy = np.abs(sig[..., n] + 5.0 * (rng.standard_normal(sig.shape[:3]) + 1j * rng.standard_normal(sig.shape[:3])))
+        nib.save(nib.Nifti1Image(noisy.astype(np.float32), AFFINE), str(study / f"echo{n}.nii.gz"))
+        lines.append(f"  - {{file: echo{n}.nii.gz, role: calf_echo, echo_time_ms: {t}, field_strength_t: 3.0}}")
+    (study / "study.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return study
+
+
+def test_echo_study_gets_ff_and_r2star_maps(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ingest_study(_echo_study(tmp_path), out)
+    facts = fit_water_fat(StudyDir(out))
+    assert facts["status"] == "fitted" and facts["limits"]
+    d = StudyDir(out)
+    ff = load_volume(d.calf_ff_map).array[6:-6, 6:-6]
+    r2 = load_volume(d.calf_r2star_map).array[6:-6, 6:-6]
+    truth_ff, truth_r2 = _truth()
+    muscle, fat = truth_ff < 0.5, truth_ff > 0.5
+    assert abs(np.median(ff[muscle]) - 5.0) < 1.0
+    assert abs(np.median(ff[fat]) - 99.0) < 2.0
+    assert abs(np.median(r2[muscle]) - 35.0) < 5.0
+    assert d.calf_water_fit.exists() and d.calf_fat_fit.exists()
+    prov = json.loads(d.provenance.read_text(encoding="utf-8"))
+    assert prov["water_fat"]["field_strength_t"] == 3.0 and prov["water_fat"]["limits"]
+
+
+def test_water_fat_study_gets_ff_map(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    water = np.full((10, 8, 3), 90.0, np.float32)
+    fat = np.full((10, 8, 3), 10.0, np.float32)
+    nib.save(nib.Nifti1Image(water, AFFINE), str(study / "w.nii.gz"))
+    nib.save(nib.Nifti1Image(fat, AFFINE), str(study / "f.nii.gz"))
+    (study / "study.yaml").write_text("series:\n  - {file: w.nii.gz, role: calf_water}\n"
+                                      "  - {file: f.nii.gz, role: calf_fat}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    ingest_study(study, out)
+    facts = fit_water_fat(StudyDir(out))
+    assert facts["status"] == "ff map"
+    np.testing.assert_allclose(load_volume(StudyDir(out).calf_ff_map).array, 10.0, atol=1e-4)
