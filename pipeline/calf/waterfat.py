@@ -490,7 +490,7 @@ def _regional_field(res: np.ndarray, mask: np.ndarray, psi_grid: np.ndarray, blo
 def fit_complex(signal: np.ndarray, te_ms: Sequence[float], field_t: float, *,
                 spectrum: FatSpectrum = HAMILTON_2011, r2star_max: float = 400.0, mask: np.ndarray | None = None,
                 mask_threshold: float = 0.05, psi_steps: int = 64, search_r2: float = 40.0, block_px: int = 4,
-                block_sigma: float = 2.0, smoothing_px: Sequence[float] = (8.0, 4.0), newton_iterations: int = 4,
+                block_sigma: float = 2.0, smoothing_px: Sequence[float] = (8.0, 4.0), newton_iterations: int = 2,
                 chunk: int = 200_000) -> WaterFatMaps:
     """Complex multi-echo water-fat separation with R2*, a multi-peak fat spectrum and a smooth field map.
 
@@ -520,7 +520,14 @@ def fit_complex(signal: np.ndarray, te_ms: Sequence[float], field_t: float, *,
     ranked = np.argsort(np.where(local, res, np.inf), axis=1)[:, :2]
     second_ok = np.isfinite(np.take_along_axis(np.where(local, res, np.inf), ranked[:, 1:2], axis=1))[:, 0]
     ranked[:, 1] = np.where(second_ok, ranked[:, 1], ranked[:, 0])
-    cand = psi_grid[ranked]
+    # sub-grid position of each candidate: the vertex of the parabola through the residuals around it
+    step = period / psi_steps
+    r0 = np.take_along_axis(res, ranked, axis=1)
+    rm = np.take_along_axis(res, (ranked - 1) % psi_steps, axis=1)
+    rp = np.take_along_axis(res, (ranked + 1) % psi_steps, axis=1)
+    curv = rm - 2.0 * r0 + rp
+    offset = np.where(curv > 0, 0.5 * (rm - rp) / np.where(curv > 0, curv, 1.0), 0.0)
+    cand = psi_grid[ranked] + np.clip(offset, -0.5, 0.5) * step
     coarse = _regional_field(res, mask, psi_grid, block_px, block_sigma)
     del res
     choice = np.argmin(np.abs(_wrap(cand - coarse[:, None], period)), axis=1)
