@@ -48,13 +48,21 @@ def _sub(subs: argparse._SubParsersAction, name: str, help_: str) -> argparse.Ar
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``legmri`` argument parser: global options and one subparser per command (see :data:`EXAMPLES`)."""
     p = _Parser(prog="legmri", description="Leg and lumbar-spine MRI measurements and diagnostic summary.",
                 epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"legmri {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subs = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _add_stage_commands(subs)
+    _add_study_commands(subs)
+    _add_model_commands(subs)
+    return p
 
+
+def _add_stage_commands(subs: argparse._SubParsersAction) -> None:
+    """The commands of one stage over one study: inspect, ingest, segment, measure, rules, report."""
     s = _sub(subs, "inspect", "List the series of a study with their role, plane, shape and spacing.")
     s.add_argument("study", type=Path, help="study folder (DICOM files, or NIfTI files with study.yaml)")
 
@@ -78,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", type=Path)
     s.add_argument("--show-phi", action="store_true", help="burn patient name and ID into the images")
 
+
+def _add_study_commands(subs: argparse._SubParsersAction) -> None:
+    """The commands over whole studies: run, batch, workflow, synth."""
     s = _sub(subs, "run", "Run all stages on one study in one process.")
     s.add_argument("study", type=Path)
     s.add_argument("--out", type=Path, required=True)
@@ -92,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="rerun studies whose outputs are up to date")
     s.add_argument("--device", default="cpu")
 
+    s = _sub(subs, "workflow", "Run the Snakemake workflow over every study under ROOT (extra args go to snakemake).")
+    s.add_argument("root", type=Path)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("snakemake_args", nargs="*", help="arguments passed to snakemake, after --")
+
     s = _sub(subs, "synth", "Write a synthetic (phantom) study with exact ground truth.")
     s.add_argument("--case", required=True, choices=["nmh", "control", "myopathic", "random"])
     s.add_argument("--seed", type=int, required=True)
@@ -99,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["dicom", "nifti"], default="dicom")
     s.add_argument("--vendor", choices=["siemens", "philips", "ge"], help="Dixon naming style (default: by seed)")
 
+
+def _add_model_commands(subs: argparse._SubParsersAction) -> None:
+    """The commands that make and check segmentation bundles: train, ensemble, evaluate."""
     s = _sub(subs, "train", "Train a segmentation bundle on phantoms or on labelled data (MSD/nnU-Net layout).")
     s.add_argument("anatomy", choices=["calf", "spine"])
     src = s.add_mutually_exclusive_group(required=True)
@@ -130,12 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds >= 100000 (never used in training): a range 100000-100019 or a comma list")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--device", default="cpu")
-
-    s = _sub(subs, "workflow", "Run the Snakemake workflow over every study under ROOT (extra args go to snakemake).")
-    s.add_argument("root", type=Path)
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("snakemake_args", nargs="*", help="arguments passed to snakemake, after --")
-    return p
 
 
 def _inspect(a: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ def chord_errors(seeds: list[int], levels: tuple[float, ...] = LEVELS) -> tuple[
     cfg = load_config("default")
     bundle = load_bundle(cfg["segment"]["spine_bundle"])
     reg = registry("spine")
+    reach = canal.Reach.from_config(cfg["spine"])
     errors, names = [], []
     for seed in seeds:
         ph = random_lumbar(seed)
@@ -50,8 +51,8 @@ def chord_errors(seeds: list[int], levels: tuple[float, ...] = LEVELS) -> tuple[
                 continue
             row = []
             for level in levels:
-                ap = canal.ap_line(prob, sag, disc.center_ras, disc.normal_ras, cfg["spine"]["ap_bridge_gap_mm"],
-                                   behind=True, level=level)
+                ap = canal.ap_line(prob, sag, disc.center_ras, disc.normal_ras, reach,
+                                   cfg["spine"]["ap_bridge_gap_mm"], behind=True, level=level)
                 row.append(np.nan if ap is None else ap[0] - truth["ap_diameter_mm"])
             errors.append(row)
             names.append(f"{seed} {name}")

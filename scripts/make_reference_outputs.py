@@ -3,7 +3,7 @@ compares every run with (tests/data/reference_outputs/<study>/).
 
 Kept per study: the tidy measurement tables (``calf/measurements.csv``, ``calf/slices.csv``,
 ``spine/measurements.csv``), ``spine/levels.json``, ``spine/marks.json``, ``summary.json`` and ``findings.json``
-(with the machine-specific file paths of its ``inputs`` left out). Run it after a change that is meant to change
+(without its ``inputs``: file paths of this machine and the rules file's hash, which are not results). Run it after a change that is meant to change
 the numbers, and say in the commit why they changed:
 
     .venv/bin/python scripts/make_reference_outputs.py                 # runs `legmri batch sample_data` first
@@ -43,7 +43,7 @@ def store(batch_out: Path, dest: Path = DEST) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             if path == src.findings:
                 record = json.loads(path.read_text(encoding="utf-8"))
-                record["inputs"] = {"rules_sha256": record.get("inputs", {}).get("rules_sha256")}
+                record.pop("inputs", None)  # file paths and the rules file's hash, not results
                 target.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             else:
                 shutil.copyfile(path, target)

@@ -54,8 +54,3 @@ def side_of_world_x(x_ras_mm: float, midline_x_ras_mm: float) -> Side:
     if dx == 0.0:
         raise ValueError(f"side_of_world_x: point x={x_ras_mm} mm lies on the midline; its side is undefined.")
     return "right" if dx > 0 else "left"
-
-
-def opposite(side: Side) -> Side:
-    """The other side."""
-    return "left" if side == "right" else "right"

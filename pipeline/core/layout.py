@@ -5,6 +5,8 @@
 the DICOM source files of a role. :class:`BatchDir` names what a batch writes at its root.
 
 >>> d = StudyDir("/tmp/out/nmh_case")
+>>> d
+StudyDir(root=PosixPath('/tmp/out/nmh_case'))
 >>> d.calf_labels.relative_to(d.root).as_posix(), d.spine_labels_ax(2).name
 ('calf/labels.nii.gz', 'labels_ax_2.nii.gz')
 >>> d.spine_probability(d.spine_labels_ax(1), "disc").name
@@ -91,75 +93,61 @@ class SeriesIndex:
         return f"{name} {pid}".strip() or "patient"
 
 
-@dataclass(frozen=True)
-class StudyDir:
-    """The output folder ``OUT`` of one study and every path of its output contract."""
+class _File:
+    """A path of the output contract, relative to the folder's ``root``: ``StudyDir(out).calf_labels`` is
+    ``out/calf/labels.nii.gz``."""
+
+    def __init__(self, relative: str) -> None:
+        self.relative = relative
+
+    def __get__(self, folder: Any, owner: type | None = None) -> Path:
+        if folder is None:
+            raise AttributeError(f"a path of a folder instance ({self.relative})")
+        return Path(folder.root) / self.relative
+
+
+@dataclass(frozen=True, init=False)
+class _Folder:
+    """An output folder: its ``root`` and the paths (:class:`_File`) its subclass declares."""
 
     root: Path
 
     def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
 
-    # -- ingest ------------------------------------------------------------------------------------------------
-    @property
-    def series_json(self) -> Path:
-        return self.root / "series.json"
 
-    @property
-    def volumes_dir(self) -> Path:
-        return self.root / "volumes"
+class StudyDir(_Folder):
+    """The output folder ``OUT`` of one study and every path of its output contract."""
+
+    series_json = _File("series.json")
+    volumes_dir = _File("volumes")
+    calf_dir = _File("calf")
+    calf_labels = _File("calf/labels.nii.gz")
+    calf_ff_map = _File("calf/ff_map.nii.gz")
+    calf_r2star_map = _File("calf/r2star_map.nii.gz")
+    calf_water_fit = _File("calf/water_fit.nii.gz")  # the multi-echo fit's water and fat: the calf input of
+    calf_fat_fit = _File("calf/fat_fit.nii.gz")  # echo-only studies
+    calf_measurements = _File("calf/measurements.csv")
+    calf_slices = _File("calf/slices.csv")
+    calf_qc = _File("calf/qc.json")  # segmentation quality control: verdicts, reasons and the evidence
+    calf_certainty = _File("calf/certainty.json")  # the network's flip agreement per structure and leg
+    calf_seg = _File("calf/seg.dcm")
+    spine_dir = _File("spine")
+    spine_labels_sag = _File("spine/labels_sag.nii.gz")
+    spine_levels = _File("spine/levels.json")
+    spine_marks = _File("spine/marks.json")
+    spine_measurements = _File("spine/measurements.csv")
+    summary = _File("summary.json")
+    findings = _File("findings.json")
+    provenance = _File("provenance.json")
+    sr = _File("measurements_sr.dcm")
+    qa_dir = _File("qa")
+    report_html = _File("report.html")
+    error_log = _File("error.log")
 
     def volume(self, role: str) -> Path:
         """Where ingest writes the canonical volume of ``role``."""
         return self.volumes_dir / f"{role}.nii.gz"
-
-    # -- calf --------------------------------------------------------------------------------------------------
-    @property
-    def calf_dir(self) -> Path:
-        return self.root / "calf"
-
-    @property
-    def calf_labels(self) -> Path:
-        return self.calf_dir / "labels.nii.gz"
-
-    @property
-    def calf_ff_map(self) -> Path:
-        return self.calf_dir / "ff_map.nii.gz"
-
-    @property
-    def calf_r2star_map(self) -> Path:
-        return self.calf_dir / "r2star_map.nii.gz"
-
-    @property
-    def calf_water_fit(self) -> Path:
-        """Water of the multi-echo fit: with calf_fat_fit the segmentation and measurement input of echo-only
-        studies."""
-        return self.calf_dir / "water_fit.nii.gz"
-
-    @property
-    def calf_fat_fit(self) -> Path:
-        return self.calf_dir / "fat_fit.nii.gz"
-
-    @property
-    def calf_measurements(self) -> Path:
-        return self.calf_dir / "measurements.csv"
-
-    @property
-    def calf_slices(self) -> Path:
-        return self.calf_dir / "slices.csv"
-
-    @property
-    def calf_seg(self) -> Path:
-        return self.calf_dir / "seg.dcm"
-
-    # -- spine -------------------------------------------------------------------------------------------------
-    @property
-    def spine_dir(self) -> Path:
-        return self.root / "spine"
-
-    @property
-    def spine_labels_sag(self) -> Path:
-        return self.spine_dir / "labels_sag.nii.gz"
 
     def spine_labels_ax(self, number: int) -> Path:
         """Label map of the ``number``-th axial stack (1: ``labels_ax.nii.gz``, 2: ``labels_ax_2.nii.gz`` ...)."""
@@ -178,50 +166,9 @@ class StudyDir:
         ``sac_probability_sag.nii.gz`` (likewise ``disc``, ``posterior_elements`` of the axial stacks)."""
         return labels.with_name(labels.name.replace("labels_", f"{structure}_probability_", 1))
 
-    @property
-    def spine_levels(self) -> Path:
-        return self.spine_dir / "levels.json"
-
-    @property
-    def spine_marks(self) -> Path:
-        return self.spine_dir / "marks.json"
-
-    @property
-    def spine_measurements(self) -> Path:
-        return self.spine_dir / "measurements.csv"
-
-    # -- summary, rules, report, records -----------------------------------------------------------------------
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def findings(self) -> Path:
-        return self.root / "findings.json"
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / "provenance.json"
-
-    @property
-    def sr(self) -> Path:
-        return self.root / "measurements_sr.dcm"
-
-    @property
-    def qa_dir(self) -> Path:
-        return self.root / "qa"
-
     def qa(self, name: str) -> Path:
         """A QA picture ``qa/<name>.png``."""
         return self.qa_dir / f"{name}.png"
-
-    @property
-    def report_html(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def error_log(self) -> Path:
-        return self.root / "error.log"
 
     def stage_marker(self, stage: str) -> Path:
         """The empty file the Snakemake workflow touches when ``stage`` (one without a single output) is done."""
@@ -256,29 +203,16 @@ class StudyDir:
         return (self.read_json(self.summary, {}) or {}).get("values", {})
 
 
-@dataclass(frozen=True)
-class BatchDir:
+class BatchDir(_Folder):
     """The output root of a batch or workflow: one :class:`StudyDir` per study, the cohort index and the logs."""
 
-    root: Path
-
-    def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root))
+    index_html = _File("index.html")
+    cohort_csv = _File("cohort.csv")
+    logs = _File("logs")
 
     def study(self, name: str) -> StudyDir:
+        """The output folder of the study called ``name``."""
         return StudyDir(self.root / name)
-
-    @property
-    def index_html(self) -> Path:
-        return self.root / "index.html"
-
-    @property
-    def cohort_csv(self) -> Path:
-        return self.root / "cohort.csv"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
 
     def studies(self) -> list[StudyDir]:
         """Study folders under the root that have been through ingest, by name."""

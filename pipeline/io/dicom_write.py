@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -214,8 +213,3 @@ def write_series(volume: Volume, out_dir: str | Path, study: StudyInfo, series: 
             ds.save_as(tmp, enforce_file_format=True)
         paths.append(target)
     return paths
-
-
-def read_back(paths: Sequence[str | Path]) -> list[Dataset]:
-    """Headers of written files (for tests and checks)."""
-    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]

@@ -238,11 +238,11 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     d.territory = {"affected_muscles": affected, "affected_side": side or None, "territory_roots": roots,
                    "territory_fit": fit, "outside_territory": outliers, "contralateral_tolerated": other,
                    "fatty_bilateral": fatty_both, "status": status, "spine_concordant_levels": concordant}
-    _clinical(d, clinical, side, roots)
+    _clinical(d, clinical, side, roots, thr)
     return d
 
 
-def _clinical(d: Derived, c: Clinical | None, side: str, roots: list[str]) -> None:
+def _clinical(d: Derived, c: Clinical | None, side: str, roots: list[str], thr: dict[str, float]) -> None:
     if c is None:
         for name in CLINICAL_SYMBOLS:
             d.put(name, None, "no clinical findings given")
@@ -271,7 +271,8 @@ def _clinical(d: Derived, c: Clinical | None, side: str, roots: list[str]) -> No
         d.put("ankle_reflex_reduced_affected_side", None, "no affected side or no ankle reflex given")
     if side and c.strength_mrc:
         vals = [getattr(p, side) for p in c.strength_mrc.values() if getattr(p, side) is not None]
-        d.put("weakness_affected_side", any(v < 5 for v in vals) if vals else None, "no strength on that side")
+        d.put("weakness_affected_side", any(v < thr["mrc_full_strength"] for v in vals) if vals else None,
+              "no strength on that side")
     else:
         d.put("weakness_affected_side", None, "no affected side or no strength testing given")
     if side and c.sensory_loss is not None:

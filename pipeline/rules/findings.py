@@ -14,7 +14,9 @@ clinical file, derives the rule inputs (root-territory analysis, spine concordan
   zone (central, lateral recess, foramen) and the grades;
 - ``missing_data``: absent clinical inputs, underivable rule inputs, and the null or absent summary keys the rules
   read (with the reasons of ``summary.json``);
-- ``derived_inputs`` (every rule symbol) and ``inputs`` (clinical file, rules file and its sha256).
+- ``derived_inputs`` (every rule symbol) and ``inputs`` (clinical file, rules file and its sha256);
+- ``quality_control``: the calf segmentation's QC verdict, the summary values held back from the rules because the
+  segmentation they rest on failed QC (:mod:`pipeline.rules.qc_gate`), and the caveats that follow.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Any
 
 from pipeline.core.config import load_config
 from pipeline.core.geometry import SIDES
+from pipeline.core.labels import registry
 from pipeline.core.provenance import file_sha256
 from pipeline.core.summary import Summary
 from pipeline.rules.clinical import Clinical, load_clinical
 from pipeline.rules.derive import CLINICAL_SYMBOLS, Derived, derive, narrowing_zones, roots_at_risk
 from pipeline.rules.engine import RuleSet, evaluate, load_rules
+from pipeline.rules.qc_gate import gate, qc_caveats
 
 CAVEAT = ("Decision support, not a diagnosis: these findings rank hypotheses from automated measurements and the "
           "clinical findings given, with the rules and thresholds of configs/rules.yaml. A physician must review the "
@@ -40,7 +44,7 @@ def _root_key(root: str) -> tuple[int, int]:
 
 
 def _statement(decision: dict[str, Any], d: Derived, clinical: Clinical | None, summary: Summary,
-               innervation: dict[str, Any], thresholds: dict[str, float]) -> str:
+               innervation: dict[str, Any], ruleset: RuleSet) -> str:
     h = decision.get("hypothesis")
     if h is None:
         return decision["status"]
@@ -55,8 +59,8 @@ def _statement(decision: dict[str, Any], d: Derived, clinical: Clinical | None, 
     if clinical is not None and clinical.emg:
         support |= {e.root for e in clinical.emg if e.side == side and e.finding.endswith("neurogenic")}
     for lv in d.territory["spine_concordant_levels"]:
-        support |= roots_at_risk(summary, lv, side, innervation, thresholds)
-    extra = sorted((support - set(roots)) & {"L4", "L5", "S1"}, key=_root_key)
+        support |= roots_at_risk(summary, lv, side, innervation, ruleset.thresholds)
+    extra = sorted((support - set(roots)) & set(ruleset.raw["statement"]["supporting_roots"]), key=_root_key)
     return f"neurogenic muscle hypertrophy, {side} {'/'.join(main + extra)} territory"
 
 
@@ -105,12 +109,15 @@ def imaging_gaps(summary: Summary, innervation: dict[str, Any]) -> dict[str, str
 
 
 def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> dict[str, Any]:
-    """The findings record (what findings.json holds) for a summary and clinical findings."""
+    """The findings record (what findings.json holds) for a summary and clinical findings; values resting on a
+    segmentation that failed QC are held back from the rules first."""
+    full = summary
+    summary, held = gate(full, registry("calf").groups())
     innervation = load_config("innervation")
     thr = ruleset.thresholds
     d = derive(summary, clinical, innervation, thr)
     result = evaluate(ruleset, d)
-    result["decision"]["statement"] = _statement(result["decision"], d, clinical, summary, innervation, thr)
+    result["decision"]["statement"] = _statement(result["decision"], d, clinical, summary, innervation, ruleset)
     territory = dict(d.territory)
     territory["status"] = {s: {m: v for m, v in st.items() if v["enlarged"] or v["fatty"] or v["complete_fatty"]}
                            for s, st in territory["status"].items()}
@@ -129,6 +136,8 @@ def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> d
                          "imaging": missing_imaging, "summary": imaging_gaps(summary, innervation)},
         "derived_inputs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.values.items()},
         "hypotheses": {k: v["title"] for k, v in ruleset.hypotheses.items()},
+        "quality_control": {"calf_status": full.get("calf.qc_status"), "calf_reasons": full.get("calf.qc_reasons"),
+                            "held_back": held, "caveats": qc_caveats(full)},
     }
 
 

@@ -28,6 +28,25 @@ from pipeline.core.volume import Volume
 STEP_MM = 0.1
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How far (mm) the canal measurements look from where they start: ``spine.canal_reach_mm`` of
+    configs/default.yaml (units and reasons there)."""
+
+    ap_axial: float  # the AP line through an axial sac centroid, each way
+    ap_sagittal: float  # behind a sagittal disc centre, for the first stretch of sac
+    sac_lateral: float  # the lateral profile through the sac centroid (the sac's edge, where recess lines start)
+    recess_ap: float  # each antero-posterior recess line, from its start
+    foramen_lateral: float  # parasagittal slices at most this far left or right of the disc centre
+    foramen_along_normal: float  # a foraminal region's centre at most this far above or below the disc plane
+    foramen_behind: float  # ... and at most this far behind the disc centre
+
+    @classmethod
+    def from_config(cls, spine_cfg: dict) -> Reach:
+        """The reach of the ``spine`` section of the configuration."""
+        return cls(**{k: float(v) for k, v in spine_cfg["canal_reach_mm"].items()})
+
+
 @dataclass
 class SlicePick:
     k: int
@@ -143,15 +162,17 @@ def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarr
     return volume.voxel_to_world(np.insert(ij, axis, k)[None])[0]
 
 
-def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray, bridge_mm: float = 0.0,
-            behind: bool = False, level: float = 0.5) -> tuple[float, np.ndarray, np.ndarray] | None:
+def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: np.ndarray, reach: Reach,
+            bridge_mm: float = 0.0, behind: bool = False, level: float = 0.5
+            ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Length (mm) of the sac along the posterior direction through the point ``through``, with the world (RAS)
     end points of that chord (anterior, posterior). ``sac`` is a binary mask or a probability map whose walls are
     read where it crosses ``level``; dips of at most ``bridge_mm`` inside the sac are bridged (see
     :func:`run_through`). ``through`` lies in the sac (an axial sac centroid), or with ``behind`` in front of it (a
-    disc centre on a sagittal image): the chord is then the first stretch of sac behind it, up to 60 mm away."""
+    disc centre on a sagittal image): the chord is then the first stretch of sac behind it, up to
+    ``reach.ap_sagittal`` away (else the profile runs ``reach.ap_axial`` each way)."""
     post = posterior_direction(disc_normal)
-    t, v = profile(sac, volume, through, post, 60.0 if behind else 40.0)
+    t, v = profile(sac, volume, through, post, reach.ap_sagittal if behind else reach.ap_axial)
     t0 = 0.0
     if behind:
         ahead = np.nonzero((v >= level) & (t > 0))[0]
@@ -165,7 +186,7 @@ def ap_line(sac: np.ndarray, volume: Volume, through: np.ndarray, disc_normal: n
 
 
 def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, volume: Volume, sac_center: np.ndarray,
-                   disc_normal: np.ndarray, side: Side, offsets_mm: np.ndarray | None = None,
+                   disc_normal: np.ndarray, side: Side, reach: Reach, offsets_mm: np.ndarray | None = None,
                    min_extent_mm: float = 0.0) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Depth (mm) of the lateral recess of ``side`` with the world (RAS) end points of the line it was measured on
     (the back of the disc, the front of the posterior elements); None where no line meets both.
@@ -182,7 +203,7 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
     """
     lat = lateral_direction(disc_normal, side)
     post = posterior_direction(disc_normal)
-    t, v = profile(sac, volume, sac_center, lat, 40.0)
+    t, v = profile(sac, volume, sac_center, lat, reach.sac_lateral)
     run = run_through(t, v)
     if run is None:
         return None
@@ -191,8 +212,8 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
     lines: list[tuple[float, np.ndarray, np.ndarray] | None] = []
     for d in offsets:
         q = sac_center + (edge + d) * lat
-        tt, dv = profile(disc, volume, q, post, 30.0)
-        _, pv = profile(posterior, volume, q, post, 30.0)
+        tt, dv = profile(disc, volume, q, post, reach.recess_ap)
+        _, pv = profile(posterior, volume, q, post, reach.recess_ap)
         disc_idx = np.nonzero(dv >= 0.5)[0]
         pe_idx = np.nonzero(pv[disc_idx[-1]:] >= 0.5)[0] if disc_idx.size else np.array([], int)
         if pe_idx.size == 0:
@@ -216,9 +237,9 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
 
 
 def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_center: np.ndarray,
-                     disc_normal: np.ndarray, side: Side, min_lateral_mm: float, max_lateral_mm: float = 40.0
-                     ) -> float | None:
-    """Largest foraminal-contents region beside the disc in the parasagittal slices of ``side``."""
+                     disc_normal: np.ndarray, side: Side, min_lateral_mm: float, reach: Reach) -> float | None:
+    """Largest foraminal-contents region beside the disc in the parasagittal slices of ``side`` between
+    ``min_lateral_mm`` and ``reach.foramen_lateral`` from the disc centre, within the window of ``reach``."""
     post = posterior_direction(disc_normal)
     best = None
     area_px = pixel_area_mm2(volume, axis)
@@ -226,7 +247,7 @@ def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_cente
         centre_k = volume.voxel_to_world(np.insert((np.array(volume.shape, float)[[a for a in range(3) if a != axis]]
                                                     - 1) / 2, axis, k)[None])[0]
         dx = centre_k[0] - disc_center[0]
-        if abs(dx) < min_lateral_mm or abs(dx) > max_lateral_mm or side_of_world_x(centre_k[0], disc_center[0]) != side:
+        if abs(dx) < min_lateral_mm or abs(dx) > reach.foramen_lateral or side_of_world_x(centre_k[0], disc_center[0]) != side:
             continue
         sl = np.take(contents, k, axis=axis)
         lab, n = ndimage.label(sl)
@@ -236,7 +257,7 @@ def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_cente
             w = volume.voxel_to_world(np.insert(ij, axis, k)[None])[0] - disc_center
             along = abs(float(w @ disc_normal))
             behind = float(w @ post)
-            if along <= 15.0 and 0.0 < behind <= 35.0:
+            if along <= reach.foramen_along_normal and 0.0 < behind <= reach.foramen_behind:
                 area = float(comp.sum()) * area_px
                 best = area if best is None else max(best, area)
     return best

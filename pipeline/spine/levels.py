@@ -107,24 +107,25 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     for (_, m), level in zip(body_info, BODY_LEVELS):
         out[m] = reg.label_id(f"vertebral_body_{level}")
     n_discs = len(disc_info)
+    conf = cfg["level_confidence"]
     res.confidence = 1.0
     if n_discs < 5:
         res.flags.append(f"only {n_discs} lumbar disc(s) above the sacrum in the field of view; levels above them "
                          "are not named")
-        res.confidence = 0.8
+        res.confidence = conf["fewer_than_five_discs"]
     if len(body_info) < min(n_discs, 5):
         res.flags.append(f"{len(body_info)} vertebral bodies for {n_discs} discs: check for a transitional vertebra")
-        res.confidence = min(res.confidence, 0.6)
+        res.confidence = min(res.confidence, conf["fewer_bodies_than_discs"])
     if disc_info:
         gap = float(np.min(np.linalg.norm(sacrum_pts - disc_info[0][0], axis=1)))
         if gap > cfg["max_l5s1_to_sacrum_mm"]:
             res.flags.append(f"the lowest disc is {gap:.0f} mm from the sacrum: a disc may be missing and every level "
                              "name may be off by one")
-            res.confidence = min(res.confidence, 0.5)
+            res.confidence = min(res.confidence, conf["lowest_disc_far_from_sacrum"])
     if n_discs > 5:
         res.flags.append(f"{n_discs} discs above the sacrum: the upper ones are thoracolumbar or a transitional "
                          "vertebra exists; only the lowest five are named")
-        res.confidence = min(res.confidence, 0.9)
+        res.confidence = min(res.confidence, conf["more_than_five_discs"])
     res.labels = classes.with_array(out)
     return res
 

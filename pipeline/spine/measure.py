@@ -137,12 +137,13 @@ def measure_levels(levels: LevelResult, axials: Sequence[AxialStack], reg: Regis
     if levels.flags:
         s.set("spine.levels_flags", "; ".join(levels.flags))
     sag = _sagittal(levels, reg, cfg, sac_sag)
+    reach = canal.Reach.from_config(cfg)
     for level in LEVEL_ORDER:
         disc = levels.discs.get(level)
         if disc is None:
             _null_level(s, level, "; ".join(levels.flags) or f"disc {level} not found")
             continue
-        values, reasons = _measure_level(res, level, disc, sag, axials, reg, cfg)
+        values, reasons = _measure_level(res, level, disc, sag, axials, reg, cfg, reach)
         values["central_grade"] = central_grade(values.get("dsca_mm2"), cfg)
         for side in SIDES:
             values[f"{side}.lateral_recess_grade"] = recess_grade(values.get(f"{side}.lateral_recess_depth_mm"), cfg)
@@ -172,7 +173,7 @@ def _nearest_stack(axials: Sequence[AxialStack], disc: Disc, cfg: dict[str, Any]
 
 
 def _measure_level(res: SpineMeasurements, level: str, disc: Disc, sag: _Sagittal, axials: Sequence[AxialStack],
-                   reg: Registry, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+                   reg: Registry, cfg: dict[str, Any], reach: canal.Reach) -> tuple[dict[str, Any], dict[str, str]]:
     """The canal values of one level (axial slice when one is near the disc, else the sagittal image) and the
     reasons of the values that could not be measured."""
     values: dict[str, Any] = {}
@@ -184,23 +185,24 @@ def _measure_level(res: SpineMeasurements, level: str, disc: Disc, sag: _Sagitta
         reasons["dsca_mm2"] = no_ax
         for side in SIDES:
             reasons[f"{side}.lateral_recess_depth_mm"] = no_ax
-        ap = canal.ap_line(sag.sac_wall, sag.labels, disc.center_ras, disc.normal_ras, cfg["ap_bridge_gap_mm"],
+        ap = canal.ap_line(sag.sac_wall, sag.labels, disc.center_ras, disc.normal_ras, reach, cfg["ap_bridge_gap_mm"],
                            behind=True, level=sag.wall_level)
         if ap is not None:
             values["ap_diameter_mm"] = ap[0]
     else:
-        half_width = _measure_axial(res, level, disc, *pick, reg, cfg, values, reasons)
+        half_width = _measure_axial(res, level, disc, *pick, reg, cfg, reach, values, reasons)
     if half_width is None:
-        half_width = 10.0
+        half_width = float(cfg["sac_half_width_mm"])
     for side in SIDES:
         values[f"{side}.foramen_area_mm2"] = canal.foramen_area_mm2(
-            sag.contents, sag.labels, sag.axis, disc.center_ras, disc.normal_ras, side, half_width + 8.0)
+            sag.contents, sag.labels, sag.axis, disc.center_ras, disc.normal_ras, side,
+            half_width + float(cfg["foramen_beyond_sac_mm"]), reach)
     return values, reasons
 
 
 def _measure_axial(res: SpineMeasurements, level: str, disc: Disc, stack: AxialStack, p: canal.SlicePick,
-                   reg: Registry, cfg: dict[str, Any], values: dict[str, Any], reasons: dict[str, str]
-                   ) -> float | None:
+                   reg: Registry, cfg: dict[str, Any], reach: canal.Reach, values: dict[str, Any],
+                   reasons: dict[str, str]) -> float | None:
     """DSCA, AP diameter and lateral recesses on the axial slice ``p`` of ``stack`` into ``values`` (and where
     they were measured into ``res.marks``); returns the half width of the sac (mm) when found."""
     vol = stack.labels
@@ -211,15 +213,15 @@ def _measure_axial(res: SpineMeasurements, level: str, disc: Disc, stack: AxialS
         reasons["ap_diameter_mm"] = f"no dural sac on the axial slice through {level}"
         return None
     marks = res.marks.setdefault(level, {"slice_point_ras": c.round(2).tolist()})
-    ap = canal.ap_line(stack.sac_wall(sac), vol, c, disc.normal_ras, bridge_mm=cfg["ap_bridge_gap_mm"])
+    ap = canal.ap_line(stack.sac_wall(sac), vol, c, disc.normal_ras, reach, bridge_mm=cfg["ap_bridge_gap_mm"])
     values["ap_diameter_mm"] = None if ap is None else ap[0]
     if ap is not None:
         marks["ap_line_ras"] = [ap[1].round(2).tolist(), ap[2].round(2).tolist()]
-    t, v = canal.profile(sac, vol, c, canal.lateral_direction(disc.normal_ras, "right"), 40.0)
+    t, v = canal.profile(sac, vol, c, canal.lateral_direction(disc.normal_ras, "right"), reach.sac_lateral)
     run = canal.run_through(t, v)
     disc_mask, posterior = stack.recess_walls(reg)
     for side in SIDES:
-        found = canal.lateral_recess(disc_mask, posterior, sac, vol, c, disc.normal_ras, side,
+        found = canal.lateral_recess(disc_mask, posterior, sac, vol, c, disc.normal_ras, side, reach,
                                      min_extent_mm=cfg["lateral_recess_min_extent_mm"])
         values[f"{side}.lateral_recess_depth_mm"] = None if found is None else found[0]
         if found is not None:

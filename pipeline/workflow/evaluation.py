@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.core.atomic import write_text
 from pipeline.core.config import load_config
 from pipeline.core.errors import EXIT_OK, UsageError
-from pipeline.core.labels import registry
+from pipeline.core.labels import Registry, registry
 from pipeline.core.tables import csv_text
 from pipeline.segment.bundle import load_bundle
 from pipeline.segment.train import dice_per_class
@@ -43,6 +43,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu") -> int:
+    """Evaluate the configured bundle of ``anatomy`` on the phantoms of ``seeds``; write the per-case table and the
+    summary table into ``out`` and print the summary."""
     seed_list = parse_seeds(seeds)
     if min(seed_list) < EVALUATION_SEED_START:
         raise UsageError(f"evaluation seeds must be >= {EVALUATION_SEED_START} (lower seeds are used in training).")
@@ -59,14 +61,19 @@ def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu") -> int:
     return EXIT_OK
 
 
+def _registry_config_bundle(anatomy: str, device: str) -> tuple[Registry, dict[str, Any], Any]:
+    """The label registry of ``anatomy``, the pipeline configuration and the configured bundle on ``device``."""
+    cfg = load_config("default")
+    return registry(anatomy), cfg, load_bundle(cfg["segment"][f"{anatomy}_bundle"], device=device)
+
+
 def evaluate_calf(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str, Any]], str]:
+    """Per case and structure: Dice, side swaps, volume and FF errors of the calf bundle; and the summary table."""
     from pipeline.calf.legs import sided_label_map
     from pipeline.calf.measure import CalfImages, measure_calf_labels
     from pipeline.synth.calf import MUSCLES, CalfSpec, generate_calf
 
-    reg = registry("calf")
-    cfg = load_config("default")
-    bundle = load_bundle(cfg["segment"]["calf_bundle"], device=device)
+    reg, cfg, bundle = _registry_config_bundle("calf", device)
     rows: list[dict[str, Any]] = []
     swaps = 0
     t_pred = []
@@ -101,24 +108,32 @@ def evaluate_calf(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str,
                        "slice_mm": spec.slice_mm, "legs": "+".join(spec.legs), "side": side, "structure": name,
                        "dice": round(d, 4)}
                 if name in MUSCLES:
-                    # against the phantom's analytic truth (end to end), and against the same measurement on the
-                    # true label map (the part of the error due to the segmentation alone)
-                    truth_m = ph.truth["muscles"][side][name]
-                    v_a, f_a = truth_m["volume_ml"], truth_m["ff_pct"]
-                    v_t, v_p = m_true.get(f"calf.{side}.{name}.volume_ml"), m_pred.get(f"calf.{side}.{name}.volume_ml")
-                    f_t, f_p = m_true.get(f"calf.{side}.{name}.ff_pct"), m_pred.get(f"calf.{side}.{name}.ff_pct")
-                    row["true_volume_ml"], row["true_ff_pct"] = v_a, f_a
-                    row["volume_ml"], row["ff_pct"] = v_p, f_p
-                    row["volume_err_pct"] = None if v_p is None else round(100 * (v_p - v_a) / v_a, 3)
-                    row["ff_err_pp"] = None if f_p is None or f_a is None else round(f_p - f_a, 3)
-                    row["volume_err_pct_vs_true_labels"] = None if not v_t or v_p is None else \
-                        round(100 * (v_p - v_t) / v_t, 3)
-                    row["ff_err_pp_vs_true_labels"] = None if f_t is None or f_p is None else round(f_p - f_t, 3)
+                    row.update(_muscle_errors(ph.truth["muscles"][side][name], m_true, m_pred, f"calf.{side}.{name}"))
                 rows.append(row)
-    lines = [f"Calf bundle {bundle.name} v{bundle.metadata['version']} on {len(seeds)} fresh phantoms "
-             f"(seeds {seeds[0]}-{seeds[-1]}); side swaps: {swaps}; prediction {np.mean(t_pred):.2f} s/study "
-             f"(mean, {device}). Volume and FF errors: measured on the predicted labels minus the phantom's "
-             "analytic truth.", "",
+    header = (f"Calf bundle {bundle.name} v{bundle.metadata['version']} on {len(seeds)} fresh phantoms "
+              f"(seeds {seeds[0]}-{seeds[-1]}); side swaps: {swaps}; prediction {np.mean(t_pred):.2f} s/study "
+              f"(mean, {device}). Volume and FF errors: measured on the predicted labels minus the phantom's "
+              "analytic truth.")
+    return rows, _calf_table(rows, reg, header)
+
+
+def _muscle_errors(truth_m: dict[str, Any], m_true: Any, m_pred: Any, key: str) -> dict[str, Any]:
+    """Volume and FF of a muscle measured on the predicted labels, against the phantom's analytic truth (end to
+    end) and against the same measurement on the true label map (the part of the error due to the segmentation
+    alone); ``key`` is the summary prefix ``calf.<side>.<muscle>``."""
+    v_a, f_a = truth_m["volume_ml"], truth_m["ff_pct"]
+    v_t, v_p = m_true.get(f"{key}.volume_ml"), m_pred.get(f"{key}.volume_ml")
+    f_t, f_p = m_true.get(f"{key}.ff_pct"), m_pred.get(f"{key}.ff_pct")
+    return {"true_volume_ml": v_a, "true_ff_pct": f_a, "volume_ml": v_p, "ff_pct": f_p,
+            "volume_err_pct": None if v_p is None else round(100 * (v_p - v_a) / v_a, 3),
+            "ff_err_pp": None if f_p is None or f_a is None else round(f_p - f_a, 3),
+            "volume_err_pct_vs_true_labels": None if not v_t or v_p is None else round(100 * (v_p - v_t) / v_t, 3),
+            "ff_err_pp_vs_true_labels": None if f_t is None or f_p is None else round(f_p - f_t, 3)}
+
+
+def _calf_table(rows: list[dict[str, Any]], reg: Registry, header: str) -> str:
+    """The markdown summary of the calf evaluation: per structure and side, Dice and measurement errors."""
+    lines = [header, "",
              "| structure | side | mean Dice | min Dice | volume error % mean / max abs | FF error pp mean / max abs | n |",
              "|---|---|---|---|---|---|---|"]
     for name in reg.classes[1:]:
@@ -132,18 +147,17 @@ def evaluate_calf(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str,
             ftxt = f"{np.mean(fe):.2f} / {np.max(fe):.2f}" if fe else "-"
             lines.append(f"| {name} | {side} | {np.mean([r['dice'] for r in sel]):.3f} | "
                          f"{np.min([r['dice'] for r in sel]):.3f} | {vtxt} | {ftxt} | {len(sel)} |")
-    return rows, "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str, Any]], str]:
+    """Per case and level: level naming and canal measurement errors of the spine bundle; and the summary table."""
     from pipeline.io.nifti import to_closest_canonical
     from pipeline.spine.measure import measure_levels
     from pipeline.synth.lumbar import random_lumbar
     from pipeline.workflow.spine import segment_series
 
-    reg = registry("spine")
-    cfg = load_config("default")
-    bundle = load_bundle(cfg["segment"]["spine_bundle"], device=device)
+    reg, cfg, bundle = _registry_config_bundle("spine", device)
     rows: list[dict[str, Any]] = []
     levels_ok = 0
     swaps = 0

@@ -11,6 +11,7 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
 from pipeline.io.nifti import load_volume, to_closest_canonical
+from pipeline.spine import canal
 from pipeline.spine.levels import label_levels
 from pipeline.spine.measure import AxialStack, measure_levels
 from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
@@ -19,6 +20,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 REG = registry("spine")
 CFG = load_config("default")["spine"]
 INN = load_config("innervation")
+REACH = canal.Reach.from_config(CFG)
 
 
 def _measure(sag_labels, ax_labels):
@@ -153,8 +155,6 @@ def test_lateral_recess_ignores_a_one_line_dip_but_not_a_real_narrowing():
     """Disc in front, posterior elements behind, a 4 mm gap lateral of the sac. A 0.3 mm-wide spur reaching to 1 mm
     from the disc is caught by the plain minimum and ignored over a 1 mm extent; a 2 mm-wide narrowing is kept."""
     from pipeline.core.volume import Volume
-    from pipeline.spine import canal
-
     sp = 0.1
     x, y = np.meshgrid(np.arange(600) * sp, np.arange(600) * sp, indexing="ij")
     vol = Volume(np.zeros((600, 600, 3), np.float32), np.diag([sp, sp, 4.0, 1.0]))
@@ -164,7 +164,7 @@ def test_lateral_recess_ignores_a_one_line_dip_but_not_a_real_narrowing():
 
     def depth(posterior, extent):
         found = canal.lateral_recess(disc, posterior, sac, vol, np.array([25.0, 25.0, 4.0]), np.array([0, 0, 1.0]),
-                                     "right", min_extent_mm=extent)
+                                     "right", REACH, min_extent_mm=extent)
         return found[0]
 
     assert depth(post, 0.0) == pytest.approx(4.0, abs=0.25) and depth(post, 1.0) == pytest.approx(4.0, abs=0.25)
@@ -179,8 +179,6 @@ def test_ap_diameter_reads_the_sub_voxel_wall_of_a_probability_map():
     """A sac 7.6 mm deep on a 1 mm grid: its label map can only be 7 or 8 voxels deep, while a probability that
     ramps across the wall voxels puts the walls at their true places (canal.ap_line reads the 0.5 level)."""
     from pipeline.core.volume import Volume
-    from pipeline.spine import canal
-
     y = np.arange(40, dtype=float) - 20.0  # voxel centres (mm) along A-P; RAS affine with 1 mm voxels
     half = 3.8
     prob_1d = np.clip(half - np.abs(y) + 0.5, 0.0, 1.0)  # the fraction of each voxel inside the sac
@@ -189,8 +187,8 @@ def test_ap_diameter_reads_the_sub_voxel_wall_of_a_probability_map():
     affine[:3, 3] = [-4.0, -20.0, -1.0]
     vol = Volume(np.zeros((9, 40, 3), np.int16), affine)
     through, normal = np.zeros(3), np.array([0.0, 0.0, 1.0])
-    soft = canal.ap_line(prob, vol, through, normal)[0]
-    hard = canal.ap_line(prob >= 0.5, vol, through, normal)[0]
+    soft = canal.ap_line(prob, vol, through, normal, REACH)[0]
+    hard = canal.ap_line(prob >= 0.5, vol, through, normal, REACH)[0]
     assert soft == pytest.approx(2 * half, abs=canal.STEP_MM)
     assert abs(hard - 2 * half) >= 0.4 - 1e-6
 
@@ -220,8 +218,6 @@ def test_a_dark_band_of_roots_inside_the_sac_does_not_end_its_ap_diameter():
     """A 14 mm sac whose probability dips below 0.5 over 1.5 mm inside it (dark intrathecal roots): the chord is
     bridged across the dip when ``ap_bridge_gap_mm`` allows it, and cut short at the dip when it does not."""
     from pipeline.core.volume import Volume
-    from pipeline.spine import canal
-
     y = np.arange(60, dtype=float) - 30.0
     prob_1d = np.clip(7.0 - np.abs(y) + 0.5, 0.0, 1.0)
     prob_1d[(y > 1.5) & (y < 3.5)] = 0.3  # the dip: two voxels, 2 mm between the 0.5 crossings
@@ -230,16 +226,14 @@ def test_a_dark_band_of_roots_inside_the_sac_does_not_end_its_ap_diameter():
     affine[:3, 3] = [-4.0, -30.0, -1.0]
     vol = Volume(np.zeros((9, 60, 3), np.int16), affine)
     through, normal = np.zeros(3), np.array([0.0, 0.0, 1.0])  # posterior direction = -y
-    assert canal.ap_line(prob, vol, through, normal, bridge_mm=CFG["ap_bridge_gap_mm"])[0] == pytest.approx(
+    assert canal.ap_line(prob, vol, through, normal, REACH, bridge_mm=CFG["ap_bridge_gap_mm"])[0] == pytest.approx(
         14.0, abs=1.5 * canal.STEP_MM)
-    assert canal.ap_line(prob, vol, through, normal)[0] < 10.0
+    assert canal.ap_line(prob, vol, through, normal, REACH)[0] < 10.0
 
 
 def test_dsca_counts_the_pixels_the_sac_outline_encloses():
     """Intrathecal roots given another class leave holes in the sac's label map; the area is that of the outline."""
     from pipeline.core.volume import Volume
-    from pipeline.spine import canal
-
     yy, xx = np.mgrid[:40, :40]
     ring = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 100)
     holed = ring & ~((yy - 22) ** 2 + (xx - 18) ** 2 <= 4)
@@ -254,8 +248,6 @@ def test_ap_line_reads_the_walls_where_the_probability_crosses_the_level():
     """A sac whose probability ramps linearly over 4 mm at each wall: the chord at level q ends where the ramp
     crosses q, so it is 2 x 4 x (0.5 - q) mm longer than at 0.5."""
     from pipeline.core.volume import Volume
-    from pipeline.spine import canal
-
     y = np.arange(60, dtype=float) - 30.0
     prob_1d = np.clip((10.0 - np.abs(y)) / 4.0 + 0.5, 0.0, 1.0)  # 0.5 at |y| = 10 mm, 0 at 12, 1 at 8
     prob = np.broadcast_to(prob_1d[None, :, None], (9, 60, 3)).astype(np.float32)
@@ -264,7 +256,7 @@ def test_ap_line_reads_the_walls_where_the_probability_crosses_the_level():
     vol = Volume(np.zeros((9, 60, 3), np.int16), affine)
     through, normal = np.zeros(3), np.array([0.0, 0.0, 1.0])
     for level in (0.5, 0.4, 0.3):
-        got = canal.ap_line(prob, vol, through, normal, level=level)[0]
+        got = canal.ap_line(prob, vol, through, normal, REACH, level=level)[0]
         assert got == pytest.approx(20.0 + 8.0 * (0.5 - level), abs=1.5 * canal.STEP_MM), level
 
 
@@ -299,8 +291,6 @@ def test_lateral_recess_reads_sub_voxel_walls_from_probability_maps():
     last sample on one side of 0.5 and the first on the other: taking the samples themselves reads 3.40); the
     binary masks of the same maps put each wall half-way between pixel centres and miss the depth by 0.3 mm."""
     from pipeline.core.volume import Volume
-    from pipeline.spine import canal
-
     depth = 3.33
     x, y = np.meshgrid(np.arange(80) - 40.0, np.arange(80) - 40.0, indexing="ij")  # voxel centres (mm), 1 mm grid
     affine = np.eye(4)
@@ -313,8 +303,9 @@ def test_lateral_recess_reads_sub_voxel_walls_from_probability_maps():
     centre = np.array([0.0, -8.04, 0.0])  # the 0.1 mm samples of the lines fall between the walls
     normal = np.array([0.0, 0.0, 1.0])
     for side in ("left", "right"):
-        soft = canal.lateral_recess(stack[0], stack[1], stack[2], vol, centre, normal, side, min_extent_mm=1.0)
-        hard = canal.lateral_recess(stack[0] >= 0.5, stack[1] >= 0.5, stack[2], vol, centre, normal, side,
+        soft = canal.lateral_recess(stack[0], stack[1], stack[2], vol, centre, normal, side, REACH,
+                                    min_extent_mm=1.0)
+        hard = canal.lateral_recess(stack[0] >= 0.5, stack[1] >= 0.5, stack[2], vol, centre, normal, side, REACH,
                                     min_extent_mm=1.0)
         assert soft[0] == pytest.approx(depth, abs=0.05), side
         assert abs(hard[0] - depth) >= 0.25, side
