@@ -27,9 +27,14 @@ def _existing(series: SeriesIndex, role: str) -> Path | None:
     return p if p is not None and p.exists() else None
 
 
-def ff_display(series: SeriesIndex, water: Volume) -> Volume | None:
-    """Fat fraction (%) for display: the scanner FF map when exported (stored in percent by ingest), else
-    F / (W + F) x 100 of the saved Dixon magnitudes (display only; the reported FF values come from summary.json)."""
+def ff_display(series: SeriesIndex, water: Volume, ff_map: Path | None = None) -> Volume | None:
+    """Fat fraction (%) for display: the study's calf/ff_map.nii.gz (``ff_map``) when written on this grid, else the
+    scanner FF map when exported (stored in percent by ingest), else F / (W + F) x 100 of the saved Dixon magnitudes
+    (display only; the reported FF values come from summary.json)."""
+    if ff_map is not None and ff_map.exists():
+        ff = load_volume(ff_map)
+        if ff.same_grid(water):
+            return ff.with_array(np.asarray(ff.array, dtype=float))
     ffp = _existing(series, "calf_ffmap")
     if ffp is not None:
         ff = load_volume(ffp)
@@ -52,13 +57,14 @@ def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], ph
 
     made: list[Path] = []
     creg = registry("calf")
-    ref = _existing(series, "calf_water") or _existing(series, "calf_inphase")
+    ref = _existing(series, "calf_water") or _existing(series, "calf_inphase") or (
+        study.calf_water_fit if study.calf_water_fit.exists() else None)
     if study.calf_labels.exists() and ref is not None:
         labels, image = load_volume(study.calf_labels), load_volume(ref)
         if labels.same_grid(image):
             made.append(overlays.calf_montage(image, labels, creg, cfg["montage_fractions"],
                                               study.qa("calf_montage"), phi=phi, dpi=cfg["dpi"]))
-            ff = ff_display(series, image)
+            ff = ff_display(series, image, study.calf_ff_map)
             if ff is not None:
                 made.append(overlays.ff_overlay(image, ff, cfg["montage_fractions"], labels, study.qa("calf_ff"),
                                                 phi=phi, dpi=cfg["dpi"]))
