@@ -9,6 +9,7 @@ done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,13 +94,15 @@ def fit_water_fat(study: StudyDir) -> dict[str, Any]:
         raise InternalError("calf echoes are not on one grid.")
     mags = np.stack([np.asarray(v.array, np.float32) for v in echoes.magnitudes], axis=-1)
     phases = None if echoes.phases is None else np.stack([np.asarray(v.array, np.float32) for v in echoes.phases], -1)
+    start = time.perf_counter()
     maps = fit_echoes(mags, phases, echoes.echo_times_ms, float(field_t), wcfg)
+    seconds = round(time.perf_counter() - start, 2)
     save_volume(ref.with_array((100.0 * maps.ff).astype(np.float32)), study.calf_ff_map)
     save_volume(ref.with_array(maps.r2star.astype(np.float32)), study.calf_r2star_map)
     save_volume(ref.with_array((maps.rho * (1.0 - maps.ff)).astype(np.float32)), study.calf_water_fit)
     save_volume(ref.with_array((maps.rho * maps.ff).astype(np.float32)), study.calf_fat_fit)
     facts = {"method": maps.method, "echo_times_ms": echoes.echo_times_ms, "field_strength_t": float(field_t),
-             "notes": maps.notes, "limits": maps.limits}
+             "notes": maps.notes, "limits": maps.limits, "fit_seconds": seconds}
     update_provenance(study.root, water_fat=facts, notes=[f"calf fat fraction: {maps.method}",
                                                           *[f"calf fat fraction limit: {x}" for x in maps.limits]])
     return {"status": "fitted", **facts}
