@@ -10,6 +10,7 @@ Two views exist for each anatomy:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -92,35 +93,28 @@ def _check_consecutive(ids: list[int], what: str, path: Path) -> None:
                           fix="renumber the labels 1..N without gaps or repeats.")
 
 
-def _build_calf(cfg: dict, path: Path) -> Registry:
-    structures: dict[str, dict[str, Any]] = {s["name"]: s for s in cfg["structures"]}
-    classes = ("background", *structures)
-    labels: list[LabelInfo] = []
-    next_id = 1
-    for name, s in structures.items():
-        for side in SIDES:
-            labels.append(LabelInfo(id=next_id, name=f"{name}_{side}", structure=name, side=side,
-                                    kind=s.get("kind", ""), group=(s.get("groups") or [None])[0],
-                                    abbrev=s.get("abbrev"), color=s.get("color", "#888888")))
-            next_id += 1
-    _check_consecutive([lab.id for lab in labels], "calf", path)
-    return Registry("calf", classes, tuple(labels), structures)
+def _calf_variants(name: str, s: dict[str, Any]) -> list[dict[str, Any]]:
+    """A calf structure's output labels: one per side (``soleus_left``, ``soleus_right``)."""
+    return [{"name": f"{name}_{side}", "side": side, "group": (s.get("groups") or [None])[0]} for side in SIDES]
 
 
-def _build_spine(cfg: dict, path: Path) -> Registry:
+def _spine_variants(name: str, s: dict[str, Any]) -> list[dict[str, Any]]:
+    """A spine structure's output labels: one per level (``disc_L4_L5``) or the structure alone (``dural_sac``)."""
+    return [{"name": f"{name}_{level.replace('-', '_')}" if level else name, "level": level}
+            for level in s.get("levels") or [None]]
+
+
+def _build(anatomy: str, cfg: dict, path: Path,
+           variants: Callable[[str, dict[str, Any]], list[dict[str, Any]]]) -> Registry:
+    """The registry of ``anatomy``: classes in the order of ``cfg["structures"]``, labels numbered from 1."""
     structures: dict[str, dict[str, Any]] = {s["name"]: s for s in cfg["structures"]}
-    classes = ("background", *structures)
     labels: list[LabelInfo] = []
-    next_id = 1
     for name, s in structures.items():
-        levels = s.get("levels")
-        for level in levels or [None]:
-            lab_name = f"{name}_{level.replace('-', '_')}" if level else name
-            labels.append(LabelInfo(id=next_id, name=lab_name, structure=name, level=level, kind=s.get("kind", ""),
-                                    abbrev=s.get("abbrev"), color=s.get("color", "#888888")))
-            next_id += 1
-    _check_consecutive([lab.id for lab in labels], "spine", path)
-    return Registry("spine", classes, tuple(labels), structures)
+        for v in variants(name, s):
+            labels.append(LabelInfo(id=len(labels) + 1, structure=name, kind=s.get("kind", ""),
+                                    abbrev=s.get("abbrev"), color=s.get("color", "#888888"), **v))
+    _check_consecutive([lab.id for lab in labels], anatomy, path)
+    return Registry(anatomy, ("background", *structures), tuple(labels), structures)
 
 
 @lru_cache(maxsize=8)
@@ -128,9 +122,9 @@ def _registry(anatomy: str, path_str: str) -> Registry:
     cfg = load_config("labels", path_str)
     path = Path(path_str)
     if anatomy == "calf":
-        return _build_calf(cfg["calf"], path)
+        return _build("calf", cfg["calf"], path, _calf_variants)
     if anatomy == "spine":
-        return _build_spine(cfg["spine"], path)
+        return _build("spine", cfg["spine"], path, _spine_variants)
     raise KeyError(f"unknown anatomy '{anatomy}' (calf or spine)")
 
 
