@@ -87,12 +87,12 @@ class CalfQC:
 
     def as_summary(self) -> dict[str, Any]:
         """Flat ``summary.json`` values: ``calf.qc_status``, ``calf.qc_reasons`` and
-        ``calf.<side>.<structure>.qc_status`` / ``.qc_reasons``."""
-        out: dict[str, Any] = {"calf.qc_status": self.status, "calf.qc_reasons": list(self.reasons)}
+        ``calf.<side>.<structure>.qc_status`` / ``.qc_reasons`` (reasons joined by "; ", empty when none)."""
+        out: dict[str, Any] = {"calf.qc_status": self.status, "calf.qc_reasons": "; ".join(self.reasons)}
         for side, structs in self.structures.items():
             for name, s in structs.items():
                 out[f"calf.{side}.{name}.qc_status"] = s.status
-                out[f"calf.{side}.{name}.qc_reasons"] = list(s.reasons)
+                out[f"calf.{side}.{name}.qc_reasons"] = "; ".join(s.reasons)
         return out
 
 
@@ -334,3 +334,24 @@ def _judge_asymmetry(structures: dict[str, dict[str, StructureQC]], stats: Slice
                            "status": REVIEW})
             for side in structures:
                 structures[side][name].add(REVIEW, f"left/right volume difference {ai:.0f} %")
+
+
+def flip_agreement(classes: np.ndarray, flipped_back: np.ndarray, legs: list[tuple[str, np.ndarray]],
+                   class_names: tuple[str, ...] | list[str]) -> dict[str, dict[str, float]]:
+    """Dice, per leg and class, between the network's class map and its class map of the left-right mirrored image
+    mirrored back (test-time flip agreement): side -> class name -> Dice (classes absent from both are left out).
+
+    >>> import numpy as np
+    >>> a = np.zeros((4, 4, 1), np.uint8); a[:2] = 1; b = a.copy(); b[1] = 0
+    >>> flip_agreement(a, b, [("left", np.ones(a.shape, bool))], ("background", "soleus"))
+    {'left': {'soleus': 0.667}}
+    """
+    n = len(class_names)
+    out: dict[str, dict[str, float]] = {}
+    for side, mask in legs:
+        a = classes[mask].astype(np.int64)
+        b = flipped_back[mask].astype(np.int64)
+        m = np.bincount(a * n + b, minlength=n * n).reshape(n, n)
+        denom = m.sum(axis=1) + m.sum(axis=0)
+        out[side] = {class_names[c]: round(float(2 * m[c, c] / denom[c]), 3) for c in range(1, n) if denom[c] > 0}
+    return out

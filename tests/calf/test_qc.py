@@ -39,6 +39,7 @@ def test_swapped_gastrocnemius_heads_fail_their_relation(truth):
     assert qc.structure_status("left", "gastrocnemius_medial") != FAIL
     assert qc.status in (REVIEW, FAIL)
     assert any("medial gastrocnemius medial" in r for r in qc.structures["right"]["gastrocnemius_medial"].reasons)
+    assert "medial gastrocnemius medial" in qc.as_summary()["calf.right.gastrocnemius_medial.qc_reasons"]
 
 
 def test_mirrored_leg_sides_fail_the_lateral_relations(truth):
