@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.complex:
         signal = _legs((448, 210, 96), args.te, args.field, complex_field_hz=150.0)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         maps = fit_complex(signal, args.te, args.field)
-        dt = time.perf_counter() - t0
-        print(f"complex fit of {signal.shape}: {dt:.1f} s on {args.threads} thread(s), {int(maps.mask.sum())} voxels "
-              f"fitted; load average {os.getloadavg()[0]:.1f}")
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"complex fit of {signal.shape}: {dt:.1f} s wall, {cpu:.1f} s CPU on {args.threads} thread(s), "
+              f"{int(maps.mask.sum())} voxels fitted; load average {os.getloadavg()[0]:.1f}")
         return 0
 
     if args.study:
@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         echoes = np.stack([np.asarray(nib.load(str(f)).dataobj, np.float32) for f in files], axis=-1)
     else:
         echoes = _legs((448, 210, 96), args.te, args.field)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     maps = fit_magnitude(echoes, args.te, args.field)
-    dt = time.perf_counter() - t0
-    print(f"magnitude fit of {echoes.shape}: {dt:.1f} s on {args.threads} thread(s), {int(maps.mask.sum())} voxels "
-          f"fitted ({maps.mask.sum() / dt / 1e3:.0f} k voxels/s); load average {os.getloadavg()[0]:.1f}")
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"magnitude fit of {echoes.shape}: {dt:.1f} s wall, {cpu:.1f} s CPU on {args.threads} thread(s), "
+          f"{int(maps.mask.sum())} voxels fitted; load average {os.getloadavg()[0]:.1f} (on a shared machine the CPU "
+          "time is the better guide)")
     return 0
 
 
