@@ -117,15 +117,17 @@ def _scan_dicom(study: Path, rules: RoleRules) -> tuple[list[StackInfo], list[Sk
 
 
 def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
-    """Stacks of one series at >= multi_echo.min_echoes echo times (axial, not lumbar) become the echoes of one
-    calf acquisition: roles calf_echo_<n> (magnitude, by echo time) and calf_echo_<n>_phase. Only the series with
+    """Stacks of one gradient-echo series (ScanningSequence GR, when given) at >= multi_echo.min_echoes echo times
+    (axial, not lumbar) become the echoes of one calf acquisition: roles calf_echo_<n> (magnitude, by echo time) and calf_echo_<n>_phase. Only the series with
     the most echoes is taken when several qualify (one multi-echo acquisition per study is fitted)."""
     min_echoes = int(rules.multi_echo.get("min_echoes", 3))
     by_series: dict[str, list[StackInfo]] = defaultdict(list)
     for info in infos:
         fr = info.stack.first
+        scanning = _text(info.header, "ScanningSequence").upper()
+        gradient_echo = not scanning or "GR" in scanning  # a multi-echo spin echo (T2 mapping) is not water-fat data
         if (info.volume_reason is None and fr.echo_time is not None and info.cls.plane == "axial"
-                and info.cls.anatomy != "lumbar" and not info.cls.localizer):
+                and info.cls.anatomy != "lumbar" and not info.cls.localizer and gradient_echo):
             by_series[fr.series_uid].append(info)
     best: list[StackInfo] = []
     for group in by_series.values():

@@ -102,3 +102,16 @@ def test_dicom_multi_echo_series_grouped_into_echoes(tmp_path: Path) -> None:
     assert es is not None and es.echo_times_ms == list(TES) and es.field_strength_t == 3.0
     assert es.phases is not None
     np.testing.assert_allclose(es.phases[0].array, -np.pi + 2 * np.pi * 1024 / 4096, atol=1e-5)
+
+
+def test_multi_echo_spin_echo_series_is_not_water_fat_data(tmp_path: Path) -> None:
+    study_dir = tmp_path / "study"
+    aff = np.diag([0.9, 0.9, 5.0, 1.0])
+    study, uid = StudyInfo(), "1.2.826.0.1.3680043.8.498.7654321"
+    for n, te in enumerate((10.0, 20.0, 30.0)):
+        write_series(Volume(np.full((8, 6, 4), 300 - 50 * n, np.uint16), aff), study_dir / f"m{n}", study,
+                     SeriesInfo("calf T2 map", series_number=7, echo_time_ms=te, series_instance_uid=uid,
+                                scanning_sequence="SE"))
+    index = ingest_study(study_dir, tmp_path / "out")
+    assert not any(e["role"].startswith("calf_echo") for e in index["series"])
+    assert echo_set(tmp_path / "out") is None
