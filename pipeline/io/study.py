@@ -129,16 +129,34 @@ def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
         if (info.volume_reason is None and fr.echo_time is not None and info.cls.plane == "axial"
                 and info.cls.anatomy != "lumbar" and not info.cls.localizer and gradient_echo):
             by_series[fr.series_uid].append(info)
-    best: list[StackInfo] = []
-    for group in by_series.values():
-        mags = [i for i in group if not rules.is_phase_image(i.stack.first.image_type)]
-        if len({round(i.stack.first.echo_time or 0.0, 3) for i in mags}) == len(mags) >= max(min_echoes, len(best)):
-            best = group
-    if not best:
+    def n_magnitudes(group: list[StackInfo]) -> int:
+        tes = [round(i.stack.first.echo_time or 0.0, 3) for i in group if not rules.is_phase_image(i.stack.first.image_type)]
+        return len(tes) if len(set(tes)) == len(tes) else 0
+
+    best = max(by_series.values(), key=n_magnitudes, default=[])
+    if n_magnitudes(best) < min_echoes:
         return
     mags = sorted((i for i in best if not rules.is_phase_image(i.stack.first.image_type)),
                   key=lambda i: i.stack.first.echo_time or 0.0)
     te_index = {round(i.stack.first.echo_time or 0.0, 3): n for n, i in enumerate(mags, start=1)}
+    # Siemens and others store the phase images as a series of their own: take phase stacks of the same protocol,
+    # frame of reference, orientation and matrix from other series when this one has none at that echo time
+    have_phase = {round(i.stack.first.echo_time or 0.0, 3) for i in best if rules.is_phase_image(i.stack.first.image_type)}
+    ref = mags[0].stack
+    for group in by_series.values():
+        if group is best:
+            continue
+        for info in group:
+            fr = info.stack.first
+            te = round(fr.echo_time or 0.0, 3)
+            same = (rules.is_phase_image(fr.image_type) and te in te_index and te not in have_phase
+                    and _text(info.header, "ProtocolName") == _text(ref.header, "ProtocolName")
+                    and _text(info.header, "FrameOfReferenceUID") == _text(ref.header, "FrameOfReferenceUID")
+                    and np.allclose(fr.iop, ref.first.iop, atol=1e-4) and (fr.rows, fr.columns) == (
+                        ref.first.rows, ref.first.columns) and len(info.stack.frames) == len(ref.frames))
+            if same:
+                best = [*best, info]
+                have_phase.add(te)
     field_t = _float(_text(best[0].header, "MagneticFieldStrength"))
     for info in best:
         te = round(info.stack.first.echo_time or 0.0, 3)
@@ -226,8 +244,10 @@ def _series_entry(info: StackInfo, volume: Volume | None, slice_axis: int | None
 
 
 def _phase_volume(vol: Volume, info: StackInfo, rules: RoleRules) -> Volume:
-    """A phase stack in radians: values within +-pi are kept, others mapped from the manufacturer's stored range
-    (configs/series_roles.yaml multi_echo.phase_ranges)."""
+    """A phase stack of a multi-echo acquisition in radians: values within +-pi are kept, others mapped from the
+    manufacturer's stored range (configs/series_roles.yaml multi_echo.phase_ranges); other stacks as they are."""
+    if not info.echo or info.echo.get("part") != "phase":
+        return vol
     arr = np.asarray(vol.array, np.float64)
     peak = float(np.max(np.abs(arr))) if arr.size else 0.0
     rng = None if peak <= np.pi * 1.01 else rules.phase_range(_text(info.header, "Manufacturer"))
@@ -490,9 +510,7 @@ def ingest_study(study: Path, out: Path) -> dict[str, Any]:
             vol = can = None
             slice_axis = None
             if info.volume_reason is None:
-                vol = read_stack_volume(info.stack, cache)
-                if info.echo and info.echo["part"] == "phase":
-                    vol = _phase_volume(vol, info, rules)
+                vol = _phase_volume(read_stack_volume(info.stack, cache), info, rules)
                 can, slice_axis = to_closest_canonical(vol)
                 written.append((info.role, can))
             series.append(_series_entry(info, can, slice_axis, vol.affine if vol is not None else None))

@@ -115,3 +115,24 @@ def test_multi_echo_spin_echo_series_is_not_water_fat_data(tmp_path: Path) -> No
     index = ingest_study(study_dir, tmp_path / "out")
     assert not any(e["role"].startswith("calf_echo") for e in index["series"])
     assert echo_set(tmp_path / "out") is None
+
+
+def test_phase_images_in_a_series_of_their_own_join_the_echoes(tmp_path: Path) -> None:
+    """Siemens stores the phase images of a multi-echo GRE as a separate series of the same protocol."""
+    study_dir = tmp_path / "study"
+    aff = np.diag([0.9, 0.9, 5.0, 1.0])
+    study = StudyInfo()
+    mag_uid, ph_uid = "1.2.826.0.1.3680043.8.498.111", "1.2.826.0.1.3680043.8.498.222"
+    for n, te in enumerate(TES):
+        write_series(Volume(np.full((8, 6, 4), 200 + 10 * n, np.uint16), aff), study_dir / f"m{n}", study,
+                     SeriesInfo("calf ME GRE", series_number=5, echo_time_ms=te, series_instance_uid=mag_uid,
+                                protocol_name="calf_me_gre", manufacturer="ACME"))
+        write_series(Volume(np.full((8, 6, 4), 1024 * (n + 1), np.uint16), aff), study_dir / f"p{n}", study,
+                     SeriesInfo("calf ME GRE", series_number=6, echo_time_ms=te, series_instance_uid=ph_uid,
+                                protocol_name="calf_me_gre", image_type=("ORIGINAL", "PRIMARY", "P", "ND"),
+                                manufacturer="ACME"))
+    (study_dir / "series_roles.yaml").write_text(
+        "version: 1\nmulti_echo:\n  phase_ranges:\n    - {manufacturer: acme, range: [0, 4096]}\n", encoding="utf-8")
+    ingest_study(study_dir, tmp_path / "out")
+    es = echo_set(tmp_path / "out")
+    assert es is not None and es.phases is not None and es.roles == ["calf_echo_1", "calf_echo_2", "calf_echo_3"]
