@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pipeline.core.atomic import atomic_path, write_json
+from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.core.provenance import file_sha256
 from pipeline.core.volume import Volume
@@ -38,6 +39,11 @@ from pipeline.segment.infer import (
     slicing_axis,
     to_canonical,
 )
+
+
+def _train_settings() -> dict[str, Any]:
+    """The ``train`` section of configs/default.yaml."""
+    return load_config("default")["train"]
 
 
 @dataclass
@@ -73,6 +79,10 @@ class TrainConfig:
     oversample_class: str | None = None
     oversample_plane: str | None = None
     oversample_fraction: float = 0.0
+    # AdamW weight decay and the augmentation settings: ``train.weight_decay`` / ``train.augmentation`` of
+    # configs/default.yaml unless given
+    weight_decay: float = field(default_factory=lambda: float(_train_settings()["weight_decay"]))
+    augmentation: dict[str, Any] = field(default_factory=lambda: dict(_train_settings()["augmentation"]))
 
     def network(self) -> dict[str, Any]:
         return {"class": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": len(self.input_channels),
@@ -156,7 +166,8 @@ def crop_around(image: np.ndarray, label: np.ndarray, centre: tuple[int, int], p
     return img[:, r0:r0 + ph, c0:c0 + pw], lab[r0:r0 + ph, c0:c0 + pw]
 
 
-def _augment_transforms(patch: tuple[int, int], seed: int):
+def _augment_transforms(patch: tuple[int, int], seed: int, aug: dict[str, Any]):
+    """Random crop of ``patch`` and the augmentation of ``train.augmentation`` (configs/default.yaml)."""
     from monai.transforms import (
         Compose,
         RandAffined,
@@ -169,17 +180,20 @@ def _augment_transforms(patch: tuple[int, int], seed: int):
         SpatialPadd,
     )
 
+    aff, bias, scale, shift, noise = (aug[k] for k in ("affine", "bias_field", "intensity_scale",
+                                                        "intensity_shift", "gaussian_noise"))
     t = Compose([
         SpatialPadd(keys=["image", "label"], spatial_size=patch),
         RandSpatialCropd(keys=["image", "label"], roi_size=patch, random_size=False),
-        RandAffined(keys=["image", "label"], prob=0.7, rotate_range=(np.pi / 10,), scale_range=(0.15, 0.15),
-                    translate_range=(10, 10), mode=("bilinear", "nearest"), padding_mode="zeros"),
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
-        RandBiasFieldd(keys=["image"], prob=0.4, coeff_range=(0.0, 0.3)),
-        RandScaleIntensityd(keys=["image"], prob=0.5, factors=0.2),
-        RandShiftIntensityd(keys=["image"], prob=0.3, offsets=0.05),
-        RandGaussianNoised(keys=["image"], prob=0.4, std=0.03),
+        RandAffined(keys=["image", "label"], prob=aff["prob"], rotate_range=(math.radians(aff["rotate_deg"]),),
+                    scale_range=(aff["scale_fraction"],) * 2, translate_range=(aff["translate_px"],) * 2,
+                    mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandFlipd(keys=["image", "label"], prob=aug["flip_prob"], spatial_axis=0),
+        RandFlipd(keys=["image", "label"], prob=aug["flip_prob"], spatial_axis=1),
+        RandBiasFieldd(keys=["image"], prob=bias["prob"], coeff_range=(0.0, bias["coeff_max"])),
+        RandScaleIntensityd(keys=["image"], prob=scale["prob"], factors=scale["factor"]),
+        RandShiftIntensityd(keys=["image"], prob=shift["prob"], offsets=shift["offset"]),
+        RandGaussianNoised(keys=["image"], prob=noise["prob"], std=noise["std"]),
     ])
     t.set_random_state(seed=seed)
     return t
@@ -265,8 +279,8 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
-    augment = _augment_transforms(cfg.patch, cfg.seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    augment = _augment_transforms(cfg.patch, cfg.seed, cfg.augmentation)
     rng = np.random.default_rng(cfg.seed)
     n_classes = len(cfg.labels)
     best: tuple[float, dict[str, torch.Tensor] | None, list, int] = (-1.0, None, [], 0)
@@ -367,8 +381,7 @@ def _metadata(cfg: TrainConfig, sha256: str, record: dict[str, Any]) -> dict[str
             "training": {"data": cfg.training_data, "seed": cfg.seed, "patch": list(cfg.patch),
                          "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
                          "max_iterations": c["max_iterations"], "loss": "DiceCELoss(softmax)",
-                         "augmentation": "affine (rot 18 deg, scale 15 %, shift 10 px), flips, bias field, "
-                                         "intensity scale/shift, Gaussian noise",
+                         "weight_decay": cfg.weight_decay, "augmentation": cfg.augmentation,
                          **({"oversampling": {"class": cfg.oversample_class, "plane": cfg.oversample_plane,
                                               "fraction": cfg.oversample_fraction}}
                             if cfg.oversample_class and cfg.oversample_fraction > 0 else {}), **record}}
