@@ -100,11 +100,34 @@ def test_the_import_graph_has_no_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-def test_no_module_imports_another_modules_private_names():
+def _module_aliases(tree: ast.AST, modules: set[str]) -> dict[str, str]:
+    """Local name -> pipeline module, for modules bound by ``from pipeline.x import y`` or ``import pipeline.x as y``."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            aliases |= {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names
+                        if f"{node.module}.{a.name}" in modules}
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname: a.name for a in node.names if a.asname and a.name in modules}
+    return aliases
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    """Neither ``from pipeline.x import _name`` nor ``module._name`` on another pipeline module."""
+    modules = set(import_graph())
     offenders = []
     for path in sorted(PKG.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        aliases = _module_aliases(tree, modules)
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
                 offenders += [f"{path.relative_to(PKG.parent)}: {node.module}.{a.name}" for a in node.names
-                              if a.name.startswith("_") and not a.name.startswith("__")]
-    assert not offenders, "private names imported across modules:\n" + "\n".join(offenders)
+                              if _private(a.name)]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id in aliases and _private(node.attr):
+                offenders.append(f"{path.relative_to(PKG.parent)}:{node.lineno}: {aliases[node.value.id]}.{node.attr}")
+    assert not offenders, "private names reached across modules:\n" + "\n".join(offenders)
