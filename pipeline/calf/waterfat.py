@@ -391,8 +391,11 @@ def fit_magnitude(echoes: np.ndarray, te_ms: Sequence[float], field_t: float, *,
     return WaterFatMaps(maps["ff"], maps["r2star"], maps["rho"], mask, fat_dom, None,
                         f"magnitude fit of {echoes.shape[-1]} echoes, multi-peak fat, R2*, water/fat dominance "
                         "from unambiguous voxels and their neighbourhood", notes + [f"noise sigma {sigma:.4g}"],
-                        ["magnitude-only fit: FF of about 80-95 % cannot be told from its alias at 5-35 % voxel by "
-                         "voxel; tissue without nearly pure fat nearby is taken as water-dominant"])
+                        [("magnitude-only fit of three echoes: FF of about 80-95 % cannot be told from its alias at "
+                          "5-35 % voxel by voxel; tissue without nearly pure fat nearby is taken as water-dominant")
+                         if echoes.shape[-1] == 3 else
+                         ("magnitude-only fit: water/fat dominance rests on the multi-peak fat spectrum and can be "
+                          "wrong near 50 % and at low SNR")])
 
 
 # -- complex fit -----------------------------------------------------------------------------------------------

@@ -390,9 +390,12 @@ def _flag_echo_limits(series: list[dict[str, Any]]) -> None:
     notes = []
     if len(mags) < 3:
         notes.append(f"only {len(mags)} echo(es): a multi-echo fat fraction needs at least 3")
-    elif len(phases) < len(mags):
+    elif len(phases) < len(mags) and len(mags) == 3:
         notes.append("magnitude-only echoes: water/fat dominance is ambiguous for FF of about 80-95 % (read as its "
                      "5-35 % alias unless nearly pure fat lies nearby); fat fraction near 50 % is imprecise")
+    elif len(phases) < len(mags):
+        notes.append("magnitude-only echoes: water/fat dominance rests on the multi-peak fat spectrum; fat fraction "
+                     "near 50 % is imprecise")
     else:
         notes.append("complex echoes: a field map changing by more than half an echo-spacing period between "
                      "neighbouring regions (phase wraps) can swap water and fat")
