@@ -72,6 +72,9 @@ def _errors() -> None:
     s, ff, _, pid = t._phantom([0.97, 0.99, 1.0], t.R2S, t.SNRS, t.TE_MAG_MS, seed=3)
     m = wf.fit_magnitude(np.abs(s), t.TE_MAG_MS, t.FIELD_T, sigma=100.0 / 60, mask=np.ones(ff.shape, bool))
     row("3-echo magnitude fit, FF 97-100 %", t._patch_errors_pp(m.ff, ff, pid))
+    s, ff, _, pid = t._phantom(t.CPLX_FFS, t.R2S, t.SNRS, t.TE_CPLX_MS, seed=7)
+    m = wf.fit_magnitude(np.abs(s), t.TE_CPLX_MS, t.FIELD_T, sigma=100.0 / 60, mask=np.ones(ff.shape, bool))
+    row("6-echo magnitude fit, FF 0-100 %", t._patch_errors_pp(m.ff, ff, pid))
     for te, name, hz in ((t.TE_CPLX_MS, "6-echo complex fit", 200.0), (t.TE_MAG_MS, "3-echo complex fit", 150.0)):
         s, ff, _, pid = t._phantom(t.CPLX_FFS, t.R2S, t.SNRS, te, seed=4, field_map_hz=hz)
         m = wf.fit_complex(s, te, t.FIELD_T, mask=np.ones(ff.shape, bool))
