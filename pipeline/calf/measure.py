@@ -266,10 +266,16 @@ def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, B
     metrics: dict[str, dict[str, Any]] = {}
     csas: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
+    with_ff = {*reg.muscles, *(m for members in groups.values() for m in members)}
+    muscle_box = union_box([boxes[i] for i in (reg.sided_id(m, side) for m in with_ff) if i in boxes])
+    ff_muscles = ff.on(muscle_box) if muscle_box is not None else None  # once per side, views below
     for name in [*reg.structures, *groups]:
         region = Region.of(arr, boxes, [reg.sided_id(mm, side) for mm in groups.get(name, (name,))])
         is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
-        ff_box = ff.on(region.box) if is_muscle and region.box is not None else None
+        ff_box = None
+        if is_muscle and region.box is not None and ff_muscles is not None and muscle_box is not None:
+            ff_box = ff_muscles[tuple(slice(b.start - m.start, b.stop - m.start)
+                                      for b, m in zip(region.box, muscle_box))]
         metrics[name], csas[name] = _structure_metrics(region, ff_box, labels, axis, factor, z, cfg, images,
                                                        ff.roi_signals)
         if ff_box is not None and name not in groups:
