@@ -125,7 +125,7 @@ def bench_one(study: Path, out: Path, threads: int) -> dict[str, Any]:
             "stages_wall_s": round(sum(s["wall_s"] for s in stages.values()), 3),
             "stages_cpu_s": round(sum(s["cpu_s"] for s in stages.values()), 3),
             "import_s": round(t_import - T_START, 3),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mib": max(s["peak_rss_mib"] for s in stages.values())}  # ru_maxrss is reset with VmHWM
 
 
 # -- study folders ----------------------------------------------------------------------------------------------
