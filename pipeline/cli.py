@@ -109,7 +109,10 @@ def _add_study_commands(subs: argparse._SubParsersAction) -> None:
     s.add_argument("snakemake_args", nargs="*", help="arguments passed to snakemake, after --")
 
     s = _sub(subs, "synth", "Write a synthetic (phantom) study with exact ground truth.")
-    s.add_argument("--case", required=True, choices=["nmh", "control", "myopathic", "random"])
+    s.add_argument("--case", required=True,
+                   choices=["nmh", "control", "myopathic", "random", "atlas", "thigh", "foot", "empty", "noise"],
+                   help="atlas: the independent evaluation calf phantom (never used in training); thigh, foot, "
+                        "empty, noise: inputs that are not calves, given as calf images (quality-control checks)")
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--format", choices=["dicom", "nifti"], default="dicom")
@@ -200,9 +203,18 @@ def _batch(a: argparse.Namespace) -> int:
 
 
 def _synth(a: argparse.Namespace) -> int:
-    from pipeline.synth import write_case
+    if a.case == "atlas":
+        from pipeline.synth.calf_atlas import write_atlas_study
 
-    write_case(a.case, seed=a.seed, out=a.out, fmt=a.format, vendor=a.vendor)
+        write_atlas_study(a.seed, a.out, fmt=a.format)
+    elif a.case in ("thigh", "foot", "empty", "noise"):
+        from pipeline.synth.not_calf import write_not_calf_study
+
+        write_not_calf_study(a.case, a.seed, a.out, fmt=a.format)
+    else:
+        from pipeline.synth import write_case
+
+        write_case(a.case, seed=a.seed, out=a.out, fmt=a.format, vendor=a.vendor)
     print(f"wrote {a.case} phantom (seed {a.seed}) to {a.out}")
     return EXIT_OK
 

@@ -24,7 +24,7 @@ from pipeline.calf.qc import flip_agreement, judge_calf
 from pipeline.calf.waterfat import fit_echoes
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
-from pipeline.core.errors import InternalError
+from pipeline.core.errors import BadInputError, InternalError
 from pipeline.core.labels import registry
 from pipeline.core.layout import SeriesIndex, StudyDir
 from pipeline.core.provenance import update_provenance
@@ -120,7 +120,14 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
     channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series())
     classes = bundle.predict(channels, device=device)
     reg = registry("calf")
-    labels, sides = sided_label_map(classes, reg, cfg["min_component_ml"])
+    try:
+        labels, sides = sided_label_map(classes, reg, cfg["min_component_ml"])
+    except BadInputError as exc:  # no leg, or legs whose sides the geometry cannot tell: the calf fails QC
+        reason = f"the calf segmentation gave no usable leg: {exc}"
+        study.calf_labels.unlink(missing_ok=True)
+        write_json(study.calf_qc, {"status": "fail", "reasons": [reason], "checks": [], "structures": {}})
+        update_provenance(study.root, models={"calf": bundle.provenance()}, notes=[f"calf: {reason}"])
+        return {"status": "failed QC", "reason": reason}
     save_volume(labels, study.calf_labels, dtype=np.int16)
     mirrored = bundle.predict([v.with_array(np.ascontiguousarray(np.asarray(v.array)[::-1])) for v in channels],
                               device=device)
@@ -183,7 +190,13 @@ def measure(study: StudyDir) -> dict[str, Any]:
     inputs = calf_inputs(series, study)
     if inputs is None or not study.calf_labels.exists():
         reason = "no calf Dixon series in the study" if inputs is None else "calf not segmented (no calf/labels.nii.gz)"
-        update_summary_section(study.root, "calf", unavailable_summary(reason))
+        summary = unavailable_summary(reason)
+        failed = study.read_json(study.calf_qc, {}) if inputs is not None else {}
+        if failed.get("status") == "fail":
+            summary = unavailable_summary("; ".join(failed["reasons"]))
+            summary.set("calf.qc_status", "fail")
+            summary.set("calf.qc_reasons", "; ".join(failed["reasons"]))
+        update_summary_section(study.root, "calf", summary)
         return {"status": reason}
     labels = load_volume(study.calf_labels)
     reg = registry("calf")

@@ -351,3 +351,29 @@ def test_spinal_levels_follow_the_root_anatomy():
         assert zones["central"] == order[order.index(lower):]
     for m, entry in inn["muscles"].items():
         assert set(entry["roots"]) <= set(inn["roots"]), m
+
+
+def test_values_of_a_segmentation_that_failed_qc_are_not_used(gt_outputs, tmp_path: Path):
+    """The index case decides neurogenic hypertrophy from calf values; with its calf QC failed, the same summary
+    decides nothing from the calf and the findings say which values were held back."""
+    s = Summary.load(StudyDir(gt_outputs["nmh_case"]).summary)
+    assert s.get("calf.qc_status") == "pass"  # the true label maps pass QC
+    s.set("calf.qc_status", "fail")
+    s.set("calf.qc_reasons", "right leg: not a calf")
+    s.save(tmp_path / "summary.json")
+    rec = evaluate_study(tmp_path, SAMPLE / "nmh_case" / "clinical.yaml")
+    assert rec["decision"]["hypothesis"] != "neurogenic_hypertrophy"
+    held = rec["quality_control"]["held_back"]
+    assert "calf.right.soleus.volume_ml" in held and "calf.asymmetry.soleus.volume_ai_pct" in held
+    assert rec["quality_control"]["caveats"] and not any(r["id"].startswith("calf") for r in rec["fired_rules"]
+                                                         if "calf" in str(r.get("values", {})))
+    # one failed structure holds back that structure and its asymmetry, nothing else
+    s = Summary.load(StudyDir(gt_outputs["nmh_case"]).summary)
+    s.set("calf.qc_status", "review")
+    s.set("calf.right.gastrocnemius_medial.qc_status", "fail")
+    s.set("calf.right.gastrocnemius_medial.qc_reasons", "in pieces")
+    s.save(tmp_path / "summary.json")
+    rec = evaluate_study(tmp_path, SAMPLE / "nmh_case" / "clinical.yaml")
+    held = rec["quality_control"]["held_back"]
+    assert "calf.right.gastrocnemius_medial.ff_pct" in held and "calf.left.gastrocnemius_medial.ff_pct" not in held
+    assert "calf.right.soleus.volume_ml" not in held

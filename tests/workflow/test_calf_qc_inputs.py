@@ -1,0 +1,34 @@
+"""Calf QC through the pipeline: inputs that are not calves, given as calf images, fail QC and the rules decide
+nothing from their calf values (segment, measure and rules stages with the shipped calf bundle)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.core.layout import StudyDir
+from pipeline.synth.not_calf import write_not_calf_study
+from pipeline.workflow import stages
+
+
+@pytest.mark.parametrize("kind", ["thigh", "foot", "empty", "noise"])
+def test_not_a_calf_fails_qc(kind, tmp_path):
+    study = write_not_calf_study(kind, 11, tmp_path / "study", n_slices=10, in_plane_mm=1.6)
+    out = tmp_path / "out"
+    assert stages.ingest(study, out) == 0
+    stages.segment(out)
+    stages.measure(out)
+    stages.rules(out)
+    d = StudyDir(out)
+    values = json.loads(d.summary.read_text())["values"]
+    assert values["calf.qc_status"] == "fail", values.get("calf.qc_reasons")
+    if values.get("calf.available") is False:  # no usable leg: no calf values at all, the reason says why
+        assert all(values.get(f"calf.{s}.soleus.volume_ml") is None for s in ("left", "right"))
+        assert "no usable leg" in values["calf.qc_reasons"]
+        return
+    assert values["calf.qc_reasons"]
+    findings = json.loads(d.findings.read_text())
+    held = findings["quality_control"]["held_back"]
+    assert all(v is None or k in held for k, v in values.items()
+               if k.startswith("calf.") and k.endswith(("volume_ml", "ff_pct", "girth_max_mm")))
