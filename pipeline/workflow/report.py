@@ -91,7 +91,7 @@ def _spine_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], p
     values = study.summary_values()
     marks = (study.read_json(study.spine_marks, {}) or {}).get("levels", {})
     stacks = [(load_volume(s.volume), load_volume(study.spine_labels_for(s.role))) for s in series.axial_stacks()
-              if s.volume is not None and study.spine_labels_for(s.role).exists()]
+              if study.spine_labels_for(s.role).exists()]
     for lv in (lab.level for lab in sreg.labels if lab.kind == "disc"):
         vals = {k[len(f"spine.{lv}."):]: v for k, v in values.items() if k.startswith(f"spine.{lv}.")}
         for lv_marks in ([marks[lv], None] if lv in marks else [None]):

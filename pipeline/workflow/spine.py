@@ -122,9 +122,9 @@ def _saved_levels(study: StudyDir) -> LevelResult:
 def measure(study: StudyDir) -> dict[str, Any]:
     """Measure the canal at every disc level of ``study``."""
     series = study.series()
-    if series.volume("lumbar_sag_t2") is None or not study.spine_labels_sag.exists():
-        reason = "no lumbar sagittal T2 series in the study" if series.volume("lumbar_sag_t2") is None \
-            else "spine not segmented"
+    no_series = series.volume("lumbar_sag_t2") is None
+    if no_series or not study.spine_labels_sag.exists():
+        reason = "no lumbar sagittal T2 series in the study" if no_series else "spine not segmented"
         update_summary_section(study.root, "spine", unavailable_summary(reason))
         return {"status": reason}
     levels = _saved_levels(study)
