@@ -25,7 +25,7 @@ _BUNDLES: Any = None  # the process-wide bundle cache, made on first use (it loa
 
 #: the configuration files each stage reads; their resolved content and hash go into provenance.json
 STAGE_CONFIGS = {"ingest": ("default", "series_roles"), "segment": ("default", "labels"),
-                 "measure": ("default", "labels", "innervation"), "rules": ("rules", "innervation"),
+                 "measure": ("default", "labels", "innervation", "qc"), "rules": ("rules", "innervation"),
                  "report": ("default", "report", "labels")}
 
 
