@@ -43,8 +43,8 @@ def girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoo
 
 
 def running_median(values: np.ndarray, window: int = 3) -> np.ndarray:
-    """Median over ``window`` neighbouring slices (NaN slices ignored; NaN where the slice itself is NaN), so a
-    single slice's outline artefact (a noise blob, a coil hot spot, a slab-edge slice) does not set the maximum.
+    """Median over ``window`` neighbouring slices (NaN slices ignored; NaN where the slice itself is NaN): the
+    reference against which a single slice's outline artefact (a noise blob, a coil hot spot) stands out.
 
     >>> running_median(np.array([30.0, 31.0, 45.0, 32.0, np.nan]))
     array([30.5, 31. , 32. , 38.5,  nan])
@@ -74,15 +74,34 @@ def muscle_bearing(muscle_csa_mm2: np.ndarray, min_fraction: float, edge_slices:
 
 
 def max_girth_slice(girth_mm: np.ndarray, muscle_csa_mm2: np.ndarray, min_muscle_fraction: float = 0.5,
-                    edge_slices: int = 1, window: int = 3) -> int | None:
-    """Index of the slice of maximum calf girth: the largest running-median girth among the muscle-bearing slices
-    (:func:`muscle_bearing`); None when no slice qualifies.
+                    edge_slices: int = 1, outlier_fraction: float = 0.03, window: int = 3) -> int | None:
+    """Index of the slice of maximum calf girth among the muscle-bearing slices (:func:`muscle_bearing`), leaving
+    out a slice whose girth exceeds the running median of its neighbourhood (:func:`running_median`) by more than
+    ``outlier_fraction`` (a noise blob, coil hot spot or wrap-around on one slice); None when no slice qualifies.
 
     >>> max_girth_slice(np.array([470, 380, 420, 440, 430, 300.0]), np.array([300, 1800, 2000, 1900, 1500, 900.0]))
     3
+    >>> max_girth_slice(np.array([300, 400, 500, 410, 405, 300.0]), np.full(6, 2000.0))
+    3
     """
     smooth = running_median(girth_mm, window)
-    ok = muscle_bearing(muscle_csa_mm2, min_muscle_fraction, edge_slices) & ~np.isnan(smooth)
+    with np.errstate(invalid="ignore"):
+        ok = muscle_bearing(muscle_csa_mm2, min_muscle_fraction, edge_slices) & ~np.isnan(girth_mm) \
+            & (girth_mm <= smooth * (1.0 + outlier_fraction))
     if not ok.any():
         return None
-    return int(np.flatnonzero(ok)[np.argmax(smooth[ok])])
+    return int(np.flatnonzero(ok)[np.argmax(girth_mm[ok])])
+
+
+def shaft_level_muscle_csa(muscle_csa_mm2: np.ndarray, bone_csa_mm2: np.ndarray, leg_csa_mm2: np.ndarray,
+                           max_bone_fraction: float) -> np.ndarray:
+    """Muscle cross-section per slice, zero where bone takes more than ``max_bone_fraction`` of the leg's
+    cross-section: the tibial plateau and the knee (and the ankle's malleoli), where the calf girth is not measured.
+    Along the shafts tibia and fibula hold about 5 % of the calf's cross-section, at the tibial plateau 25 % or more.
+
+    >>> shaft_level_muscle_csa(np.array([500, 6000, 5000.0]), np.array([3000, 500, 450.0]), np.array([9000, 9500, 8200.0]), 0.2)
+    array([   0., 6000., 5000.])
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(leg_csa_mm2 > 0, bone_csa_mm2 / leg_csa_mm2, 0.0)
+    return np.where(frac <= max_bone_fraction, muscle_csa_mm2, 0.0)

@@ -22,7 +22,7 @@ from pipeline.calf.fatfraction import (
     ff_statistics_pct,
     roi_ff,
 )
-from pipeline.calf.girth import girth_per_slice_mm
+from pipeline.calf.girth import girth_per_slice_mm, max_girth_slice, shaft_level_muscle_csa
 from pipeline.calf.metrics import (
     coverage,
     leg_axis_from_mask,
@@ -310,6 +310,13 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
         res.slices += slice_rows
         ids = [lab.id for lab in reg.labels if lab.side == side]
         girth[side] = _girth(arr, boxes, ids, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
+    muscle_csa = {side: shaft_level_muscle_csa(sum(csas[side][m] for m in reg.muscles),
+                                               csas[side]["tibia"] + csas[side]["fibula"],
+                                               sum(csas[side][n] for n in structures),
+                                               float(cfg.get("girth_max_bone_fraction", 0.2)))
+                  for side in present}
+    girth_rule = (float(cfg.get("girth_min_muscle_fraction", 0.5)), int(cfg.get("girth_edge_slices", 1)),
+                  float(cfg.get("girth_outlier_fraction", 0.03)))
     # matched levels (same slice = same world z for both legs)
     for name in [*structures, *groups]:
         total = sum(csas[sd][name] for sd in present)
@@ -333,10 +340,10 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
                                  "value": None if value is None else (round(value, 4) if isinstance(value, float)
                                                                       else value), "unit": UNITS.get(key, "")})
         g = girth[side]
-        if np.all(np.isnan(g)):
-            s.set_null(f"calf.{side}.girth_max_mm", "no leg outline found")
+        k = max_girth_slice(g, muscle_csa[side], *girth_rule) if not np.all(np.isnan(g)) else None
+        if k is None:
+            s.set_null(f"calf.{side}.girth_max_mm", "no muscle-bearing slice with a leg outline")
         else:
-            k = int(np.nanargmax(g))
             s.set(f"calf.{side}.girth_max_mm", round(float(g[k]), 2))
             s.set(f"calf.{side}.girth_max_z_mm", round(float(z[k]), 2))
             res.rows += [{"side": side, "structure": "leg", "metric": "girth_max_mm", "value": round(float(g[k]), 2),
@@ -345,11 +352,11 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
         for k in np.nonzero(~np.isnan(girth[side]))[0]:
             res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": "leg_girth",
                                "csa_mm2": None, "ff_pct": None, "girth_mm": round(float(girth[side][k]), 2)})
-    _asymmetry(res, metrics, girth, z, present, [*structures, *groups])
+    _asymmetry(res, metrics, girth, z, present, [*structures, *groups], muscle_csa, girth_rule)
     return res
 
 
-def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names) -> None:
+def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names, muscle_csa, girth_rule) -> None:
     s = res.summary
     if set(present) != set(SIDES):
         reason = f"only the {present[0] if present else 'no'} leg in the field of view"
@@ -367,11 +374,12 @@ def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names) -> None
         if "ff_pct" in r:
             _put(res, name, "ff_diff_pp", difference(r.get("ff_pct"), l_.get("ff_pct")), f"FF of {name} missing")
     both = girth["right"] + girth["left"]
-    if np.all(np.isnan(both)):
-        s.set_null("calf.asymmetry.girth_diff_cm", "no slice shows both legs")
-        s.set_null("calf.girth_matched_z_mm", "no slice shows both legs")
+    k = max_girth_slice(both, muscle_csa["right"] + muscle_csa["left"], *girth_rule) \
+        if not np.all(np.isnan(both)) else None
+    if k is None:
+        s.set_null("calf.asymmetry.girth_diff_cm", "no muscle-bearing slice shows both legs")
+        s.set_null("calf.girth_matched_z_mm", "no muscle-bearing slice shows both legs")
         return
-    k = int(np.nanargmax(both))
     s.set("calf.girth_matched_z_mm", round(float(z[k]), 2))
     for side in SIDES:
         s.set(f"calf.{side}.girth_matched_mm", round(float(girth[side][k]), 2))
