@@ -129,11 +129,14 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
         update_provenance(study.root, models={"calf": bundle.provenance()}, notes=[f"calf: {reason}"])
         return {"status": "failed QC", "reason": reason}
     save_volume(labels, study.calf_labels, dtype=np.int16)
-    mirrored = bundle.predict([v.with_array(np.ascontiguousarray(np.asarray(v.array)[::-1])) for v in channels],
-                              device=device)
-    agreement = flip_agreement(np.asarray(classes.array), np.asarray(mirrored.array)[::-1],
-                               [(leg.side, leg.mask) for leg in sides.legs], reg.classes)
-    write_json(study.calf_certainty, {"flip_dice": agreement})
+    if load_config("qc")["calf"]["flip_check"]:
+        mirrored = bundle.predict([v.with_array(np.ascontiguousarray(np.asarray(v.array)[::-1])) for v in channels],
+                                  device=device)
+        agreement = flip_agreement(np.asarray(classes.array), np.asarray(mirrored.array)[::-1],
+                                   [(leg.side, leg.mask) for leg in sides.legs], reg.classes)
+        write_json(study.calf_certainty, {"flip_dice": agreement})
+    else:
+        study.calf_certainty.unlink(missing_ok=True)
     notes = [f"calf inputs: {inputs.how}; network input: {how}"] + [f"calf: {w}" for w in sides.warnings]
     update_provenance(study.root, models={"calf": bundle.provenance()}, notes=notes)
     return {"status": "segmented", "legs": [{"side": leg.side, "method": leg.method,
