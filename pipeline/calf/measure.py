@@ -89,9 +89,8 @@ class VoxelFF:
 def voxel_ff_source(images: CalfImages, cfg: dict[str, Any]) -> VoxelFF:
     """How the voxel fat fraction of ``images`` is obtained under ``cfg`` (see :func:`voxel_ff`)."""
     if cfg.get("ff_source") == "scanner" and images.ffmap is not None:
-        arr = np.asarray(images.ffmap.array, np.float64)
-        scale = 1000.0 if np.percentile(arr, 99.9) > 100.5 else 100.0  # per mille (e.g. Siemens) or percent
-        return VoxelFF(images, "scanner", f"scanner FF map (0-{int(scale)} scale)", False, scale)
+        # ingestion stores every scanner FF map in percent (pipeline.io.ffscale)
+        return VoxelFF(images, "scanner", "scanner FF map (percent, set at ingestion)", False, 100.0)
     if cfg.get("ff_method") == "magnitude_discrimination" and images.inphase is not None:
         return VoxelFF(images, "magnitude_discrimination",
                        "magnitude discrimination with the in-phase image (Liu et al. 2007); region FF from summed "

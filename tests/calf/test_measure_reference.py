@@ -246,5 +246,5 @@ def test_leg_axis_of_a_box_equals_that_of_the_whole_volume():
 
 def test_scanner_ff_map_matches_the_reference():
     labels, images = random_study(16)
-    ffmap = labels.with_array(np.random.default_rng(16).uniform(0, 1000, labels.shape))  # per mille
+    ffmap = labels.with_array(np.random.default_rng(16).uniform(0, 100, labels.shape))  # percent, as ingestion stores it
     compare(labels, M.CalfImages(images.water, images.fat, images.inphase, ffmap), {**CFG, "ff_source": "scanner"})
