@@ -435,6 +435,16 @@ def _leg_centers(spec: CalfSpec, legs: dict[str, _Leg]) -> None:
         leg.cy = oy
 
 
+def _legs(spec: CalfSpec, seed: int) -> dict[str, _Leg]:
+    """The legs of ``spec`` in the field of view, their anatomy drawn from ``seed`` and placed (:func:`_leg_centers`);
+    both sides are drawn in a fixed order so that a one-leg study has the same leg as a two-leg one."""
+    legs = {s: _Leg(s, spec, (0.0, 0.0), np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1 + i]))
+            for i, s in enumerate(SIDES)}
+    legs = {s: legs[s] for s in spec.legs}
+    _leg_centers(spec, legs)
+    return legs
+
+
 def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = False) -> CalfPhantom:
     """Render a calf Dixon phantom for ``spec`` (default: a healthy adult) with anatomy randomised by ``seed``.
 
@@ -444,10 +454,7 @@ def generate_calf(spec: CalfSpec | None = None, seed: int = 0, *, fast: bool = F
     rng = np.random.default_rng(seed)
     reg = registry("calf")
     class_of = {name: reg.class_id(name) for name in reg.classes[1:]}
-    legs = {s: _Leg(s, spec, (0.0, 0.0), np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1 + i]))
-            for i, s in enumerate(SIDES)}
-    legs = {s: legs[s] for s in spec.legs}
-    _leg_centers(spec, legs)
+    legs = _legs(spec, seed)
 
     dx = spec.in_plane_mm
     dz = spec.slice_mm
@@ -668,10 +675,7 @@ def tissue_slice(spec: CalfSpec, seed: int, t: float, spacing_mm: float = 0.625,
     fat) are drawn when ``vessels``."""
     reg = registry("calf")
     class_of = {name: reg.class_id(name) for name in reg.classes[1:]}
-    legs = {s: _Leg(s, spec, (0.0, 0.0), np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1 + i]))
-            for i, s in enumerate(SIDES)}
-    legs = {s: legs[s] for s in spec.legs}
-    _leg_centers(spec, legs)
+    legs = _legs(spec, seed)
     reach = {s: max(lg.region_axes(t)[0], lg.region_axes(t)[1]) + lg.fat_mm * 1.4 + 6 for s, lg in legs.items()}
     x0 = min(lg.cx - reach[s] for s, lg in legs.items())
     x1 = max(lg.cx + reach[s] for s, lg in legs.items())
