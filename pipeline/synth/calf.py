@@ -21,7 +21,7 @@ rendering, CSA at named levels and the analytic skin-outline girth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -620,13 +620,6 @@ def _vendor_naming(vendor: str) -> dict[str, str]:
                 "outphase": "Ax IDEAL OutPhase", "ffmap": "Ax IDEAL FAT FRACTION", "stir": "Ax STIR"}
     return {"water": "t1_vibe_dixon_tra_W", "fat": "t1_vibe_dixon_tra_F", "inphase": "t1_vibe_dixon_tra_in",
             "outphase": "t1_vibe_dixon_tra_opp", "ffmap": "t1_vibe_dixon_tra_FF", "stir": "tirm_tra"}
-
-
-def with_pathology(spec: CalfSpec, side: str, **muscles: MusclePathology) -> CalfSpec:
-    """A copy of ``spec`` with the given muscles of ``side`` set to the given pathology."""
-    path = {s: dict(v) for s, v in spec.pathology.items()}
-    path.setdefault(side, {}).update(muscles)
-    return replace(spec, pathology=path)
 
 
 # -- tissue maps for contrast-randomised training -----------------------------------------------------------------
