@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from pipeline.segment import unet
-from pipeline.segment.bundle import WEIGHTS_DIR, build_inference_network, build_network, load_bundle, read_metadata
+from pipeline.segment.bundle import (
+    WEIGHTS_DIR,
+    build_inference_network,
+    build_network,
+    load_bundle,
+    read_metadata,
+)
 
 
 def _same_outputs(meta: dict, shape: tuple[int, ...], state: dict | None = None) -> None:
