@@ -47,8 +47,6 @@ Deterministic from the seed; a whole two-leg phantom takes a few seconds.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +57,7 @@ import yaml
 from scipy import ndimage
 from scipy.interpolate import PchipInterpolator
 
-from pipeline.core.atomic import write_json, write_text
+from pipeline.core.atomic import atomic_dir, write_json, write_text
 from pipeline.core.geometry import SIDES, side_of_world_x
 from pipeline.core.labels import registry
 from pipeline.core.volume import Volume
@@ -984,14 +982,12 @@ def write_series_study(series: Sequence[SynthSeries], truth: dict[str, Any], out
     if fmt not in ("nifti", "dicom"):
         raise ValueError(f"fmt='{fmt}'; use 'nifti' or 'dicom'.")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 4242])
     uid_root = f"2.25.{int.from_bytes(rng.bytes(12), 'big')}"
     study = StudyInfo(patient_name="PHANTOM^ATLAS", patient_id=f"ATL{seed:06d}", study_instance_uid=f"{uid_root}.1",
                       frame_of_reference_uid=f"{uid_root}.2", accession_number=f"ATL{seed:06d}",
                       study_description=study_description)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         entries = []
         for n, s in enumerate(series, start=1):
             if fmt == "dicom":
@@ -1006,12 +1002,6 @@ def write_series_study(series: Sequence[SynthSeries], truth: dict[str, Any], out
         if labels is not None:
             save_volume(to_closest_canonical(labels)[0], tmp / "ground_truth" / "calf_labels.nii.gz", dtype=np.int16)
         write_json(tmp / "ground_truth.json", {"seed": seed, **truth})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -3,15 +3,13 @@ and the ground-truth label maps under ground_truth/."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from pipeline.core.atomic import write_json, write_text
+from pipeline.core.atomic import atomic_dir, write_json, write_text
 from pipeline.io.dicom_write import SeriesInfo, StudyInfo, write_series
 from pipeline.io.nifti import save_volume, to_closest_canonical
 from pipeline.synth.calf import generate_calf
@@ -87,8 +85,7 @@ def write_case(case: str, seed: int, out: str | Path, fmt: str = "dicom", vendor
                       patient_age=c.patient["age"], study_instance_uid=f"{uid_root}.1",
                       frame_of_reference_uid=f"{uid_root}.2", accession_number=f"ACC{seed:06d}",
                       study_description="MRI BOTH LOWER LEGS AND LUMBAR SPINE")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with atomic_dir(out) as tmp:
         gt_dir = tmp / "ground_truth"
         study_yaml: list[dict[str, str]] = []
         for n, s in enumerate(series, start=1):
@@ -112,12 +109,6 @@ def write_case(case: str, seed: int, out: str | Path, fmt: str = "dicom", vendor
         write_json(tmp / "ground_truth.json", truth)
         if c.clinical is not None:
             write_text(tmp / "clinical.yaml", yaml.safe_dump(c.clinical, sort_keys=False))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -108,3 +108,21 @@ def test_summary_nulls_need_reason(tmp_path: Path):
     merged = update_summary_section(tmp_path, "spine", spine)
     assert merged.values["calf.y_ml"] == 2.0
     assert merged.missing == {"calf.x_ml": "not measurable: muscle absent", "spine.L4-L5.dsca_mm2": "no lumbar series"}
+
+
+def test_atomic_dir_replaces_the_folder_on_success_only(tmp_path):
+    import pytest
+
+    from pipeline.core.atomic import atomic_dir
+
+    target = tmp_path / "study"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["study"]  # no temporary folder left
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
