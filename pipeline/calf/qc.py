@@ -194,9 +194,10 @@ def judge_calf(labels: Volume, reg: Registry, cfg: dict[str, Any],
 
 def _study_status(structures: dict[str, dict[str, StructureQC]], reasons: list[str], cfg: dict[str, Any]) -> str:
     """Fail when a leg is not a calf or lost ``study_fail_structures`` required structures to QC; review when any
-    structure is not a pass (its failed values are left out of the rules); else pass."""
-    status = FAIL if any("not a calf" in r or "segmentation failed" in r or "coverage" in r for r in reasons) \
-        else PASS
+    structure is not a pass (its failed values are left out of the rules); else pass. ``reasons`` holds, on entry,
+    only the leg-level failures (no calf, too little coverage, too wide); the per-structure summaries are added
+    here."""
+    status = FAIL if reasons else PASS
     for side, structs in structures.items():
         failed = [n for n in cfg["required"] if structs[n].status == FAIL]
         if len(failed) >= cfg["study_fail_structures"]:

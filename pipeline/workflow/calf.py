@@ -8,7 +8,6 @@ done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -221,9 +220,7 @@ def measure(study: StudyDir) -> dict[str, Any]:
 
 def _certainty(study: StudyDir) -> dict[str, dict[str, dict[str, float]]]:
     """The segment stage's flip agreement as :func:`judge_calf` takes it (empty when not measured)."""
-    if not study.calf_certainty.exists():
-        return {}
-    flip = json.loads(study.calf_certainty.read_text(encoding="utf-8")).get("flip_dice", {})
+    flip = study.read_json(study.calf_certainty, {}).get("flip_dice", {})
     return {side: {name: {"flip_dice": d} for name, d in per.items()} for side, per in flip.items()}
 
 
