@@ -1,6 +1,7 @@
 """Per-muscle and per-group calf measurements for each side, and their left/right comparison.
 
-Inputs: a sided calf label map (ids from configs/labels.yaml) and the Dixon images on the same grid. Outputs: tidy
+Inputs: a sided calf label map (ids from configs/labels.yaml) and the Dixon images on the same grid (or none: a study
+with one weighted image gets sizes, girth and asymmetry, and every fat-fraction value null with the reason). Outputs: tidy
 measurement rows, per-slice rows and the calf section of ``summary.json`` (keys and units in
 :mod:`pipeline.core.summary`'s contract). Groups: the ``groups`` of configs/labels.yaml (triceps_surae, anterior,
 lateral, deep_posterior, superficial_posterior).
@@ -44,10 +45,14 @@ AI_METRICS = {"volume_ml": "volume_ai_pct", "max_csa_mm2": "max_csa_ai_pct", "ma
 
 @dataclass
 class CalfImages:
-    water: Volume
-    fat: Volume
+    """The images the fat fraction is read from; ``water`` and ``fat`` are None when the study has none, and then
+    ``no_ff_reason`` says why."""
+
+    water: Volume | None
+    fat: Volume | None
     inphase: Volume | None = None
     ffmap: Volume | None = None
+    no_ff_reason: str | None = None
 
 
 @dataclass
@@ -80,14 +85,18 @@ class VoxelFF:
         if self.method == "scanner":
             assert im.ffmap is not None
             return np.asarray(im.ffmap.array[box], np.float64) / self.scale
+        assert im.water is not None and im.fat is not None
         if self.method == "magnitude_discrimination":
             assert im.inphase is not None
             return ff_magnitude_discrimination(im.water.array[box], im.fat.array[box], im.inphase.array[box])
         return ff_naive(im.water.array[box], im.fat.array[box])
 
 
-def voxel_ff_source(images: CalfImages, cfg: dict[str, Any]) -> VoxelFF:
-    """How the voxel fat fraction of ``images`` is obtained under ``cfg`` (see :func:`voxel_ff`)."""
+def voxel_ff_source(images: CalfImages, cfg: dict[str, Any]) -> VoxelFF | None:
+    """How the voxel fat fraction of ``images`` is obtained under ``cfg`` (see :func:`voxel_ff`); None when the
+    images carry no fat fraction (``images.no_ff_reason``)."""
+    if images.water is None or images.fat is None:
+        return None
     if cfg.get("ff_source") == "scanner" and images.ffmap is not None:
         # ingestion stores every scanner FF map in percent (pipeline.io.ffscale)
         return VoxelFF(images, "scanner", "scanner FF map (percent, set at ingestion)", False, 100.0)
@@ -102,6 +111,8 @@ def voxel_ff(images: CalfImages, cfg: dict[str, Any]) -> tuple[np.ndarray, str, 
     """Voxel fat fraction (0-1) on the whole grid, a description of how it was obtained, and whether region means
     come from summed signals (:func:`pipeline.calf.fatfraction.roi_ff`) rather than from the voxel values."""
     src = voxel_ff_source(images, cfg)
+    if src is None:
+        raise ValueError(images.no_ff_reason or "no water and fat images")
     return src.on(), src.how, src.roi_signals
 
 
@@ -253,7 +264,13 @@ UNITS = {"volume_ml": "ml", "max_csa_mm2": "mm2", "max_csa_z_mm": "mm", "matched
          "ff_diff_pp": "pp", "girth_diff_cm": "cm"}
 
 
-def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, Box], ff: VoxelFF, reg: Registry,
+#: the metrics that need a fat fraction: null, with the reason, when the images carry none
+FF_METRICS = ("ff_pct", "ff_median_pct", "ff_p10_pct", "ff_p90_pct", "lean_volume_ml", "fat_volume_ml",
+              "mercuri_grade")
+
+
+def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, Box], ff: VoxelFF | None,
+                  reg: Registry,
                   cfg: dict[str, Any], axis: int, z: np.ndarray, images: CalfImages
                   ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], list[dict[str, Any]]]:
     """Metrics and CSA profile of every structure and group of one side, and the per-slice rows of its muscles."""
@@ -267,7 +284,7 @@ def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, B
     rows: list[dict[str, Any]] = []
     with_ff = {*reg.muscles, *(m for members in groups.values() for m in members)}
     muscle_box = union_box([boxes[i] for i in (reg.sided_id(m, side) for m in with_ff) if i in boxes])
-    ff_muscles = ff.on(muscle_box) if muscle_box is not None else None  # once per side, views below
+    ff_muscles = ff.on(muscle_box) if muscle_box is not None and ff is not None else None  # once per side
     for name in [*reg.structures, *groups]:
         region = Region.of(arr, boxes, [reg.sided_id(mm, side) for mm in groups.get(name, (name,))])
         is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
@@ -276,12 +293,16 @@ def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, B
             ff_box = ff_muscles[tuple(slice(b.start - m.start, b.stop - m.start)
                                       for b, m in zip(region.box, muscle_box))]
         metrics[name], csas[name] = _structure_metrics(region, ff_box, labels, axis, factor, z, cfg, images,
-                                                       ff.roi_signals)
-        if ff_box is not None and name not in groups:
+                                                       ff is not None and ff.roi_signals)
+        if is_muscle and ff is None:
+            metrics[name].update(dict.fromkeys(FF_METRICS))
+        if is_muscle and name not in groups:
             occupied = np.nonzero(csas[name])[0]
-            for k, mean in zip(occupied, slice_ff_means(region, ff_box, axis, occupied)):
+            means = slice_ff_means(region, ff_box, axis, occupied) if ff_box is not None else [None] * len(occupied)
+            for k, mean in zip(occupied, means):
                 rows.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
-                             "csa_mm2": round(float(csas[name][k]), 3), "ff_pct": round(100 * mean, 3)})
+                             "csa_mm2": round(float(csas[name][k]), 3),
+                             "ff_pct": None if mean is None else round(100 * mean, 3)})
     return metrics, csas, rows
 
 
@@ -292,7 +313,7 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
     axis = slice_axis(labels)
     z = slice_positions_mm(labels, axis)
     ff = voxel_ff_source(images, cfg)
-    res.notes.append(f"fat fraction: {ff.how}")
+    res.notes.append(f"fat fraction: {ff.how}" if ff is not None else f"fat fraction: {images.no_ff_reason}")
     by_id = reg.by_id()
     boxes = label_boxes(arr)
     present = sorted({by_id[i].side for i in boxes if i in by_id})
@@ -332,7 +353,8 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
                     continue
                 full = f"calf.{side}.{name}.{key}"
                 if value is None:
-                    s.set_null(full, f"{name} not found on the {side} side")
+                    s.set_null(full, images.no_ff_reason if ff is None and key in FF_METRICS
+                               and m.get("volume_ml") is not None else f"{name} not found on the {side} side")
                 else:
                     s.set(full, round(value, 4) if isinstance(value, float) else value)
                 res.rows.append({"side": side, "structure": name, "metric": key,
@@ -351,11 +373,13 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
         for k in np.nonzero(~np.isnan(girth[side]))[0]:
             res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": "leg_girth",
                                "csa_mm2": None, "ff_pct": None, "girth_mm": round(float(girth[side][k]), 2)})
-    _asymmetry(res, metrics, girth, z, present, [*structures, *groups], muscle_csa, girth_rule)
+    _asymmetry(res, metrics, girth, z, present, [*structures, *groups], muscle_csa, girth_rule,
+               images.no_ff_reason if ff is None else None)
     return res
 
 
-def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names, muscle_csa, girth_rule) -> None:
+def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names, muscle_csa, girth_rule,
+               no_ff_reason: str | None) -> None:
     s = res.summary
     if set(present) != set(SIDES):
         reason = f"only the {present[0] if present else 'no'} leg in the field of view"
@@ -369,9 +393,11 @@ def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names, muscle_
         r, l_ = metrics["right"][name], metrics["left"][name]
         for src, key in AI_METRICS.items():
             ai = asymmetry_index_pct(r.get(src), l_.get(src))
-            _put(res, name, key, ai, f"{src} of {name} missing on a side")
+            _put(res, name, key, ai, no_ff_reason if no_ff_reason and src in FF_METRICS
+                 else f"{src} of {name} missing on a side")
         if "ff_pct" in r:
-            _put(res, name, "ff_diff_pp", difference(r.get("ff_pct"), l_.get("ff_pct")), f"FF of {name} missing")
+            _put(res, name, "ff_diff_pp", difference(r.get("ff_pct"), l_.get("ff_pct")),
+                 no_ff_reason or f"FF of {name} missing")
     both = girth["right"] + girth["left"]
     k = max_girth_slice(both, muscle_csa["right"] + muscle_csa["left"], *girth_rule) \
         if not np.all(np.isnan(both)) else None

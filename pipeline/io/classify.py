@@ -24,7 +24,7 @@ PLANE_ABBREV = {"axial": "ax", "sagittal": "sag", "coronal": "cor"}
 @dataclass(frozen=True)
 class Classification:
     anatomy: str  # calf | lumbar | other
-    contrast: str  # water | fat | inphase | outphase | ffmap | t1 | t2 | stir | unknown
+    contrast: str  # water | fat | inphase | outphase | ffmap | stir | pd | t2 | t1 | unknown
     plane: str  # axial | sagittal | coronal
     obliquity_deg: float  # angle between the slice normal and the nearest patient axis
     localizer: bool

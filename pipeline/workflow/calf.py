@@ -1,8 +1,9 @@
 """Calf driver of the segment and measure stages.
 
-segment: Dixon water + fat (or 2-point Dixon from in-phase / opposed-phase) -> U-Net classes -> legs and sides ->
-``calf/labels.nii.gz``. measure: label map + Dixon volumes -> ``calf/measurements.csv``, ``calf/slices.csv`` and the
-calf section of ``summary.json``. Inputs and outputs go through :class:`~pipeline.core.layout.StudyDir`; the work is
+segment: Dixon water + fat (or 2-point Dixon from in-phase / opposed-phase, or the multi-echo fit), else one
+anatomical series (T1w, T2w, PDw, STIR) -> U-Net classes -> legs and sides -> ``calf/labels.nii.gz``. measure: label
+map + the images -> ``calf/measurements.csv``, ``calf/slices.csv`` and the calf section of ``summary.json`` (fat
+fraction null, with the reason, when only an anatomical series was given). Inputs and outputs go through :class:`~pipeline.core.layout.StudyDir`; the work is
 done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 """
 
@@ -36,22 +37,48 @@ from pipeline.io.study import echo_set
 KEY_METRICS = ("volume_ml", "ff_pct", "lean_volume_ml", "fat_volume_ml", "max_csa_mm2")
 MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit"]
 SLICE_COLUMNS = ["z_mm", "side", "muscle", "csa_mm2", "ff_pct", "girth_mm"]
-NO_CALF = ("no calf series (needs calf_water + calf_fat, calf_inphase + calf_outphase, or three or more "
-           "calf echoes with their field strength)")
+NO_CALF = ("no calf series (needs calf_water + calf_fat, calf_inphase + calf_outphase, three or more calf echoes "
+           "with their field strength, or one anatomical calf series: calf_anatomical, calf_t1, calf_t2, calf_stir)")
+NO_FF = ("no fat fraction: the study has one weighted calf image ({role}) and no Dixon or multi-echo acquisition, "
+         "whose signal does not separate water and fat")
 
 
 @dataclass
 class CalfInputs:
-    """The Dixon water and fat images of a study and how they were obtained."""
+    """The images a study gives the calf stages and how they were obtained: Dixon water and fat, or (``water`` and
+    ``fat`` None) one anatomical image of ``anatomical_role``."""
 
-    water: Volume
-    fat: Volume
+    water: Volume | None
+    fat: Volume | None
     how: str
+    anatomical: Volume | None = None
+    anatomical_role: str | None = None
+
+    @property
+    def has_water_fat(self) -> bool:
+        return self.water is not None and self.fat is not None
+
+
+def anatomical_role(series: SeriesIndex, roles: list[str]) -> str | None:
+    """The first of ``roles`` (``calf.anatomical_roles``, in order of preference) that the study holds."""
+    return next((r for r in roles if series.volume(r) is not None), None)
 
 
 def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInputs | None:
     """The exported Dixon water and fat images, else 2-point Dixon from in-phase / opposed-phase, else the water and
-    fat of the multi-echo fit (:func:`fit_water_fat`) when ``study`` holds them, else None."""
+    fat of the multi-echo fit (:func:`fit_water_fat`) when ``study`` holds them, else one anatomical series (the first
+    of ``calf.anatomical_roles`` present), else None."""
+    dixon = _water_fat_inputs(series, study)
+    if dixon is not None:
+        return dixon
+    role = anatomical_role(series, list(load_config("default")["calf"]["anatomical_roles"]))
+    if role is None:
+        return None
+    return CalfInputs(None, None, f"one anatomical series ({role}); no fat fraction",
+                      load_volume(series.volume(role)), role)
+
+
+def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs | None:
     vols = series.volumes()
     if "calf_water" in vols and "calf_fat" in vols:
         return CalfInputs(load_volume(vols["calf_water"]), load_volume(vols["calf_fat"]), "scanner water/fat images")
@@ -73,7 +100,7 @@ def fit_water_fat(study: StudyDir) -> dict[str, Any]:
     """
     series = study.series()
     cfg = load_config("default")["calf"]
-    inputs = calf_inputs(series)
+    inputs = _water_fat_inputs(series, None)
     if inputs is not None:
         inphase, ffmap = series.volume("calf_inphase"), series.volume("calf_ffmap")
         images = CalfImages(inputs.water, inputs.fat, load_volume(inphase) if inphase else None,
@@ -116,6 +143,8 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
         return {"status": NO_CALF, "ff_map": fit["status"]}
     cfg = load_config("default")["segment"]
     bundle = models.get(cfg["calf_bundle"])
+    if not inputs.has_water_fat and list(bundle.metadata["input_channels"]) != ["image"]:
+        bundle = models.get(cfg["calf_single_contrast_bundle"])
     channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series())
     classes = bundle.predict(channels, device=device)
     reg = registry("calf")
@@ -146,13 +175,18 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
 def network_inputs(names: list[str], inputs: CalfInputs, series: SeriesIndex) -> tuple[list[Volume], str]:
     """The images a calf bundle takes, by its ``input_channels``: ``water`` and ``fat`` (Dixon bundles), or one
     ``image`` of any contrast (contrast-randomised bundles): the in-phase image when the study has one, else the sum
-    of water and fat (which is the in-phase signal)."""
+    of water and fat (which is the in-phase signal), else the anatomical image."""
     if list(names) == ["image"]:
         inphase = series.volume("calf_inphase")
         if inphase is not None:
             return [load_volume(inphase)], "in-phase image"
+        if inputs.water is None or inputs.fat is None:
+            assert inputs.anatomical is not None
+            return [inputs.anatomical], f"anatomical image ({inputs.anatomical_role})"
         w, f = np.asarray(inputs.water.array, np.float32), np.asarray(inputs.fat.array, np.float32)
         return [inputs.water.with_array(w + f)], "water + fat (in-phase signal)"
+    if not inputs.has_water_fat:
+        raise InternalError(f"calf bundle with inputs {list(names)} given a study without water and fat images.")
     by_name = {"water": inputs.water, "fat": inputs.fat}
     missing = [n for n in names if n not in by_name]
     if missing:
@@ -178,11 +212,12 @@ def unavailable_summary(reason: str) -> Summary:
 def _images(series: SeriesIndex, inputs: CalfInputs, labels: Volume) -> CalfImages:
     """The images the calf measurements read, checked to lie on the grid of the label map."""
     inphase, ffmap = series.volume("calf_inphase"), series.volume("calf_ffmap")
+    no_ff = None if inputs.has_water_fat else NO_FF.format(role=inputs.anatomical_role)
     images = CalfImages(inputs.water, inputs.fat, load_volume(inphase) if inphase else None,
-                        load_volume(ffmap) if ffmap else None)
-    for v in (images.water, images.fat, images.inphase, images.ffmap):
+                        load_volume(ffmap) if ffmap and inputs.has_water_fat else None, no_ff_reason=no_ff)
+    for v in (images.water, images.fat, images.inphase, images.ffmap, inputs.anatomical):
         if v is not None and not v.same_grid(labels):
-            raise InternalError("calf Dixon volumes are not on the grid of calf/labels.nii.gz.")
+            raise InternalError("calf input volumes are not on the grid of calf/labels.nii.gz.")
     return images
 
 
@@ -191,7 +226,7 @@ def measure(study: StudyDir) -> dict[str, Any]:
     series = study.series()
     inputs = calf_inputs(series, study)
     if inputs is None or not study.calf_labels.exists():
-        reason = "no calf Dixon series in the study" if inputs is None else "calf not segmented (no calf/labels.nii.gz)"
+        reason = "no calf series in the study" if inputs is None else "calf not segmented (no calf/labels.nii.gz)"
         summary = unavailable_summary(reason)
         failed = study.read_json(study.calf_qc, {}) if inputs is not None else {}
         if failed.get("status") == "fail":

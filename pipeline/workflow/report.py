@@ -58,7 +58,8 @@ def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], ph
     made: list[Path] = []
     creg = registry("calf")
     ref = _existing(series, "calf_water") or _existing(series, "calf_inphase") or (
-        study.calf_water_fit if study.calf_water_fit.exists() else None)
+        study.calf_water_fit if study.calf_water_fit.exists() else None) or next(
+        (p for p in (_existing(series, r) for r in load_config("default")["calf"]["anatomical_roles"]) if p), None)
     if study.calf_labels.exists() and ref is not None:
         labels, image = load_volume(study.calf_labels), load_volume(ref)
         if labels.same_grid(image):
@@ -124,8 +125,9 @@ def _first_axial_picture(stacks: list[tuple[Volume, Volume]], reg: Registry, lev
 
 
 def _seg_source(series: SeriesIndex, labels: Volume) -> SeriesEntry | None:
-    """The DICOM calf series the SEG references: the first of :data:`SEG_SOURCES` on the label map's grid."""
-    for role in SEG_SOURCES:
+    """The DICOM calf series the SEG references: the first of :data:`SEG_SOURCES`, then of the anatomical roles
+    (``calf.anatomical_roles``), on the label map's grid."""
+    for role in (*SEG_SOURCES, *load_config("default")["calf"]["anatomical_roles"]):
         e = series.entry(role)
         if e is not None and e.volume is not None and e.is_dicom and load_volume(e.volume).same_grid(labels):
             return e

@@ -18,6 +18,7 @@ from pipeline.core.labels import registry
 from pipeline.core.layout import StudyDir
 from pipeline.core.summary import Summary
 from pipeline.core.volume import Volume
+from pipeline.io.nifti import load_volume
 from pipeline.io.study import ingest_study
 from pipeline.synth.physics import rician
 from pipeline.workflow import calf as calf_driver
@@ -122,3 +123,28 @@ def test_one_leg_study_has_null_asymmetry_with_reason():
     assert "only the left leg" in s.missing["calf.asymmetry.soleus.volume_ai_pct"]
     assert s.get("calf.left.soleus.volume_ml") == pytest.approx((20 * 20 - 4 * 4) * 4 * 5 / 1000)
     assert s.get("calf.left.soleus.partial_coverage") is False
+
+
+def test_one_weighted_image_gives_sizes_and_girth_but_no_fat_fraction():
+    """A T1w/T2w/STIR-only study: the same volumes, CSA and girth as with Dixon images; every fat-fraction value
+    (and what is derived from it) null with the reason, none zero."""
+    labels = load_volume(SAMPLE / "control" / "ground_truth" / "calf_labels.nii.gz")
+    water = labels.with_array(np.full(labels.shape, 100.0))
+    cfg = load_config("default")["calf"]
+    with_ff = measure_calf_labels(labels, CalfImages(water, water.with_array(np.full(labels.shape, 5.0))), REG, cfg)
+    reason = "no fat fraction: one T2-weighted image"
+    without = measure_calf_labels(labels, CalfImages(None, None, no_ff_reason=reason), REG, cfg)
+    s_dixon, s = with_ff.summary, without.summary
+    for side in ("left", "right"):
+        for name in ("soleus", "gastrocnemius_medial", "triceps_surae"):
+            assert s.get(f"calf.{side}.{name}.volume_ml") == s_dixon.get(f"calf.{side}.{name}.volume_ml") > 0
+            assert s.get(f"calf.{side}.{name}.max_csa_mm2") == s_dixon.get(f"calf.{side}.{name}.max_csa_mm2")
+            for key in ("ff_pct", "lean_volume_ml", "fat_volume_ml", "mercuri_grade"):
+                full = f"calf.{side}.{name}.{key}"
+                assert s_dixon.get(full) is not None and s.get(full) is None and s.missing[full] == reason
+        assert s.get(f"calf.{side}.girth_max_mm") == s_dixon.get(f"calf.{side}.girth_max_mm") > 0
+    assert s.get("calf.asymmetry.soleus.volume_ai_pct") == s_dixon.get("calf.asymmetry.soleus.volume_ai_pct")
+    assert s.get("calf.asymmetry.soleus.ff_diff_pp") is None and s.missing["calf.asymmetry.soleus.ff_diff_pp"] == reason
+    rows = [r for r in without.slices if r["muscle"] == "soleus"]
+    assert rows and all(r["csa_mm2"] > 0 and r["ff_pct"] is None for r in rows)
+    assert len(rows) == len([r for r in with_ff.slices if r["muscle"] == "soleus"])

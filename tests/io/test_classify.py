@@ -74,6 +74,20 @@ def test_lumbar_roles_plane_from_geometry(tmp_path: Path, vendor: str, sag: str,
     assert z1 > z2
 
 
+@pytest.mark.parametrize("description,role", [("t1_tse_tra_calf", "calf_t1"), ("Ax T2 FSE lower leg", "calf_t2"),
+                                              ("PD_TSE_TRA", "calf_pd"), ("tirm_tra (STIR)", "calf_stir"),
+                                              ("Proton density legs", "calf_pd")])
+def test_anatomical_calf_series_get_a_calf_anatomical_role(tmp_path: Path, description: str, role: str):
+    """The clinical neuromuscular protocol (axial T1w / T2w / PDw / STIR of the calves, no Dixon) is recognised; each
+    of these roles is one the calf stages take (configs/default.yaml calf.anatomical_roles)."""
+    from pipeline.core.config import load_config
+
+    _write(tmp_path, description, ("ORIGINAL", "PRIMARY", "M"), AXIAL, body_part="LEG")
+    (row,) = inspect_study(tmp_path)
+    assert row["role"] == role
+    assert role in load_config("default")["calf"]["anatomical_roles"]
+
+
 def test_description_never_decides_the_plane(tmp_path: Path):
     _write(tmp_path, "t2_tse_tra", ("ORIGINAL", "PRIMARY", "M"), SAGITTAL, body_part="LSPINE")
     (row,) = inspect_study(tmp_path)

@@ -35,3 +35,11 @@ def test_one_input_bundles_get_the_in_phase_signal(tmp_path):
 def test_unknown_channels_are_refused():
     with pytest.raises(InternalError):
         network_inputs(["t1"], CalfInputs(_vol(1.0), _vol(1.0), ""), SeriesIndex(None))
+
+
+def test_one_input_bundles_get_the_anatomical_image_when_there_is_no_dixon():
+    inputs = CalfInputs(None, None, "one anatomical series", _vol(9.0), "calf_t2")
+    (chan,), how = network_inputs(["image"], inputs, SeriesIndex(None))
+    assert float(chan.array[0, 0, 0]) == 9.0 and "calf_t2" in how
+    with pytest.raises(InternalError):  # a Dixon bundle cannot take one weighted image
+        network_inputs(["water", "fat"], inputs, SeriesIndex(None))
