@@ -11,8 +11,8 @@ A confident wrong number is the worst output this product can give, so every cal
   (deep to) soleus, tibialis anterior anterior to soleus and tibialis posterior, fibula and peroneus lateral to the
   tibia. Medial/lateral come from world x and the leg's side: lateral is +x (RAS) in a right leg, -x in a left;
 * **connected components** - the largest 3-D piece of a structure should hold nearly all of it;
-* **the network's own certainty** - test-time flip agreement and mean winning probability, when the segment stage
-  measured them;
+* **the network's own certainty** - test-time flip agreement and the mean normalised entropy of its class
+  probabilities inside the structure, when the segment stage measured them;
 * **volume ratios** of healthy calves (soleus the largest muscle, medial gastrocnemius larger than lateral) and
   left/right asymmetry - review only, since disease changes them.
 
@@ -171,7 +171,7 @@ def judge_calf(labels: Volume, reg: Registry, cfg: dict[str, Any],
                certainty: dict[str, dict[str, dict[str, float]]] | None = None) -> CalfQC:
     """The verdict on sided label map ``labels`` (``configs/qc.yaml`` section ``calf`` as ``cfg``).
 
-    ``certainty`` (optional, from the segment stage): side -> structure -> {"flip_dice": .., "confidence": ..}.
+    ``certainty`` (optional, from the segment stage): side -> structure -> {"flip_dice": .., "entropy": ..}.
     """
     n_ids = max(reg.by_id()) + 1
     stats = slice_stats(labels, n_ids)
@@ -283,10 +283,10 @@ def _judge_certainty(s: StructureQC, c: dict[str, float], cfg: dict[str, Any]) -
     if flip is not None and np.isfinite(flip):
         s.add(FAIL if flip < cfg["flip_dice_fail"] else REVIEW if flip < cfg["flip_dice_review"] else PASS,
               f"flip agreement Dice {flip:.2f}")
-    conf = c.get("confidence")
-    if conf is not None and np.isfinite(conf):
-        s.add(FAIL if conf < cfg["confidence_fail"] else REVIEW if conf < cfg["confidence_review"] else PASS,
-              f"mean network confidence {conf:.2f}")
+    ent = c.get("entropy")
+    if ent is not None and np.isfinite(ent):
+        s.add(FAIL if ent > cfg["entropy_fail"] else REVIEW if ent > cfg["entropy_review"] else PASS,
+              f"mean normalised entropy {ent:.2f}")
 
 
 def _judge_ratios(out: dict[str, StructureQC], vol: dict[str, float], cfg: dict[str, Any], side: str,
@@ -355,4 +355,24 @@ def flip_agreement(classes: np.ndarray, flipped_back: np.ndarray, legs: list[tup
         m = np.bincount(a * n + b, minlength=n * n).reshape(n, n)
         denom = m.sum(axis=1) + m.sum(axis=0)
         out[side] = {class_names[c]: round(float(2 * m[c, c] / denom[c]), 3) for c in range(1, n) if denom[c] > 0}
+    return out
+
+
+def structure_means(values: np.ndarray, classes: np.ndarray, legs: list[tuple[str, np.ndarray]],
+                    class_names: tuple[str, ...] | list[str]) -> dict[str, dict[str, float]]:
+    """Mean of a voxel map (e.g. the network's normalised entropy) over each class the network gave, per leg:
+    side -> class name -> mean (classes absent from a leg are left out).
+
+    >>> import numpy as np
+    >>> c = np.array([[[0], [1]], [[1], [1]]], np.uint8); v = np.array([[[0.9], [0.1]], [[0.2], [0.3]]])
+    >>> structure_means(v, c, [("right", np.ones(c.shape, bool))], ("background", "soleus"))
+    {'right': {'soleus': 0.2}}
+    """
+    n = len(class_names)
+    out: dict[str, dict[str, float]] = {}
+    for side, mask in legs:
+        k = classes[mask].astype(np.int64)
+        sums = np.bincount(k, weights=np.asarray(values)[mask].astype(np.float64), minlength=n)
+        counts = np.bincount(k, minlength=n)
+        out[side] = {class_names[c]: round(float(sums[c] / counts[c]), 3) for c in range(1, n) if counts[c] > 0}
     return out

@@ -77,6 +77,14 @@ class Bundle:
         with self._lock:
             return predict_soft(self, channels, classes, device=device or self.device)
 
+    def predict_entropy(self, channels: list[Any], device: str | None = None) -> tuple[Any, Any]:
+        """Class map and normalised entropy map; see :func:`pipeline.segment.infer.predict_entropy`."""
+        from pipeline.segment.infer import predict_entropy
+
+        set_threads_once()
+        with self._lock:
+            return predict_entropy(self, channels, device=device or self.device)
+
     def provenance(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.metadata["version"], "sha256": self.sha256,
                 "path": self.path.name}

@@ -168,6 +168,31 @@ def predict_soft(bundle: Any, channels: list[Volume], classes: tuple[str, ...] |
     border cuts a voxel it takes intermediate values, so its 0.5 level places the border between voxel centres
     (sub-voxel measurements such as the dural sac's AP diameter use it).
     """
+    labels, soft, _ = _predict(bundle, channels, classes, device, entropy=False)
+    return labels, soft
+
+
+def predict_entropy(bundle: Any, channels: list[Volume], device: str = "cpu") -> tuple[Volume, Volume]:
+    """Class map (uint8) and the normalised entropy of the network's class probabilities (float32, 0-1) on the grid
+    of ``channels[0]``: H = -sum_k p_k ln p_k / ln K over the K classes, 0 where the network is certain of one class,
+    1 where all are equally likely (the voxel-wise uncertainty of Kendall & Gal, NeurIPS 2017, without sampling)."""
+    labels, _, entropy = _predict(bundle, channels, (), device, entropy=True)
+    assert entropy is not None
+    return labels, entropy
+
+
+def normalised_entropy(probs: torch.Tensor) -> np.ndarray:
+    """H / ln K of (B, K, H, W) probabilities over the class axis, float32 (B, H, W).
+
+    >>> normalised_entropy(torch.tensor([[[[0.5]], [[0.5]]], [[[1.0]], [[0.0]]]])).ravel().round(3).tolist()
+    [1.0, 0.0]
+    """
+    p = probs.clamp_min(1e-12)
+    return (-(p * p.log()).sum(dim=1) / math.log(probs.shape[1])).numpy().astype(np.float32)
+
+
+def _predict(bundle: Any, channels: list[Volume], classes: tuple[str, ...] | list[str], device: str, entropy: bool
+             ) -> tuple[Volume, dict[str, Volume], Volume | None]:
     meta = bundle.metadata
     if len(channels) != len(meta["input_channels"]):
         raise BadInputError(f"{bundle.name} needs {len(meta['input_channels'])} channels "
@@ -198,12 +223,15 @@ def predict_soft(bundle: Any, channels: list[Volume], classes: tuple[str, ...] |
     wanted = [meta["labels"].index(c) for c in classes]
     label_slices = np.empty((n, h, w), np.uint8)
     soft_slices = {c: np.empty((n, h, w), np.float32) for c in classes}
+    entropy_slices = np.empty((n, h, w), np.float32) if entropy else None
     start = 0
     for probs in iter_probabilities(bundle.network, slices, in_plane, target, device, mirror):
         stop = start + probs.shape[0]
         label_slices[start:stop] = argmax_classes(probs)
         for c, k in zip(classes, wanted):
             soft_slices[c][start:stop] = probs[:, k].numpy()
+        if entropy_slices is not None:
+            entropy_slices[start:stop] = normalised_entropy(probs)
         start = stop
     del slices
 
@@ -213,7 +241,9 @@ def predict_soft(bundle: Any, channels: list[Volume], classes: tuple[str, ...] |
     labels = on_input_grid(label_slices)
     soft = {c: Volume(on_input_grid(soft_slices[c]), ref.affine.copy(), {"bundle": bundle.name, "probability_of": c})
             for c in classes}
-    return Volume(labels, ref.affine.copy(), {"bundle": bundle.name}), soft
+    ent = (None if entropy_slices is None else
+           Volume(on_input_grid(entropy_slices), ref.affine.copy(), {"bundle": bundle.name, "map": "entropy"}))
+    return Volume(labels, ref.affine.copy(), {"bundle": bundle.name}), soft, ent
 
 
 def output_size(n: int, spacing: float, target: float) -> int:

@@ -20,7 +20,7 @@ from pipeline.calf.fatfraction import structure_ff_rows
 from pipeline.calf.legs import sided_label_map
 from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff
 from pipeline.calf.metrics import slice_axis
-from pipeline.calf.qc import flip_agreement, judge_calf
+from pipeline.calf.qc import flip_agreement, judge_calf, structure_means
 from pipeline.calf.waterfat import fit_echoes
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
@@ -146,7 +146,7 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
     if not inputs.has_water_fat and list(bundle.metadata["input_channels"]) != ["image"]:
         bundle = models.get(cfg["calf_single_contrast_bundle"])
     channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series())
-    classes = bundle.predict(channels, device=device)
+    classes, entropy = bundle.predict_entropy(channels, device=device)
     reg = registry("calf")
     try:
         labels, sides = sided_label_map(classes, reg, cfg["min_component_ml"])
@@ -157,14 +157,14 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
         update_provenance(study.root, models={"calf": bundle.provenance()}, notes=[f"calf: {reason}"])
         return {"status": "failed QC", "reason": reason}
     save_volume(labels, study.calf_labels, dtype=np.int16)
+    legs = [(leg.side, leg.mask) for leg in sides.legs]
+    certainty = {"entropy": structure_means(np.asarray(entropy.array), np.asarray(classes.array), legs, reg.classes)}
     if load_config("qc")["calf"]["flip_check"]:
         mirrored = bundle.predict([v.with_array(np.ascontiguousarray(np.asarray(v.array)[::-1])) for v in channels],
                                   device=device)
-        agreement = flip_agreement(np.asarray(classes.array), np.asarray(mirrored.array)[::-1],
-                                   [(leg.side, leg.mask) for leg in sides.legs], reg.classes)
-        write_json(study.calf_certainty, {"flip_dice": agreement})
-    else:
-        study.calf_certainty.unlink(missing_ok=True)
+        certainty["flip_dice"] = flip_agreement(np.asarray(classes.array), np.asarray(mirrored.array)[::-1], legs,
+                                                reg.classes)
+    write_json(study.calf_certainty, certainty)
     notes = [f"calf inputs: {inputs.how}; network input: {how}"] + [f"calf: {w}" for w in sides.warnings]
     update_provenance(study.root, models={"calf": bundle.provenance()}, notes=notes)
     return {"status": "segmented", "legs": [{"side": leg.side, "method": leg.method,
@@ -254,9 +254,14 @@ def measure(study: StudyDir) -> dict[str, Any]:
 
 
 def _certainty(study: StudyDir) -> dict[str, dict[str, dict[str, float]]]:
-    """The segment stage's flip agreement as :func:`judge_calf` takes it (empty when not measured)."""
-    flip = study.read_json(study.calf_certainty, {}).get("flip_dice", {})
-    return {side: {name: {"flip_dice": d} for name, d in per.items()} for side, per in flip.items()}
+    """The segment stage's flip agreement and entropy as :func:`judge_calf` takes them (side -> structure -> measure
+    -> value; empty when not measured)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for measure, per_side in study.read_json(study.calf_certainty, {}).items():
+        for side, per in per_side.items():
+            for name, value in per.items():
+                out.setdefault(side, {}).setdefault(name, {})[measure] = value
+    return out
 
 
 def _ff_map_rows(study: StudyDir, labels: Volume) -> list[dict[str, Any]]:

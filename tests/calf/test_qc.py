@@ -79,8 +79,8 @@ def test_network_uncertainty_is_used():
     reg = registry("calf")
     spec = CalfSpec(n_slices=8, slice_mm=8.0, in_plane_mm=1.5, t_start=0.15)
     labels = generate_calf(spec, seed=4, fast=True).labels
-    certainty = {"left": {"soleus": {"flip_dice": 0.5, "confidence": 0.95}},
-                 "right": {"soleus": {"flip_dice": 0.97, "confidence": 0.7}}}
+    certainty = {"left": {"soleus": {"flip_dice": 0.5, "entropy": 0.05}},
+                 "right": {"soleus": {"flip_dice": 0.97, "entropy": 0.15}}}
     qc = judge_calf(labels, reg, _cfg(), certainty)
     assert qc.structure_status("left", "soleus") == FAIL
     assert qc.structure_status("right", "soleus") == REVIEW

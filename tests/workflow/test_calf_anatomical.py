@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from pipeline.core.config import load_config
 from pipeline.core.layout import StudyDir
 from pipeline.synth.calf_atlas import AtlasSpec, write_atlas_study
 from pipeline.workflow import stages
@@ -31,5 +32,15 @@ def test_t1_only_calf_study(tmp_path):
     ff_keys = [k for k in values if k.startswith("calf.") and k.endswith((".ff_pct", ".lean_volume_ml"))]
     assert ff_keys and all(values[k] is None and "no fat fraction" in missing[k] for k in ff_keys)
     assert not d.calf_ff_map.exists()
+    certainty = json.loads(d.calf_certainty.read_text())  # the network's own uncertainty, judged by QC
+    assert set(certainty["entropy"]) == set(values["calf.legs_present"].split(","))
+    assert all(0.0 <= v <= 1.0 for per in certainty["entropy"].values() for v in per.values())
+    qc = json.loads(d.calf_qc.read_text())
+    review = load_config("qc")["calf"]["entropy_review"]
+    for side, per in certainty["entropy"].items():
+        for name, h in per.items():
+            judged = qc["structures"].get(side, {}).get(name)
+            if judged is not None:
+                assert any("entropy" in r for r in judged["reasons"]) == (h > review), (side, name, h)
     findings = json.loads(d.findings.read_text())
     assert findings["quality_control"]["calf_status"] == values["calf.qc_status"]
