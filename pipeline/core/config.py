@@ -32,16 +32,36 @@ def config_dir() -> Path:
     return Path(env) if env else DEFAULT_CONFIG_DIR
 
 
+#: Limits checked before a YAML file is parsed: its size, and the number of aliases (``*name``) in it. Study,
+#: clinical and configuration files need few or none; thousands of nested aliases are a "billion laughs" bomb that
+#: expands to gigabytes when loaded.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_ALIASES = 100
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file safely (``yaml.safe_load``); errors name the file and the line."""
+    """Parse a YAML file safely (``yaml.safe_load``: no tags that build objects); errors name the file and the line.
+
+    A file over :data:`MAX_YAML_BYTES`, not a regular file, or with more than :data:`MAX_YAML_ALIASES` aliases is
+    refused before it is parsed."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError("is not a file (a folder or a device).", path=path, fix="give the path of a YAML file.")
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"is {size} bytes; a YAML input may hold at most {MAX_YAML_BYTES}.", path=path,
+                              fix="give the intended file (study, clinical and configuration files are small).")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError("file not found.", path=path, fix="check the path or restore the file.") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError("is not UTF-8 text.", path=path, fix="save the file as UTF-8 YAML.") from exc
     try:
+        aliases = sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader))
+        if aliases > MAX_YAML_ALIASES:
+            raise ConfigError(f"holds {aliases} YAML aliases (at most {MAX_YAML_ALIASES}); nested aliases expand "
+                              "without bound.", path=path, fix="write the values out instead of aliasing them.")
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

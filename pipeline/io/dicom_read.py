@@ -44,6 +44,63 @@ UNEVEN_SPACING_TOL = 0.01
 MISSING_SLICE_FACTOR = 1.5
 #: Positions closer than this (mm) along the normal are the same position.
 DUPLICATE_POSITION_MM = 1e-3
+#: ImageOrientationPatient direction cosines must be unit length and orthogonal within this tolerance (PS3.3
+#: C.7.6.2.1.1; exporters round them to 6 decimals, which stays far inside it).
+ORIENTATION_TOL = 1e-3
+#: Pixel spacing (mm) accepted as physical: above the resolution of any MR image, below a whole-body field of view.
+PIXEL_SPACING_RANGE_MM = (0.01, 50.0)
+
+
+#: SOP classes whose Image Plane module is mandatory (MR Image, Enhanced MR Image): without it, or with invalid
+#: values in it, the file is damaged, not merely an image without a place (as a secondary capture is).
+MR_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1")
+
+
+class InvalidGeometryError(BadInputError):
+    """An MR image whose geometry is absent or invalid: the study cannot be read without guessing where it lies,
+    and dropping the file could silently drop a series (and change what the study is measured from)."""
+
+
+def frame_geometry(path: Path, ipp: Any, iop: Any, pixel_spacing: Any
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """ImagePositionPatient (3), ImageOrientationPatient (6) and PixelSpacing (row, column) of one frame as numbers,
+    checked before any volume is built: finite, PixelSpacing positive and physical, the two IOP direction cosines
+    unit vectors and orthogonal. A negative spacing or a mirrored orientation would otherwise change which leg is
+    which without a trace; they are refused with the file and the fix.
+
+    >>> frame_geometry(Path("x.dcm"), [0, 0, 5], [1, 0, 0, 0, 1, 0], ["0.5", "0.5"])[2]
+    (0.5, 0.5)
+    >>> frame_geometry(Path("x.dcm"), [0, 0, 5], [1, 0, 0, 0, 1, 0], [-1.5, 1.5])
+    Traceback (most recent call last):
+    ...
+    pipeline.io.dicom_read.InvalidGeometryError: x.dcm: PixelSpacing [-1.5, 1.5] is not a pair of positive spacings in mm (0.01-50). Fix: correct the header (PixelSpacing is row then column spacing, both positive) or export the series again.
+    """
+    fix = "correct the header or export the series again from the scanner or PACS."
+
+    def values(v: Any) -> list[Any]:  # a multi-valued tag holding one value reads as a scalar
+        return [v] if isinstance(v, (str, bytes, int, float)) else list(v)
+
+    try:
+        p = np.asarray([float(v) for v in values(ipp)], dtype=np.float64)
+        o = np.asarray([float(v) for v in values(iop)], dtype=np.float64)
+        ps = [float(v) for v in values(pixel_spacing)]
+    except (TypeError, ValueError) as exc:
+        raise InvalidGeometryError(f"geometry tags are not numbers ({exc}).", path=path, fix=fix) from None
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise InvalidGeometryError(f"ImagePositionPatient {list(ipp)} is not three finite numbers.", path=path, fix=fix)
+    lo, hi = PIXEL_SPACING_RANGE_MM
+    if len(ps) != 2 or not all(np.isfinite(v) and lo <= v <= hi for v in ps):
+        raise InvalidGeometryError(f"PixelSpacing {ps} is not a pair of positive spacings in mm ({lo:g}-{hi:g}).",
+                            path=path, fix="correct the header (PixelSpacing is row then column spacing, both "
+                                           "positive) or export the series again.")
+    if o.shape != (6,) or not np.all(np.isfinite(o)):
+        raise InvalidGeometryError(f"ImageOrientationPatient {list(iop)} is not six finite numbers.", path=path, fix=fix)
+    r, c = o[:3], o[3:]
+    if (abs(np.linalg.norm(r) - 1) > ORIENTATION_TOL or abs(np.linalg.norm(c) - 1) > ORIENTATION_TOL
+            or abs(float(r @ c)) > ORIENTATION_TOL):
+        raise InvalidGeometryError(f"ImageOrientationPatient {o.tolist()} is not two orthogonal unit vectors.", path=path,
+                            fix=fix)
+    return p, o, (ps[0], ps[1])
 
 
 @dataclass
@@ -194,12 +251,12 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
         rescale = None
         if pvt is not None and "RescaleSlope" in pvt:
             rescale = (float(pvt.RescaleSlope), float(pvt.get("RescaleIntercept", 0.0)))
+        ipp, iop, spacing = frame_geometry(path, pos.ImagePositionPatient, ori.ImageOrientationPatient,
+                                           meas.PixelSpacing)
         frames.append(Frame(
             path=path, frame_index=f, series_uid=_text(ds, "SeriesInstanceUID"),
             sop_instance_uid=_text(ds, "SOPInstanceUID"), sop_class_uid=_text(ds, "SOPClassUID"),
-            ipp=np.asarray(pos.ImagePositionPatient, dtype=np.float64),
-            iop=np.asarray(ori.ImageOrientationPatient, dtype=np.float64),
-            pixel_spacing=(float(meas.PixelSpacing[0]), float(meas.PixelSpacing[1])),
+            ipp=ipp, iop=iop, pixel_spacing=spacing,
             rows=int(ds.Rows), columns=int(ds.Columns), image_type=ftype, echo_time=te,
             slice_thickness=_float_or_none(meas.get("SliceThickness")), instance_number=f + 1, rescale=rescale,
             header=ds))
@@ -212,14 +269,14 @@ def frames_of(path: Path, ds: Dataset) -> list[Frame]:
         return _enhanced_frames(path, ds)
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if k not in ds]
     if missing:
-        raise BadInputError(f"image lacks {', '.join(missing)}; its position in the patient is unknown.", path=path,
-                            fix="export the series with full geometry (not as secondary capture / screenshots).")
+        error = InvalidGeometryError if str(ds.get("SOPClassUID", "")) in MR_IMAGE_SOP_CLASSES else BadInputError
+        raise error(f"image lacks {', '.join(missing)}; its position in the patient is unknown.", path=path,
+                    fix="export the series with full geometry (not as secondary capture / screenshots).")
+    ipp, iop, spacing = frame_geometry(path, ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing)
     return [Frame(
         path=path, frame_index=None, series_uid=_text(ds, "SeriesInstanceUID"),
         sop_instance_uid=_text(ds, "SOPInstanceUID"), sop_class_uid=_text(ds, "SOPClassUID"),
-        ipp=np.asarray(ds.ImagePositionPatient, dtype=np.float64),
-        iop=np.asarray(ds.ImageOrientationPatient, dtype=np.float64),
-        pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+        ipp=ipp, iop=iop, pixel_spacing=spacing,
         rows=int(ds.Rows), columns=int(ds.Columns),
         image_type=tuple(str(t).upper() for t in ds.get("ImageType", [])),
         echo_time=_float_or_none(ds.get("EchoTime")), slice_thickness=_float_or_none(ds.get("SliceThickness")),

@@ -13,6 +13,8 @@ from pipeline.core.volume import Volume
 
 #: qform and sform must agree within this (mm, on every affine entry) when both are set.
 QFORM_SFORM_ATOL_MM = 1e-3
+#: The largest image (bytes of its voxel data, as the header declares them) read; checked before decompression.
+MAX_IMAGE_BYTES = 4 << 30
 
 
 def _checked_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
@@ -26,10 +28,12 @@ def _checked_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
             path=path,
             fix="rewrite the file with one geometry (e.g. nibabel: img.set_qform(img.get_sform(), code=1)), or "
                 "re-convert it from DICOM with dcm2niix.")
-    if sform is not None:
-        return sform
-    if qform is not None:
-        return qform
+    affine = sform if sform is not None else qform
+    if affine is not None:
+        if not np.all(np.isfinite(affine)) or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-9:
+            raise BadInputError(f"the voxel-to-world affine is not finite and invertible: {np.round(affine, 4).tolist()}.",
+                                path=path, fix="re-convert the image from DICOM (dcm2niix).")
+        return affine
     raise BadInputError("neither qform nor sform is set; the image has no position in the patient.", path=path,
                         fix="re-convert the image from DICOM (dcm2niix) so that it carries its scanner geometry.")
 
@@ -48,7 +52,17 @@ def load_volume(path: str | Path) -> Volume:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise BadInputError(f"not a NIfTI image ({type(img).__name__}).", path=path, fix="convert it to NIfTI.")
     affine = _checked_affine(img, path)
-    data = np.asanyarray(img.dataobj)
+    shape = tuple(int(n) for n in img.header.get_data_shape())
+    declared = int(np.prod(shape, dtype=np.int64)) * img.header.get_data_dtype().itemsize
+    if declared > MAX_IMAGE_BYTES:
+        raise BadInputError(f"the header declares {shape} voxels, {declared / 2**30:.1f} GiB, above the "
+                            f"{MAX_IMAGE_BYTES / 2**30:.0f} GiB limit.", path=path,
+                            fix="check the file: a calf or lumbar MRI series is well under 1 GiB.")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated or corrupt compressed data (EOFError, zlib.error, OSError, ValueError)
+        raise BadInputError(f"cannot read the voxel data ({type(exc).__name__}: {exc}).", path=path,
+                            fix="the file is truncated or damaged; copy or convert it again.") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

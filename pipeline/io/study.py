@@ -27,6 +27,7 @@ from pipeline.core.volume import Volume
 from pipeline.io.classify import Classification, RoleRules, plane_of
 from pipeline.io.dicom_read import (
     Frame,
+    InvalidGeometryError,
     Skipped,
     Stack,
     discover,
@@ -47,6 +48,7 @@ MIN_SLICES_FOR_VOLUME = 3
 STUDY_YAML_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["series"],
+    "additionalProperties": False,
     "properties": {
         "series": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["file", "role"], "additionalProperties": False,
@@ -97,7 +99,9 @@ def _scan_dicom(study: Path, rules: RoleRules) -> tuple[list[StackInfo], list[Sk
     for path, ds in found:
         try:
             frames.extend(frames_of(path, ds))
-        except BadInputError as exc:
+        except InvalidGeometryError:
+            raise
+        except BadInputError as exc:  # e.g. a secondary capture: an image without a place in the patient
             skipped.append(Skipped(str(path), exc.message))
     infos: list[StackInfo] = []
     for group in group_stacks(frames):
@@ -342,10 +346,15 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
     out: list[tuple[dict[str, Any], Volume]] = []
     for pos, item in enumerate(spec["series"]):
         path = (study / item["file"]).resolve()
-        if not path.exists():
+        if not path.is_relative_to(study.resolve()):
+            raise BadInputError(f"file '{item['file']}' listed in study.yaml lies outside the study folder.",
+                                path=spec_path, fix="copy the file into the study folder and list it by its name "
+                                                    "there; a study reads only its own files.")
+        if not path.is_file():
             raise BadInputError(f"file '{item['file']}' listed in study.yaml does not exist.", path=spec_path,
                                 fix="correct the file name in study.yaml or add the file.")
         vol = load_volume(path)
+        _check_finite(vol, path, item["role"])
         extra: dict[str, Any] = {}
         if pos in echo_roles:
             role, n = echo_roles[pos]
@@ -379,6 +388,18 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
         out.append((entry, can))
     _check_echo_grids([(e, v) for e, v in out if "echo_index" in e], spec_path)
     return spec.get("patient", {}), out
+
+
+def _check_finite(vol: Volume, path: Path, role: str) -> None:
+    """Refuse an image with NaN or infinite voxels: they would enter sums and volumes as numbers. (A scanner
+    fat-fraction map, ``*_ffmap``, may leave its background undefined; it is read through its finite values.)"""
+    if role.endswith("ffmap") or not np.issubdtype(np.asarray(vol.array).dtype, np.floating):
+        return
+    bad = int(np.count_nonzero(~np.isfinite(vol.array)))
+    if bad:
+        raise BadInputError(f"{bad} of {vol.array.size} voxels are NaN or infinite.", path=path,
+                            fix="export the image again, or replace the non-finite voxels (e.g. with 0) if they lie "
+                                "outside the body.")
 
 
 def _flag_echo_limits(series: list[dict[str, Any]]) -> None:

@@ -19,7 +19,7 @@ Root = Literal["L2", "L3", "L4", "L5", "S1", "S2"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf / .nan are not findings
 
 
 class Labs(_Model):
@@ -99,6 +99,9 @@ def load_clinical(path: str | Path) -> Clinical:
     """Read and validate a clinical.yaml; one BadInputError listing every invalid field."""
     path = Path(path)
     data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise BadInputError(f"clinical findings must be a mapping of fields, got {type(data).__name__}.", path=path,
+                            fix="write clinical.yaml as 'field: value' lines (see sample_data/*/clinical.yaml).")
     try:
         return Clinical.model_validate(data)
     except ValidationError as exc:

@@ -10,12 +10,13 @@ configuration into ``provenance.json``, holds the process-wide bundle cache and 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.atomic import write_json
 from pipeline.core.config import resolved_config_record
-from pipeline.core.errors import EXIT_OK
+from pipeline.core.errors import EXIT_OK, BadInputError
 from pipeline.core.layout import StudyDir
 from pipeline.core.provenance import stage_timer, update_provenance
 from pipeline.core.summary import Summary
@@ -63,6 +64,7 @@ def ingest(study: Path, out: Path) -> int:
     from pipeline.io.ffscale import store_ff_map_in_percent
     from pipeline.io.study import ingest_study
 
+    check_study_and_out(Path(study), Path(out))
     folder = StudyDir(out)
     with stage_timer(folder.root, "ingest"):
         index = ingest_study(Path(study), folder.root)
@@ -134,9 +136,32 @@ def report(out: Path, show_phi: bool = False) -> int:
     return EXIT_OK
 
 
+def check_study_and_out(study: Path, out: Path) -> None:
+    """Refuse, before anything is read or written, a study that is not a folder, and an output folder that is a
+    file, lies inside the study (a rerun would read its own outputs as series) or cannot be written."""
+    if not study.is_dir():
+        raise BadInputError("the study is not a folder." if study.exists() else "the study folder does not exist.",
+                            path=study, fix="give the folder that holds the study's DICOM files or study.yaml.")
+    if out.exists() and not out.is_dir():
+        raise BadInputError("--out is a file, not a folder.", path=out, fix="give a new or existing output folder.")
+    if out.resolve().is_relative_to(study.resolve()):
+        raise BadInputError("--out lies inside the study folder; a study's own files are its input.", path=out,
+                            fix="write the outputs outside the study folder (e.g. out/<study name>).")
+    existing = next(p for p in (out.resolve(), *out.resolve().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"cannot write to the output folder ({existing} is not a writable folder).", path=out,
+                            fix="choose a folder you can write to.")
+
+
 def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu", show_phi: bool = False,
         models: Any = None) -> int:
-    """All stages of one study in one process."""
+    """All stages of one study in one process. The clinical findings are read and checked first, so that an error
+    in them stops the run before any image work."""
+    from pipeline.rules.clinical import load_clinical
+
+    clinical_file = clinical or (Path(study) / "clinical.yaml" if (Path(study) / "clinical.yaml").exists() else None)
+    if clinical_file is not None:
+        load_clinical(clinical_file)
     ingest(study, out)
     segment(out, device=device, models=models)
     measure(out)

@@ -1,0 +1,320 @@
+"""A corpus of bad studies, generated at test time from the sample study ``control``: damaged DICOM headers and
+files, broken NIfTI files and study.yaml, hostile clinical.yaml, and command lines that point the outputs at the
+wrong place. Each case is a table row: how to make it from a clean copy, the command, and what legmri must do
+(exit code, a fragment of its one-line error message).
+
+The bases are the four calf Dixon series of ``sample_data/control`` (DICOM, 28 slices each) and the same images as
+a NIfTI study with a ``study.yaml``; each case changes one thing of a fresh copy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "control"
+WATER = "t1_vibe_dixon_tra_W"
+NIFTI_ROLES = ("calf_water", "calf_fat", "calf_inphase", "calf_outphase")
+
+Mutate = Callable[[Path], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``base`` ("dicom" or "nifti") copied to STUDY, changed by ``mutate``; ``command`` is the legmri
+    command line with ``{study}`` and ``{out}`` filled in; legmri must exit with ``exit_code`` and say ``fragment``
+    (case-insensitive) in its error line."""
+
+    name: str
+    base: str
+    mutate: Mutate
+    exit_code: int
+    fragment: str
+    command: tuple[str, ...] = ("ingest", "{study}", "--out", "{out}")
+
+
+# -- DICOM -------------------------------------------------------------------------------------------------------
+def water_files(study: Path) -> list[Path]:
+    """The files of the calf water series, in slice order."""
+    files = [p for p in study.rglob("*") if p.is_file()
+             and pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription == WATER]
+    return sorted(files, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+
+
+def set_raw(ds: pydicom.Dataset, keyword: str, text: str | None) -> None:
+    """Store ``text`` as the raw value of ``keyword`` (None deletes it): invalid values written as a careless
+    exporter would, bypassing pydicom's validation."""
+    tag = Tag(tag_for_keyword(keyword))
+    if text is None:
+        del ds[tag]
+        return
+    raw = text.encode()
+    raw += b" " * (len(raw) % 2)
+    ds._dict[tag] = RawDataElement(tag, dictionary_VR(tag), len(raw), raw, 0, False, True)
+
+
+def header(keyword: str, text: str | None, which: str) -> Mutate:
+    """Set ``keyword`` of the water series' files (``which``: "all" or "one", the middle slice)."""
+    def mutate(study: Path) -> None:
+        files = water_files(study)
+        for p in files if which == "all" else [files[len(files) // 2]]:
+            ds = pydicom.dcmread(p)
+            set_raw(ds, keyword, text)
+            ds.save_as(p)
+    return mutate
+
+
+def damage(kind: str) -> Mutate:
+    """Damage one file of the water series: truncate it, empty it, overwrite it with noise, cut its pixel data, or
+    copy another slice's position into it (two images at one position), or delete it (a missing slice)."""
+    def mutate(study: Path) -> None:
+        files = water_files(study)
+        p = files[len(files) // 2]
+        data = p.read_bytes()
+        if kind == "truncated":
+            p.write_bytes(data[: len(data) // 2])
+        elif kind == "empty":
+            p.write_bytes(b"")
+        elif kind == "noise":
+            p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        elif kind == "short_pixels":
+            ds = pydicom.dcmread(p)
+            ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+            ds.save_as(p)
+        elif kind == "rows_mismatch":
+            ds = pydicom.dcmread(p)
+            ds.Rows = int(ds.Rows) + 7
+            ds.save_as(p)
+        elif kind == "duplicate_position":
+            ds = pydicom.dcmread(p)
+            ds.ImagePositionPatient = pydicom.dcmread(files[len(files) // 2 + 1]).ImagePositionPatient
+            ds.save_as(p)
+        elif kind == "missing_slice":
+            p.unlink()
+    return mutate
+
+
+GEOMETRY = [
+    ("pixel_spacing_negative", "PixelSpacing", "-1.5\\1.5", "PixelSpacing"),
+    ("pixel_spacing_both_negative", "PixelSpacing", "-1.5\\-1.5", "PixelSpacing"),
+    ("pixel_spacing_zero", "PixelSpacing", "0\\0", "PixelSpacing"),
+    ("pixel_spacing_text", "PixelSpacing", "abc\\1.5", "not numbers"),
+    ("pixel_spacing_nan", "PixelSpacing", "nan\\1.5", "PixelSpacing"),
+    ("pixel_spacing_huge", "PixelSpacing", "1e6\\1e6", "PixelSpacing"),
+    ("pixel_spacing_one_value", "PixelSpacing", "1.5", "PixelSpacing"),
+    ("pixel_spacing_missing", "PixelSpacing", None, "lacks PixelSpacing"),
+    ("position_nan", "ImagePositionPatient", "nan\\0\\0", "ImagePositionPatient"),
+    ("position_inf", "ImagePositionPatient", "0\\inf\\0", "ImagePositionPatient"),
+    ("position_text", "ImagePositionPatient", "a\\b\\c", "not numbers"),
+    ("position_two_values", "ImagePositionPatient", "0\\0", "ImagePositionPatient"),
+    ("position_missing", "ImagePositionPatient", None, "lacks ImagePositionPatient"),
+    ("orientation_not_unit", "ImageOrientationPatient", "2\\0\\0\\0\\1\\0", "ImageOrientationPatient"),
+    ("orientation_not_orthogonal", "ImageOrientationPatient", "1\\0\\0\\1\\0\\0", "ImageOrientationPatient"),
+    ("orientation_zero", "ImageOrientationPatient", "0\\0\\0\\0\\0\\0", "ImageOrientationPatient"),
+    ("orientation_nan", "ImageOrientationPatient", "nan\\0\\0\\0\\1\\0", "ImageOrientationPatient"),
+    ("orientation_five_values", "ImageOrientationPatient", "1\\0\\0\\0\\1", "ImageOrientationPatient"),
+    ("orientation_missing", "ImageOrientationPatient", None, "lacks ImageOrientationPatient"),
+]
+DAMAGE = [  # a file that is no longer DICOM is skipped (and named); its slice is then missing from the series
+    ("truncated", "pixel data"),
+    ("empty", "slice is missing"),
+    ("noise", "slice is missing"),
+    ("short_pixels", "pixel"),
+    ("rows_mismatch", "slice is missing"),
+    ("duplicate_position", "share slice position"),
+    ("missing_slice", "slice is missing"),
+]
+
+
+# -- NIfTI -------------------------------------------------------------------------------------------------------
+def write_study_yaml(study: Path, text: str) -> None:
+    (study / "study.yaml").write_text(text)
+
+
+def nifti_file(role: str, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> Mutate:
+    """Rewrite the NIfTI file of ``role`` with its (data, affine) changed."""
+    def mutate(study: Path) -> None:
+        p = study / f"{role}.nii.gz"
+        img = nib.load(p)
+        data, aff = change(np.asarray(img.dataobj, np.float32), img.affine.copy())
+        out = nib.Nifti1Image(data, aff)
+        out.set_qform(aff, code=1)
+        out.set_sform(aff, code=1)
+        nib.save(out, p)
+    return mutate
+
+
+def with_nan(data: np.ndarray, aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    data[10:20, 10:20, 5] = np.nan
+    return data, aff
+
+
+def with_inf(data: np.ndarray, aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    data[0, 0, 0] = np.inf
+    return data, aff
+
+
+def four_d(data: np.ndarray, aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([data, data], axis=-1), aff
+
+
+def two_d(data: np.ndarray, aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return data[:, :, 0], aff
+
+
+def raw_file(role: str, kind: str) -> Mutate:
+    """Replace the file of ``role`` by a broken one: truncated gzip, no gzip at all, empty, a folder, or a header
+    that declares a huge image over a few bytes of data."""
+    def mutate(study: Path) -> None:
+        p = study / f"{role}.nii.gz"
+        data = p.read_bytes()
+        if kind == "truncated":
+            p.write_bytes(data[: len(data) // 2])
+        elif kind == "not_gzip":
+            p.write_bytes(b"this is not an image\n" * 20)
+        elif kind == "empty":
+            p.write_bytes(b"")
+        elif kind == "folder":
+            p.unlink()
+            p.mkdir()
+        elif kind == "huge_header":
+            hdr = nib.load(p).header.copy()
+            hdr.set_data_shape((4000, 4000, 4000))
+            hdr.set_data_dtype(np.float32)
+            p.write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4 + b"\0" * 1024))
+        elif kind == "singular_affine":  # sform only (no qform), with a zero slice axis
+            img = nib.load(p)
+            hdr = img.header.copy()
+            hdr["qform_code"] = 0
+            hdr["srow_z"] = [0.0, 0.0, 0.0, float(hdr["srow_z"][3])]
+            hdr["srow_y"] = [0.0, float(hdr["srow_y"][1]), 0.0, float(hdr["srow_y"][3])]
+            hdr["srow_x"] = [float(hdr["srow_x"][0]), 0.0, 0.0, float(hdr["srow_x"][3])]
+            nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, hdr), p)
+        elif kind == "negative_dim":
+            raw = bytearray(gzip.decompress(data))
+            raw[42:44] = np.int16(-5).tobytes()  # dim[1]
+            p.write_bytes(gzip.compress(bytes(raw)))
+    return mutate
+
+
+def entry(role: str, file: str) -> str:
+    return f"  - {{file: '{file}', role: {role}}}\n"
+
+
+def clean_yaml() -> str:
+    return "series:\n" + "".join(entry(r, f"{r}.nii.gz") for r in NIFTI_ROLES)
+
+
+def study_yaml(text: str) -> Mutate:
+    return lambda study: write_study_yaml(study, text)
+
+
+def outside_file(study: Path) -> None:
+    other = study.parent / f"{study.name}_other"
+    other.mkdir(exist_ok=True)
+    shutil.copy(study / "calf_water.nii.gz", other / "calf_water.nii.gz")
+    write_study_yaml(study, clean_yaml().replace("'calf_water.nii.gz'", f"'../{other.name}/calf_water.nii.gz'"))
+
+
+def symlinked_outside(study: Path) -> None:
+    other = study.parent / f"{study.name}_elsewhere"
+    other.mkdir(exist_ok=True)
+    shutil.move(str(study / "calf_water.nii.gz"), other / "calf_water.nii.gz")
+    (study / "calf_water.nii.gz").symlink_to(other / "calf_water.nii.gz")
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(12))
+
+STUDY_YAML = [
+    ("yaml_outside_study", outside_file, "outside the study folder"),
+    ("yaml_absolute_path", study_yaml(clean_yaml().replace("'calf_water.nii.gz'", "'/etc/passwd'")),
+     "outside the study folder"),
+    ("yaml_symlink_outside", symlinked_outside, "outside the study folder"),
+    ("yaml_missing_file", study_yaml(clean_yaml().replace("calf_water.nii.gz", "nowhere.nii.gz")), "does not exist"),
+    ("yaml_duplicate_role", study_yaml(clean_yaml().replace("role: calf_fat", "role: calf_water")),
+     "more than once"),
+    ("yaml_unknown_key", study_yaml(clean_yaml() + "colour: blue\n"), "study.yaml"),
+    ("yaml_bad_role", study_yaml(clean_yaml().replace("role: calf_fat", "role: 'Calf Fat!'")), "study.yaml"),
+    ("yaml_not_mapping", study_yaml("- just\n- a list\n"), "study.yaml"),
+    ("yaml_syntax", study_yaml("series: [unclosed\n"), "not valid YAML"),
+    ("yaml_bomb", study_yaml(BOMB), "aliases"),
+    ("yaml_python_tag", study_yaml("series: !!python/object/apply:os.system ['true']\n"), "study.yaml"),
+    ("yaml_empty", study_yaml(""), "study.yaml"),
+    ("yaml_binary", lambda s: (s / "study.yaml").write_bytes(b"\xff\xfe\x00garbage"), "UTF-8"),
+    ("yaml_is_folder", lambda s: ((s / "study.yaml").unlink(), (s / "study.yaml").mkdir()), "not a file"),
+    ("yaml_too_large", study_yaml(clean_yaml() + "#" + "x" * (2 << 20) + "\n"), "at most"),
+]
+NIFTI_FILES = [
+    ("nifti_nan_voxels", nifti_file("calf_water", with_nan), "NaN or infinite"),
+    ("nifti_inf_voxels", nifti_file("calf_fat", with_inf), "NaN or infinite"),
+    ("nifti_singular_affine", raw_file("calf_water", "singular_affine"), "affine"),
+    ("nifti_4d", nifti_file("calf_water", four_d), "3-D"),
+    ("nifti_2d", nifti_file("calf_water", two_d), "3-D"),
+    ("nifti_truncated", raw_file("calf_water", "truncated"), "calf_water.nii.gz"),
+    ("nifti_not_gzip", raw_file("calf_water", "not_gzip"), "calf_water.nii.gz"),
+    ("nifti_empty", raw_file("calf_water", "empty"), "calf_water.nii.gz"),
+    ("nifti_folder", raw_file("calf_water", "folder"), "does not exist"),
+    ("nifti_huge_header", raw_file("calf_water", "huge_header"), "GiB"),
+    ("nifti_negative_dim", raw_file("calf_water", "negative_dim"), "calf_water.nii.gz"),
+]
+
+# -- clinical.yaml (checked before any image work) -----------------------------------------------------------------
+CLINICAL = [
+    ("clinical_inf", "labs: {ck_u_l: .inf}\n", "ck_u_l"),
+    ("clinical_nan", "labs: {ck_u_l: .nan}\n", "ck_u_l"),
+    ("clinical_negative", "labs: {ck_u_l: -5}\n", "ck_u_l"),
+    ("clinical_text", "labs: {ck_u_l: high}\n", "ck_u_l"),
+    ("clinical_unknown_field", "favourite_colour: blue\n", "favourite_colour"),
+    ("clinical_age", "age_years: 400\n", "age_years"),
+    ("clinical_list", "- a\n- b\n", "mapping"),
+    ("clinical_bomb", BOMB, "aliases"),
+    ("clinical_python_tag", "labs: !!python/object/apply:os.system ['true']\n", "clinical.yaml"),
+    ("clinical_syntax", "labs: {ck_u_l: 100\n", "not valid YAML"),
+]
+
+
+def clinical(text: str | None, folder: bool = False) -> Mutate:
+    def mutate(study: Path) -> None:
+        p = study / "clinical.yaml"
+        if folder:
+            p.mkdir()
+        else:
+            p.write_text(text or "")
+    return mutate
+
+
+RUN = ("run", "{study}", "--out", "{out}")
+
+
+def cases() -> list[Case]:
+    out: list[Case] = []
+    for name, kw, text, frag in GEOMETRY:
+        for which in ("all", "one"):
+            out.append(Case(f"dicom_{name}_{which}", "dicom", header(kw, text, which), 3, frag))
+    out += [Case(f"dicom_file_{kind}", "dicom", damage(kind), 3, frag) for kind, frag in DAMAGE]
+    out += [Case(name, "nifti", m, 3, frag) for name, m, frag in STUDY_YAML]
+    out += [Case(name, "nifti", m, 3, frag) for name, m, frag in NIFTI_FILES]
+    out += [Case(name, "nifti", clinical(text), 3, frag, RUN) for name, text, frag in CLINICAL]
+    out.append(Case("clinical_is_folder", "nifti", clinical(None, folder=True), 3, "not a file", RUN))
+    out += [
+        Case("out_is_a_file", "nifti", lambda s: (s.parent / "out_file").write_text("x"), 3, "is a file",
+             ("ingest", "{study}", "--out", "{study}/../out_file")),
+        Case("out_inside_study", "nifti", lambda s: None, 3, "inside the study",
+             ("ingest", "{study}", "--out", "{study}/results")),
+        Case("study_missing", "nifti", lambda s: shutil.rmtree(s), 3, "does not exist"),
+        Case("study_is_a_file", "nifti", lambda s: (shutil.rmtree(s), s.write_text("x")), 3, "not a folder"),
+        Case("study_without_images", "nifti", lambda s: [p.unlink() for p in s.iterdir()], 3, "holds no files"),
+    ]
+    return out

@@ -1,0 +1,59 @@
+"""Every case of the bad-input corpus (tests/badinput/corpus.py) ends with its expected exit code and one error line
+that says what was wrong, with no traceback and no measurement written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from pipeline.cli import main
+from pipeline.io.study import ingest_study
+from tests.badinput.corpus import NIFTI_ROLES, SAMPLE, Case, cases, clean_yaml
+
+CASES = cases()
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory) -> dict[str, Path]:
+    """The clean bases: the calf Dixon series of the sample control study as DICOM, and as NIfTI + study.yaml."""
+    root = tmp_path_factory.mktemp("bases")
+    dicom = root / "dicom"
+    for folder in sorted((SAMPLE / "DICOM").iterdir()):
+        first = next(p for p in folder.iterdir() if p.is_file())
+        if pydicom.dcmread(first, stop_before_pixels=True).SeriesDescription.startswith("t1_vibe_dixon_tra_"):
+            shutil.copytree(folder, dicom / folder.name)
+    nifti = root / "nifti"
+    nifti.mkdir()
+    ingest_study(dicom, root / "ingested")
+    for role in NIFTI_ROLES:
+        shutil.copy(root / "ingested" / "volumes" / f"{role}.nii.gz", nifti / f"{role}.nii.gz")
+    (nifti / "study.yaml").write_text(clean_yaml())
+    return {"dicom": dicom, "nifti": nifti}
+
+
+def test_the_clean_bases_ingest(bases, tmp_path):
+    for name, base in bases.items():
+        assert main(["ingest", str(base), "--out", str(tmp_path / name)]) == 0
+
+
+def test_the_corpus_is_large_and_its_names_unique():
+    assert len(CASES) >= 80 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, bases, tmp_path, capsys):
+    study = tmp_path / "study"
+    shutil.copytree(bases[case.base], study, symlinks=True)
+    case.mutate(study)
+    out = tmp_path / "out"
+    code = main([a.format(study=study, out=out) for a in case.command])
+    err = capsys.readouterr().err
+    assert code == case.exit_code, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("legmri ")]
+    assert len(errors) == 1, err
+    assert case.fragment.lower() in err.lower(), err
+    assert not (out / "summary.json").exists()
