@@ -3,16 +3,20 @@
 Anatomy (calf / lumbar / other), contrast (Dixon water, fat, in-phase, opposed-phase, FF map; T1, T2, STIR) and
 localizer status come from ordered regular-expression rules over ImageType tokens, SeriesDescription, ProtocolName,
 SequenceName and BodyPartExamined. The plane comes from geometry only: the dominant axis of the slice normal.
+
+Patterns are compiled with RE2 (google-re2), whose matching time is linear in the text: a user's rule such as
+``(a+)+$`` cannot hang ingestion by catastrophic backtracking as it would with Python's ``re``. RE2 has no
+look-around or back-references; a rule that uses them is refused with the file and the key.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import re2
 from pydicom.dataset import Dataset
 
 from pipeline.core.config import config_dir, load_config
@@ -60,8 +64,20 @@ def plane_of(iop: np.ndarray) -> tuple[str, float]:
 @dataclass(frozen=True)
 class _Rule:
     name: str | None
-    any: tuple[tuple[str, re.Pattern], ...]
-    all: tuple[tuple[str, re.Pattern], ...]
+    any: tuple[tuple[str, Any], ...]
+    all: tuple[tuple[str, Any], ...]
+
+
+def compile_pattern(rx: str) -> Any:
+    """A case-insensitive RE2 pattern (linear-time matching; raises ``re2.error`` when RE2 cannot compile it).
+
+    >>> compile_pattern("^(W|WATER)$").search("water") is not None
+    True
+    """
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the error is raised (and reported once), not also logged by the C++ library
+    return re2.compile(rx, options)
 
 
 def _compile(rules: list[dict], section: str, source: str) -> list[_Rule]:
@@ -72,10 +88,12 @@ def _compile(rules: list[dict], section: str, source: str) -> list[_Rule]:
             pats = []
             for keyword, rx in (r.get(kind) or {}).items():
                 try:
-                    pats.append((keyword, re.compile(rx, re.IGNORECASE)))
-                except re.error as exc:
+                    pats.append((keyword, compile_pattern(str(rx))))
+                except re2.error as exc:
                     raise ConfigError(f"at '{section}[{i}].{kind}.{keyword}': invalid regular expression {rx!r}: "
-                                      f"{exc}.", path=source, fix="correct the regular expression.") from exc
+                                      f"{exc}.", path=source,
+                                      fix="correct the regular expression (RE2 syntax: no look-around or "
+                                          "back-references).") from None
             comp[kind] = tuple(pats)
         out.append(_Rule(r.get("name"), comp["any"], comp["all"]))
     return out
@@ -120,7 +138,7 @@ class RoleRules:
         return [str(v).strip()]
 
     def _matches(self, rule: _Rule, ds: Dataset) -> bool:
-        def hit(keyword: str, rx: re.Pattern) -> bool:
+        def hit(keyword: str, rx: Any) -> bool:
             return any(rx.search(val) for val in self._values(ds, keyword))
 
         if rule.all and not all(hit(k, rx) for k, rx in rule.all):
@@ -135,13 +153,13 @@ class RoleRules:
         >>> RoleRules({"multi_echo": {"phase_image_type": "^(P|PHASE)$"}}, "-").is_phase_image(("ORIGINAL", "P"))
         True
         """
-        rx = re.compile(str(self.multi_echo.get("phase_image_type", "^(P|PHASE)$")), re.IGNORECASE)
+        rx = compile_pattern(str(self.multi_echo.get("phase_image_type", "^(P|PHASE)$")))
         return any(rx.search(str(t)) for t in image_type)
 
     def phase_range(self, manufacturer: str) -> tuple[float, float] | None:
         """Stored phase range of the first multi_echo.phase_ranges entry whose regex matches ``manufacturer``."""
         for item in self.multi_echo.get("phase_ranges", []) or []:
-            if re.search(str(item["manufacturer"]), manufacturer or "", re.IGNORECASE):
+            if compile_pattern(str(item["manufacturer"])).search(manufacturer or ""):
                 lo, hi = item["range"]
                 return float(lo), float(hi)
         return None

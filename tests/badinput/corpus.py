@@ -298,6 +298,21 @@ def clinical(text: str | None, folder: bool = False) -> Mutate:
 RUN = ("run", "{study}", "--out", "{out}")
 
 
+def user_rules(text: str) -> Mutate:
+    """A study-folder series_roles.yaml (the user's own classification rules)."""
+    return lambda study: (study / "series_roles.yaml").write_text(text)
+
+
+USER_RULES = [
+    ("rules_lookahead", "version: 1\ncontrast:\n  - name: water\n    any: {SeriesDescription: '(?=W)W'}\n", "RE2"),
+    ("rules_backreference", "version: 1\ncontrast:\n  - name: water\n    any: {SeriesDescription: '(a)\\1'}\n",
+     "regular expression"),
+    ("rules_unclosed", "version: 1\ncontrast:\n  - name: water\n    any: {SeriesDescription: '(W'}\n",
+     "regular expression"),
+    ("rules_bad_section", "version: 1\nflavour:\n  - name: water\n", "series_roles.yaml"),
+]
+
+
 def cases() -> list[Case]:
     out: list[Case] = []
     for name, kw, text, frag in GEOMETRY:
@@ -307,6 +322,7 @@ def cases() -> list[Case]:
     out += [Case(name, "nifti", m, 3, frag) for name, m, frag in STUDY_YAML]
     out += [Case(name, "nifti", m, 3, frag) for name, m, frag in NIFTI_FILES]
     out += [Case(name, "nifti", clinical(text), 3, frag, RUN) for name, text, frag in CLINICAL]
+    out += [Case(name, "dicom", user_rules(text), 3, frag) for name, text, frag in USER_RULES]
     out.append(Case("clinical_is_folder", "nifti", clinical(None, folder=True), 3, "not a file", RUN))
     out += [
         Case("out_is_a_file", "nifti", lambda s: (s.parent / "out_file").write_text("x"), 3, "is a file",

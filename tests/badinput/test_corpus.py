@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.io.study import ingest_study
-from tests.badinput.corpus import NIFTI_ROLES, SAMPLE, Case, cases, clean_yaml
+from tests.badinput.corpus import NIFTI_ROLES, SAMPLE, Case, cases, clean_yaml, header
 
 CASES = cases()
 
@@ -57,3 +57,18 @@ def test_bad_input(case: Case, bases, tmp_path, capsys):
     assert len(errors) == 1, err
     assert case.fragment.lower() in err.lower(), err
     assert not (out / "summary.json").exists()
+
+
+def test_a_user_rule_that_would_backtrack_catastrophically_finishes(bases, tmp_path):
+    """``^(a+)+$`` against 'aaa...a!' takes exponential time with backtracking engines; with RE2 ingestion finishes
+    at once (the same study otherwise takes seconds to ingest)."""
+    import time
+
+    study = tmp_path / "study"
+    shutil.copytree(bases["dicom"], study)
+    header("SeriesDescription", "a" * 60 + "!", "all")(study)
+    (study / "series_roles.yaml").write_text(
+        "version: 1\nanatomy:\n  - name: calf\n    any: {SeriesDescription: '^(a+)+$'}\n")
+    start = time.perf_counter()
+    assert main(["ingest", str(study), "--out", str(tmp_path / "out")]) == 0
+    assert time.perf_counter() - start < 30
