@@ -14,6 +14,7 @@ and say so in provenance.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from pipeline.core.errors import BadInputError
 from pipeline.core.volume import Volume
@@ -35,3 +36,45 @@ def two_point_dixon(inphase: Volume, outphase: Volume) -> tuple[Volume, Volume]:
     fat = np.clip((ip - op) / 2, 0, None)
     note = "water/fat derived from in-phase and opposed-phase by 2-point Dixon (water-dominance assumed)"
     return inphase.with_array(water, derived=note), inphase.with_array(fat, derived=note)
+
+
+def outer_ring_ff_pct(water: Volume, fat: Volume, depth_mm: tuple[float, float]) -> float | None:
+    """Median fat fraction F / (W + F), in percent, of the tissue between ``depth_mm[0]`` and ``depth_mm[1]`` inside
+    the body outline on every axial slice: the skin and subcutaneous fat, which are fat in every adult (about 80-90 %
+    at this depth on Dixon images). None when no slice shows a body.
+
+    The outline is Otsu's threshold of W + F (Otsu, IEEE Trans Syst Man Cybern 1979;9:62-66), opened and hole-filled
+    per slice; the depth is the in-plane Euclidean distance to the outline. Slices are the last array axis
+    (ingested volumes are RAS+ with axial slices last).
+    """
+    from skimage.filters import threshold_otsu
+
+    w = np.asarray(water.array, np.float32)
+    f = np.asarray(fat.array, np.float32)
+    total = w + f
+    if not np.any(total > 0):
+        return None
+    body = total > threshold_otsu(total[::2, ::2, ::2])
+    px = (water.spacing_mm[0], water.spacing_mm[1])
+    values = []
+    for k in range(body.shape[2]):
+        b = ndimage.binary_fill_holes(ndimage.binary_opening(body[:, :, k]))
+        if np.count_nonzero(b) < 100:
+            continue
+        depth = ndimage.distance_transform_edt(b, sampling=px)
+        ring = (depth > depth_mm[0]) & (depth <= depth_mm[1])
+        values.append(f[:, :, k][ring] / np.maximum(total[:, :, k][ring], 1e-6))
+    if not values or not sum(v.size for v in values):
+        return None
+    return 100.0 * float(np.median(np.concatenate(values)))
+
+
+def water_fat_identity(water: Volume, fat: Volume, cfg: dict) -> tuple[str, float | None]:
+    """Whether scanner images labelled water and fat are what their labels say, from the signal: ``"as labelled"``,
+    ``"swapped"`` (the subcutaneous ring reads below ``cfg['swapped_below_pct']`` % fat: the labels are the wrong
+    way round) or ``"uncertain"`` (between that and ``cfg['trusted_above_pct']``), with the ring's median FF
+    (:func:`outer_ring_ff_pct`); ``"as labelled"`` with None when there is no body to judge."""
+    ring = outer_ring_ff_pct(water, fat, tuple(cfg["ring_depth_mm"]))
+    if ring is None or ring >= cfg["trusted_above_pct"]:
+        return "as labelled", ring
+    return ("swapped" if ring < cfg["swapped_below_pct"] else "uncertain"), ring

@@ -95,7 +95,7 @@ class VoxelFF:
 def voxel_ff_source(images: CalfImages, cfg: dict[str, Any]) -> VoxelFF | None:
     """How the voxel fat fraction of ``images`` is obtained under ``cfg`` (see :func:`voxel_ff`); None when the
     images carry no fat fraction (``images.no_ff_reason``)."""
-    if images.water is None or images.fat is None:
+    if images.water is None or images.fat is None or images.no_ff_reason:
         return None
     if cfg.get("ff_source") == "scanner" and images.ffmap is not None:
         # ingestion stores every scanner FF map in percent (pipeline.io.ffscale)

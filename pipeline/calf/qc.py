@@ -80,6 +80,11 @@ class CalfQC:
     structures: dict[str, dict[str, StructureQC]]
     checks: list[dict[str, Any]]
 
+    def add_study_reason(self, status: str, reason: str) -> None:
+        """A finding about the whole study from outside the segmentation (e.g. its inputs), with its status."""
+        self.status = worst(self.status, status)
+        self.reasons.append(reason)
+
     def structure_status(self, side: str, structure: str) -> str:
         """Status of a structure in a leg; a structure that was never judged takes the study's status."""
         s = self.structures.get(side, {}).get(structure)

@@ -10,17 +10,17 @@ done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pipeline.calf.dixon import two_point_dixon
+from pipeline.calf.dixon import two_point_dixon, water_fat_identity
 from pipeline.calf.fatfraction import structure_ff_rows
 from pipeline.calf.legs import sided_label_map
 from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff
 from pipeline.calf.metrics import slice_axis
-from pipeline.calf.qc import flip_agreement, judge_calf, structure_means
+from pipeline.calf.qc import REVIEW, flip_agreement, judge_calf, structure_means
 from pipeline.calf.waterfat import fit_echoes
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
@@ -53,6 +53,8 @@ class CalfInputs:
     how: str
     anatomical: Volume | None = None
     anatomical_role: str | None = None
+    warnings: list[str] = field(default_factory=list)  # facts about the inputs the QC verdict must show
+    no_ff_reason: str | None = None  # set when water and fat are given but their fat fraction is not to be used
 
     @property
     def has_water_fat(self) -> bool:
@@ -81,14 +83,34 @@ def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInput
 def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs | None:
     vols = series.volumes()
     if "calf_water" in vols and "calf_fat" in vols:
-        return CalfInputs(load_volume(vols["calf_water"]), load_volume(vols["calf_fat"]), "scanner water/fat images")
+        return checked_water_fat(load_volume(vols["calf_water"]), load_volume(vols["calf_fat"]))
     if "calf_inphase" in vols and "calf_outphase" in vols:
         w, f = two_point_dixon(load_volume(vols["calf_inphase"]), load_volume(vols["calf_outphase"]))
-        return CalfInputs(w, f, str(w.meta["derived"]))
+        lone = [r for r in ("calf_water", "calf_fat") if r in vols]
+        warnings = [f"the study has a scanner {lone[0].removeprefix('calf_')} image without its partner; water and "
+                    "fat were computed from in-phase/opposed-phase instead (2-point Dixon), whose fat fraction is "
+                    "less exact"] if lone else []
+        return CalfInputs(w, f, str(w.meta["derived"]), warnings=warnings)
     if study is not None and study.calf_water_fit.exists() and study.calf_fat_fit.exists():
         return CalfInputs(load_volume(study.calf_water_fit), load_volume(study.calf_fat_fit),
                           "water/fat of the multi-echo fit (calf/ff_map.nii.gz)")
     return None
+
+
+def checked_water_fat(water: Volume, fat: Volume) -> CalfInputs:
+    """Scanner water and fat images, checked against their signal (:func:`water_fat_identity`): images labelled the
+    wrong way round are swapped back, with a warning; when the signal cannot tell, the fat fraction is withheld."""
+    verdict, ring = water_fat_identity(water, fat, load_config("default")["calf"]["water_fat_identity"])
+    if verdict == "swapped":
+        return CalfInputs(fat, water, "scanner water/fat images, swapped back (labelled the wrong way round)",
+                          warnings=[f"the images labelled water and fat are the wrong way round (the subcutaneous "
+                                    f"fat reads {ring:.0f} % fat as labelled, about 85 % in any adult); legmri "
+                                    "swapped them back: check the series descriptions"])
+    if verdict == "uncertain":
+        reason = (f"fat fraction withheld: the subcutaneous fat reads {ring:.0f} % fat, neither fat (about 85 %) nor "
+                  "swapped water and fat (about 15 %): the images labelled water and fat may not be a water/fat pair")
+        return CalfInputs(water, fat, "scanner water/fat images", warnings=[reason], no_ff_reason=reason)
+    return CalfInputs(water, fat, "scanner water/fat images")
 
 
 def fit_water_fat(study: StudyDir) -> dict[str, Any]:
@@ -101,6 +123,8 @@ def fit_water_fat(study: StudyDir) -> dict[str, Any]:
     series = study.series()
     cfg = load_config("default")["calf"]
     inputs = _water_fat_inputs(series, None)
+    if inputs is not None and inputs.no_ff_reason:
+        return {"status": inputs.no_ff_reason}
     if inputs is not None:
         inphase, ffmap = series.volume("calf_inphase"), series.volume("calf_ffmap")
         images = CalfImages(inputs.water, inputs.fat, load_volume(inphase) if inphase else None,
@@ -212,7 +236,7 @@ def unavailable_summary(reason: str) -> Summary:
 def _images(series: SeriesIndex, inputs: CalfInputs, labels: Volume) -> CalfImages:
     """The images the calf measurements read, checked to lie on the grid of the label map."""
     inphase, ffmap = series.volume("calf_inphase"), series.volume("calf_ffmap")
-    no_ff = None if inputs.has_water_fat else NO_FF.format(role=inputs.anatomical_role)
+    no_ff = inputs.no_ff_reason if inputs.has_water_fat else NO_FF.format(role=inputs.anatomical_role)
     images = CalfImages(inputs.water, inputs.fat, load_volume(inphase) if inphase else None,
                         load_volume(ffmap) if ffmap and inputs.has_water_fat else None, no_ff_reason=no_ff)
     for v in (images.water, images.fat, images.inphase, images.ffmap, inputs.anatomical):
@@ -239,6 +263,8 @@ def measure(study: StudyDir) -> dict[str, Any]:
     reg = registry("calf")
     res = measure_calf_labels(labels, _images(series, inputs, labels), reg, load_config("default")["calf"])
     qc = judge_calf(labels, reg, load_config("qc")["calf"], _certainty(study))
+    for warning in inputs.warnings:
+        qc.add_study_reason(REVIEW, warning)
     for key, value in qc.as_summary().items():
         res.summary.set(key, value)
     write_json(study.calf_qc, {"status": qc.status, "reasons": qc.reasons, "checks": qc.checks,
