@@ -69,6 +69,8 @@ def _add_stage_commands(subs: argparse._SubParsersAction) -> None:
     s = _sub(subs, "ingest", "Find and classify every series; write series.json and volumes/<role>.nii.gz.")
     s.add_argument("study", type=Path)
     s.add_argument("--out", type=Path, required=True, help="output folder of this study")
+    s.add_argument("--show-phi", action="store_true",
+                   help="keep patient name, ID, birth date and study dates in series.json (left out by default)")
 
     s = _sub(subs, "segment", "Segment calf muscles (and lumbar spine) from OUT/volumes; write label maps.")
     s.add_argument("out", type=Path, help="output folder written by 'legmri ingest'")
@@ -84,7 +86,8 @@ def _add_stage_commands(subs: argparse._SubParsersAction) -> None:
 
     s = _sub(subs, "report", "Write QA overlays, report.html, DICOM SEG and SR for a study.")
     s.add_argument("out", type=Path)
-    s.add_argument("--show-phi", action="store_true", help="burn patient name and ID into the images")
+    s.add_argument("--show-phi", action="store_true",
+                   help="burn patient name and ID into the images (read from the source DICOM headers)")
 
 
 def _add_study_commands(subs: argparse._SubParsersAction) -> None:
@@ -163,7 +166,7 @@ def _inspect(a: argparse.Namespace) -> int:
 def _ingest(a: argparse.Namespace) -> int:
     from pipeline.workflow import stages
 
-    return stages.ingest(a.study, a.out)
+    return stages.ingest(a.study, a.out, show_phi=a.show_phi)
 
 
 def _segment(a: argparse.Namespace) -> int:

@@ -44,6 +44,13 @@ PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"
                     "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "StudyDescription",
                     "ReferringPhysicianName", "Manufacturer", "ManufacturerModelName", "InstitutionName",
                     "FrameOfReferenceUID", "MagneticFieldStrength")
+#: Header facts that identify the patient or the visit (the identifiers, names and dates of the DICOM basic
+#: application level confidentiality profile, PS3.15 Table E.1-1). ``series.json`` leaves them out unless ingest is
+#: asked for them (``--show-phi``); legmri's outputs then identify no one except DICOM SEG and SR, which carry the
+#: source study's patient module as DICOM requires.
+IDENTIFYING_KEYWORDS = frozenset({"PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "StudyDate",
+                                  "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+                                  "InstitutionName", "name", "id", "birth_date"})
 MIN_SLICES_FOR_VOLUME = 3
 STUDY_YAML_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -503,8 +510,18 @@ def format_inspect_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def ingest_study(study: Path, out: Path) -> dict[str, Any]:
+def without_phi(patient: dict[str, Any]) -> dict[str, Any]:
+    """``patient`` without the keys of :data:`IDENTIFYING_KEYWORDS` (sex, age, scanner and field strength stay).
+
+    >>> without_phi({"PatientName": "Doe^Jane", "PatientSex": "F", "MagneticFieldStrength": "3"})
+    {'PatientSex': 'F', 'MagneticFieldStrength': '3'}
+    """
+    return {k: v for k, v in patient.items() if k not in IDENTIFYING_KEYWORDS}
+
+
+def ingest_study(study: Path, out: Path, show_phi: bool = False) -> dict[str, Any]:
     """Read, classify and convert every series of ``study``; write ``OUT/series.json`` and ``OUT/volumes/``.
+    ``series.json`` holds no patient-identifying header facts unless ``show_phi``.
 
     Returns the content of series.json. Raises :class:`BadInputError` (nothing written) for a study that cannot be
     used: no images, a stack with a missing slice or duplicate positions, NIfTI geometry conflicts.
@@ -548,8 +565,9 @@ def ingest_study(study: Path, out: Path) -> dict[str, Any]:
         inputs = {e["role"]: {"sop_instance_uids": e["sop_instance_uids"]} for e in series}
         fmt = "dicom"
     _flag_echo_limits(series)
-    index = {"study": str(study), "format": fmt, "patient": patient,
-             "study_uid": patient.get("StudyInstanceUID", "") if isinstance(patient, dict) else "",
+    patient = (patient if show_phi else without_phi(patient)) if isinstance(patient, dict) else {}
+    index = {"study": str(study), "format": fmt, "patient": patient, "phi": "kept" if show_phi else "removed",
+             "study_uid": patient.get("StudyInstanceUID", ""),
              "series": series, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}
     # --- everything was read and checked: write (each file atomically; series.json last) ---
     vol_dir = out / "volumes"

@@ -104,11 +104,29 @@ def _spine_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], p
     return made
 
 
+def patient_label(series: SeriesIndex) -> str:
+    """Patient name and ID for pictures made with ``--show-phi``: from ``series.json`` when ingest kept them, else
+    read from the first source DICOM file (``series.json`` holds no PHI by default); "patient" when unknown."""
+    label = series.patient_label()
+    if label != "patient":
+        return label
+    import pydicom
+
+    for entry in series.entries:
+        for f in entry.files[:1]:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except Exception:  # a NIfTI source, or the file moved: no label
+                continue
+            return f"{ds.get('PatientName', '')} {ds.get('PatientID', '')}".strip() or "patient"
+    return "patient"
+
+
 def qa_images(study: StudyDir, show_phi: bool = False) -> list[Path]:
     """Write the QA pictures of the study; returns their paths."""
     cfg = load_config("report")
     series = study.series()
-    phi = series.patient_label() if show_phi else None
+    phi = patient_label(series) if show_phi else None
     return _calf_pictures(study, series, cfg, phi) + _spine_pictures(study, series, cfg, phi)
 
 

@@ -58,16 +58,17 @@ def inspect(study: Path) -> int:
     return EXIT_OK
 
 
-def ingest(study: Path, out: Path) -> int:
+def ingest(study: Path, out: Path, show_phi: bool = False) -> int:
     """Discover, classify and convert every series of ``study`` into ``OUT/series.json`` and ``OUT/volumes/``; a
-    scanner fat-fraction map is stored in percent (:func:`pipeline.io.ffscale.store_ff_map_in_percent`)."""
+    scanner fat-fraction map is stored in percent (:func:`pipeline.io.ffscale.store_ff_map_in_percent`); patient
+    names, IDs and dates are kept in ``series.json`` only with ``show_phi``."""
     from pipeline.io.ffscale import store_ff_map_in_percent
     from pipeline.io.study import ingest_study
 
     check_study_and_out(Path(study), Path(out))
     folder = StudyDir(out)
     with stage_timer(folder.root, "ingest"):
-        index = ingest_study(Path(study), folder.root)
+        index = ingest_study(Path(study), folder.root, show_phi=show_phi)
         note = store_ff_map_in_percent(folder.series().volume("calf_ffmap"))
         if note:
             update_provenance(folder.root, notes=[note])
@@ -162,7 +163,7 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
     clinical_file = clinical or (Path(study) / "clinical.yaml" if (Path(study) / "clinical.yaml").exists() else None)
     if clinical_file is not None:
         load_clinical(clinical_file)
-    ingest(study, out)
+    ingest(study, out, show_phi=show_phi)
     segment(out, device=device, models=models)
     measure(out)
     rules(out, clinical=clinical)

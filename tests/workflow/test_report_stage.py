@@ -44,5 +44,33 @@ def test_report_html_shows_saved_values_and_is_self_contained(out: Path):
     assert html.count("data:image/png;base64,") >= 5
     assert not re.search(r'<img[^>]+src="(?!data:)', html), "images must be embedded"
     assert 'class="flag"' in html  # the index case is asymmetric
-    patient = json.loads((out / "series.json").read_text())["patient"]
-    assert patient["PatientName"] not in html and patient["PatientID"] not in html
+    name, pid = _source_patient(out)
+    assert name and pid and name not in html and pid not in html
+
+
+def _source_patient(out: Path) -> tuple[str, str]:
+    """Patient name and ID from the first source DICOM file of the study."""
+    import pydicom
+
+    series = json.loads((out / "series.json").read_text())["series"]
+    ds = pydicom.dcmread(series[0]["files"][0], stop_before_pixels=True)
+    return str(ds.PatientName), str(ds.PatientID)
+
+
+def test_outputs_identify_no_one_unless_asked(out: Path, tmp_path: Path):
+    """series.json, summary, findings, provenance, CSV and HTML hold neither the patient's name, ID nor birth
+    date; an ingest with show_phi keeps them in series.json."""
+    import pydicom
+
+    name, pid = _source_patient(out)
+    series = json.loads((out / "series.json").read_text())
+    ds = pydicom.dcmread(series["series"][0]["files"][0], stop_before_pixels=True)
+    birth = str(ds.get("PatientBirthDate", ""))
+    assert series["phi"] == "removed" and "PatientName" not in series["patient"]
+    for p in [*out.glob("*.json"), *out.glob("*.html"), *out.rglob("*.csv")]:
+        text = p.read_text()
+        assert name not in text and pid not in text and (not birth or birth not in text), p.name
+    study = Path(series["study"])
+    assert stages.ingest(study, tmp_path / "phi", show_phi=True) == 0
+    kept = json.loads((tmp_path / "phi" / "series.json").read_text())
+    assert kept["phi"] == "kept" and kept["patient"]["PatientName"] == name
