@@ -154,19 +154,53 @@ def check_study_and_out(study: Path, out: Path) -> None:
                             fix="choose a folder you can write to.")
 
 
+def claim_out(out: Path) -> None:
+    """Refuse an ``--out`` that holds files legmri did not write: a run owns its output folder and removes what an
+    earlier run left there (:func:`remove_stale`), so it must not be pointed at a folder of other files."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    folder = StudyDir(out)
+    if not (folder.series_json.exists() or folder.provenance.exists()):
+        raise BadInputError("--out holds files that legmri did not write.", path=out,
+                            fix="give a new or empty folder, or the output folder of an earlier run of this study.")
+
+
+def remove_stale(out: Path, since_ns: int) -> list[str]:
+    """Delete the files under ``out`` last written before ``since_ns`` (the start of this run): what an earlier run
+    wrote and this one did not (every stage rewrites its outputs atomically, so they are newer). Returns their paths
+    relative to ``out``; empty folders left behind are removed too."""
+    stale = [p for p in out.rglob("*") if p.is_file() and p.stat().st_mtime_ns < since_ns]
+    for p in stale:
+        p.unlink()
+    for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return sorted(str(p.relative_to(out)) for p in stale)
+
+
 def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu", show_phi: bool = False,
         models: Any = None) -> int:
     """All stages of one study in one process. The clinical findings are read and checked first, so that an error
-    in them stops the run before any image work."""
+    in them stops the run before any image work. The output folder then holds this run's files only: those an
+    earlier run wrote and this one did not are removed (and listed in provenance)."""
+    import time
+
     from pipeline.rules.clinical import load_clinical
 
     clinical_file = clinical or (Path(study) / "clinical.yaml" if (Path(study) / "clinical.yaml").exists() else None)
     if clinical_file is not None:
         load_clinical(clinical_file)
+    check_study_and_out(Path(study), Path(out))
+    claim_out(Path(out))
+    start_ns = time.time_ns()
     ingest(study, out, show_phi=show_phi)
     segment(out, device=device, models=models)
     measure(out)
     rules(out, clinical=clinical)
     report(out, show_phi=show_phi)
+    removed = remove_stale(Path(out), start_ns)
+    if removed:
+        update_provenance(Path(out), notes=[f"removed {len(removed)} file(s) of an earlier run that this run did not "
+                                            f"write: {', '.join(removed[:10])}{' ...' if len(removed) > 10 else ''}"])
     print(f"{study}: done -> {StudyDir(out).report_html}")
     return EXIT_OK

@@ -1,0 +1,41 @@
+"""A run owns its output folder: a rerun leaves only its own files, a folder of other files is refused, and the
+inputs are never changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pipeline.cli import main
+from tests.badinput.test_corpus import bases  # noqa: F401  (fixture)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_rerun_removes_what_an_earlier_run_left_and_keeps_its_own(bases, tmp_path):  # noqa: F811
+    study, out = bases["nifti"], tmp_path / "out"
+    before = _tree(study)
+    assert main(["run", str(study), "--out", str(out)]) == 0
+    first = set(_tree(out))
+    for leftover in ("spine/measurements.csv", "qa/spine_axial_L4-L5.png", "calf/old_labels.nii.gz"):
+        (out / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (out / leftover).write_text("from an earlier run")
+    assert main(["run", str(study), "--out", str(out)]) == 0
+    second = set(_tree(out))
+    assert second == first and not (out / "spine").exists()
+    notes = json.loads((out / "provenance.json").read_text())["notes"]
+    assert any("removed 3 file(s) of an earlier run" in n for n in notes)
+    assert _tree(study) == before
+
+
+def test_an_out_folder_of_other_files_is_refused(bases, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "documents"
+    out.mkdir()
+    (out / "thesis.docx").write_text("not legmri's")
+    assert main(["run", str(bases["nifti"]), "--out", str(out)]) == 3
+    assert "did not write" in capsys.readouterr().err
+    assert _tree(out) == {"thesis.docx": hashlib.sha256(b"not legmri's").hexdigest()}
