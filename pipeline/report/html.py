@@ -147,8 +147,9 @@ def cohort_table(root_out: Path, studies: Sequence[Mapping[str, Any]], columns: 
     rows = []
     for st in studies:
         out = BatchDir(root_out).study(st["name"])
-        values = _read_json(out.summary).get("values", {}) if st["status"] != "failed" else {}
-        decision = _read_json(out.findings).get("decision", {}) if st["status"] != "failed" else {}
+        measured = st["status"] in ("ok", "up to date")
+        values = _read_json(out.summary).get("values", {}) if measured else {}
+        decision = _read_json(out.findings).get("decision", {}) if measured else {}
         row = {"study": st["name"], "status": st["status"], "error": st.get("error", ""),
                "decision": decision.get("statement") or decision.get("hypothesis") or ""}
         for c in columns:
@@ -179,5 +180,6 @@ def write_cohort(root_out: Path, studies: Sequence[Mapping[str, Any]], report_cf
     html = _env().get_template("index.html.j2").render(
         rows=rows, columns=columns, outliers=outliers,
         n_failed=sum(r["status"] == "failed" for r in rows),
-        has_report={r["study"]: batch.study(r["study"]).report_html.exists() for r in rows})
+        has_report={r["study"]: r["status"] in ("ok", "up to date") and batch.study(r["study"]).report_html.exists()
+                    for r in rows})
     return write_text(batch.index_html, html)

@@ -70,6 +70,23 @@ def find_studies(root: Path) -> list[Path]:
     return studies
 
 
+def not_studies(root: Path, studies: list[Path]) -> list[dict[str, str]]:
+    """Every entry of ``root`` that is not one of ``studies``, with why it was not run (for the batch's listing)."""
+    root = Path(root)
+    if studies == [root]:
+        return []
+    chosen = set(studies)
+    out = []
+    for d in sorted(root.iterdir()):
+        if d in chosen:
+            continue
+        reason = ("hidden" if d.name.startswith(".") else "a file, not a study folder" if not d.is_dir()
+                  else "a folder legmri writes (not a study)" if d.name in NOT_STUDIES
+                  else "holds neither DICOM files nor a study.yaml")
+        out.append({"name": d.name, "status": "not run", "error": reason})
+    return out
+
+
 def input_fingerprint(study: Path) -> str:
     """sha256 over the relative path, size and mtime of every file of the study, the configuration files, the
     bundles' metadata and the legmri version (so an edited threshold, a retrained model or an upgrade reruns the
@@ -173,11 +190,15 @@ def run_batch(root: Path, out: Path, jobs: int = 1, force: bool = False, device:
                     bar.update(task, description=s.name)
                     bar.advance(task)
     ordered = [results[s.name] for s in studies]
-    index = write_cohort(out, ordered, load_config("report"))
+    passed_over = [r for r in not_studies(root, studies) if (root / r["name"]).resolve() != out.resolve()]
+    index = write_cohort(out, [*ordered, *passed_over], load_config("report"))
     failed = [r for r in ordered if r["status"] == "failed"]
     done = sum(r["status"] == "ok" for r in ordered)
     skipped = sum(r["status"] == "up to date" for r in ordered)
-    print(f"legmri batch: {done} run, {skipped} up to date, {len(failed)} failed -> {index}")
+    print(f"legmri batch: {done} run, {skipped} up to date, {len(failed)} failed, {len(passed_over)} not studies "
+          f"-> {index}")
+    for r in passed_over:
+        print(f"  not run: {r['name']}: {r['error']}")
     if failed:
         for r in failed:
             print(f"  FAILED {r['name']}: {r['error']} (see {BatchDir(out).study(r['name']).error_log})",

@@ -79,3 +79,31 @@ def test_fingerprint_follows_inputs_and_legmri_version(root: Path, monkeypatch):
     victim = next(p for p in sorted(study.rglob("*")) if p.is_file())
     victim.write_bytes(victim.read_bytes() + b"\0")
     assert input_fingerprint(study) != upgraded
+
+
+def test_every_folder_not_run_is_listed_with_its_reason(tmp_path: Path):
+    from pipeline.workflow.batch import not_studies
+
+    root = tmp_path / "root"
+    (root / "study_a").mkdir(parents=True)
+    (root / "study_a" / "study.yaml").write_text("series: []\n")
+    (root / "empty").mkdir()
+    (root / ".cache").mkdir()
+    (root / "README.md").write_text("notes")
+    listed = {r["name"]: r["error"] for r in not_studies(root, find_studies(root))}
+    assert listed == {".cache": "hidden", "README.md": "a file, not a study folder",
+                      "empty": "holds neither DICOM files nor a study.yaml"}
+
+
+def test_index_links_are_relative_and_percent_encoded(tmp_path: Path):
+    from pipeline.core.config import load_config
+    from pipeline.report.html import write_cohort
+
+    name = "javascript:alert(1)"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "report.html").write_text("<html></html>")
+    rows = [{"name": name, "status": "failed", "error": "bad <b>input</b>"},
+            {"name": "empty", "status": "not run", "error": "holds neither DICOM files nor a study.yaml"}]
+    html = write_cohort(tmp_path, rows, load_config("report")).read_text()
+    assert 'href="javascript' not in html and 'href="./javascript%3Aalert%281%29/error.log"' in html
+    assert "<b>input</b>" not in html and "not run: holds neither DICOM files" in html
