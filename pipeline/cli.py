@@ -155,6 +155,11 @@ def _add_model_commands(subs: argparse._SubParsersAction) -> None:
                    help="seeds >= 100000 (never used in training): a range 100000-100019 or a comma list")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--generator", choices=["project", "atlas"], default="project",
+                   help="calf phantoms of the training generator (project) or of the independent atlas generator, "
+                        "never trained on (any seeds)")
+    s.add_argument("--contrasts", help="calf input contrasts, e.g. dixon,inphase,outphase,water,anatomical")
+    s.add_argument("--bundle", help="bundle name or folder (default: the configured one)")
 
 
 def _inspect(a: argparse.Namespace) -> int:
@@ -242,7 +247,8 @@ def _ensemble(a: argparse.Namespace) -> int:
 def _evaluate(a: argparse.Namespace) -> int:
     from pipeline.workflow.evaluation import evaluate
 
-    return evaluate(a.anatomy, seeds=a.seeds, out=a.out, device=a.device)
+    return evaluate(a.anatomy, seeds=a.seeds, out=a.out, device=a.device, generator=a.generator,
+                    contrasts=a.contrasts, bundle=a.bundle)
 
 
 def _workflow(a: argparse.Namespace) -> int:

@@ -29,3 +29,15 @@ def test_one_fresh_phantom(anatomy: str, tmp_path: Path):
     else:
         assert "levels right in 1/1" in table
         assert {r["level"] for r in rows} == {"L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"}
+
+
+def test_the_independent_atlas_generator_per_contrast(tmp_path: Path):
+    """The atlas generator (never trained on) with the one-input bundle on two contrasts: a Dice per structure,
+    side and contrast, all between 0 and 1, and the table names the generator."""
+    assert main(["evaluate", "calf", "--generator", "atlas", "--seeds", "4", "--bundle", "calf_unet",
+                 "--contrasts", "inphase,anatomical", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "calf_cases.csv").open()))
+    assert {r["contrast"] for r in rows} == {"inphase", "anatomical"} and {r["side"] for r in rows} <= {"left", "right"}
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    table = (tmp_path / "calf_summary.md").read_text()
+    assert "atlas phantoms" in table and "| soleus |" in table
