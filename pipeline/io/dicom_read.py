@@ -250,7 +250,7 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
         pvt = lookup(item, "PixelValueTransformationSequence")
         rescale = None
         if pvt is not None and "RescaleSlope" in pvt:
-            rescale = (float(pvt.RescaleSlope), float(pvt.get("RescaleIntercept", 0.0)))
+            rescale = rescale_of(pvt, path)
         ipp, iop, spacing = frame_geometry(path, pos.ImagePositionPatient, ori.ImageOrientationPatient,
                                            meas.PixelSpacing)
         frames.append(Frame(
@@ -373,8 +373,6 @@ def _decode(path: Path, cache: dict[Path, Dataset]) -> Dataset:
 
 
 def _frame_pixels(fr: Frame, cache: dict[Path, Dataset]) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut
-
     ds = _decode(fr.path, cache)
     arr = ds.pixel_array
     if fr.frame_index is not None:
@@ -387,11 +385,26 @@ def _frame_pixels(fr: Frame, cache: dict[Path, Dataset]) -> np.ndarray:
         raise BadInputError(f"expected a 2-D grey-scale image, got pixel array shape {arr.shape}.", path=fr.path,
                             fix="colour or multi-sample images are not MR magnitude data; remove them from the study.")
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope, inter = rescale_of(ds, fr.path)
         if (slope, inter) != (1.0, 0.0):
-            return apply_modality_lut(arr, ds)
+            return arr.astype(np.float64) * slope + inter
     return arr
+
+
+def rescale_of(ds: Dataset, path: Path) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (1 and 0 when absent), checked: numbers, finite, a non-zero slope (a zero
+    slope would make every voxel the intercept)."""
+    fix = "correct RescaleSlope / RescaleIntercept or export the series again."
+    try:
+        slope = float(ds.get("RescaleSlope", 1.0) if ds.get("RescaleSlope") not in (None, "") else 1.0)
+        inter = float(ds.get("RescaleIntercept", 0.0) if ds.get("RescaleIntercept") not in (None, "") else 0.0)
+    except (TypeError, ValueError):
+        raise BadInputError(f"RescaleSlope {ds.get('RescaleSlope')!r} / RescaleIntercept "
+                            f"{ds.get('RescaleIntercept')!r} are not numbers.", path=path, fix=fix) from None
+    if not (np.isfinite(slope) and np.isfinite(inter)) or slope == 0.0:
+        raise BadInputError(f"RescaleSlope {slope} / RescaleIntercept {inter} do not map stored values to "
+                            "intensities (not finite, or a zero slope).", path=path, fix=fix)
+    return slope, inter
 
 
 def read_stack_volume(stack: Stack, cache: dict[Path, Dataset] | None = None) -> Volume:

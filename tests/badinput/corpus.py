@@ -125,6 +125,32 @@ GEOMETRY = [
     ("orientation_five_values", "ImageOrientationPatient", "1\\0\\0\\0\\1", "ImageOrientationPatient"),
     ("orientation_missing", "ImageOrientationPatient", None, "lacks ImageOrientationPatient"),
 ]
+PIXEL_MODULE = [  # (name, keyword, raw value, message fragment): damaged pixel descriptions
+    ("rescale_slope_text", "RescaleSlope", "abc", "RescaleSlope"),
+    ("rescale_slope_nan", "RescaleSlope", "nan", "RescaleSlope"),
+    ("rescale_slope_zero", "RescaleSlope", "0", "zero slope"),
+    ("rescale_intercept_inf", "RescaleIntercept", "inf", "RescaleSlope"),
+    ("bits_allocated_8", "BitsAllocated", None, "pixel data"),
+    ("samples_per_pixel_3", "SamplesPerPixel", None, "pixel data"),
+    ("rows_zero", "Rows", None, "pixel data"),
+]
+
+
+def pixel_module(keyword: str, text: str | None) -> Mutate:
+    """Damage the pixel description of every water file (typed values for the integer tags)."""
+    typed = {"BitsAllocated": 8, "SamplesPerPixel": 3, "Rows": 0}
+
+    def mutate(study: Path) -> None:
+        for p in water_files(study):
+            ds = pydicom.dcmread(p)
+            if keyword in typed:
+                setattr(ds, keyword, typed[keyword])
+            else:
+                set_raw(ds, keyword, text)
+            ds.save_as(p)
+    return mutate
+
+
 DAMAGE = [  # a file that is no longer DICOM is skipped (and named); its slice is then missing from the series
     ("truncated", "pixel data"),
     ("empty", "slice is missing"),
@@ -319,6 +345,12 @@ def cases() -> list[Case]:
         for which in ("all", "one"):
             out.append(Case(f"dicom_{name}_{which}", "dicom", header(kw, text, which), 3, frag))
     out += [Case(f"dicom_file_{kind}", "dicom", damage(kind), 3, frag) for kind, frag in DAMAGE]
+    out += [Case(f"dicom_{name}", "dicom", pixel_module(kw, text), 3, frag) for name, kw, text, frag in PIXEL_MODULE]
+    # header oddities that do not change the image: read as they are (exit 0)
+    out += [Case("dicom_photometric_rgb_on_grey_pixels", "dicom", pixel_module("PhotometricInterpretation", "RGB"),
+                 0, ""),
+            Case("dicom_description_empty", "dicom", header("SeriesDescription", "", "all"), 0, ""),
+            Case("dicom_instance_numbers_shuffled", "dicom", header("InstanceNumber", "7", "all"), 0, "")]
     out += [Case(name, "nifti", m, 3, frag) for name, m, frag in STUDY_YAML]
     out += [Case(name, "nifti", m, 3, frag) for name, m, frag in NIFTI_FILES]
     out += [Case(name, "nifti", clinical(text), 3, frag, RUN) for name, text, frag in CLINICAL]

@@ -54,6 +54,9 @@ def test_bad_input(case: Case, bases, tmp_path, capsys):
     assert code == case.exit_code, err
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("legmri ")]
+    if case.exit_code == 0:  # an oddity legmri reads as it is
+        assert not errors and (out / "series.json").exists()
+        return
     assert len(errors) == 1, err
     assert case.fragment.lower() in err.lower(), err
     assert not (out / "summary.json").exists()
