@@ -52,6 +52,12 @@ def load_volume(path: str | Path) -> Volume:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise BadInputError(f"not a NIfTI image ({type(img).__name__}).", path=path, fix="convert it to NIfTI.")
     affine = _checked_affine(img, path)
+    dtype = img.header.get_data_dtype()
+    if dtype.fields is not None or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+                                        or dtype == np.bool_):
+        raise BadInputError(f"voxels of type {dtype} are not real grey-scale values.", path=path,
+                            fix="give a magnitude (or fat-fraction) image: integer or floating point, one value per "
+                                "voxel (split complex data into magnitude and phase).")
     shape = tuple(int(n) for n in img.header.get_data_shape())
     declared = int(np.prod(shape, dtype=np.int64)) * img.header.get_data_dtype().itemsize
     if declared > MAX_IMAGE_BYTES:

@@ -10,6 +10,7 @@ a NIfTI study with a ``study.yaml``; each case changes one thing of a fresh copy
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,38 +199,81 @@ def two_d(data: np.ndarray, aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return data[:, :, 0], aff
 
 
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _huge_header(data: bytes) -> bytes:
+    hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(gzip.decompress(data)))
+    hdr.set_data_shape((4000, 4000, 4000))
+    hdr.set_data_dtype(np.float32)
+    return gzip.compress(hdr.binaryblock + b"\0" * 4 + b"\0" * 1024)
+
+
+def _negative_dim(data: bytes) -> bytes:
+    raw = bytearray(gzip.decompress(data))
+    raw[42:44] = np.int16(-5).tobytes()  # dim[1]
+    return gzip.compress(bytes(raw))
+
+
+BYTES = {"truncated": _truncated, "not_gzip": lambda d: b"this is not an image\n" * 20, "empty": lambda d: b"",
+         "huge_header": _huge_header, "negative_dim": _negative_dim}
+
+
+def _singular(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:  # sform only, with a zero slice axis
+    hdr["qform_code"] = 0
+    hdr["srow_z"] = [0.0, 0.0, 0.0, float(hdr["srow_z"][3])]
+    hdr["srow_y"] = [0.0, float(hdr["srow_y"][1]), 0.0, float(hdr["srow_y"][3])]
+    hdr["srow_x"] = [float(hdr["srow_x"][0]), 0.0, 0.0, float(hdr["srow_x"][3])]
+    return data
+
+
+def _no_geometry(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:
+    hdr["qform_code"], hdr["sform_code"] = 0, 0
+    return data
+
+
+def _disagree(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:
+    hdr["srow_x"] = hdr["srow_x"] + np.array([0.0, 0.0, 0.0, 25.0], np.float32)
+    return data
+
+
+def _slope_nan(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:
+    hdr["scl_slope"] = np.nan
+    return data
+
+
+def _complex(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:
+    hdr.set_data_dtype(np.complex64)
+    return data.astype(np.complex64)
+
+
+def _rgb(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:
+    rgb = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    hdr.set_data_dtype(rgb.dtype)
+    return rgb
+
+
+HEADERS = {"singular_affine": _singular, "no_geometry": _no_geometry, "qform_sform_disagree": _disagree,
+           "slope_nan": _slope_nan, "complex": _complex, "rgb": _rgb}
+
+
 def raw_file(role: str, kind: str) -> Mutate:
-    """Replace the file of ``role`` by a broken one: truncated gzip, no gzip at all, empty, a folder, or a header
-    that declares a huge image over a few bytes of data."""
+    """Replace the file of ``role`` by a broken one: its bytes changed (:data:`BYTES`: truncated gzip, no gzip, empty,
+    a header declaring a huge image over a few bytes, a negative dimension), its header changed (:data:`HEADERS`),
+    or a folder in its place."""
     def mutate(study: Path) -> None:
         p = study / f"{role}.nii.gz"
-        data = p.read_bytes()
-        if kind == "truncated":
-            p.write_bytes(data[: len(data) // 2])
-        elif kind == "not_gzip":
-            p.write_bytes(b"this is not an image\n" * 20)
-        elif kind == "empty":
-            p.write_bytes(b"")
-        elif kind == "folder":
+        if kind == "folder":
             p.unlink()
             p.mkdir()
-        elif kind == "huge_header":
-            hdr = nib.load(p).header.copy()
-            hdr.set_data_shape((4000, 4000, 4000))
-            hdr.set_data_dtype(np.float32)
-            p.write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4 + b"\0" * 1024))
-        elif kind == "singular_affine":  # sform only (no qform), with a zero slice axis
+        elif kind in BYTES:
+            p.write_bytes(BYTES[kind](p.read_bytes()))
+        else:
             img = nib.load(p)
             hdr = img.header.copy()
-            hdr["qform_code"] = 0
-            hdr["srow_z"] = [0.0, 0.0, 0.0, float(hdr["srow_z"][3])]
-            hdr["srow_y"] = [0.0, float(hdr["srow_y"][1]), 0.0, float(hdr["srow_y"][3])]
-            hdr["srow_x"] = [float(hdr["srow_x"][0]), 0.0, 0.0, float(hdr["srow_x"][3])]
-            nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, hdr), p)
-        elif kind == "negative_dim":
-            raw = bytearray(gzip.decompress(data))
-            raw[42:44] = np.int16(-5).tobytes()  # dim[1]
-            p.write_bytes(gzip.compress(bytes(raw)))
+            data = HEADERS[kind](hdr, np.asarray(img.dataobj))
+            nib.save(nib.Nifti1Image(data, None, hdr), p)
     return mutate
 
 
@@ -294,6 +338,14 @@ NIFTI_FILES = [
     ("nifti_folder", raw_file("calf_water", "folder"), "does not exist"),
     ("nifti_huge_header", raw_file("calf_water", "huge_header"), "GiB"),
     ("nifti_negative_dim", raw_file("calf_water", "negative_dim"), "calf_water.nii.gz"),
+    ("nifti_no_geometry", raw_file("calf_fat", "no_geometry"), "neither qform nor sform"),
+    ("nifti_qform_sform_disagree", raw_file("calf_fat", "qform_sform_disagree"), "disagree"),
+    ("nifti_complex", raw_file("calf_water", "complex"), "calf_water.nii.gz"),
+    ("nifti_rgb", raw_file("calf_water", "rgb"), "calf_water.nii.gz"),
+    ("yaml_echo_without_time", study_yaml(clean_yaml() + "  - {file: 'calf_water.nii.gz', role: calf_echo}\n"),
+     "echo_time_ms"),
+    ("yaml_series_empty", study_yaml("series: []\n"), "study.yaml"),
+    ("yaml_file_not_string", study_yaml("series:\n  - {file: 12, role: calf_water}\n"), "study.yaml"),
 ]
 
 # -- clinical.yaml (checked before any image work) -----------------------------------------------------------------
@@ -349,6 +401,7 @@ def cases() -> list[Case]:
     # header oddities that do not change the image: read as they are (exit 0)
     out += [Case("dicom_photometric_rgb_on_grey_pixels", "dicom", pixel_module("PhotometricInterpretation", "RGB"),
                  0, ""),
+            Case("nifti_scale_slope_nan_means_unscaled", "nifti", raw_file("calf_inphase", "slope_nan"), 0, ""),
             Case("dicom_description_empty", "dicom", header("SeriesDescription", "", "all"), 0, ""),
             Case("dicom_instance_numbers_shuffled", "dicom", header("InstanceNumber", "7", "all"), 0, "")]
     out += [Case(name, "nifti", m, 3, frag) for name, m, frag in STUDY_YAML]
