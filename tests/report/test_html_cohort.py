@@ -47,7 +47,7 @@ def test_cohort_index_links_studies_flags_failed_and_outliers(tmp_path):
     index = write_cohort(tmp_path, studies, load_config("report"))
     html = index.read_text()
     for i in range(5):
-        assert f'href="s{i}/report.html"' in html
+        assert f'href="./s{i}/report.html"' in html
     assert "1 failed" in html and "broken/error.log" in html and "no DICOM image series found" in html
     rows = {r["study"]: r for r in csv.DictReader(open(tmp_path / "cohort.csv"))}
     assert rows["s4"]["outlier_columns"] == "calf.asymmetry.triceps_surae.volume_ai_pct"

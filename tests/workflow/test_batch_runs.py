@@ -44,9 +44,9 @@ def test_corrupt_study_is_isolated_and_named(root: Path, tmp_path: Path, capsys,
         assert not (out / ok / "error.log").exists()
     assert "broken" in (out / "broken" / "error.log").read_text()
     index = (out / "index.html").read_text()
-    assert 'href="knee_a/report.html"' in index and "broken/error.log" in index
+    assert 'href="./knee_a/report.html"' in index and "broken/error.log" in index
     rows = {r["study"]: r["status"] for r in csv.DictReader(open(out / "cohort.csv"))}
-    assert rows == {"broken": "failed", "knee_a": "ok", "knee_b": "ok"}
+    assert rows == {"broken": "failed", "knee_a": "ok", "knee_b": "ok", "README.md": "not run", "qa": "not run"}
 
     # second run: the good studies are up to date and skipped, the broken one is retried and fails again
     mtime = (out / "knee_a" / "report.html").stat().st_mtime_ns

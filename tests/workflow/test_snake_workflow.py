@@ -59,7 +59,7 @@ def test_threshold_edit_reruns_only_rules_and_report(tmp_path: Path, monkeypatch
     assert run_workflow(root, out, ["--cores", "2"]) == 0
     assert sorted(_jobs_in_last_log(out)) == ["cohort", "ingest", "measure", "report", "rules", "segment"]
     assert _mtimes(out, "knee_a") == after
-    assert 'href="knee_b/report.html"' in (out / "index.html").read_text()
+    assert 'href="./knee_b/report.html"' in (out / "index.html").read_text()
 
 
 def test_cli_passes_arguments_after_double_dash_to_snakemake(tmp_path: Path):
