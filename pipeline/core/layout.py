@@ -145,6 +145,13 @@ class StudyDir(_Folder):
     report_html = _File("report.html")
     error_log = _File("error.log")
 
+    def label_tables(self, anatomy: str) -> tuple[Path, Path]:
+        """The 3D Slicer colour table and ITK-SNAP label description of the ``anatomy``'s label maps (one pair per
+        folder: every label map of a folder shares the registry's ids): ``calf/labels.ctbl``,
+        ``calf/labels.itksnap.txt``."""
+        folder = self.calf_dir if anatomy == "calf" else self.spine_dir
+        return folder / "labels.ctbl", folder / "labels.itksnap.txt"
+
     def volume(self, role: str) -> Path:
         """Where ingest writes the canonical volume of ``role``."""
         return self.volumes_dir / f"{role}.nii.gz"

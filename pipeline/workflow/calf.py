@@ -31,6 +31,7 @@ from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.tables import csv_text
 from pipeline.core.volume import Volume
+from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_volume
 from pipeline.io.study import echo_set
 
@@ -181,6 +182,7 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
         update_provenance(study.root, models={"calf": bundle.provenance()}, notes=[f"calf: {reason}"])
         return {"status": "failed QC", "reason": reason}
     save_volume(labels, study.calf_labels, dtype=np.int16)
+    write_label_tables(study, "calf")
     legs = [(leg.side, leg.mask) for leg in sides.legs]
     certainty = {"entropy": structure_means(np.asarray(entropy.array), np.asarray(classes.array), legs, reg.classes)}
     if load_config("qc")["calf"]["flip_check"]:

@@ -25,6 +25,7 @@ from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.tables import csv_text
 from pipeline.core.volume import Volume
+from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_probability, save_volume
 from pipeline.spine.levels import DISC_LEVELS, LevelResult, label_levels, levels_from_labels, name_axial_discs
 from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
@@ -59,6 +60,7 @@ def _save(study: StudyDir, roles: list[str], seg: SpineSegmentation) -> None:
     """Write the label and probability maps and ``levels.json`` of a segmentation."""
     levels = seg.levels
     save_volume(levels.labels, study.spine_labels_sag, dtype=np.int16)
+    write_label_tables(study, "spine")
     save_probability(seg.sac_sag, study.spine_probability(study.spine_labels_sag))
     for role, stack in zip(roles, seg.axials):
         path = study.spine_labels_for(role)
