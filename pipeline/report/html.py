@@ -90,8 +90,11 @@ def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
         g = lambda k, lv=lv: values.get(f"spine.{lv}.{k}")  # noqa: E731
         rows.append({"level": lv, "dsca_mm2": g("dsca_mm2"), "ap_diameter_mm": g("ap_diameter_mm"),
                      "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
+                     "canal_rsna": g("canal_rsna"),
                      "sides": {s: {"recess_mm": g(f"{s}.lateral_recess_depth_mm"),
                                    "recess_grade": g(f"{s}.lateral_recess_grade"),
+                                   "subarticular_rsna": g(f"{s}.subarticular_rsna"),
+                                   "foraminal_rsna": g(f"{s}.foraminal_rsna"),
                                    "foramen_mm2": g(f"{s}.foramen_area_mm2"), "foramen_grade": g(f"{s}.foramen_grade"),
                                    "roots": g(f"{s}.roots_at_risk")} for s in ("right", "left")}})
     return rows

@@ -67,6 +67,35 @@ def foramen_grade(area: float | None, cfg: dict[str, Any]) -> int | None:
     return 0
 
 
+RSNA_GRADES = ("normal_mild", "moderate", "severe")
+
+
+def rsna_grade(value: float | None, severe_below: float, moderate_below: float) -> str | None:
+    """A measurement in the three-step vocabulary of the RSNA 2024 Lumbar Spine Degenerative Classification
+    (Normal/Mild, Moderate, Severe): ``severe`` below ``severe_below``, ``moderate`` below ``moderate_below``, else
+    ``normal_mild`` (smaller is narrower for every measure graded here). The bounds and their sources are in
+    ``configs/default.yaml`` (``spine.rsna``).
+
+    >>> [rsna_grade(v, 75, 100) for v in (60.0, 80.0, 130.0, None)]
+    ['severe', 'moderate', 'normal_mild', None]
+    """
+    if value is None:
+        return None
+    return "severe" if value < severe_below else "moderate" if value < moderate_below else "normal_mild"
+
+
+def rsna_grades(values: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """Add ``canal_rsna``, ``<side>.subarticular_rsna`` and ``<side>.foraminal_rsna`` to a level's ``values``:
+    canal from the dural sac area, subarticular from the lateral recess depth, foraminal from the foraminal area."""
+    r = cfg["rsna"]
+    values["canal_rsna"] = rsna_grade(values.get("dsca_mm2"), *r["canal_dsca_mm2"])
+    for side in SIDES:
+        values[f"{side}.subarticular_rsna"] = rsna_grade(values.get(f"{side}.lateral_recess_depth_mm"),
+                                                         *r["subarticular_recess_depth_mm"])
+        values[f"{side}.foraminal_rsna"] = rsna_grade(values.get(f"{side}.foramen_area_mm2"),
+                                                      *r["foraminal_area_mm2"])
+
+
 def _mask(arr: np.ndarray, reg: Registry, *names: str) -> np.ndarray:
     ids = [lab.id for lab in reg.labels if lab.structure in names]
     return np.isin(arr, ids)
@@ -148,16 +177,18 @@ def measure_levels(levels: LevelResult, axials: Sequence[AxialStack], reg: Regis
         for side in SIDES:
             values[f"{side}.lateral_recess_grade"] = recess_grade(values.get(f"{side}.lateral_recess_depth_mm"), cfg)
             values[f"{side}.foramen_grade"] = foramen_grade(values.get(f"{side}.foramen_area_mm2"), cfg)
+        rsna_grades(values, cfg)
         _roots(values, level, innervation)
         _store(res, level, values, reasons)
     return res
 
 
 def _null_level(s: Summary, level: str, reason: str) -> None:
-    for key in ("dsca_mm2", "ap_diameter_mm", "central_grade"):
+    for key in ("dsca_mm2", "ap_diameter_mm", "central_grade", "canal_rsna"):
         s.set_null(f"spine.{level}.{key}", reason)
     for side in SIDES:
-        for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade"):
+        for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade",
+                    "subarticular_rsna", "foraminal_rsna"):
             s.set_null(f"spine.{level}.{side}.{key}", reason)
 
 
@@ -253,13 +284,16 @@ def _root_key(root: str) -> tuple[int, int]:
 UNITS = {"dsca_mm2": "mm2", "ap_diameter_mm": "mm", "lateral_recess_depth_mm": "mm", "foramen_area_mm2": "mm2"}
 GRADE_OF = {"dsca_mm2": "central_grade", "ap_diameter_mm": None, "lateral_recess_depth_mm": "lateral_recess_grade",
             "foramen_area_mm2": "foramen_grade"}
+RSNA_OF = {"dsca_mm2": "canal_rsna", "ap_diameter_mm": None, "lateral_recess_depth_mm": "subarticular_rsna",
+           "foramen_area_mm2": "foraminal_rsna"}
 
 
 def _store(res: SpineMeasurements, level: str, values: dict[str, Any], reasons: dict[str, str]) -> None:
     s = res.summary
-    keys = ["dsca_mm2", "ap_diameter_mm", "central_grade", "roots_at_risk"] + [
+    keys = ["dsca_mm2", "ap_diameter_mm", "central_grade", "canal_rsna", "roots_at_risk"] + [
         f"{side}.{k}" for side in SIDES for k in ("lateral_recess_depth_mm", "lateral_recess_grade",
-                                                  "foramen_area_mm2", "foramen_grade", "roots_at_risk")]
+                                                  "subarticular_rsna", "foramen_area_mm2", "foramen_grade",
+                                                  "foraminal_rsna", "roots_at_risk")]
     for key in keys:
         v = values.get(key)
         full = f"spine.{level}.{key}"
@@ -269,7 +303,8 @@ def _store(res: SpineMeasurements, level: str, values: dict[str, Any], reasons: 
                 continue
             base = key.split(".")[-1]
             src = {"central_grade": "dsca_mm2", "lateral_recess_grade": "lateral_recess_depth_mm",
-                   "foramen_grade": "foramen_area_mm2"}.get(base, base)
+                   "foramen_grade": "foramen_area_mm2", "canal_rsna": "dsca_mm2",
+                   "subarticular_rsna": "lateral_recess_depth_mm", "foraminal_rsna": "foramen_area_mm2"}.get(base, base)
             side_prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
             s.set_null(full, reasons.get(side_prefix + src, reasons.get(key, f"{src} not measurable at {level}")))
         else:
@@ -280,5 +315,7 @@ def _store(res: SpineMeasurements, level: str, values: dict[str, Any], reasons: 
             gk = GRADE_OF[key]
             grade = values.get(gk if side == "central" or gk is None else f"{side}.{gk}") if gk else None
             v = values.get(vk)
+            rk = RSNA_OF[key]
+            rsna = values.get(rk if side == "central" or rk is None else f"{side}.{rk}") if rk else None
             res.rows.append({"level": level, "side": side, "metric": key, "value": None if v is None else round(v, 2),
-                             "unit": unit, "grade": grade})
+                             "unit": unit, "grade": grade, "grade_rsna": rsna})

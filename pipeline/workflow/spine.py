@@ -30,7 +30,7 @@ from pipeline.io.nifti import load_volume, save_probability, save_volume
 from pipeline.spine.levels import DISC_LEVELS, LevelResult, label_levels, levels_from_labels, name_axial_discs
 from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
 
-MEASUREMENT_COLUMNS = ["level", "side", "metric", "value", "unit", "grade"]
+MEASUREMENT_COLUMNS = ["level", "side", "metric", "value", "unit", "grade", "grade_rsna"]
 
 
 @dataclass
@@ -93,10 +93,11 @@ def unavailable_summary(reason: str) -> Summary:
     s = Summary()
     s.set("spine.available", False)
     for level in DISC_LEVELS:
-        for key in ("dsca_mm2", "ap_diameter_mm", "central_grade"):
+        for key in ("dsca_mm2", "ap_diameter_mm", "central_grade", "canal_rsna"):
             s.set_null(f"spine.{level}.{key}", reason)
         for side in ("left", "right"):
-            for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade"):
+            for key in ("lateral_recess_depth_mm", "lateral_recess_grade", "foramen_area_mm2", "foramen_grade",
+                        "subarticular_rsna", "foraminal_rsna"):
                 s.set_null(f"spine.{level}.{side}.{key}", reason)
     return s
 
