@@ -84,13 +84,42 @@ def max_girth_slice(girth_mm: np.ndarray, muscle_csa_mm2: np.ndarray, min_muscle
     >>> max_girth_slice(np.array([300, 400, 500, 410, 405, 300.0]), np.full(6, 2000.0))
     3
     """
-    smooth = running_median(girth_mm, window)
-    with np.errstate(invalid="ignore"):
-        ok = muscle_bearing(muscle_csa_mm2, min_muscle_fraction, edge_slices) & ~np.isnan(girth_mm) \
-            & (girth_mm <= smooth * (1.0 + outlier_fraction))
+    ok = girth_slices_ok(girth_mm, muscle_csa_mm2, min_muscle_fraction, edge_slices, outlier_fraction, window)
     if not ok.any():
         return None
     return int(np.flatnonzero(ok)[np.argmax(girth_mm[ok])])
+
+
+def girth_slices_ok(girth_mm: np.ndarray, muscle_csa_mm2: np.ndarray, min_muscle_fraction: float = 0.5,
+                    edge_slices: int = 1, outlier_fraction: float = 0.03, window: int = 3) -> np.ndarray:
+    """The slices where one leg's girth may be read (see :func:`max_girth_slice`): muscle-bearing, an outline
+    traced, and not an outlier against the running median of its neighbourhood.
+
+    >>> girth_slices_ok(np.array([300, 400, 500, 410, 405, 300.0]), np.full(6, 2000.0)).tolist()
+    [False, True, False, True, True, False]
+    """
+    smooth = running_median(girth_mm, window)
+    with np.errstate(invalid="ignore"):
+        return muscle_bearing(muscle_csa_mm2, min_muscle_fraction, edge_slices) & ~np.isnan(girth_mm) \
+            & (girth_mm <= smooth * (1.0 + outlier_fraction))
+
+
+def matched_girth_slice(girths: list[np.ndarray], muscle_csas: list[np.ndarray], min_muscle_fraction: float = 0.5,
+                        edge_slices: int = 1, outlier_fraction: float = 0.03, window: int = 3) -> int | None:
+    """The one level at which both legs' girths are compared: the slice of largest summed girth among those where
+    every leg's girth may be read (:func:`girth_slices_ok` for each leg on its own, so an artefact on one leg's slice
+    is never compared with the other leg); None when no slice qualifies for all.
+
+    >>> g_r, g_l = np.array([400, 410, 514, 411, 300.0]), np.array([398, 407, 406, 577, 72.0])
+    >>> matched_girth_slice([g_r, g_l], [np.full(5, 2000.0)] * 2)
+    1
+    """
+    ok = np.logical_and.reduce([girth_slices_ok(g, c, min_muscle_fraction, edge_slices, outlier_fraction, window)
+                                for g, c in zip(girths, muscle_csas)])
+    if not ok.any():
+        return None
+    total = np.sum(girths, axis=0)
+    return int(np.flatnonzero(ok)[np.argmax(total[ok])])
 
 
 def shaft_level_muscle_csa(muscle_csa_mm2: np.ndarray, bone_csa_mm2: np.ndarray, leg_csa_mm2: np.ndarray,

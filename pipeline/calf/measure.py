@@ -23,7 +23,12 @@ from pipeline.calf.fatfraction import (
     ff_statistics_pct,
     roi_ff,
 )
-from pipeline.calf.girth import girth_per_slice_mm, max_girth_slice, shaft_level_muscle_csa
+from pipeline.calf.girth import (
+    girth_per_slice_mm,
+    matched_girth_slice,
+    max_girth_slice,
+    shaft_level_muscle_csa,
+)
 from pipeline.calf.metrics import (
     coverage,
     leg_axis_from_mask,
@@ -398,9 +403,7 @@ def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names, muscle_
         if "ff_pct" in r:
             _put(res, name, "ff_diff_pp", difference(r.get("ff_pct"), l_.get("ff_pct")),
                  no_ff_reason or f"FF of {name} missing")
-    both = girth["right"] + girth["left"]
-    k = max_girth_slice(both, muscle_csa["right"] + muscle_csa["left"], *girth_rule) \
-        if not np.all(np.isnan(both)) else None
+    k = matched_girth_slice([girth["right"], girth["left"]], [muscle_csa["right"], muscle_csa["left"]], *girth_rule)
     if k is None:
         s.set_null("calf.asymmetry.girth_diff_cm", "no muscle-bearing slice shows both legs")
         s.set_null("calf.girth_matched_z_mm", "no muscle-bearing slice shows both legs")
