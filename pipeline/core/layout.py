@@ -137,6 +137,7 @@ class StudyDir(_Folder):
     spine_levels = _File("spine/levels.json")
     spine_marks = _File("spine/marks.json")
     spine_measurements = _File("spine/measurements.csv")
+    spine_qc = _File("spine/qc.json")  # segmentation quality control of the lumbar study: verdicts and reasons
     summary = _File("summary.json")
     findings = _File("findings.json")
     provenance = _File("provenance.json")

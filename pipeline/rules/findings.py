@@ -137,6 +137,7 @@ def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> d
         "derived_inputs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.values.items()},
         "hypotheses": {k: v["title"] for k, v in ruleset.hypotheses.items()},
         "quality_control": {"calf_status": full.get("calf.qc_status"), "calf_reasons": full.get("calf.qc_reasons"),
+                            "spine_status": full.get("spine.qc_status"), "spine_reasons": full.get("spine.qc_reasons"),
                             "held_back": held, "caveats": qc_caveats(full)},
     }
 

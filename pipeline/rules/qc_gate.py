@@ -8,6 +8,9 @@ whose reason names the failure, and lists what it held back:
 * a structure failed in a leg: that structure's values in that leg, the groups that contain it (e.g. triceps surae
   holds soleus), and the left/right asymmetry of both.
 
+The same for the spine (``spine.qc_status``, ``spine.<level>.qc_status``; :mod:`pipeline.spine.qc`): a failed study
+holds back every level's values, a failed level that level's values.
+
 Values marked ``review`` are used, and the findings say so. A summary without QC keys passes unchanged.
 """
 
@@ -55,6 +58,7 @@ def gate(summary: Summary, groups: dict[str, tuple[str, ...]]) -> tuple[Summary,
     """
     out = Summary(dict(summary.values), dict(summary.missing))
     held: dict[str, str] = {}
+    _gate_spine(summary, out, held)
     study_failed = summary.get("calf.qc_status") == FAIL
     failed = _failed_structures(summary)
     for key, value in summary.values.items():
@@ -74,12 +78,42 @@ def gate(summary: Summary, groups: dict[str, tuple[str, ...]]) -> tuple[Summary,
     return out, held
 
 
+def _gate_spine(summary: Summary, out: Summary, held: dict[str, str]) -> None:
+    """Hold back (in ``out`` and ``held``) every spine level value whose study or level failed spine QC.
+
+    >>> s = Summary({"spine.qc_status": "review", "spine.L4-L5.qc_status": "fail", "spine.L4-L5.qc_reasons": "no sac",
+    ...              "spine.L4-L5.dsca_mm2": 60.0, "spine.L3-L4.dsca_mm2": 120.0})
+    >>> out, held = Summary(dict(s.values)), {}
+    >>> _gate_spine(s, out, held); out.get("spine.L4-L5.dsca_mm2"), out.get("spine.L3-L4.dsca_mm2"), list(held)
+    (None, 120.0, ['spine.L4-L5.dsca_mm2'])
+    """
+    study_failed = summary.get("spine.qc_status") == FAIL
+    for key, value in summary.values.items():
+        parts = key.split(".")
+        if not key.startswith("spine.") or value is None or len(parts) < 3 or parts[-1] in ("qc_status",
+                                                                                           "qc_reasons"):
+            continue
+        level = parts[1]
+        if study_failed:
+            reason = f"spine segmentation failed QC: {summary.get('spine.qc_reasons') or 'see the report'}"
+        elif summary.get(f"spine.{level}.qc_status") == FAIL:
+            reason = f"{level} failed spine QC ({summary.get(f'spine.{level}.qc_reasons') or 'see the report'})"
+        else:
+            continue
+        out.set_null(key, reason)
+        held[key] = reason
+
+
 def qc_caveats(summary: Summary) -> list[str]:
-    """Sentences for the findings: the calf QC verdict when it is not a pass."""
-    status = summary.get("calf.qc_status")
-    if status in (None, "pass"):
-        return []
-    text = summary.get("calf.qc_reasons") or "see the report"
-    if status == FAIL:
-        return [f"Calf segmentation failed quality control; no calf value was used: {text}"]
-    return [f"Calf segmentation needs review; values that failed QC were not used: {text}"]
+    """Sentences for the findings: the calf and spine QC verdicts when they are not a pass."""
+    out = []
+    for anatomy, name in (("calf", "Calf"), ("spine", "Lumbar spine")):
+        status = summary.get(f"{anatomy}.qc_status")
+        if status in (None, "pass"):
+            continue
+        text = summary.get(f"{anatomy}.qc_reasons") or "see the report"
+        if status == FAIL:
+            out.append(f"{name} segmentation failed quality control; no {anatomy} value was used: {text}")
+        else:
+            out.append(f"{name} segmentation needs review; values that failed QC were not used: {text}")
+    return out

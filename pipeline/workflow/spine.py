@@ -29,6 +29,7 @@ from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_probability, save_volume
 from pipeline.spine.levels import DISC_LEVELS, LevelResult, label_levels, levels_from_labels, name_axial_discs
 from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
+from pipeline.spine.qc import judge_spine
 
 MEASUREMENT_COLUMNS = ["level", "side", "metric", "value", "unit", "grade", "grade_rsna"]
 
@@ -135,7 +136,12 @@ def measure(study: StudyDir) -> dict[str, Any]:
     res = measure_levels(levels, [_saved_stack(study, p) for p in labels], registry("spine"),
                          load_config("default")["spine"], load_config("innervation"),
                          sac_sag=_optional_volume(study.spine_probability(study.spine_labels_sag)))
+    qc = judge_spine(load_volume(study.spine_labels_sag), registry("spine"), load_config("qc")["spine"],
+                     levels.flags, res.summary.values)
+    for key, value in qc.as_summary().items():
+        res.summary.set(key, value)
+    write_json(study.spine_qc, qc.as_json())
     write_text(study.spine_measurements, csv_text(res.rows, MEASUREMENT_COLUMNS))
     write_json(study.spine_marks, {"coordinates": "world RAS, mm", "levels": res.marks})
     update_summary_section(study.root, "spine", res.summary)
-    return {"status": "measured", "levels": sorted(levels.discs)}
+    return {"status": "measured", "levels": sorted(levels.discs), "qc_status": qc.status}

@@ -1,0 +1,68 @@
+"""Spine segmentation QC through measure and rules: the index case with its ground-truth labels passes; a level
+whose dural sac is missing fails and its values are held back from the rules; a sagittal image without named levels
+fails the study, and no spine value reaches the rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.labels import registry
+from pipeline.core.layout import StudyDir
+from pipeline.io.nifti import load_volume, save_volume
+from pipeline.workflow import stages
+from tests.report.study_fixture import ground_truth_out
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())["values"]
+
+
+def test_ground_truth_labels_pass(tmp_path):
+    v = _summary(ground_truth_out(tmp_path / "nmh"))
+    assert v["spine.qc_status"] == "pass"
+    assert all(v[f"spine.{lv}.qc_status"] == "pass" for lv in ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"))
+
+
+def test_a_level_without_dural_sac_fails_and_is_held_back(tmp_path):
+    out = ground_truth_out(tmp_path / "nmh", measure=False)
+    d = StudyDir(out)
+    reg = registry("spine")
+    sag = load_volume(d.spine_labels_sag)
+    arr = np.asarray(sag.array).copy()
+    disc = np.argwhere(arr == reg.label_id("disc_L4_L5"))
+    z_disc = sag.voxel_to_world(disc)[:, 2].mean()
+    sac = np.argwhere(arr == reg.label_id("dural_sac"))
+    near = np.abs(sag.voxel_to_world(sac)[:, 2] - z_disc) <= 8.0
+    arr[tuple(sac[near].T)] = 0
+    save_volume(sag.with_array(arr), d.spine_labels_sag)
+    stages.measure(out)
+    stages.rules(out)
+    v = _summary(out)
+    assert v["spine.L4-L5.qc_status"] == "fail" and "no dural sac" in v["spine.L4-L5.qc_reasons"]
+    assert v["spine.L3-L4.qc_status"] == "pass" and v["spine.qc_status"] == "review"
+    held = json.loads(d.findings.read_text())["quality_control"]["held_back"]
+    assert any(k.startswith("spine.L4-L5.") for k in held)
+    assert not any(k.startswith("spine.L3-L4.") for k in held)
+
+
+def test_a_sagittal_image_without_named_levels_fails(tmp_path):
+    """A calf image given as the lumbar sagittal T2: nothing is named, the spine fails QC with the reason."""
+    from pipeline.synth.not_calf import write_not_calf_study
+
+    study = write_not_calf_study("noise", 3, tmp_path / "study", n_slices=10, in_plane_mm=1.6)
+    (study / "study.yaml").write_text("series:\n  - {file: calf_inphase.nii.gz, role: lumbar_sag_t2}\n")
+    out = tmp_path / "out"
+    assert stages.ingest(study, out) == 0
+    stages.segment(out)
+    stages.measure(out)
+    stages.rules(out)
+    v = _summary(out)
+    assert v["spine.qc_status"] == "fail" and "no level is measured" in v["spine.qc_reasons"]
+    qc = json.loads(StudyDir(out).findings.read_text())["quality_control"]
+    assert qc["spine_status"] == "fail"
+    measured = [k for k in v if k.startswith("spine.L") and v[k] not in (None, "")
+                and not k.endswith(("qc_status", "qc_reasons"))]
+    assert all(k in qc["held_back"] for k in measured)
