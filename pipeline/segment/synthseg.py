@@ -38,6 +38,10 @@ class ContrastPrior:
     muscle_offset_sd: float = 0.12
     texture_sd: tuple[float, float] = (0.0, 0.08)
     background_max: float = 0.06
+    # Tissues that give signal in every MR contrast (skin and muscle: water-rich, T2 tens of ms) are at least this
+    # bright, so that the leg's outline is always visible against air, as it is in any real scan; fat (nulled by
+    # STIR or fat saturation), cortex and the other tissues keep their full random range.
+    signal_floor: float = 0.15
     resolution_mm: tuple[float, float] = (0.6, 2.6)  # in-plane acquisition resolution range (FWHM of the PSF)
     noise_sd: tuple[float, float] = (0.0, 0.07)
     p_ghost: float = 0.2
@@ -49,7 +53,7 @@ def sample_intensities(n_tissues: int, tissue_roles: dict[str, int], rng: np.ran
                        prior: ContrastPrior) -> np.ndarray:
     """Mean intensity per tissue id. ``tissue_roles`` names the ids of ``background``, ``muscle``, ``fat``,
     ``cortex`` and ``marrow`` for the MR-like prior (fat bright or dark, marrow like fat, cortex dark, muscle
-    intermediate)."""
+    intermediate), and optionally ``skin``; skin and muscle never fall below ``prior.signal_floor``."""
     mean = rng.uniform(0.0, 1.0, n_tissues)
     if rng.uniform() >= prior.p_uniform:
         fat = rng.uniform(0.7, 1.0) if rng.uniform() < 0.6 else rng.uniform(0.0, 0.25)
@@ -58,6 +62,9 @@ def sample_intensities(n_tissues: int, tissue_roles: dict[str, int], rng: np.ran
         mean[tissue_roles["muscle"]] = rng.uniform(0.2, 0.6)
         mean[tissue_roles["cortex"]] = rng.uniform(0.0, 0.08)
     mean[tissue_roles["background"]] = rng.uniform(0.0, prior.background_max)
+    for role in ("skin", "muscle"):
+        if role in tissue_roles and mean[tissue_roles[role]] < prior.signal_floor:
+            mean[tissue_roles[role]] = rng.uniform(prior.signal_floor, 1.0)
     return mean
 
 

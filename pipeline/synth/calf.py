@@ -647,11 +647,12 @@ class TissueSlice:
 
 def random_anatomy_spec(rng: np.random.Generator) -> CalfSpec:
     """A calf spec for label maps of contrast-randomised training: :meth:`CalfSpec.random` widened to thin and
-    thick subcutaneous fat (2-30 mm), small and large legs (0.75-1.3), legs touching or far apart, rotations up to
-    30 degrees, fascia / fat septa 0.15-1.2 mm half width, and the whole tibial length (knee to ankle)."""
+    thick subcutaneous fat (1.5-30 mm, log-uniform, so that thin fat is as common as thick), small and large legs
+    (0.75-1.3), legs touching or far apart, rotations up to 30 degrees, fascia / fat septa 0.15-1.2 mm half width,
+    and the whole tibial length (knee to ankle)."""
     spec = CalfSpec.random(rng)
     spec.leg_scale = {s: float(rng.uniform(0.75, 1.3)) for s in SIDES}
-    spec.fat_mm = {s: float(rng.uniform(2.0, 30.0) if rng.uniform() < 0.7 else rng.uniform(2.0, 8.0)) for s in SIDES}
+    spec.fat_mm = {s: float(np.exp(rng.uniform(np.log(1.5), np.log(30.0)))) for s in SIDES}
     spec.gap_mm = float(rng.uniform(2.0, 120.0))
     spec.rotation_deg = {"left": float(rng.uniform(-30, 10)), "right": float(rng.uniform(-10, 30))}
     spec.fascia_half_width_mm = float(rng.uniform(0.15, 1.2))

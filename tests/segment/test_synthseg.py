@@ -55,3 +55,17 @@ def test_geometry_moves_image_and_classes_together():
     i2, l2 = random_geometry(img, lab, np.random.default_rng(0), elastic_px=0.0)
     inside = l2 > 0.5
     assert inside.any() and float(i2[inside].mean()) > 0.8 and float(i2[~inside].mean()) < 0.1
+
+
+def test_skin_and_muscle_always_stand_out_from_air():
+    """Whatever the random contrast, skin and muscle (signal in every MR sequence) are brighter than the air by at
+    least the signal floor; fat may be dark (fat suppression)."""
+    from pipeline.segment.synthseg import ContrastPrior, sample_intensities
+
+    roles = {"background": 0, "muscle": 1, "fat": 3, "skin": 4, "cortex": 5, "marrow": 6}
+    prior = ContrastPrior()
+    rng = np.random.default_rng(0)
+    means = np.array([sample_intensities(8, roles, rng, prior) for _ in range(2000)])
+    assert means[:, 4].min() >= prior.signal_floor and means[:, 1].min() >= prior.signal_floor
+    assert means[:, 0].max() <= prior.background_max
+    assert means[:, 3].min() < prior.signal_floor  # dark fat still drawn
