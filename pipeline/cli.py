@@ -42,9 +42,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nRun '{self.prog} --help' for examples.\n")
 
 
+def _verbosity_options() -> argparse.ArgumentParser:
+    """-v / -q, accepted after any subcommand as well as before it."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0,
+                   help="more log output (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    return p
+
+
 def _sub(subs: argparse._SubParsersAction, name: str, help_: str) -> argparse.ArgumentParser:
     return subs.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES[name]}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_verbosity_options()])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +74,7 @@ def _add_stage_commands(subs: argparse._SubParsersAction) -> None:
     """The commands of one stage over one study: inspect, ingest, segment, measure, rules, report."""
     s = _sub(subs, "inspect", "List the series of a study with their role, plane, shape and spacing.")
     s.add_argument("study", type=Path, help="study folder (DICOM files, or NIfTI files with study.yaml)")
+    s.add_argument("--json", action="store_true", help="one JSON list of series (for scripts) instead of the table")
 
     s = _sub(subs, "ingest", "Find and classify every series; write series.json and volumes/<role>.nii.gz.")
     s.add_argument("study", type=Path)
@@ -165,7 +175,7 @@ def _add_model_commands(subs: argparse._SubParsersAction) -> None:
 def _inspect(a: argparse.Namespace) -> int:
     from pipeline.workflow import stages
 
-    return stages.inspect(a.study)
+    return stages.inspect(a.study, as_json=a.json)
 
 
 def _ingest(a: argparse.Namespace) -> int:
@@ -273,8 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv[:cut])  # `legmri workflow ROOT --out OUT -- SNAKEMAKE ARGS`
     if args.command == "workflow":
         args.snakemake_args = [*args.snakemake_args, *argv[cut + 1:]]
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    verbose = args.verbose + getattr(args, "sub_verbose", 0)
+    level = logging.ERROR if getattr(args, "quiet", False) else logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when logging was configured before (an embedding program, tests)
     try:
         return HANDLERS[args.command](args)
     except LegMRIError as exc:

@@ -50,11 +50,15 @@ def study_of(out: Path) -> Path | None:
     return StudyDir(out).series().study
 
 
-def inspect(study: Path) -> int:
-    """Print a table of the series of ``study`` with their role, plane, shape and spacing."""
+def inspect(study: Path, as_json: bool = False) -> int:
+    """Print the series of ``study`` with their role, plane, shape and spacing: a table, or with ``as_json`` one
+    JSON list of objects."""
+    import json
+
     from pipeline.io.study import format_inspect_table, inspect_study
 
-    print(format_inspect_table(inspect_study(Path(study))))
+    rows = inspect_study(Path(study))
+    print(json.dumps(rows, indent=1, default=str) if as_json else format_inspect_table(rows))
     return EXIT_OK
 
 
