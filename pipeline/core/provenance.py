@@ -22,7 +22,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.layout import StudyDir
 
 TRACKED_PACKAGES = ("legmri", "numpy", "scipy", "pydicom", "highdicom", "nibabel", "torch", "monai",
-                    "scikit-image", "SimpleITK", "rule-engine", "snakemake")
+                    "scikit-image", "google-re2", "rule-engine", "snakemake")
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
