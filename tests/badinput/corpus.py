@@ -346,6 +346,19 @@ NIFTI_FILES = [
      "echo_time_ms"),
     ("yaml_series_empty", study_yaml("series: []\n"), "study.yaml"),
     ("yaml_file_not_string", study_yaml("series:\n  - {file: 12, role: calf_water}\n"), "study.yaml"),
+    ("yaml_echo_time_negative", study_yaml("series:\n  - {file: calf_water.nii.gz, role: calf_echo, "
+                                           "echo_time_ms: -2}\n"), "study.yaml"),
+    ("yaml_echo_part", study_yaml("series:\n  - {file: calf_water.nii.gz, role: calf_echo, echo_time_ms: 2, "
+                                  "part: real}\n"), "study.yaml"),
+    ("yaml_field_zero", study_yaml("series:\n  - {file: calf_water.nii.gz, role: calf_echo, echo_time_ms: 2, "
+                                   "field_strength_t: 0}\n"), "study.yaml"),
+    ("yaml_phase_range_three", study_yaml("series:\n  - {file: calf_water.nii.gz, role: calf_echo, echo_time_ms: 2, "
+                                          "part: phase, phase_range: [1, 2, 3]}\n"), "study.yaml"),
+    ("yaml_patient_not_mapping", study_yaml(clean_yaml() + "patient: Jane\n"), "study.yaml"),
+    ("yaml_series_not_list", study_yaml("series: calf_water.nii.gz\n"), "study.yaml"),
+    ("yaml_file_is_folder", lambda s: (s / "sub").mkdir() or write_study_yaml(s, clean_yaml().replace(
+        "'calf_water.nii.gz'", "'sub'")), "does not exist"),
+    ("yaml_tab_indent", study_yaml("series:\n\t- {file: calf_water.nii.gz, role: calf_water}\n"), "YAML"),
 ]
 
 # -- clinical.yaml (checked before any image work) -----------------------------------------------------------------
@@ -360,6 +373,18 @@ CLINICAL = [
     ("clinical_bomb", BOMB, "aliases"),
     ("clinical_python_tag", "labs: !!python/object/apply:os.system ['true']\n", "clinical.yaml"),
     ("clinical_syntax", "labs: {ck_u_l: 100\n", "not valid YAML"),
+    ("clinical_emg_root", "emg: [{root: L9, side: right, finding: chronic_neurogenic}]\n", "emg"),
+    ("clinical_emg_side", "emg: [{root: L5, side: middle, finding: chronic_neurogenic}]\n", "emg"),
+    ("clinical_emg_not_list", "emg: {root: L5}\n", "emg"),
+    ("clinical_reflex_grade", "reflexes: {ankle: {left: 9, right: 2}}\n", "reflexes"),
+    ("clinical_reflex_site", "reflexes: {elbow: {left: 2, right: 2}}\n", "reflexes"),
+    ("clinical_mrc_above_5", "strength_mrc: {plantar_flexion: {left: 6, right: 5}}\n", "strength_mrc"),
+    ("clinical_sensory_percent", "sensory_loss: [{dermatome: L5, side: right, percent: 150}]\n", "sensory_loss"),
+    ("clinical_sex", "sex: X\n", "sex"),
+    ("clinical_onset", "onset: sudden\n", "onset"),
+    ("clinical_slr_angle", "straight_leg_raise: {right: {positive: true, angle_deg: 120}}\n", "straight_leg_raise"),
+    ("clinical_age_negative", "age_years: -1\n", "age_years"),
+    ("clinical_ck_list", "labs: {ck_u_l: [1, 2]}\n", "ck_u_l"),
 ]
 
 
@@ -414,6 +439,10 @@ def cases() -> list[Case]:
              ("ingest", "{study}", "--out", "{study}/../out_file")),
         Case("out_inside_study", "nifti", lambda s: None, 3, "inside the study",
              ("ingest", "{study}", "--out", "{study}/results")),
+        Case("clinical_file_missing", "nifti", lambda s: None, 3, "not found",
+             ("run", "{study}", "--out", "{out}", "--clinical", "{study}/nowhere.yaml")),
+        Case("device_cuda_without_gpu", "nifti", lambda s: None, 3, "CUDA",
+             ("run", "{study}", "--out", "{out}", "--device", "cuda")),
         Case("study_missing", "nifti", lambda s: shutil.rmtree(s), 3, "does not exist"),
         Case("study_is_a_file", "nifti", lambda s: (shutil.rmtree(s), s.write_text("x")), 3, "not a folder"),
         Case("study_without_images", "nifti", lambda s: [p.unlink() for p in s.iterdir()], 3, "holds no files"),
