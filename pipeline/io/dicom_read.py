@@ -38,6 +38,7 @@ from pipeline.core.volume import Volume
 log = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Relative tolerance on slice spacing before a stack is called uneven (warning).
 UNEVEN_SPACING_TOL = 0.01
 #: A gap larger than this multiple of the median spacing means a missing slice (error).
@@ -189,14 +190,20 @@ def read_header(path: Path) -> Dataset:
 def discover(root: Path) -> tuple[list[tuple[Path, Dataset]], list[Skipped]]:
     """Every DICOM image file under ``root`` (recursively, whatever the names) and the files skipped, with why.
 
-    DICOMDIR index files are skipped (the images they reference are found by the walk itself).
+    DICOMDIR index files, segmentation objects (DICOM SEG, such as legmri's own) and links to files outside
+    ``root`` (a study reads only its own files) are skipped.
     """
     found: list[tuple[Path, Dataset]] = []
     skipped: list[Skipped] = []
+    inside = Path(root).resolve()
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
         rel = str(path)
         if path.name.startswith("."):
             skipped.append(Skipped(rel, "hidden file"))
+            continue
+        if not path.resolve().is_relative_to(inside):
+            skipped.append(Skipped(rel, "a link to a file outside the study folder (a study reads only its own "
+                                        "files; copy the file in)"))
             continue
         try:
             ds = read_header(path)
@@ -207,6 +214,9 @@ def discover(root: Path) -> tuple[list[tuple[Path, Dataset]], list[Skipped]]:
             ds, "SOPClassUID")
         if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
             skipped.append(Skipped(rel, "DICOMDIR index (its images are read directly from the folder tree)"))
+            continue
+        if sop_class == SEG_SOP_CLASS:
+            skipped.append(Skipped(rel, "a segmentation object (DICOM SEG), not an image series"))
             continue
         if "Rows" not in ds or "Columns" not in ds:
             skipped.append(Skipped(rel, f"DICOM object without an image (SOP class {sop_class or 'unknown'})"))

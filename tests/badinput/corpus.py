@@ -102,6 +102,11 @@ def damage(kind: str) -> Mutate:
             ds.save_as(p)
         elif kind == "missing_slice":
             p.unlink()
+        elif kind == "linked_from_outside":  # the file replaced by a link to a copy in another folder
+            elsewhere = study.parent / f"{study.name}_other_patient"
+            elsewhere.mkdir(exist_ok=True)
+            shutil.move(str(p), elsewhere / p.name)
+            p.symlink_to(elsewhere / p.name)
     return mutate
 
 
@@ -160,6 +165,7 @@ DAMAGE = [  # a file that is no longer DICOM is skipped (and named); its slice i
     ("rows_mismatch", "slice is missing"),
     ("duplicate_position", "share slice position"),
     ("missing_slice", "slice is missing"),
+    ("linked_from_outside", "slice is missing"),
 ]
 
 

@@ -39,3 +39,19 @@ def test_an_out_folder_of_other_files_is_refused(bases, tmp_path, capsys):  # no
     assert main(["run", str(bases["nifti"]), "--out", str(out)]) == 3
     assert "did not write" in capsys.readouterr().err
     assert _tree(out) == {"thesis.docx": hashlib.sha256(b"not legmri's").hexdigest()}
+
+
+def test_legmri_s_own_seg_in_the_study_folder_is_not_ingested(bases, tmp_path):  # noqa: F811
+    import shutil
+
+    out = tmp_path / "out"
+    assert main(["run", str(bases["dicom"]), "--out", str(out)]) == 0
+    assert (out / "calf" / "seg.dcm").exists()
+    study = tmp_path / "study"
+    shutil.copytree(bases["dicom"], study)
+    shutil.copy(out / "calf" / "seg.dcm", study / "seg.dcm")
+    assert main(["ingest", str(study), "--out", str(tmp_path / "again")]) == 0
+    index = json.loads((tmp_path / "again" / "series.json").read_text())
+    assert any(s["file"].endswith("seg.dcm") and "segmentation object" in s["reason"] for s in index["skipped"])
+    assert sorted(e["role"] for e in index["series"]) == sorted(
+        e["role"] for e in json.loads((out / "series.json").read_text())["series"])
