@@ -174,6 +174,19 @@ def _float_or_none(v: Any) -> float | None:
         return None
 
 
+def _int_or_none(v: Any) -> int | None:
+    """An integer tag's value, or None when absent or not a number (InstanceNumber orders nothing here: slices are
+    sorted by position).
+
+    >>> _int_or_none("7"), _int_or_none("x"), _int_or_none(None)
+    (7, None, None)
+    """
+    try:
+        return int(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def read_header(path: Path) -> Dataset:
     """Read a DICOM header without pixel data; raise InvalidDicomError for anything that is not DICOM."""
     try:
@@ -290,7 +303,7 @@ def frames_of(path: Path, ds: Dataset) -> list[Frame]:
         rows=int(ds.Rows), columns=int(ds.Columns),
         image_type=tuple(str(t).upper() for t in ds.get("ImageType", [])),
         echo_time=_float_or_none(ds.get("EchoTime")), slice_thickness=_float_or_none(ds.get("SliceThickness")),
-        instance_number=int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
         rescale=None, header=ds)]
 
 

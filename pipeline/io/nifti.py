@@ -30,6 +30,11 @@ def _checked_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
                 "re-convert it from DICOM with dcm2niix.")
     affine = sform if sform is not None else qform
     if affine is not None:
+        sizes = np.linalg.norm(affine[:3, :3], axis=0)
+        if np.all(np.isfinite(affine)) and not np.all((sizes >= 0.01) & (sizes <= 50.0)):
+            raise BadInputError(f"voxel sizes {np.round(sizes, 6).tolist()} mm are not those of an MR image "
+                                "(0.01-50 mm).", path=path, fix="correct pixdim / the affine, or re-convert the "
+                                                                "image from DICOM (dcm2niix).")
         if not np.all(np.isfinite(affine)) or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-9:
             raise BadInputError(f"the voxel-to-world affine is not finite and invertible: {np.round(affine, 4).tolist()}.",
                                 path=path, fix="re-convert the image from DICOM (dcm2niix).")

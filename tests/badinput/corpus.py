@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -25,6 +26,7 @@ from pydicom.tag import Tag
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "control"
 WATER = "t1_vibe_dixon_tra_W"
+INPHASE = "t1_vibe_dixon_tra_in"
 NIFTI_ROLES = ("calf_water", "calf_fat", "calf_inphase", "calf_outphase")
 
 Mutate = Callable[[Path], None]
@@ -45,10 +47,10 @@ class Case:
 
 
 # -- DICOM -------------------------------------------------------------------------------------------------------
-def water_files(study: Path) -> list[Path]:
-    """The files of the calf water series, in slice order."""
+def water_files(study: Path, description: str = WATER) -> list[Path]:
+    """The files of the calf water series (or of the series ``description``), in slice order."""
     files = [p for p in study.rglob("*") if p.is_file()
-             and pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription == WATER]
+             and pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription == description]
     return sorted(files, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
 
 
@@ -64,10 +66,11 @@ def set_raw(ds: pydicom.Dataset, keyword: str, text: str | None) -> None:
     ds._dict[tag] = RawDataElement(tag, dictionary_VR(tag), len(raw), raw, 0, False, True)
 
 
-def header(keyword: str, text: str | None, which: str) -> Mutate:
-    """Set ``keyword`` of the water series' files (``which``: "all" or "one", the middle slice)."""
+def header(keyword: str, text: str | None, which: str, series: str = WATER) -> Mutate:
+    """Set ``keyword`` of the water series' files (or of ``series``; ``which``: "all" or "one", the middle
+    slice)."""
     def mutate(study: Path) -> None:
-        files = water_files(study)
+        files = water_files(study, series)
         for p in files if which == "all" else [files[len(files) // 2]]:
             ds = pydicom.dcmread(p)
             set_raw(ds, keyword, text)
@@ -75,38 +78,55 @@ def header(keyword: str, text: str | None, which: str) -> Mutate:
     return mutate
 
 
+def _edit(p: Path, **values: Any) -> None:
+    ds = pydicom.dcmread(p)
+    for k, v in values.items():
+        setattr(ds, k, v)
+    ds.save_as(p)
+
+
+def _linked_from_outside(study: Path, files: list[Path], p: Path) -> None:
+    elsewhere = study.parent / f"{study.name}_other_patient"
+    elsewhere.mkdir(exist_ok=True)
+    shutil.move(str(p), elsewhere / p.name)
+    p.symlink_to(elsewhere / p.name)
+
+
+def _junk_beside(study: Path, files: list[Path], p: Path) -> None:
+    (study / "README.txt").write_text("scanned at site A")
+    (study / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
+
+
+#: kind -> change(study, water files in slice order, the middle one)
+DAMAGES: dict[str, Callable[[Path, list[Path], Path], Any]] = {
+    "truncated": lambda study, files, p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda study, files, p: p.write_bytes(b""),
+    "noise": lambda study, files, p: p.write_bytes(
+        np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()),
+    "short_pixels": lambda study, files, p: _edit(p, PixelData=pydicom.dcmread(p).PixelData[:1000]),
+    "rows_mismatch": lambda study, files, p: _edit(p, Rows=int(pydicom.dcmread(p).Rows) + 7),
+    "duplicate_position": lambda study, files, p: _edit(
+        p, ImagePositionPatient=pydicom.dcmread(files[files.index(p) + 1]).ImagePositionPatient),
+    "missing_slice": lambda study, files, p: p.unlink(),
+    # one slice with another in-plane orientation: a stack of its own
+    "rotated_orientation": lambda study, files, p: _edit(p, ImageOrientationPatient=[0, 1, 0, -1, 0, 0]),
+    # the water series cut to two slices: too few for a volume
+    "two_slices_left": lambda study, files, p: [q.unlink() for q in files[2:]],
+    "all_hidden": lambda study, files, p: [q.rename(q.with_name("." + q.name))
+                                           for q in [q for q in study.rglob("*") if q.is_file()]],
+    "junk_beside": _junk_beside,
+    # the file replaced by a link to a copy in another folder
+    "linked_from_outside": _linked_from_outside,
+}
+
+
 def damage(kind: str) -> Mutate:
-    """Damage one file of the water series: truncate it, empty it, overwrite it with noise, cut its pixel data, or
-    copy another slice's position into it (two images at one position), or delete it (a missing slice)."""
+    """Damage the water series (:data:`DAMAGES`): one file truncated, emptied, overwritten with noise, its pixel
+    data cut, its matrix or position changed, deleted or linked from elsewhere; or the series cut, the files hidden,
+    junk beside them."""
     def mutate(study: Path) -> None:
         files = water_files(study)
-        p = files[len(files) // 2]
-        data = p.read_bytes()
-        if kind == "truncated":
-            p.write_bytes(data[: len(data) // 2])
-        elif kind == "empty":
-            p.write_bytes(b"")
-        elif kind == "noise":
-            p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-        elif kind == "short_pixels":
-            ds = pydicom.dcmread(p)
-            ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
-            ds.save_as(p)
-        elif kind == "rows_mismatch":
-            ds = pydicom.dcmread(p)
-            ds.Rows = int(ds.Rows) + 7
-            ds.save_as(p)
-        elif kind == "duplicate_position":
-            ds = pydicom.dcmread(p)
-            ds.ImagePositionPatient = pydicom.dcmread(files[len(files) // 2 + 1]).ImagePositionPatient
-            ds.save_as(p)
-        elif kind == "missing_slice":
-            p.unlink()
-        elif kind == "linked_from_outside":  # the file replaced by a link to a copy in another folder
-            elsewhere = study.parent / f"{study.name}_other_patient"
-            elsewhere.mkdir(exist_ok=True)
-            shutil.move(str(p), elsewhere / p.name)
-            p.symlink_to(elsewhere / p.name)
+        DAMAGES[kind](study, files, files[len(files) // 2])
     return mutate
 
 
@@ -166,6 +186,8 @@ DAMAGE = [  # a file that is no longer DICOM is skipped (and named); its slice i
     ("duplicate_position", "share slice position"),
     ("missing_slice", "slice is missing"),
     ("linked_from_outside", "slice is missing"),
+    ("rotated_orientation", "slice is missing"),
+    ("all_hidden", "no DICOM image"),
 ]
 
 
@@ -222,7 +244,17 @@ def _negative_dim(data: bytes) -> bytes:
     return gzip.compress(bytes(raw))
 
 
-BYTES = {"truncated": _truncated, "not_gzip": lambda d: b"this is not an image\n" * 20, "empty": lambda d: b"",
+def _as_dicom(data: bytes) -> bytes:  # a DICOM file under a NIfTI name
+    return next(p for p in (SAMPLE / "DICOM").rglob("*") if p.is_file()).read_bytes()
+
+
+def _uncompressed_truncated(data: bytes) -> bytes:  # plain .nii bytes, cut (the name says .nii.gz)
+    raw = gzip.decompress(data)
+    return raw[: len(raw) // 3]
+
+
+BYTES = {"as_dicom": _as_dicom, "uncompressed_truncated": _uncompressed_truncated,
+         "truncated": _truncated, "not_gzip": lambda d: b"this is not an image\n" * 20, "empty": lambda d: b"",
          "huge_header": _huge_header, "negative_dim": _negative_dim}
 
 
@@ -260,7 +292,18 @@ def _rgb(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:
     return rgb
 
 
-HEADERS = {"singular_affine": _singular, "no_geometry": _no_geometry, "qform_sform_disagree": _disagree,
+def _voxels(size: float) -> Any:
+    def change(hdr: nib.Nifti1Header, data: np.ndarray) -> np.ndarray:
+        hdr["qform_code"] = 0
+        for row in ("srow_x", "srow_y", "srow_z"):
+            r = hdr[row].copy()
+            r[:3] = np.sign(r[:3]) * (np.abs(r[:3]) > 0) * size
+            hdr[row] = r
+        return data
+    return change
+
+
+HEADERS = {"voxels_1km": _voxels(1000.0), "voxels_0.1um": _voxels(1e-4), "singular_affine": _singular, "no_geometry": _no_geometry, "qform_sform_disagree": _disagree,
            "slope_nan": _slope_nan, "complex": _complex, "rgb": _rgb}
 
 
@@ -345,6 +388,10 @@ NIFTI_FILES = [
     ("nifti_huge_header", raw_file("calf_water", "huge_header"), "GiB"),
     ("nifti_negative_dim", raw_file("calf_water", "negative_dim"), "calf_water.nii.gz"),
     ("nifti_no_geometry", raw_file("calf_fat", "no_geometry"), "neither qform nor sform"),
+    ("nifti_voxels_1km", raw_file("calf_fat", "voxels_1km"), "voxel sizes"),
+    ("nifti_voxels_tiny", raw_file("calf_fat", "voxels_0.1um"), "voxel sizes"),
+    ("nifti_is_dicom", raw_file("calf_water", "as_dicom"), "calf_water.nii.gz"),
+    ("nifti_uncompressed_truncated", raw_file("calf_water", "uncompressed_truncated"), "calf_water.nii.gz"),
     ("nifti_qform_sform_disagree", raw_file("calf_fat", "qform_sform_disagree"), "disagree"),
     ("nifti_complex", raw_file("calf_water", "complex"), "calf_water.nii.gz"),
     ("nifti_rgb", raw_file("calf_water", "rgb"), "calf_water.nii.gz"),
@@ -427,12 +474,23 @@ def cases() -> list[Case]:
     for name, kw, text, frag in GEOMETRY:
         for which in ("all", "one"):
             out.append(Case(f"dicom_{name}_{which}", "dicom", header(kw, text, which), 3, frag))
+    for name, kw, text, frag in [g for g in GEOMETRY if g[0] in ("pixel_spacing_negative", "position_nan",
+                                                                  "orientation_not_orthogonal", "position_missing")]:
+        out.append(Case(f"dicom_inphase_{name}", "dicom", header(kw, text, "all", INPHASE), 3, frag))
     out += [Case(f"dicom_file_{kind}", "dicom", damage(kind), 3, frag) for kind, frag in DAMAGE]
     out += [Case(f"dicom_{name}", "dicom", pixel_module(kw, text), 3, frag) for name, kw, text, frag in PIXEL_MODULE]
     # header oddities that do not change the image: read as they are (exit 0)
     out += [Case("dicom_photometric_rgb_on_grey_pixels", "dicom", pixel_module("PhotometricInterpretation", "RGB"),
                  0, ""),
             Case("nifti_scale_slope_nan_means_unscaled", "nifti", raw_file("calf_inphase", "slope_nan"), 0, ""),
+            Case("dicom_water_cut_to_two_slices", "dicom", damage("two_slices_left"), 0, ""),
+            Case("dicom_junk_files_beside", "dicom", damage("junk_beside"), 0, ""),
+            Case("dicom_instance_number_text", "dicom", header("InstanceNumber", "x", "all"), 0, ""),
+            Case("dicom_slice_thickness_text", "dicom", header("SliceThickness", "thick", "all"), 0, ""),
+            Case("dicom_echo_time_text", "dicom", header("EchoTime", "short", "all"), 0, ""),
+            Case("dicom_series_uid_missing", "dicom", header("SeriesInstanceUID", None, "all"), 0, ""),
+            Case("dicom_manufacturer_empty", "dicom", header("Manufacturer", "", "all"), 0, ""),
+            Case("dicom_body_part_unknown", "dicom", header("BodyPartExamined", "ELBOW", "all"), 0, ""),
             Case("dicom_description_empty", "dicom", header("SeriesDescription", "", "all"), 0, ""),
             Case("dicom_instance_numbers_shuffled", "dicom", header("InstanceNumber", "7", "all"), 0, "")]
     out += [Case(name, "nifti", m, 3, frag) for name, m, frag in STUDY_YAML]
