@@ -21,7 +21,7 @@ Pure: label arrays and records in, a :class:`CalfQC` out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,8 @@ from scipy import ndimage
 
 from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry
+from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, worst
 from pipeline.core.volume import Volume
-
-PASS, REVIEW, FAIL = "pass", "review", "fail"
-_RANK = {PASS: 0, REVIEW: 1, FAIL: 2}
 
 #: (a, b, axis, sign): structure ``a`` lies on the ``sign`` side of ``b`` along ``axis`` ("lateral": leg-relative
 #: world x; "anterior": world y), with the name used in messages.
@@ -48,26 +46,8 @@ RELATIONS: tuple[tuple[str, str, str, int, str], ...] = (
 )
 
 
-def worst(*statuses: str) -> str:
-    """The most severe of ``statuses`` (fail > review > pass).
-
-    >>> worst("pass", "review"), worst(), worst("review", "fail", "pass")
-    ('review', 'pass', 'fail')
-    """
-    return max(statuses, key=_RANK.__getitem__, default=PASS)
-
-
-@dataclass
-class StructureQC:
-    """Verdict on one structure of one leg, with the reasons."""
-
-    status: str = PASS
-    reasons: list[str] = field(default_factory=list)
-
-    def add(self, status: str, reason: str) -> None:
-        self.status = worst(self.status, status)
-        if status != PASS:
-            self.reasons.append(reason)
+#: the verdict of one structure in one leg, with the reasons
+StructureQC = Verdict
 
 
 @dataclass

@@ -19,16 +19,15 @@ Pure: label arrays and values in, a :class:`SpineQC` out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pipeline.core.labels import Registry
+from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, worst
 from pipeline.core.volume import Volume
 
-PASS, REVIEW, FAIL = "pass", "review", "fail"
-_RANK = {PASS: 0, REVIEW: 1, FAIL: 2}
 #: the bodies above and below each disc (caudal first)
 DISC_NEIGHBOURS = {"L5-S1": ("sacrum_S1", "vertebral_body_L5"), "L4-L5": ("vertebral_body_L5", "vertebral_body_L4"),
                    "L3-L4": ("vertebral_body_L4", "vertebral_body_L3"),
@@ -36,24 +35,8 @@ DISC_NEIGHBOURS = {"L5-S1": ("sacrum_S1", "vertebral_body_L5"), "L4-L5": ("verte
                    "L1-L2": ("vertebral_body_L2", "vertebral_body_L1")}
 
 
-def worst(*statuses: str) -> str:
-    """The most severe of ``statuses``.
-
-    >>> worst("pass", "review", "pass")
-    'review'
-    """
-    return max(statuses, key=_RANK.__getitem__)
-
-
-@dataclass
-class LevelQC:
-    status: str = PASS
-    reasons: list[str] = field(default_factory=list)
-
-    def add(self, status: str, reason: str) -> None:
-        self.status = worst(self.status, status)
-        if status != PASS:
-            self.reasons.append(reason)
+#: the verdict of one disc level, with the reasons
+LevelQC = Verdict
 
 
 @dataclass

@@ -48,3 +48,12 @@ def corrupt_study(out: Path) -> Path:
     for f in (Path(out) / "DICOM").iterdir():
         f.write_bytes(f.read_bytes()[:300])
     return Path(out)
+
+
+def through_rules(study: Path, out: Path) -> Path:
+    """Ingest ``study`` into ``out`` and run segment, measure and rules (the stages the QC tests read)."""
+    assert stages.ingest(study, out) == 0
+    stages.segment(out)
+    stages.measure(out)
+    stages.rules(out)
+    return out

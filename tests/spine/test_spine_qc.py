@@ -13,7 +13,7 @@ from pipeline.core.labels import registry
 from pipeline.core.layout import StudyDir
 from pipeline.io.nifti import load_volume, save_volume
 from pipeline.workflow import stages
-from tests.report.study_fixture import ground_truth_out
+from tests.report.study_fixture import ground_truth_out, through_rules
 
 
 def _summary(out: Path) -> dict:
@@ -54,11 +54,7 @@ def test_a_sagittal_image_without_named_levels_fails(tmp_path):
 
     study = write_not_calf_study("noise", 3, tmp_path / "study", n_slices=10, in_plane_mm=1.6)
     (study / "study.yaml").write_text("series:\n  - {file: calf_inphase.nii.gz, role: lumbar_sag_t2}\n")
-    out = tmp_path / "out"
-    assert stages.ingest(study, out) == 0
-    stages.segment(out)
-    stages.measure(out)
-    stages.rules(out)
+    out = through_rules(study, tmp_path / "out")
     v = _summary(out)
     assert v["spine.qc_status"] == "fail" and "no level is measured" in v["spine.qc_reasons"]
     qc = json.loads(StudyDir(out).findings.read_text())["quality_control"]

@@ -10,18 +10,14 @@ import numpy as np
 from pipeline.core.config import load_config
 from pipeline.core.layout import StudyDir
 from pipeline.synth.calf_atlas import AtlasSpec, write_atlas_study
-from pipeline.workflow import stages
+from tests.report.study_fixture import through_rules
 
 
 def test_t1_only_calf_study(tmp_path):
     spec = AtlasSpec.random(np.random.default_rng(3))
     spec.n_slices = 12
     study = write_atlas_study(3, tmp_path / "study", spec=spec, contrasts=("anatomical",))
-    out = tmp_path / "out"
-    assert stages.ingest(study, out) == 0
-    stages.segment(out)
-    stages.measure(out)
-    stages.rules(out)
+    out = through_rules(study, tmp_path / "out")
     d = StudyDir(out)
     prov = json.loads(d.provenance.read_text())
     assert prov["models"]["calf"]["name"] == "calf_unet"

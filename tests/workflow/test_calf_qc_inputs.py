@@ -9,17 +9,13 @@ import pytest
 
 from pipeline.core.layout import StudyDir
 from pipeline.synth.not_calf import write_not_calf_study
-from pipeline.workflow import stages
+from tests.report.study_fixture import through_rules
 
 
 @pytest.mark.parametrize("kind", ["thigh", "foot", "empty", "noise"])
 def test_not_a_calf_fails_qc(kind, tmp_path):
     study = write_not_calf_study(kind, 11, tmp_path / "study", n_slices=10, in_plane_mm=1.6)
-    out = tmp_path / "out"
-    assert stages.ingest(study, out) == 0
-    stages.segment(out)
-    stages.measure(out)
-    stages.rules(out)
+    out = through_rules(study, tmp_path / "out")
     d = StudyDir(out)
     values = json.loads(d.summary.read_text())["values"]
     assert values["calf.qc_status"] == "fail", values.get("calf.qc_reasons")
