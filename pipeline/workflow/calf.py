@@ -9,6 +9,7 @@ done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +85,9 @@ def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInput
 def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs | None:
     vols = series.volumes()
     if "calf_water" in vols and "calf_fat" in vols:
-        return checked_water_fat(load_volume(vols["calf_water"]), load_volume(vols["calf_fat"]))
+        w, f = vols["calf_water"], vols["calf_fat"]
+        return checked_water_fat(load_volume(w), load_volume(f),
+                                 _identity_of(str(w), str(f), w.stat().st_mtime_ns, f.stat().st_mtime_ns))
     if "calf_inphase" in vols and "calf_outphase" in vols:
         w, f = two_point_dixon(load_volume(vols["calf_inphase"]), load_volume(vols["calf_outphase"]))
         lone = [r for r in ("calf_water", "calf_fat") if r in vols]
@@ -98,10 +101,20 @@ def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs
     return None
 
 
-def checked_water_fat(water: Volume, fat: Volume) -> CalfInputs:
-    """Scanner water and fat images, checked against their signal (:func:`water_fat_identity`): images labelled the
-    wrong way round are swapped back, with a warning; when the signal cannot tell, the fat fraction is withheld."""
-    verdict, ring = water_fat_identity(water, fat, load_config("default")["calf"]["water_fat_identity"])
+@functools.lru_cache(maxsize=8)
+def _identity_of(water: str, fat: str, water_mtime_ns: int, fat_mtime_ns: int) -> tuple[str, float | None]:
+    """:func:`water_fat_identity` of two ingested volumes, computed once per process for the same files (the segment
+    and measure stages of ``legmri run`` ask for it in turn)."""
+    return water_fat_identity(load_volume(water), load_volume(fat),
+                              load_config("default")["calf"]["water_fat_identity"])
+
+
+def checked_water_fat(water: Volume, fat: Volume, identity: tuple[str, float | None] | None = None) -> CalfInputs:
+    """Scanner water and fat images, checked against their signal (:func:`water_fat_identity`, or ``identity`` when
+    already known): images labelled the wrong way round are swapped back, with a warning; when the signal cannot
+    tell, the fat fraction is withheld."""
+    verdict, ring = identity or water_fat_identity(water, fat,
+                                                   load_config("default")["calf"]["water_fat_identity"])
     if verdict == "swapped":
         return CalfInputs(fat, water, "scanner water/fat images, swapped back (labelled the wrong way round)",
                           warnings=[f"the images labelled water and fat are the wrong way round (the subcutaneous "
