@@ -9,7 +9,6 @@ done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,8 +85,9 @@ def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs
     vols = series.volumes()
     if "calf_water" in vols and "calf_fat" in vols:
         w, f = vols["calf_water"], vols["calf_fat"]
-        return checked_water_fat(load_volume(w), load_volume(f),
-                                 _identity_of(str(w), str(f), w.stat().st_mtime_ns, f.stat().st_mtime_ns))
+        water, fat = load_volume(w), load_volume(f)
+        return checked_water_fat(water, fat, _identity_of(water, fat, (str(w), str(f), w.stat().st_mtime_ns,
+                                                                        f.stat().st_mtime_ns)))
     if "calf_inphase" in vols and "calf_outphase" in vols:
         w, f = two_point_dixon(load_volume(vols["calf_inphase"]), load_volume(vols["calf_outphase"]))
         lone = [r for r in ("calf_water", "calf_fat") if r in vols]
@@ -101,12 +101,15 @@ def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs
     return None
 
 
-@functools.lru_cache(maxsize=8)
-def _identity_of(water: str, fat: str, water_mtime_ns: int, fat_mtime_ns: int) -> tuple[str, float | None]:
-    """:func:`water_fat_identity` of two ingested volumes, computed once per process for the same files (the segment
-    and measure stages of ``legmri run`` ask for it in turn)."""
-    return water_fat_identity(load_volume(water), load_volume(fat),
-                              load_config("default")["calf"]["water_fat_identity"])
+_IDENTITIES: dict[tuple[str, str, int, int], tuple[str, float | None]] = {}
+
+
+def _identity_of(water: Volume, fat: Volume, files: tuple[str, str, int, int]) -> tuple[str, float | None]:
+    """:func:`water_fat_identity` of two ingested volumes, computed once per process for the same ``files`` (paths
+    and modification times; the segment and measure stages of ``legmri run`` ask for it in turn)."""
+    if files not in _IDENTITIES:
+        _IDENTITIES[files] = water_fat_identity(water, fat, load_config("default")["calf"]["water_fat_identity"])
+    return _IDENTITIES[files]
 
 
 def checked_water_fat(water: Volume, fat: Volume, identity: tuple[str, float | None] | None = None) -> CalfInputs:
