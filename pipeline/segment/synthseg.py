@@ -169,17 +169,24 @@ def fov_cut(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator) -> tuple
 
 
 def random_geometry(image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator, rotate_deg: float = 25.0,
-                    scale: float = 0.25, shear: float = 0.1, shift: float = 0.08, elastic_px: float = 3.0
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random affine (rotation, anisotropic scale, shear, shift, flips) and smooth elastic deformation of a batch
-    (B, 1, H, W), one draw per item; bilinear for the image, nearest for the classes (``torch.grid_sample``).
-    Flips are safe: classes carry no side."""
+                    scale: float = 0.25, shear: float = 0.1, shift: float = 0.08, elastic_px: float = 3.0,
+                    mirror_rows: bool = True, mirror_columns: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random affine (rotation, anisotropic scale, shear, shift, mirroring) and smooth elastic deformation of a
+    batch (B, 1, H, W), one draw per item; bilinear for the image, nearest for the classes (``torch.grid_sample``).
+
+    Mirroring is drawn only where the anatomy allows it. Slices reach the network in canonical RAS order (rows run
+    right-left, columns posterior-anterior; :func:`pipeline.segment.infer.to_canonical`), so mirroring the rows
+    turns a left leg into a right one (classes carry no side: safe), while mirroring the columns would put the
+    gastrocnemius in front of the tibia, which no scan shows; it is off by default so that the network may learn
+    where anterior is."""
     b, _, h, w = image.shape
     theta = np.zeros((b, 2, 3), np.float32)
     for i in range(b):
         a = np.radians(rng.uniform(-rotate_deg, rotate_deg))
         rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        sc = np.diag(rng.uniform(1 - scale, 1 + scale, 2) * rng.choice([-1.0, 1.0], 2))
+        # theta acts on (x, y) = (column, row) coordinates of the output grid
+        signs = np.where([mirror_columns, mirror_rows], rng.choice([-1.0, 1.0], 2), 1.0)
+        sc = np.diag(rng.uniform(1 - scale, 1 + scale, 2) * signs)
         sh = np.array([[1.0, rng.uniform(-shear, shear)], [rng.uniform(-shear, shear), 1.0]])
         theta[i, :, :2] = rot @ sh @ sc
         theta[i, :, 2] = rng.uniform(-shift, shift, 2) * 2

@@ -69,3 +69,27 @@ def test_skin_and_muscle_always_stand_out_from_air():
     assert means[:, 4].min() >= prior.signal_floor and means[:, 1].min() >= prior.signal_floor
     assert means[:, 0].max() <= prior.background_max
     assert means[:, 3].min() < prior.signal_floor  # dark fat still drawn
+
+
+def _column_order(mirror_columns: bool) -> list[bool]:
+    """For 40 random draws: is the class-2 blob (high columns, anterior) still at higher columns than class 1?"""
+    img = torch.zeros(40, 1, 48, 48)
+    lab = torch.zeros(40, 1, 48, 48)
+    lab[:, :, 20:28, 8:14] = 1.0
+    lab[:, :, 20:28, 34:40] = 2.0
+    img[:] = lab / 2
+    _, moved = random_geometry(img, lab, np.random.default_rng(3), elastic_px=0.0, mirror_columns=mirror_columns)
+    cols = torch.arange(48.0)
+    order = []
+    for item in moved[:, 0]:
+        c1 = float(cols[None, :].expand(48, 48)[item == 1].mean())
+        c2 = float(cols[None, :].expand(48, 48)[item == 2].mean())
+        order.append(c2 > c1)
+    return order
+
+
+def test_geometry_never_swaps_anterior_and_posterior_unless_asked():
+    """Canonical slices have anterior at high column indices; a training sample must keep it there (rotation up to
+    25 degrees moves the blobs, it does not reverse them), while row mirroring (left/right) stays on."""
+    assert all(_column_order(mirror_columns=False))
+    assert not all(_column_order(mirror_columns=True))
