@@ -573,7 +573,7 @@ def ingest_study(study: Path, out: Path, show_phi: bool = False) -> dict[str, An
     vol_dir = out / "volumes"
     keep = {f"{role}.nii.gz" for role, _ in written}
     if vol_dir.exists():
-        for stale in vol_dir.glob("*.nii.gz"):
+        for stale in vol_dir.glob("[!.]*.nii.gz"):  # not another writer's temporary ``.name.*.tmp`` file
             if stale.name not in keep:
                 stale.unlink()
     for role, vol in written:

@@ -68,9 +68,11 @@ SYMBOLS: dict[str, tuple[Any, str]] = {
     "acute_onset": (T.BOOLEAN, "acute onset"),
     "pain": (T.BOOLEAN, "pain reported"),
 }
-CLINICAL_SYMBOLS = {"ck_x_uln", "emg_neurogenic_territory", "emg_normal_territory", "emg_neurogenic_any", "emg_myopathic",
-                    "ankle_reflex_reduced_affected_side", "weakness_affected_side", "sensory_loss_territory",
-                    "slr_positive_affected_side", "oedema_clinical", "acute_onset", "pain"}
+#: in a fixed order (a tuple, not a set): the derived inputs are written in this order, and a set's order changes
+#: with the process's hash seed, which made findings.json differ between two runs of one study
+CLINICAL_SYMBOLS = ("ck_x_uln", "emg_neurogenic_territory", "emg_normal_territory", "emg_neurogenic_any",
+                    "emg_myopathic", "ankle_reflex_reduced_affected_side", "weakness_affected_side",
+                    "sensory_loss_territory", "slr_positive_affected_side", "oedema_clinical", "acute_onset", "pain")
 
 
 @dataclass

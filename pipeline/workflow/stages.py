@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.atomic import write_json
+from pipeline.core.atomic import folder_lock, write_json
 from pipeline.core.config import resolved_config_record
 from pipeline.core.errors import EXIT_OK, BadInputError
 from pipeline.core.layout import StudyDir
@@ -186,7 +187,8 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
         models: Any = None) -> int:
     """All stages of one study in one process. The clinical findings are read and checked first, so that an error
     in them stops the run before any image work. The output folder then holds this run's files only: those an
-    earlier run wrote and this one did not are removed (and listed in provenance)."""
+    earlier run wrote and this one did not are removed (and listed in provenance). A second run into the same
+    folder waits until this one has ended (:func:`~pipeline.core.atomic.folder_lock`)."""
     import time
 
     from pipeline.rules.clinical import load_clinical
@@ -195,16 +197,20 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
     if clinical_file is not None:
         load_clinical(clinical_file)
     check_study_and_out(Path(study), Path(out))
-    claim_out(Path(out))
-    start_ns = time.time_ns()
-    ingest(study, out, show_phi=show_phi)
-    segment(out, device=device, models=models)
-    measure(out)
-    rules(out, clinical=clinical)
-    report(out, show_phi=show_phi)
-    removed = remove_stale(Path(out), start_ns)
-    if removed:
-        update_provenance(Path(out), notes=[f"removed {len(removed)} file(s) of an earlier run that this run did not "
-                                            f"write: {', '.join(removed[:10])}{' ...' if len(removed) > 10 else ''}"])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, on_wait=lambda: print(f"{out}: another legmri run is writing here; waiting for it to end",
+                                                 file=sys.stderr)):
+        claim_out(Path(out))
+        start_ns = time.time_ns()
+        ingest(study, out, show_phi=show_phi)
+        segment(out, device=device, models=models)
+        measure(out)
+        rules(out, clinical=clinical)
+        report(out, show_phi=show_phi)
+        removed = remove_stale(Path(out), start_ns)
+        if removed:
+            update_provenance(Path(out), notes=[f"removed {len(removed)} file(s) of an earlier run that this run did "
+                                                f"not write: {', '.join(removed[:10])}"
+                                                f"{' ...' if len(removed) > 10 else ''}"])
     print(f"{study}: done -> {StudyDir(out).report_html}")
     return EXIT_OK

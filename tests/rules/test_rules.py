@@ -219,6 +219,30 @@ def test_cli_rules(gt_outputs, tmp_path: Path, capsys):
     assert "labs.ck_u_l" in capsys.readouterr().err
 
 
+def test_findings_do_not_depend_on_the_process_hash_seed(gt_outputs, tmp_path: Path):
+    """Two processes with different string-hash seeds write byte-identical findings, with and without clinical
+    findings (a set's iteration order follows the seed; nothing written may)."""
+    import os
+    import subprocess
+    import sys
+
+    no_clinical = tmp_path / "study_without_clinical"
+    no_clinical.mkdir()
+    for clinical in (None, SAMPLE / "control" / "clinical.yaml"):
+        texts = []
+        for seed in ("1", "2"):
+            out = tmp_path / f"{seed}_{clinical is None}"
+            shutil.copytree(gt_outputs["control"], out)
+            index = json.loads((out / "series.json").read_text())
+            (out / "series.json").write_text(json.dumps({**index, "study": str(no_clinical)}))
+            env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(SAMPLE.parent)}
+            extra = ["--clinical", str(clinical)] if clinical else []
+            subprocess.run([sys.executable, "-m", "pipeline.cli", "rules", str(out), "-q", *extra], env=env,
+                           check=True)
+            texts.append((out / "findings.json").read_text())
+        assert texts[0] == texts[1]
+
+
 def _summary(fatty: dict[str, list[str]], enlarged: dict[str, tuple[float, float]], spine: dict) -> Summary:
     """A summary with the contract keys: every calf muscle normal (FF 5 %, symmetric) unless listed.
 
