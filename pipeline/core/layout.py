@@ -81,6 +81,12 @@ class SeriesIndex:
         """Role -> volume path of every series with a volume."""
         return {e.role: e.volume for e in self.entries if e.volume is not None}
 
+    def repeats(self, role: str) -> list[str]:
+        """The further series ingestion classified as ``role`` (``role_2``, ``role_3``, ...: a repeated acquisition,
+        or one role given twice), which a stage that reads ``role`` does not use."""
+        return [e.role for e in self.entries if e.volume is not None and e.role.startswith(f"{role}_")
+                and e.role.removeprefix(f"{role}_").isdigit()]
+
     def axial_stacks(self) -> list[SeriesEntry]:
         """The axial lumbar T2 stacks with a volume, in their order (``lumbar_ax_t2``, ``lumbar_ax_t2_2``, ...)."""
         stacks = [e for e in self.entries if e.volume is not None and axial_stack_number(e.role) is not None]

@@ -56,6 +56,7 @@ class CalfInputs:
     anatomical_role: str | None = None
     warnings: list[str] = field(default_factory=list)  # facts about the inputs the QC verdict must show
     no_ff_reason: str | None = None  # set when water and fat are given but their fat fraction is not to be used
+    roles: tuple[str, ...] = ()  # the ingested series the images came from
 
     @property
     def has_water_fat(self) -> bool:
@@ -71,14 +72,28 @@ def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInput
     """The exported Dixon water and fat images, else 2-point Dixon from in-phase / opposed-phase, else the water and
     fat of the multi-echo fit (:func:`fit_water_fat`) when ``study`` holds them, else one anatomical series (the first
     of ``calf.anatomical_roles`` present), else None."""
-    dixon = _water_fat_inputs(series, study)
-    if dixon is not None:
-        return dixon
-    role = anatomical_role(series, list(load_config("default")["calf"]["anatomical_roles"]))
-    if role is None:
-        return None
-    return CalfInputs(None, None, f"one anatomical series ({role}); no fat fraction",
-                      load_volume(series.volume(role)), role)
+    inputs = _water_fat_inputs(series, study)
+    if inputs is None:
+        role = anatomical_role(series, list(load_config("default")["calf"]["anatomical_roles"]))
+        if role is None:
+            return None
+        inputs = CalfInputs(None, None, f"one anatomical series ({role}); no fat fraction",
+                            load_volume(series.volume(role)), role, roles=(role,))
+    inputs.warnings.extend(repeated_series(series, inputs.roles))
+    return inputs
+
+
+def repeated_series(series: SeriesIndex, roles: tuple[str, ...]) -> list[str]:
+    """A warning for each of ``roles`` that the study holds more than once (a repeated acquisition, or two series
+    described alike): the calf uses the first (the most superior) and a reader must know that it chose."""
+    out = []
+    for role in roles:
+        extra = series.repeats(role)
+        if extra:
+            out.append(f"the study holds {1 + len(extra)} series classified {role} ({role}, {', '.join(extra)}); "
+                       f"the calf was measured on {role} (the most superior) alone: if another is the one to "
+                       "measure, name it in a study.yaml or remove the others")
+    return out
 
 
 def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs | None:
@@ -86,15 +101,17 @@ def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs
     if "calf_water" in vols and "calf_fat" in vols:
         w, f = vols["calf_water"], vols["calf_fat"]
         water, fat = load_volume(w), load_volume(f)
-        return checked_water_fat(water, fat, _identity_of(water, fat, (str(w), str(f), w.stat().st_mtime_ns,
-                                                                        f.stat().st_mtime_ns)))
+        inputs = checked_water_fat(water, fat, _identity_of(water, fat, (str(w), str(f), w.stat().st_mtime_ns,
+                                                                          f.stat().st_mtime_ns)))
+        inputs.roles = ("calf_water", "calf_fat")
+        return inputs
     if "calf_inphase" in vols and "calf_outphase" in vols:
         w, f = two_point_dixon(load_volume(vols["calf_inphase"]), load_volume(vols["calf_outphase"]))
         lone = [r for r in ("calf_water", "calf_fat") if r in vols]
         warnings = [f"the study has a scanner {lone[0].removeprefix('calf_')} image without its partner; water and "
                     "fat were computed from in-phase/opposed-phase instead (2-point Dixon), whose fat fraction is "
                     "less exact"] if lone else []
-        return CalfInputs(w, f, str(w.meta["derived"]), warnings=warnings)
+        return CalfInputs(w, f, str(w.meta["derived"]), warnings=warnings, roles=("calf_inphase", "calf_outphase"))
     if study is not None and study.calf_water_fit.exists() and study.calf_fat_fit.exists():
         return CalfInputs(load_volume(study.calf_water_fit), load_volume(study.calf_fat_fit),
                           "water/fat of the multi-echo fit (calf/ff_map.nii.gz)")

@@ -67,3 +67,35 @@ def test_a_calf_of_three_slices_fails_qc(bases, tmp_path, n_slices):  # noqa: F8
         nib.save(img.slicer[:, :, 12:12 + n_slices], p)
     values = _run(study, tmp_path / "out")["values"]
     assert values["calf.qc_status"] == "fail"
+
+
+def test_a_repeated_series_is_said_and_the_choice_named(bases, tmp_path):  # noqa: F811
+    """The water series exported twice as two acquisitions (new series and instance UIDs): both are ingested
+    (calf_water, calf_water_2), the calf uses the most superior one, and the calf inputs carry a warning that names
+    both, which the calf QC turns into a review."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from pipeline.core.layout import StudyDir
+    from pipeline.workflow.calf import calf_inputs
+
+    study = tmp_path / "study"
+    shutil.copytree(bases["dicom"], study)
+    water = next(d for d in study.iterdir()
+                 if pydicom.dcmread(next(d.iterdir()), stop_before_pixels=True).SeriesDescription.endswith("_W"))
+    repeat, uid = study / "repeat", generate_uid()
+    shutil.copytree(water, repeat)
+    for f in repeat.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SeriesNumber = uid, generate_uid(), 21
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(f)
+    out = tmp_path / "out"
+    assert main(["ingest", str(study), "--out", str(out)]) == 0
+    index = StudyDir(out).series()
+    assert index.repeats("calf_water") == ["calf_water_2"] and index.repeats("calf_fat") == []
+    warnings = calf_inputs(index).warnings
+    assert len(warnings) == 1 and "2 series classified calf_water (calf_water, calf_water_2)" in warnings[0]
+    clean = tmp_path / "clean"
+    assert main(["ingest", str(bases["dicom"]), "--out", str(clean)]) == 0
+    assert calf_inputs(StudyDir(clean).series()).warnings == []
