@@ -98,6 +98,8 @@ def _add_stage_commands(subs: argparse._SubParsersAction) -> None:
     s.add_argument("out", type=Path)
     s.add_argument("--show-phi", action="store_true",
                    help="burn patient name and ID into the images (read from the source DICOM headers)")
+    s.add_argument("--deidentify", action="store_true",
+                   help="de-identify the DICOM SEG and SR (DICOM PS3.15 basic profile, UIDs retained)")
 
 
 def _add_study_commands(subs: argparse._SubParsersAction) -> None:
@@ -108,6 +110,8 @@ def _add_study_commands(subs: argparse._SubParsersAction) -> None:
     s.add_argument("--clinical", type=Path)
     s.add_argument("--device", default="cpu")
     s.add_argument("--show-phi", action="store_true")
+    s.add_argument("--deidentify", action="store_true",
+                   help="de-identify the DICOM SEG and SR (DICOM PS3.15 basic profile, UIDs retained)")
 
     s = _sub(subs, "batch", "Run every study under ROOT; a failed study is reported and the others go on.")
     s.add_argument("root", type=Path)
@@ -205,13 +209,14 @@ def _rules(a: argparse.Namespace) -> int:
 def _report(a: argparse.Namespace) -> int:
     from pipeline.workflow import stages
 
-    return stages.report(a.out, show_phi=a.show_phi)
+    return stages.report(a.out, show_phi=a.show_phi, deidentify=a.deidentify)
 
 
 def _run(a: argparse.Namespace) -> int:
     from pipeline.workflow import stages
 
-    return stages.run(a.study, a.out, clinical=a.clinical, device=a.device, show_phi=a.show_phi)
+    return stages.run(a.study, a.out, clinical=a.clinical, device=a.device, show_phi=a.show_phi,
+                      deidentify=a.deidentify)
 
 
 def _batch(a: argparse.Namespace) -> int:

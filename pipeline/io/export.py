@@ -82,8 +82,64 @@ def _code(info: Mapping[str, Any] | None) -> hd.sr.CodedConcept:
     return FALLBACK_CODE
 
 
-def write_seg(labels: Volume, source_files: Sequence[str | Path], registry: Registry, path: str | Path) -> Path:
-    """Write a DICOM SEG (binary segments, one per label present) referencing the source images.
+#: DICOM PS3.15 table E.1-1 database of dicom-anonymizer used by :func:`deidentify`
+DEIDENTIFICATION_TABLE = "dicomfields_2026c"
+#: CID 7050 De-identification Methods: the profile and the options applied by :func:`deidentify`
+BASIC_PROFILE = ("113100", "DCM", "Basic Application Confidentiality Profile")
+RETAIN_UIDS = ("113110", "DCM", "Retain UIDs Option")
+CLEAN_STRUCTURED_CONTENT = ("113104", "DCM", "Clean Structured Content Option")
+CONTENT_SEQUENCE = (0x0040, 0xA730)
+
+
+def deidentify(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """De-identify ``ds`` in place by the Basic Application Level Confidentiality Profile (DICOM PS3.15 E.1-1, the
+    actions of table E.1-1 as dicom-anonymizer implements them: names, IDs, dates, times, institution and the other
+    identifying attributes emptied, replaced by dummies or removed; private attributes removed) with two options:
+
+    * Retain UIDs (PS3.15 E.3.1): study, series, instance and frame-of-reference UIDs are kept, because a SEG or SR
+      that no longer names its source images cannot be used beside them;
+    * Clean Structured Content (PS3.15 E.3.3), for an SR: its content tree is legmri's own (measurement names,
+      values, units, codes, tracking identifiers and image references, no text from the source headers), so it is
+      kept as the measurements it is, where the basic profile alone would remove it.
+
+    The dataset records what was done (PatientIdentityRemoved YES, DeidentificationMethod and its code sequence)."""
+    from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+    from dicomanonymizer.simpledicomanonymizer import anonymize_dataset, initialize_actions, keep
+
+    tables = dicom_anonymization_database_selector(DEIDENTIFICATION_TABLE)
+    retain = {tag: keep for tag in (*tables["U_TAGS"], *tables["X_Z_U_STAR_TAGS"]) if len(tag) == 2}
+    methods = [BASIC_PROFILE, RETAIN_UIDS]
+    if CONTENT_SEQUENCE in ds:
+        retain[CONTENT_SEQUENCE] = keep
+        methods.append(CLEAN_STRUCTURED_CONTENT)
+    anonymize_dataset(ds, extra_anonymization_rules=retain, delete_private_tags=True,
+                      base_rules_gen=lambda: initialize_actions(DEIDENTIFICATION_TABLE))
+    ds.walk(_valid_dummy_date)
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "PS3.15 Basic Profile (legmri --deidentify)"
+    items = []
+    for value, scheme, meaning in methods:
+        item = pydicom.Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = items
+    return ds
+
+
+#: dicom-anonymizer's dummy dates (year 1) are refused by DICOM validators; 1900-01-01 is as clearly a dummy
+DUMMY_DATES = {"DA": ("00010101", "19000101"), "DT": ("00010101010101.000000+0000", "19000101000000")}
+
+
+def _valid_dummy_date(ds: pydicom.Dataset, element: pydicom.DataElement) -> None:
+    old_new = DUMMY_DATES.get(element.VR)
+    if old_new and element.value == old_new[0]:
+        element.value = old_new[1]
+
+
+def write_seg(labels: Volume, source_files: Sequence[str | Path], registry: Registry, path: str | Path,
+              deidentified: bool = False) -> Path:
+    """Write a DICOM SEG (binary segments, one per label present) referencing the source images; with
+    ``deidentified``, de-identified by :func:`deidentify`.
 
     Segment labels are the registry names (``<structure>_<side>``); the property type is the structure's SNOMED CT
     code from ``configs/labels.yaml``; laterality is carried by the anatomic region modifier (Left/Right).
@@ -122,6 +178,8 @@ def write_seg(labels: Volume, source_files: Sequence[str | Path], registry: Regi
         software_versions=__version__, device_serial_number="0", series_description="legmri calf muscles",
         omit_empty_frames=True,
     )
+    if deidentified:
+        deidentify(seg)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
     return Path(path)
@@ -174,11 +232,12 @@ def sr_groups(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, flo
 
 
 def write_sr(summary: Mapping[str, Any], source_files: Sequence[str | Path], registry: Registry | None,
-             path: str | Path) -> Path:
+             path: str | Path, deidentified: bool = False) -> Path:
     """Write a Comprehensive 3D SR (TID 1500 Measurement Report) of the per-muscle and per-level measurements.
 
     One measurement group (TID 1411) per muscle and side and per lumbar level (and side), each with numeric
-    measurements in UCUM units (ml, mm2, mm, %). The evidence is the source series (its first image).
+    measurements in UCUM units (ml, mm2, mm, %). The evidence is the source series (its first image). With
+    ``deidentified``, de-identified by :func:`deidentify`.
     """
     source = read_series(source_files[:1])
     ref = source[0]
@@ -217,6 +276,8 @@ def write_sr(summary: Mapping[str, Any], source_files: Sequence[str | Path], reg
     scheme.CodingSchemeName = "legmri measurement names (<structure>_<side> or <level>[_<side>] and metric)"
     scheme.CodingSchemeResponsibleOrganization = "legmri"
     sr.CodingSchemeIdentificationSequence = [*sr.get("CodingSchemeIdentificationSequence", []), scheme]
+    if deidentified:
+        deidentify(sr)
     with atomic_path(path) as tmp:
         sr.save_as(tmp)
     return Path(path)

@@ -152,8 +152,9 @@ def _seg_source(series: SeriesIndex, labels: Volume) -> SeriesEntry | None:
     return None
 
 
-def dicom_exports(study: StudyDir) -> list[str]:
-    """Write ``calf/seg.dcm`` and ``measurements_sr.dcm`` when the study was DICOM; returns what was written."""
+def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
+    """Write ``calf/seg.dcm`` and ``measurements_sr.dcm`` when the study was DICOM (de-identified with
+    ``deidentify``: :func:`pipeline.io.export.deidentify`); returns what was written."""
     from pipeline.io.export import sr_groups, write_seg, write_sr
 
     series = study.series()
@@ -163,24 +164,24 @@ def dicom_exports(study: StudyDir) -> list[str]:
         labels = load_volume(study.calf_labels)
         calf_src = _seg_source(series, labels)
         if calf_src is not None:
-            write_seg(labels, list(calf_src.files), registry("calf"), study.calf_seg)
+            write_seg(labels, list(calf_src.files), registry("calf"), study.calf_seg, deidentified=deidentify)
             written.append(study.relative(study.calf_seg))
     values = study.summary_values()
     src = calf_src or next((e for e in series.entries if e.is_dicom and e.role.startswith("lumbar")), None)
     if src is not None and sr_groups(values):
-        write_sr(values, list(src.files), registry("calf"), study.sr)
+        write_sr(values, list(src.files), registry("calf"), study.sr, deidentified=deidentify)
         written.append(study.relative(study.sr))
     return written
 
 
-def report(study: StudyDir, show_phi: bool = False) -> dict[str, Any]:
+def report(study: StudyDir, show_phi: bool = False, deidentify: bool = False) -> dict[str, Any]:
     """QA pictures, DICOM exports (DICOM studies) and ``report.html`` of ``study``."""
     from pipeline.report.html import render_study_report
 
     cfg = load_config("report")
     settings = load_config("default").get("report", {})
     images = qa_images(study, show_phi=show_phi or bool(settings.get("show_phi", False)))
-    exports = dicom_exports(study) if settings.get("dicom_export", True) else []
+    exports = dicom_exports(study, deidentify) if settings.get("dicom_export", True) else []
     creg = registry("calf")
     write_text(study.report_html, render_study_report(study, creg.muscles, tuple(creg.groups()), cfg, images,
                                                       exports))

@@ -130,15 +130,16 @@ def rules(out: Path, clinical: Path | None = None, rules_path: Path | None = Non
     return EXIT_OK
 
 
-def report(out: Path, show_phi: bool = False) -> int:
-    """Write QA overlays, ``report.html``, ``calf/seg.dcm`` and ``measurements_sr.dcm``."""
+def report(out: Path, show_phi: bool = False, deidentify: bool = False) -> int:
+    """Write QA overlays, ``report.html``, ``calf/seg.dcm`` and ``measurements_sr.dcm`` (the last two de-identified
+    with ``deidentify``)."""
     from pipeline.workflow import report as report_driver
 
     folder = StudyDir(out)
     folder.require(folder.findings, "rules")
     record_configs(folder, "report")
     with stage_timer(folder.root, "report"):
-        report_driver.report(folder, show_phi=show_phi)
+        report_driver.report(folder, show_phi=show_phi, deidentify=deidentify)
     return EXIT_OK
 
 
@@ -184,7 +185,7 @@ def remove_stale(out: Path, since_ns: int) -> list[str]:
 
 
 def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu", show_phi: bool = False,
-        models: Any = None) -> int:
+        models: Any = None, deidentify: bool = False) -> int:
     """All stages of one study in one process. The clinical findings are read and checked first, so that an error
     in them stops the run before any image work. The output folder then holds this run's files only: those an
     earlier run wrote and this one did not are removed (and listed in provenance). A second run into the same
@@ -206,7 +207,7 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
         segment(out, device=device, models=models)
         measure(out)
         rules(out, clinical=clinical)
-        report(out, show_phi=show_phi)
+        report(out, show_phi=show_phi, deidentify=deidentify)
         removed = remove_stale(Path(out), start_ns)
         if removed:
             update_provenance(Path(out), notes=[f"removed {len(removed)} file(s) of an earlier run that this run did "

@@ -93,3 +93,57 @@ def test_seg_and_sr_pass_dciodvfy(out: Path, tmp_path: Path):
                   tmp_path / "sr.dcm")
     assert _dciodvfy_errors(seg) == []
     assert _dciodvfy_errors(sr) == []
+
+
+def _strings(ds: pydicom.Dataset) -> set[str]:
+    found: set[str] = set()
+    ds.walk(lambda _, el: found.add(str(el.value)) if el.VR in ("PN", "LO", "SH", "DA", "TM", "DT", "CS") else None)
+    return found
+
+
+def test_deidentified_seg_and_sr_keep_the_measurements_and_references_and_drop_the_patient(out: Path,
+                                                                                       tmp_path: Path):
+    """--deidentify (PS3.15 basic profile, Retain UIDs and Clean Structured Content options): no name, ID, birth
+    date, accession number or study date of the source left; the same segments, source references and measured
+    values as without it; highdicom reads both back; dciodvfy finds no error."""
+    src = _source(out)
+    head = pydicom.dcmread(src["files"][0], stop_before_pixels=True)
+    identifying = {str(head.PatientName), head.PatientID, head.PatientBirthDate, head.AccessionNumber, head.StudyDate}
+    assert all(identifying)
+    labels = load_volume(out / "calf" / "labels.nii.gz")
+    values = {"calf.right.soleus.volume_ml": 412.5, "spine.L4-L5.dsca_mm2": 61.0}
+    plain = {"seg": write_seg(labels, src["files"], registry("calf"), tmp_path / "s.dcm"),
+             "sr": write_sr(values, src["files"], None, tmp_path / "sr.dcm")}
+    clean = {"seg": write_seg(labels, src["files"], registry("calf"), tmp_path / "s_d.dcm", deidentified=True),
+             "sr": write_sr(values, src["files"], None, tmp_path / "sr_d.dcm", deidentified=True)}
+    for kind in ("seg", "sr"):
+        a, b = pydicom.dcmread(plain[kind]), pydicom.dcmread(clean[kind])
+        assert identifying <= _strings(a)  # the plain export carries the patient module, as DICOM requires
+        assert not identifying & _strings(b)
+        assert b.PatientIdentityRemoved == "YES"
+        methods = {m.CodeValue for m in b.DeidentificationMethodCodeSequence}
+        assert {"113100", "113110"} <= methods and ("113104" in methods) == (kind == "sr")
+        assert (a.StudyInstanceUID, a.SOPClassUID) == (b.StudyInstanceUID, b.SOPClassUID)
+        if shutil.which("dciodvfy"):
+            assert _dciodvfy_errors(clean[kind]) == []
+    seg_a, seg_b = hd.seg.segread(plain["seg"]), hd.seg.segread(clean["seg"])
+    assert [d.SegmentLabel for d in seg_a.SegmentSequence] == [d.SegmentLabel for d in seg_b.SegmentSequence]
+    assert (seg_a.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+            == seg_b.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID)
+    assert np.array_equal(seg_a.pixel_array, seg_b.pixel_array)
+    hd.sr.srread(clean["sr"])
+    assert _numbers(pydicom.dcmread(plain["sr"])) == _numbers(pydicom.dcmread(clean["sr"])) == {
+        "soleus_right volume_ml": 412.5, "L4-L5 dsca_mm2": 61.0}
+
+
+def _numbers(ds: pydicom.Dataset) -> dict[str, float]:
+    found: dict[str, float] = {}
+
+    def visit(_: pydicom.Dataset, el: pydicom.DataElement) -> None:
+        if el.keyword == "ContentSequence":
+            for it in el.value:
+                if it.get("ValueType") == "NUM":
+                    found[it.ConceptNameCodeSequence[0].CodeMeaning] = float(it.MeasuredValueSequence[0].NumericValue)
+
+    ds.walk(visit)
+    return found
