@@ -75,3 +75,32 @@ def test_a_user_rule_that_would_backtrack_catastrophically_finishes(bases, tmp_p
     start = time.perf_counter()
     assert main(["ingest", str(study), "--out", str(tmp_path / "out")]) == 0
     assert time.perf_counter() - start < 30
+
+
+RESOURCE_CASES = ("yaml_bomb", "clinical_bomb", "nifti_huge_header")
+
+
+@pytest.mark.parametrize("name", RESOURCE_CASES)
+def test_resource_bombs_stay_small_and_quick_in_their_own_process(name: str, bases, tmp_path):  # noqa: F811
+    """The YAML alias bombs and a NIfTI header declaring 4000^3 voxels, each as its own ``legmri`` process: exit 3
+    within 10 s and under 1 GB of peak resident memory (the process's own maximum, from ``wait4``)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    case = next(c for c in CASES if c.name == name)
+    study = tmp_path / "study"
+    shutil.copytree(bases[case.base], study, symlinks=True)
+    case.mutate(study)
+    argv = [a.format(study=study, out=tmp_path / "out") for a in case.command]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    assert proc.returncode == 3
+    assert usage.ru_maxrss * 1024 < 1e9, f"peak RSS {usage.ru_maxrss / 1024:.0f} MiB"  # ru_maxrss: KiB on Linux
+    assert seconds < 10, f"{seconds:.1f} s"
