@@ -143,6 +143,15 @@ def report(out: Path, show_phi: bool = False, deidentify: bool = False) -> int:
     return EXIT_OK
 
 
+def check_configs() -> None:
+    """Read and validate every configuration file a run uses (:data:`STAGE_CONFIGS`), so that an error in one
+    stops the run before any image work rather than after segmentation."""
+    from pipeline.core.config import load_config
+
+    for name in sorted({n for names in STAGE_CONFIGS.values() for n in names}):
+        load_config(name)
+
+
 def check_study_and_out(study: Path, out: Path) -> None:
     """Refuse, before anything is read or written, a study that is not a folder, and an output folder that is a
     file, lies inside the study (a rerun would read its own outputs as series) or cannot be written."""
@@ -186,8 +195,8 @@ def remove_stale(out: Path, since_ns: int) -> list[str]:
 
 def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu", show_phi: bool = False,
         models: Any = None, deidentify: bool = False) -> int:
-    """All stages of one study in one process. The clinical findings are read and checked first, so that an error
-    in them stops the run before any image work. The output folder then holds this run's files only: those an
+    """All stages of one study in one process. The clinical findings and the configuration files are read and
+    checked first, so that an error in them stops the run before any image work. The output folder then holds this run's files only: those an
     earlier run wrote and this one did not are removed (and listed in provenance). A second run into the same
     folder waits until this one has ended (:func:`~pipeline.core.atomic.folder_lock`)."""
     import time
@@ -197,6 +206,7 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
     clinical_file = clinical or (Path(study) / "clinical.yaml" if (Path(study) / "clinical.yaml").exists() else None)
     if clinical_file is not None:
         load_clinical(clinical_file)
+    check_configs()
     check_study_and_out(Path(study), Path(out))
     Path(out).mkdir(parents=True, exist_ok=True)
     with folder_lock(out, on_wait=lambda: print(f"{out}: another legmri run is writing here; waiting for it to end",

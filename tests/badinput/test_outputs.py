@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from pipeline.cli import main
@@ -42,8 +43,6 @@ def test_an_out_folder_of_other_files_is_refused(bases, tmp_path, capsys):  # no
 
 
 def test_legmri_s_own_seg_in_the_study_folder_is_not_ingested(bases, tmp_path):  # noqa: F811
-    import shutil
-
     out = tmp_path / "out"
     assert main(["run", str(bases["dicom"]), "--out", str(out)]) == 0
     assert (out / "calf" / "seg.dcm").exists()
@@ -55,3 +54,20 @@ def test_legmri_s_own_seg_in_the_study_folder_is_not_ingested(bases, tmp_path): 
     assert any(s["file"].endswith("seg.dcm") and "segmentation object" in s["reason"] for s in index["skipped"])
     assert sorted(e["role"] for e in index["series"]) == sorted(
         e["role"] for e in json.loads((out / "series.json").read_text())["series"])
+
+
+def test_a_broken_configuration_stops_the_run_before_any_image_work(bases, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """A threshold of the wrong type in a user's qc.yaml (read by the measure stage) stops ``legmri run`` at once,
+    naming the file, before ingestion writes anything."""
+    from pipeline.core.config import DEFAULT_CONFIG_DIR
+
+    configs = tmp_path / "configs"
+    shutil.copytree(DEFAULT_CONFIG_DIR, configs)
+    qc = configs / "qc.yaml"
+    qc.write_text(qc.read_text().replace("entropy_fail: 0.2", "entropy_fail: high", 1))
+    assert "entropy_fail: high" in qc.read_text()
+    monkeypatch.setenv("LEGMRI_CONFIG_DIR", str(configs))
+    out = tmp_path / "out"
+    assert main(["run", str(bases["nifti"]), "--out", str(out)]) == 3
+    assert "qc.yaml" in capsys.readouterr().err
+    assert not out.exists()
