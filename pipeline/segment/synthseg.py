@@ -42,6 +42,12 @@ class ContrastPrior:
     # bright, so that the leg's outline is always visible against air, as it is in any real scan; fat (nulled by
     # STIR or fat saturation), cortex and the other tissues keep their full random range.
     signal_floor: float = 0.15
+    # Intermuscular septa and fascia hold fat, so in a real image they have about the signal of fat (bright lines on
+    # T1w or in-phase, dark ones with fat suppression) and outline the muscles, which share one intensity. Share of
+    # samples in which the ``septa`` tissue takes the fat's mean (plus a little), and in which it is dark (fibrous
+    # fascia); in the rest it is as random as every other tissue.
+    p_fatty_septa: float = 0.6
+    p_dark_septa: float = 0.15
     resolution_mm: tuple[float, float] = (0.6, 2.6)  # in-plane acquisition resolution range (FWHM of the PSF)
     noise_sd: tuple[float, float] = (0.0, 0.07)
     p_ghost: float = 0.2
@@ -53,7 +59,8 @@ def sample_intensities(n_tissues: int, tissue_roles: dict[str, int], rng: np.ran
                        prior: ContrastPrior) -> np.ndarray:
     """Mean intensity per tissue id. ``tissue_roles`` names the ids of ``background``, ``muscle``, ``fat``,
     ``cortex`` and ``marrow`` for the MR-like prior (fat bright or dark, marrow like fat, cortex dark, muscle
-    intermediate), and optionally ``skin``; skin and muscle never fall below ``prior.signal_floor``."""
+    intermediate), and optionally ``skin`` and ``septa``; skin and muscle never fall below ``prior.signal_floor``;
+    septa mostly follow fat (``prior.p_fatty_septa``) or are dark (``prior.p_dark_septa``)."""
     mean = rng.uniform(0.0, 1.0, n_tissues)
     if rng.uniform() >= prior.p_uniform:
         fat = rng.uniform(0.7, 1.0) if rng.uniform() < 0.6 else rng.uniform(0.0, 0.25)
@@ -65,6 +72,12 @@ def sample_intensities(n_tissues: int, tissue_roles: dict[str, int], rng: np.ran
     for role in ("skin", "muscle"):
         if role in tissue_roles and mean[tissue_roles[role]] < prior.signal_floor:
             mean[tissue_roles[role]] = rng.uniform(prior.signal_floor, 1.0)
+    if "septa" in tissue_roles:
+        u = rng.uniform()
+        if u < prior.p_fatty_septa:
+            mean[tissue_roles["septa"]] = np.clip(mean[tissue_roles["fat"]] + rng.normal(0, 0.06), 0, 1)
+        elif u < prior.p_fatty_septa + prior.p_dark_septa:
+            mean[tissue_roles["septa"]] = rng.uniform(0.0, 0.1)
     return mean
 
 

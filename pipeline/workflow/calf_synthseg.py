@@ -90,7 +90,7 @@ def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], targe
     reg = registry("calf")
     roles = {"background": TISSUE_IDS["background"], "muscle": TISSUE_IDS["muscle"],
              "fat": TISSUE_IDS["subcutaneous_fat"], "cortex": TISSUE_IDS["cortex"], "marrow": TISSUE_IDS["marrow"],
-             "skin": TISSUE_IDS["skin"]}
+             "skin": TISSUE_IDS["skin"], "septa": TISSUE_IDS["fascia"]}
     return SynthSampler(bank, roles, [reg.class_id(m) for m in MUSCLES], len(reg.classes), patch,
                         float(bank[0]["spacing_mm"]), target_mm, seed)
 

@@ -93,3 +93,20 @@ def test_geometry_never_swaps_anterior_and_posterior_unless_asked():
     25 degrees moves the blobs, it does not reverse them), while row mirroring (left/right) stays on."""
     assert all(_column_order(mirror_columns=False))
     assert not all(_column_order(mirror_columns=True))
+
+
+def test_septa_mostly_carry_the_fat_signal():
+    """Intermuscular septa hold fat: in most samples they take the fat's intensity (bright lines when fat is bright,
+    dark when it is suppressed), so that muscles of one intensity are outlined as in real images."""
+    from pipeline.segment.synthseg import ContrastPrior, sample_intensities
+
+    roles = {"background": 0, "muscle": 1, "septa": 2, "fat": 3, "skin": 4, "cortex": 5, "marrow": 6}
+    prior = ContrastPrior()
+    rng = np.random.default_rng(1)
+    means = np.array([sample_intensities(8, roles, rng, prior) for _ in range(4000)])
+    like_fat = np.abs(means[:, 2] - means[:, 3]) < 0.2
+    assert abs(like_fat.mean() - (prior.p_fatty_septa + (1 - prior.p_fatty_septa) * 0.3)) < 0.08
+    assert np.corrcoef(means[:, 2], means[:, 3])[0, 1] > 0.5
+    no_septa = np.array([sample_intensities(8, {k: v for k, v in roles.items() if k != "septa"}, rng, prior)
+                         for _ in range(4000)])
+    assert abs(np.corrcoef(no_septa[:, 2], no_septa[:, 3])[0, 1]) < 0.1
