@@ -144,6 +144,7 @@ class StudyDir(_Folder):
     spine_marks = _File("spine/marks.json")
     spine_measurements = _File("spine/measurements.csv")
     spine_qc = _File("spine/qc.json")  # segmentation quality control of the lumbar study: verdicts and reasons
+    segment_record = _File("segment.json")  # what the segment stage did per anatomy and the files it wrote
     summary = _File("summary.json")
     findings = _File("findings.json")
     provenance = _File("provenance.json")
@@ -183,10 +184,6 @@ class StudyDir(_Folder):
     def qa(self, name: str) -> Path:
         """A QA picture ``qa/<name>.png``."""
         return self.qa_dir / f"{name}.png"
-
-    def stage_marker(self, stage: str) -> Path:
-        """The empty file the Snakemake workflow touches when ``stage`` (one without a single output) is done."""
-        return self.root / f".stage_{stage}.done"
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the study folder, as recorded in provenance and reports."""

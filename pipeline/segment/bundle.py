@@ -21,12 +21,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.core.atomic import atomic_path, write_json
-from pipeline.core.config import PROJECT_ROOT
 from pipeline.core.errors import BundleError
 from pipeline.core.labels import registry
 from pipeline.core.provenance import file_sha256
+from pipeline.segment.paths import WEIGHTS_DIR, resolve  # noqa: F401  (re-exported)
 
-WEIGHTS_DIR = PROJECT_ROOT / "weights"
 REQUIRED_KEYS = ("name", "version", "anatomy", "labels", "input_channels", "slice_plane", "target_spacing_mm",
                  "normalisation", "network", "weights")
 
@@ -194,17 +193,6 @@ def verify(path: Path, meta: dict[str, Any]) -> str:
                           f"({meta['anatomy']}: {expected}).", path=path / "metadata.json",
                           fix="retrain the bundle for the current label registry, or restore the matching labels.yaml.")
     return digest
-
-
-def resolve(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    q = WEIGHTS_DIR / str(name_or_path)
-    if q.exists():
-        return q
-    raise BundleError(f"no model bundle '{name_or_path}'.", path=p,
-                      fix=f"use a folder under {WEIGHTS_DIR.name}/ or train one with 'legmri train'.")
 
 
 def load_bundle(name_or_path: str | Path, device: str = "cpu") -> Bundle:

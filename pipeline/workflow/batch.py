@@ -27,7 +27,7 @@ from pipeline.core.config import config_dir, load_config
 from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInputError, LegMRIError
 from pipeline.core.layout import BatchDir, StudyDir
 from pipeline.core.provenance import load_provenance, update_provenance
-from pipeline.segment.bundle import WEIGHTS_DIR
+from pipeline.segment.paths import configured_bundle_files
 from pipeline.workflow import stages
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,9 @@ def input_fingerprint(study: Path) -> str:
             h.update(f"{p.relative_to(study)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     for p in sorted(config_dir().glob("*.yaml")):
         h.update(p.name.encode() + hashlib.sha256(p.read_bytes()).digest())
-    for key in ("calf_bundle", "spine_bundle"):  # the bundles' metadata.json carries their weights' sha256
-        name = (load_config("default").get("segment") or {}).get(key)
-        for folder in (Path(str(name)), WEIGHTS_DIR / str(name)) if name else ():
-            if (folder / "metadata.json").exists():
-                h.update((folder / "metadata.json").read_bytes())
-                break
+    for path in configured_bundle_files():  # metadata.json carries the sha256 its weights are checked against
+        if path.name == "metadata.json":
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

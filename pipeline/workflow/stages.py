@@ -84,7 +84,9 @@ def ingest(study: Path, out: Path, show_phi: bool = False) -> int:
 
 def segment(out: Path, device: str = "cpu", models: Any = None) -> int:
     """Segment the calf (and lumbar spine, when present) from ``OUT/volumes``; ``models`` is a bundle cache (by
-    default the process-wide one, so a batch loads each model once per process)."""
+    default the process-wide one, so a batch loads each model once per process). ``segment.json`` records what was
+    done per anatomy and the label and probability maps now in ``calf/`` and ``spine/`` (the stage's declared output
+    in the Snakemake workflow)."""
     from pipeline.workflow import calf, spine
 
     folder = StudyDir(out)
@@ -94,6 +96,11 @@ def segment(out: Path, device: str = "cpu", models: Any = None) -> int:
         facts["calf"] = calf.segment(folder, models, device=device)
         facts["spine"] = spine.segment(folder, models, device=device)
     record_configs(folder, "segment")
+    label_maps = sorted(folder.relative(p) for d in (folder.calf_dir, folder.spine_dir) if d.is_dir()
+                        for p in d.glob("*.nii.gz"))
+    write_json(folder.segment_record, {"calf": facts["calf"], "spine": facts["spine"], "files": label_maps})
+    log.info("segmented %s: calf %s; spine %s; wrote %s", folder.root, facts["calf"].get("status"),
+             facts["spine"].get("status"), ", ".join(label_maps) or "no label map")
     return EXIT_OK
 
 
@@ -107,6 +114,9 @@ def measure(out: Path) -> int:
         calf.measure(folder)
         spine.measure(folder)
     record_configs(folder, "measure")
+    values = folder.summary_values()
+    log.info("measured %s: %d values (%d null), calf QC %s, spine QC %s", folder.root, len(values),
+             sum(v is None for v in values.values()), values.get("calf.qc_status"), values.get("spine.qc_status"))
     return EXIT_OK
 
 
@@ -124,9 +134,11 @@ def rules(out: Path, clinical: Path | None = None, rules_path: Path | None = Non
         if study is not None and (study / "clinical.yaml").exists():
             clinical = study / "clinical.yaml"
     with stage_timer(folder.root, "rules"):
-        write_json(folder.findings, evaluate_summary(Summary.load(folder.summary), clinical=clinical,
-                                                     rules_path=rules_path))
+        findings = evaluate_summary(Summary.load(folder.summary), clinical=clinical, rules_path=rules_path)
+        write_json(folder.findings, findings)
     record_configs(folder, "rules")
+    log.info("rules %s: %d fired, decision: %s", folder.root, len(findings.get("fired_rules", [])),
+             findings.get("decision", {}).get("statement") or findings.get("decision", {}).get("status"))
     return EXIT_OK
 
 
@@ -139,7 +151,8 @@ def report(out: Path, show_phi: bool = False, deidentify: bool = False) -> int:
     folder.require(folder.findings, "rules")
     record_configs(folder, "report")
     with stage_timer(folder.root, "report"):
-        report_driver.report(folder, show_phi=show_phi, deidentify=deidentify)
+        written = report_driver.report(folder, show_phi=show_phi, deidentify=deidentify)
+    log.info("report %s: %s", folder.root, written)
     return EXIT_OK
 
 

@@ -3,12 +3,12 @@
 rule cohort:
     input:
         expand(str(STUDY.report_html), study=sorted(STUDIES)),
-        cfg=str(CONFIGS / "report.yaml"),
     output:
         str(BATCH.index_html),
         str(BATCH.cohort_csv),
     params:
         out=str(OUT),
+        configs=configs_of("report"),
     log:
         str(BATCH.logs / "cohort.log"),
     shell:
