@@ -89,7 +89,12 @@ class Summary:
         return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
 
     def save(self, path: str | Path) -> Path:
-        return write_json(path, self.to_dict())
+        """Write the summary atomically, after checking it against ``summary.schema.json``."""
+        from pipeline.core.output_schemas import check_output
+
+        record = self.to_dict()
+        check_output("summary", record)
+        return write_json(path, record)
 
 
 def update_summary_section(out_dir: str | Path, section: str, part: Summary) -> Summary:

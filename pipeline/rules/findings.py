@@ -34,6 +34,8 @@ from pipeline.rules.derive import CLINICAL_SYMBOLS, Derived, derive, narrowing_z
 from pipeline.rules.engine import RuleSet, evaluate, load_rules
 from pipeline.rules.qc_gate import gate, qc_caveats
 
+#: version of the findings.json layout (pipeline/core/schemas/findings.schema.json)
+FINDINGS_VERSION = 1
 CAVEAT = ("Decision support, not a diagnosis: these findings rank hypotheses from automated measurements and the "
           "clinical findings given, with the rules and thresholds of configs/rules.yaml. A physician must review the "
           "images, the measurements and the patient.")
@@ -124,6 +126,7 @@ def findings(summary: Summary, clinical: Clinical | None, ruleset: RuleSet) -> d
     missing_clinical = sorted({s for s in d.missing if s in CLINICAL_SYMBOLS})
     missing_imaging = {k: v for k, v in d.missing.items() if k not in CLINICAL_SYMBOLS}
     return {
+        "schema_version": FINDINGS_VERSION,
         "caveat": CAVEAT,
         "decision": result["decision"],
         "scores": result["scores"],

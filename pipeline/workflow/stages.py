@@ -19,6 +19,7 @@ from pipeline.core.atomic import folder_lock, write_json
 from pipeline.core.config import resolved_config_record
 from pipeline.core.errors import EXIT_OK, BadInputError
 from pipeline.core.layout import StudyDir
+from pipeline.core.output_schemas import check_output
 from pipeline.core.provenance import stage_timer, update_provenance
 from pipeline.core.summary import Summary
 
@@ -135,6 +136,7 @@ def rules(out: Path, clinical: Path | None = None, rules_path: Path | None = Non
             clinical = study / "clinical.yaml"
     with stage_timer(folder.root, "rules"):
         findings = evaluate_summary(Summary.load(folder.summary), clinical=clinical, rules_path=rules_path)
+        check_output("findings", findings)
         write_json(folder.findings, findings)
     record_configs(folder, "rules")
     log.info("rules %s: %d fired, decision: %s", folder.root, len(findings.get("fired_rules", [])),
