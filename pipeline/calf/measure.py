@@ -261,12 +261,30 @@ def _girth(arr: np.ndarray, boxes: dict[int, Box], ids: list[int], affine: np.nd
     return out
 
 
-UNITS = {"volume_ml": "ml", "max_csa_mm2": "mm2", "max_csa_z_mm": "mm", "matched_csa_mm2": "mm2", "ff_pct": "%",
-         "ff_median_pct": "%", "ff_p10_pct": "%", "ff_p90_pct": "%", "lean_volume_ml": "ml", "fat_volume_ml": "ml",
-         "mercuri_grade": "grade 0-4 (semi-quantitative)", "partial_coverage": "bool", "z_first_mm": "mm",
+#: UCUM units (unitsofmeasure.org) of the calf metrics in ``calf/measurements.csv``: ``mL``, ``mm``, ``mm2``,
+#: ``cm``, ``%`` (a difference of two fat fractions in percent is in ``%`` too, its metric name says ``_pp``), ``{grade}``
+#: for the semi-quantitative Mercuri-like grade 0-4 (a UCUM annotation: dimensionless); booleans carry no unit and are
+#: written in the ``flag`` column, numbers in ``value``.
+UNITS = {"volume_ml": "mL", "max_csa_mm2": "mm2", "max_csa_z_mm": "mm", "matched_csa_mm2": "mm2", "ff_pct": "%",
+         "ff_median_pct": "%", "ff_p10_pct": "%", "ff_p90_pct": "%", "lean_volume_ml": "mL", "fat_volume_ml": "mL",
+         "mercuri_grade": "{grade}", "partial_coverage": "", "z_first_mm": "mm",
          "z_last_mm": "mm", "girth_max_mm": "mm", "girth_max_z_mm": "mm", "girth_matched_mm": "mm",
          "volume_ai_pct": "%", "max_csa_ai_pct": "%", "matched_csa_ai_pct": "%", "lean_volume_ai_pct": "%",
-         "ff_diff_pp": "pp", "girth_diff_cm": "cm"}
+         "ff_diff_pp": "%", "girth_diff_cm": "cm"}
+
+
+def table_row(side: str, structure: str, metric: str, value: Any) -> dict[str, Any]:
+    """One row of ``calf/measurements.csv``: a number in ``value`` with its unit, a boolean in ``flag``.
+
+    >>> table_row("left", "soleus", "partial_coverage", False)["flag"], table_row("left", "soleus", "volume_ml", 1.5)
+    (False, {'side': 'left', 'structure': 'soleus', 'metric': 'volume_ml', 'value': 1.5, 'unit': 'mL', 'flag': None})
+    """
+    if isinstance(value, bool | np.bool_):
+        return {"side": side, "structure": structure, "metric": metric, "value": None, "unit": "",
+                "flag": bool(value)}
+    number = value if value is None or isinstance(value, int | np.integer) else round(float(value), 4)
+    return {"side": side, "structure": structure, "metric": metric, "value": number, "unit": UNITS.get(metric, ""),
+            "flag": None}
 
 
 #: the metrics that need a fat fraction: null, with the reason, when the images carry none
@@ -362,9 +380,7 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
                                and m.get("volume_ml") is not None else f"{name} not found on the {side} side")
                 else:
                     s.set(full, round(value, 4) if isinstance(value, float) else value)
-                res.rows.append({"side": side, "structure": name, "metric": key,
-                                 "value": None if value is None else (round(value, 4) if isinstance(value, float)
-                                                                      else value), "unit": UNITS.get(key, "")})
+                res.rows.append(table_row(side, name, key, value))
         g = girth[side]
         k = max_girth_slice(g, muscle_csa[side], *girth_rule) if not np.all(np.isnan(g)) else None
         if k is None:
@@ -372,9 +388,8 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
         else:
             s.set(f"calf.{side}.girth_max_mm", round(float(g[k]), 2))
             s.set(f"calf.{side}.girth_max_z_mm", round(float(z[k]), 2))
-            res.rows += [{"side": side, "structure": "leg", "metric": "girth_max_mm", "value": round(float(g[k]), 2),
-                          "unit": "mm"}, {"side": side, "structure": "leg", "metric": "girth_max_z_mm",
-                                          "value": round(float(z[k]), 2), "unit": "mm"}]
+            res.rows += [table_row(side, "leg", "girth_max_mm", round(float(g[k]), 2)),
+                         table_row(side, "leg", "girth_max_z_mm", round(float(z[k]), 2))]
         for k in np.nonzero(~np.isnan(girth[side]))[0]:
             res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": "leg_girth",
                                "csa_mm2": None, "ff_pct": None, "girth_mm": round(float(girth[side][k]), 2)})
@@ -411,8 +426,7 @@ def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names, muscle_
     s.set("calf.girth_matched_z_mm", round(float(z[k]), 2))
     for side in SIDES:
         s.set(f"calf.{side}.girth_matched_mm", round(float(girth[side][k]), 2))
-        res.rows.append({"side": side, "structure": "leg", "metric": "girth_matched_mm",
-                         "value": round(float(girth[side][k]), 2), "unit": "mm"})
+        res.rows.append(table_row(side, "leg", "girth_matched_mm", round(float(girth[side][k]), 2)))
     _put(res, "leg", "girth_diff_cm", difference(float(girth["right"][k]), float(girth["left"][k]), 0.1), "")
 
 
@@ -422,5 +436,4 @@ def _put(res: CalfMeasurements, name: str, key: str, value: float | None, reason
         res.summary.set_null(full, reason)
     else:
         res.summary.set(full, round(float(value), 3))
-    res.rows.append({"side": "right_vs_left", "structure": name, "metric": key,
-                     "value": None if value is None else round(float(value), 3), "unit": UNITS[key]})
+    res.rows.append(table_row("right_vs_left", name, key, None if value is None else round(float(value), 3)))

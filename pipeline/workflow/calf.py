@@ -36,7 +36,7 @@ from pipeline.io.nifti import load_volume, save_volume
 from pipeline.io.study import echo_set
 
 KEY_METRICS = ("volume_ml", "ff_pct", "lean_volume_ml", "fat_volume_ml", "max_csa_mm2")
-MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit"]
+MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit", "flag"]
 SLICE_COLUMNS = ["z_mm", "side", "muscle", "csa_mm2", "ff_pct", "girth_mm"]
 NO_CALF = ("no calf series (needs calf_water + calf_fat, calf_inphase + calf_outphase, three or more calf echoes "
            "with their field strength, or one anatomical calf series: calf_anatomical, calf_t1, calf_t2, calf_stir)")

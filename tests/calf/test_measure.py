@@ -59,7 +59,7 @@ def test_index_case_findings(measured):
     assert 4.0 <= s.get("calf.asymmetry.girth_diff_cm") <= 6.0
     assert s.get("calf.right.gastrocnemius_medial.mercuri_grade") == 4
     rows = (out / "calf" / "measurements.csv").read_text().splitlines()
-    assert rows[0] == "side,structure,metric,value,unit" and len(rows) > 200
+    assert rows[0] == "side,structure,metric,value,unit,flag" and len(rows) > 200
     assert (out / "calf" / "slices.csv").read_text().startswith("z_mm,side,muscle,csa_mm2,ff_pct")
 
 

@@ -174,7 +174,8 @@ def compare(labels: Volume, images: M.CalfImages, cfg: dict[str, Any]) -> M.Calf
     ref = reference_measure(labels, images, REG, cfg)
     assert [r for r in got.slices if r["muscle"] != "leg_girth"] == ref.slices
     assert got.notes == ref.notes
-    rows = {(r["side"], r["structure"], r["metric"]): r["value"] for r in got.rows}
+    rows = {(r["side"], r["structure"], r["metric"]): r["value"] if r["flag"] is None else r["flag"]
+            for r in got.rows}
     n_checked = 0
     for side, per in ref.metrics.items():  # type: ignore[attr-defined]
         for name, m in per.items():
