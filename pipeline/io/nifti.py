@@ -8,13 +8,13 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.core.atomic import atomic_path
+from pipeline.core.config import load_config
 from pipeline.core.errors import BadInputError
 from pipeline.core.volume import Volume
 
 #: qform and sform must agree within this (mm, on every affine entry) when both are set.
 QFORM_SFORM_ATOL_MM = 1e-3
 #: The largest image (bytes of its voxel data, as the header declares them) read; checked before decompression.
-MAX_IMAGE_BYTES = 4 << 30
 
 
 def _checked_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
@@ -65,9 +65,10 @@ def load_volume(path: str | Path) -> Volume:
                                 "voxel (split complex data into magnitude and phase).")
     shape = tuple(int(n) for n in img.header.get_data_shape())
     declared = int(np.prod(shape, dtype=np.int64)) * img.header.get_data_dtype().itemsize
-    if declared > MAX_IMAGE_BYTES:
+    limit_gib = float(load_config("default")["ingest"].get("max_image_gib", 4))
+    if declared > limit_gib * 2**30:
         raise BadInputError(f"the header declares {shape} voxels, {declared / 2**30:.1f} GiB, above the "
-                            f"{MAX_IMAGE_BYTES / 2**30:.0f} GiB limit.", path=path,
+                            f"{limit_gib:g} GiB limit (ingest.max_image_gib).", path=path,
                             fix="check the file: a calf or lumbar MRI series is well under 1 GiB.")
     try:
         data = np.asanyarray(img.dataobj)

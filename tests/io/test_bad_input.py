@@ -128,3 +128,23 @@ def test_nifti_study_roundtrip(tmp_path: Path):
     pts = np.argwhere(np.ones(data.shape, bool))
     back = np.rint(got.world_to_voxel(src.voxel_to_world(pts))).astype(int)
     np.testing.assert_array_equal(got.array[tuple(back.T)], data[tuple(pts.T)])
+
+
+def test_the_declared_image_size_limit_comes_from_the_configuration(tmp_path: Path, monkeypatch):
+    """``ingest.max_image_gib``: a 2 MiB image is read under the default 4 GiB and refused, before its data are
+    read, under a limit of 1 MiB."""
+    import shutil
+
+    from pipeline.core.config import DEFAULT_CONFIG_DIR
+
+    path = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((128, 128, 32), np.float32), np.eye(4)), path)
+    assert load_volume(path).array.shape == (128, 128, 32)
+    configs = tmp_path / "configs"
+    shutil.copytree(DEFAULT_CONFIG_DIR, configs)
+    text = (configs / "default.yaml").read_text()
+    assert "max_image_gib: 4\n" in text
+    (configs / "default.yaml").write_text(text.replace("max_image_gib: 4\n", "max_image_gib: 0.001\n", 1))
+    monkeypatch.setenv("LEGMRI_CONFIG_DIR", str(configs))
+    with pytest.raises(BadInputError, match="max_image_gib"):
+        load_volume(path)
