@@ -87,6 +87,18 @@ class SeriesIndex:
         return [e.role for e in self.entries if e.volume is not None and e.role.startswith(f"{role}_")
                 and e.role.removeprefix(f"{role}_").isdigit()]
 
+    def repeat_warnings(self, roles: tuple[str, ...] | list[str], anatomy: str) -> list[str]:
+        """A warning for each of ``roles`` that the study holds more than once (:meth:`repeats`): the ``anatomy``
+        stages use the first (the most superior) and a reader must know that they chose."""
+        out = []
+        for role in roles:
+            extra = self.repeats(role)
+            if extra:
+                out.append(f"the study holds {1 + len(extra)} series classified {role} ({role}, {', '.join(extra)}); "
+                           f"the {anatomy} was measured on {role} (the most superior) alone: if another is the one "
+                           "to measure, name it in a study.yaml or remove the others")
+        return out
+
     def axial_stacks(self) -> list[SeriesEntry]:
         """The axial lumbar T2 stacks with a volume, in their order (``lumbar_ax_t2``, ``lumbar_ax_t2_2``, ...)."""
         stacks = [e for e in self.entries if e.volume is not None and axial_stack_number(e.role) is not None]

@@ -79,21 +79,8 @@ def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInput
             return None
         inputs = CalfInputs(None, None, f"one anatomical series ({role}); no fat fraction",
                             load_volume(series.volume(role)), role, roles=(role,))
-    inputs.warnings.extend(repeated_series(series, inputs.roles))
+    inputs.warnings.extend(series.repeat_warnings(inputs.roles, "calf"))
     return inputs
-
-
-def repeated_series(series: SeriesIndex, roles: tuple[str, ...]) -> list[str]:
-    """A warning for each of ``roles`` that the study holds more than once (a repeated acquisition, or two series
-    described alike): the calf uses the first (the most superior) and a reader must know that it chose."""
-    out = []
-    for role in roles:
-        extra = series.repeats(role)
-        if extra:
-            out.append(f"the study holds {1 + len(extra)} series classified {role} ({role}, {', '.join(extra)}); "
-                       f"the calf was measured on {role} (the most superior) alone: if another is the one to "
-                       "measure, name it in a study.yaml or remove the others")
-    return out
 
 
 def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs | None:

@@ -24,6 +24,7 @@ from pipeline.core.layout import StudyDir
 from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.tables import csv_text
+from pipeline.core.verdict import REVIEW, worst
 from pipeline.core.volume import Volume
 from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_probability, save_volume
@@ -138,6 +139,8 @@ def measure(study: StudyDir) -> dict[str, Any]:
                          sac_sag=_optional_volume(study.spine_probability(study.spine_labels_sag)))
     qc = judge_spine(load_volume(study.spine_labels_sag), registry("spine"), load_config("qc")["spine"],
                      levels.flags, res.summary.values)
+    for warning in series.repeat_warnings(["lumbar_sag_t2"], "spine"):
+        qc.status, qc.reasons = worst(qc.status, REVIEW), [*qc.reasons, warning]
     for key, value in qc.as_summary().items():
         res.summary.set(key, value)
     write_json(study.spine_qc, qc.as_json())
