@@ -100,6 +100,45 @@ def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+ABBREVIATIONS = {"gastrocnemius_medial": "GM", "gastrocnemius_lateral": "GL", "soleus": "soleus",
+                 "tibialis_anterior": "TA", "tibialis_posterior": "TP", "extensor_digitorum_longus": "EDL",
+                 "peroneus": "peroneus", "flexor_digitorum_longus": "FDL", "flexor_hallucis_longus": "FHL"}
+
+
+def evidence_line(findings: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    """One line of the imaging evidence behind the findings, for the report's first screen: each affected muscle of
+    the affected side (fat fraction against the other side's when it is fatty; volume asymmetry when it is enlarged),
+    then each spine level that agrees with it (DSCA and lateral recess depth on that side). Empty when there is none.
+
+    >>> evidence_line({"territory_analysis": {"affected_side": "right", "status": {"right": {
+    ...     "gastrocnemius_medial": {"fatty": True, "enlarged": False, "ff_pct": 82.0, "volume_ai_pct_vs_other": 15},
+    ...     "soleus": {"fatty": False, "enlarged": True, "ff_pct": 4.0, "volume_ai_pct_vs_other": 25.0}}}},
+    ...     "concordant_spine_findings": [{"level": "L4-L5", "side": "right", "dsca_mm2": 67.8,
+    ...                                    "lateral_recess_depth_mm": 1.7}]},
+    ...     {"calf.left.gastrocnemius_medial.ff_pct": 3.1})
+    'right GM fat fraction 82 % vs 3 %; right soleus volume +25 % vs left; L4-L5 DSCA 68 mm², right recess 1.7 mm'
+    """
+    parts = []
+    territory = findings.get("territory_analysis") or {}
+    side = territory.get("affected_side")
+    if side in ("left", "right"):
+        other = "left" if side == "right" else "right"
+        for muscle, st in (territory.get("status") or {}).get(side, {}).items():
+            name = f"{side} {ABBREVIATIONS.get(muscle, muscle.replace('_', ' '))}"
+            if st.get("fatty") and st.get("ff_pct") is not None:
+                theirs = values.get(f"calf.{other}.{muscle}.ff_pct")
+                parts.append(f"{name} fat fraction {st['ff_pct']:.0f} %"
+                             + (f" vs {theirs:.0f} %" if isinstance(theirs, int | float) else ""))
+            elif st.get("enlarged") and st.get("volume_ai_pct_vs_other") is not None:
+                parts.append(f"{name} volume {st['volume_ai_pct_vs_other']:+.0f} % vs {other}")
+    for c in findings.get("concordant_spine_findings") or []:
+        bits = [f"{c['level']} DSCA {c['dsca_mm2']:.0f} mm²" if c.get("dsca_mm2") is not None else c["level"]]
+        if c.get("lateral_recess_depth_mm") is not None:
+            bits.append(f"{c.get('side')} recess {c['lateral_recess_depth_mm']:.1f} mm")
+        parts.append(", ".join(bits))
+    return "; ".join(parts)
+
+
 def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Sequence[str],
                         report_cfg: Mapping[str, Any], qa_images: Sequence[Path], exports: Sequence[str] = ()) -> str:
     """The HTML text of ``report.html`` for the study folder ``study``."""
@@ -120,7 +159,8 @@ def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Sequenc
         asym_flag_pct=report_cfg["asymmetry_flag_pct"], ff_flag_pp=report_cfg["ff_diff_flag_pp"],
         spine_available=values.get("spine.available"), spine_rows=spine_rows(values),
         spine_method=values.get("spine.levels_method"), spine_conf=values.get("spine.levels_confidence"),
-        findings=findings, images=[(p.stem.replace("_", " "), _png_data_uri(p)) for p in qa_images],
+        findings=findings, evidence=evidence_line(findings, values),
+        images=[(p.stem.replace("_", " "), _png_data_uri(p)) for p in qa_images],
         provenance=prov, exports=list(exports), missing=missing,
     )
 

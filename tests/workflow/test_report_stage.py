@@ -39,6 +39,11 @@ def test_report_html_shows_saved_values_and_is_self_contained(out: Path):
     assert f"{values['spine.L4-L5.dsca_mm2']:.0f}" in html
     assert f"{values['calf.asymmetry.triceps_surae.volume_ai_pct']:.1f}" in html
     assert findings["decision"].get("statement", findings["decision"]["status"]) in html
+    # the evidence line of the first screen: the index case's fatty right GM, enlarged right soleus and L4-L5
+    evidence = re.search(r'<p class="evidence"><b>Evidence:</b> (.*?)</p>', html).group(1)
+    assert "right GM fat fraction" in evidence and "right soleus volume +" in evidence
+    assert f"L4-L5 DSCA {values['spine.L4-L5.dsca_mm2']:.0f} mm²" in evidence and "right recess" in evidence
+    assert html.index('class="evidence"') < html.index("<h2>Calf measurements</h2>")
     for rule in findings["fired_rules"]:
         assert rule["id"] in html
     assert html.count("data:image/png;base64,") >= 5
