@@ -184,6 +184,37 @@ def robust_outliers(values: Mapping[str, float], z: float, min_n: int) -> set[st
     return {k for k, v in values.items() if abs(v - med) / (1.4826 * mad) > z}
 
 
+#: unit suffixes of summary keys and how a column header shows them
+_UNIT_SUFFIXES = (("_ai_pct", "AI (%)"), ("_diff_pp", "difference (pp)"), ("_diff_cm", "difference (cm)"),
+                  ("_pct", "(%)"), ("_ml", "(mL)"), ("_mm2", "(mm²)"), ("_mm", "(mm)"), ("_cm", "(cm)"))
+
+
+def column_label(key: str) -> str:
+    """A readable header for a summary key: side as R/L, muscles abbreviated, the unit in brackets.
+
+    >>> column_label("calf.asymmetry.triceps_surae.volume_ai_pct")
+    'triceps surae volume AI (%)'
+    >>> column_label("calf.right.gastrocnemius_medial.ff_pct"), column_label("spine.L4-L5.dsca_mm2")
+    ('R GM FF (%)', 'L4-L5 DSCA (mm²)')
+    >>> column_label("calf.asymmetry.girth_diff_cm")
+    'girth difference (cm)'
+    """
+    parts = key.split(".")[1:]
+    words = []
+    for part in parts[:-1]:
+        if part == "asymmetry":
+            continue
+        words.append({"right": "R", "left": "L"}.get(part, ABBREVIATIONS.get(part, part.replace("_", " "))))
+    metric = parts[-1]
+    unit = ""
+    for suffix, shown in _UNIT_SUFFIXES:
+        if metric.endswith(suffix):
+            metric, unit = metric[: -len(suffix)], shown
+            break
+    metric = {"ff": "FF", "dsca": "DSCA", "ap_diameter": "AP diameter"}.get(metric, metric.replace("_", " "))
+    return " ".join(w for w in (*words, metric, unit) if w)
+
+
 def cohort_table(root_out: Path, studies: Sequence[Mapping[str, Any]], columns: Sequence[str], z: float,
                  min_n: int) -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
     """Rows (one per study: name, status, error, decision and the summary columns) and outliers per column."""
@@ -221,8 +252,8 @@ def write_cohort(root_out: Path, studies: Sequence[Mapping[str, Any]], report_cf
         w.writerow({**{k: ("" if v is None else v) for k, v in r.items()}, "outlier_columns": ";".join(flagged)})
     write_text(batch.cohort_csv, buf.getvalue())
     html = _env().get_template("index.html.j2").render(
-        rows=rows, columns=columns, outliers=outliers,
-        n_failed=sum(r["status"] == "failed" for r in rows),
+        rows=rows, columns=columns, labels={c: column_label(c) for c in columns}, outliers=outliers,
+        n_failed=sum(r["status"] == "failed" for r in rows), n_not_run=sum(r["status"] == "not run" for r in rows),
         has_report={r["study"]: r["status"] in ("ok", "up to date") and batch.study(r["study"]).report_html.exists()
                     for r in rows})
     return write_text(batch.index_html, html)

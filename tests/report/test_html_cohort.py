@@ -54,3 +54,18 @@ def test_cohort_index_links_studies_flags_failed_and_outliers(tmp_path):
     assert rows["s0"]["outlier_columns"] == ""
     assert rows["broken"]["status"] == "failed"
     assert rows["s1"]["decision"] == "decision s1"
+
+
+def test_cohort_index_reads_like_a_table_for_people(tmp_path):
+    """Readable column headers (the summary key in the title), studies counted apart from the folder's other
+    entries (listed last), numeric cells carry their value for sorting, and a sort script is embedded."""
+    for i, ai in enumerate([2.0, 3.0]):
+        _study(tmp_path, f"s{i}", ai)
+    studies = [{"name": "notes.txt", "status": "not run", "error": "a file, not a study folder"},
+               *({"name": f"s{i}", "status": "ok"} for i in range(2))]
+    html = write_cohort(tmp_path, studies, load_config("report")).read_text()
+    assert '<th class="sort" title="calf.asymmetry.triceps_surae.volume_ai_pct">triceps surae volume AI (%)</th>' in html
+    assert ">calf.right.gastrocnemius_medial.ff_pct<" not in html and ">R GM FF (%)<" in html
+    assert "legmri cohort: 2 studies" in html and "1 other entry" in html
+    assert html.index("notes.txt") > html.index('href="./s1/report.html"')
+    assert 'data-v="3.0"' in html and "querySelectorAll(\"#cohort th.sort\")" in html
