@@ -77,9 +77,9 @@ def _window(img: np.ndarray) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1e-6))
 
 
-def _save(fig: Any, path: str | Path, dpi: int) -> Path:
+def _save(fig: Any, path: str | Path, dpi: int, facecolor: str = "black") -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="black")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor=facecolor)
     plt.close(fig)
     return Path(path)
 
@@ -335,3 +335,53 @@ def lumbar_axial(image: Volume, labels: Volume, registry: Registry, level: str, 
     ax.axis("off")
     _header(fig, phi, f"{level}: axial T2 at the disc")
     return _save(fig, path, dpi)
+
+
+def asymmetry_chart(values: Mapping[str, Any], structures: Sequence[str], flag_pct: float, path: str | Path,
+                    dpi: int = 100) -> Path | None:
+    """Horizontal bars of the volume asymmetry index AI = (R - L) / ((R + L) / 2) x 100 per structure (from
+    ``calf.asymmetry.<structure>.volume_ai_pct``), bars beyond ``flag_pct`` in red, and the fat-fraction difference
+    R - L (percentage points) beside them; None when the summary has no asymmetry value."""
+    rows = [(s, values.get(f"calf.asymmetry.{s}.volume_ai_pct"), values.get(f"calf.asymmetry.{s}.ff_diff_pp"))
+            for s in structures]
+    rows = [r for r in rows if isinstance(r[1], int | float) or isinstance(r[2], int | float)]
+    if not rows:
+        return None
+    names = [r[0].replace("_", " ") for r in rows][::-1]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(rows) + 1.2), sharey=True)
+    for ax, k, title, limit in ((axes[0], 1, "volume AI (%), right minus left", flag_pct),
+                                (axes[1], 2, "FF difference (pp), right minus left", None)):
+        vals = [float(r[k]) if isinstance(r[k], int | float) else np.nan for r in rows][::-1]
+        colours = ["#c0392b" if limit is not None and abs(v) >= limit else "#5b7fa6" for v in vals]
+        ax.barh(range(len(vals)), np.nan_to_num(vals), color=colours)
+        if limit is not None:
+            for x in (-limit, limit):
+                ax.axvline(x, color="#999", lw=0.8, ls="--")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0].set_yticks(range(len(names)), names)
+    fig.tight_layout()
+    return _save(fig, path, dpi, facecolor="white")
+
+
+def canal_chart(values: Mapping[str, Any], levels: Sequence[str], path: str | Path, dpi: int = 100) -> Path | None:
+    """Dural sac cross-sectional area (mm²) and lateral recess depth per side (mm) at each disc level, from
+    ``spine.<level>.dsca_mm2`` and ``spine.<level>.<side>.lateral_recess_depth_mm``; None when none was measured."""
+    dsca = [values.get(f"spine.{lv}.dsca_mm2") for lv in levels]
+    recess = {s: [values.get(f"spine.{lv}.{s}.lateral_recess_depth_mm") for lv in levels] for s in ("right", "left")}
+    if not any(isinstance(v, int | float) for v in [*dsca, *recess["right"], *recess["left"]]):
+        return None
+    x = np.arange(len(levels))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].bar(x, [v if isinstance(v, int | float) else 0 for v in dsca], color="#5b7fa6")
+    axes[0].set_title("dural sac area (mm²)", fontsize=9)
+    for k, (side, colour) in enumerate((("right", "#c0392b"), ("left", "#2e86c1"))):
+        axes[1].bar(x + (k - 0.5) * 0.38, [v if isinstance(v, int | float) else 0 for v in recess[side]], 0.38,
+                    color=colour, label=side)
+    axes[1].set_title("lateral recess depth (mm)", fontsize=9)
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xticks(x, levels, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi, facecolor="white")

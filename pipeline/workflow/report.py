@@ -75,7 +75,9 @@ def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], ph
         rows = overlays.read_slices_csv(study.calf_slices)
         if rows:
             made.append(overlays.csa_plot(rows, creg, study.qa("calf_csa_along_z")))
-    return made
+    chart = overlays.asymmetry_chart(study.summary_values(), [*creg.structures, *creg.groups()],
+                                     cfg["asymmetry_flag_pct"], study.qa("calf_asymmetry"))
+    return made + ([chart] if chart is not None else [])
 
 
 def _spine_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], phi: str | None) -> list[Path]:
@@ -101,7 +103,9 @@ def _spine_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], p
             if picture is not None:
                 made.append(picture)
                 break
-    return made
+    chart = overlays.canal_chart(values, [lab.level for lab in sreg.labels if lab.kind == "disc"],
+                                 study.qa("spine_canal_levels"))
+    return made + ([chart] if chart is not None else [])
 
 
 def patient_label(series: SeriesIndex) -> str:

@@ -24,7 +24,7 @@ def out(tmp_path_factory) -> Path:
 def test_pictures_and_exports(out: Path):
     names = {p.name for p in (out / "qa").glob("*.png")}
     assert {"calf_montage.png", "calf_ff.png", "calf_csa_along_z.png", "spine_sagittal.png",
-            "spine_axial_L4-L5.png"} <= names
+            "spine_axial_L4-L5.png", "calf_asymmetry.png", "spine_canal_levels.png"} <= names
     for p in (out / "qa").glob("*.png"):
         assert Image.open(p).format == "PNG"
     assert (out / "calf" / "seg.dcm").exists() and (out / "measurements_sr.dcm").exists()
