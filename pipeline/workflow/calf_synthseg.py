@@ -81,8 +81,10 @@ def load_bank(folder: Path) -> list[dict[str, np.ndarray]]:
     return [dict(np.load(f)) for f in files]
 
 
-def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int):
-    """A :class:`~pipeline.segment.synthseg.SynthSampler` over ``bank`` with the calf's tissue roles."""
+def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int,
+                prior: Any = None):
+    """A :class:`~pipeline.segment.synthseg.SynthSampler` over ``bank`` with the calf's tissue roles (and the
+    :class:`~pipeline.segment.synthseg.ContrastPrior` ``prior``, default the module's)."""
     from pipeline.core.labels import registry
     from pipeline.segment.synthseg import SynthSampler
     from pipeline.synth.calf import MUSCLES, TISSUE_IDS
@@ -92,7 +94,7 @@ def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], targe
              "fat": TISSUE_IDS["subcutaneous_fat"], "cortex": TISSUE_IDS["cortex"], "marrow": TISSUE_IDS["marrow"],
              "skin": TISSUE_IDS["skin"], "septa": TISSUE_IDS["fascia"]}
     return SynthSampler(bank, roles, [reg.class_id(m) for m in MUSCLES], len(reg.classes), patch,
-                        float(bank[0]["spacing_mm"]), target_mm, seed)
+                        float(bank[0]["spacing_mm"]), target_mm, seed, prior=prior)
 
 
 def dixon_validation(seeds: range, target_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -128,7 +130,8 @@ def single_channel_start(bundle: str) -> dict[str, Any]:
 def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations: int, batch_size: int = 12,
                    patch: tuple[int, int] = (192, 192), learning_rate: float = 1e-3, seed: int = 0, threads: int = 2,
                    init: str | None = "calf_dixon_unet", version: str = "2.0.0", validate_every: int = 100,
-                   val_seeds: range = range(900, 903), log: Callable[[str], None] = print) -> dict[str, Any]:
+                   val_seeds: range = range(900, 903), log: Callable[[str], None] = print,
+                   prior: Any = None) -> dict[str, Any]:
     """Train the one-input calf bundle on random-contrast samples of the bank; the checkpoint with the best mean
     Dice over random-contrast validation items and Dixon phantoms (each contrast alone) is kept."""
     import torch
@@ -159,8 +162,8 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
         s = single_channel_start(init)
         net.load_state_dict(s["state"], strict=True)
         start = s["provenance"]
-    sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed)
-    val_sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed + 99)
+    sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed, prior)
+    val_sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed + 99, prior)
     val_items = [val_sampler.batch(16) for _ in range(2)]
     val_dixon = dixon_validation(val_seeds, cfg.target_spacing_mm[0])
     n_classes = len(cfg.labels)
@@ -243,6 +246,20 @@ def _seed_range(text: str) -> range:
     return range(int(a), int(b or a) + 1)
 
 
+def _prior(fatty_septa: float | None, dark_septa: float | None) -> Any:
+    """The contrast prior with the septa shares given on the command line (the module's defaults otherwise)."""
+    from dataclasses import replace
+
+    from pipeline.segment.synthseg import ContrastPrior
+
+    prior = ContrastPrior()
+    if fatty_septa is not None:
+        prior = replace(prior, p_fatty_septa=fatty_septa)
+    if dark_septa is not None:
+        prior = replace(prior, p_dark_septa=dark_septa)
+    return prior
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.workflow.calf_synthseg", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -263,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--patch", type=int, default=192)
     t.add_argument("--validate-every", type=int, default=100)
+    t.add_argument("--fatty-septa", type=float, default=None,
+                   help="share of samples whose septa take the fat's signal (default: ContrastPrior's)")
+    t.add_argument("--dark-septa", type=float, default=None, help="share of samples with dark septa")
     args = p.parse_args(argv)
     if args.cmd == "bank":
         paths = build_bank(_seed_range(args.seeds), args.out, args.levels, workers=args.workers)
@@ -271,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         train_synthseg(args.bank, args.out, minutes=args.minutes, max_iterations=args.iterations,
                        batch_size=args.batch, patch=(args.patch, args.patch), learning_rate=args.lr, init=args.init or None, version=args.version,
                        threads=args.threads, validate_every=args.validate_every,
-                       log=lambda m: print(m, flush=True))
+                       log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa))
     return 0
 
 
