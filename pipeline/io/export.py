@@ -96,9 +96,9 @@ def deidentify(ds: pydicom.Dataset) -> pydicom.Dataset:
     actions of table E.1-1 as dicom-anonymizer implements them: names, IDs, dates, times, institution and the other
     identifying attributes emptied, replaced by dummies or removed; private attributes removed) with two options:
 
-    * Retain UIDs (PS3.15 E.3.1): study, series, instance and frame-of-reference UIDs are kept, because a SEG or SR
+    * Retain UIDs (PS3.15 Annex E; CID 7050 code 113110): study, series, instance and frame-of-reference UIDs are kept, because a SEG or SR
       that no longer names its source images cannot be used beside them;
-    * Clean Structured Content (PS3.15 E.3.3), for an SR: its content tree is legmri's own (measurement names,
+    * Clean Structured Content (code 113104), for an SR: its content tree is legmri's own (measurement names,
       values, units, codes, tracking identifiers and image references, no text from the source headers), so it is
       kept as the measurements it is, where the basic profile alone would remove it.
 

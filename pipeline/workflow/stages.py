@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.atomic import folder_lock, write_json
-from pipeline.core.config import resolved_config_record
+from pipeline.core.config import load_config, resolved_config_record
 from pipeline.core.errors import EXIT_OK, BadInputError
 from pipeline.core.layout import StudyDir
 from pipeline.core.output_schemas import check_output
@@ -161,8 +161,6 @@ def report(out: Path, show_phi: bool = False, deidentify: bool = False) -> int:
 def check_configs() -> None:
     """Read and validate every configuration file a run uses (:data:`STAGE_CONFIGS`), so that an error in one
     stops the run before any image work rather than after segmentation."""
-    from pipeline.core.config import load_config
-
     for name in sorted({n for names in STAGE_CONFIGS.values() for n in names}):
         load_config(name)
 
@@ -211,9 +209,9 @@ def remove_stale(out: Path, since_ns: int) -> list[str]:
 def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu", show_phi: bool = False,
         models: Any = None, deidentify: bool = False) -> int:
     """All stages of one study in one process. The clinical findings and the configuration files are read and
-    checked first, so that an error in them stops the run before any image work. The output folder then holds this run's files only: those an
-    earlier run wrote and this one did not are removed (and listed in provenance). A second run into the same
-    folder waits until this one has ended (:func:`~pipeline.core.atomic.folder_lock`)."""
+    checked first, so that an error in them stops the run before any image work. The output folder then holds this
+    run's files only: those an earlier run wrote and this one did not are removed (and listed in provenance). A
+    second run into the same folder waits until this one has ended (:func:`~pipeline.core.atomic.folder_lock`)."""
     import time
 
     from pipeline.rules.clinical import load_clinical
