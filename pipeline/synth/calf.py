@@ -110,6 +110,10 @@ class CalfSpec:
     intensity_scale: float = 500.0  # stored value of proton density 1.0 at unit bias
     leg_asymmetry: float = 0.02  # sd of the independent left/right log-CSA differences of healthy muscles
     fascia_half_width_mm: float = FASCIA_HALF_WIDTH_MM  # intermuscular fascia / fat septum half width
+    # Extra anatomical variety of label maps for training (0 = none): scales a per-person log-normal factor on each
+    # muscle's CSA (sd 0.35), a shift of each muscle's CSA profile along the tibia (sd 0.06 of its length, so
+    # the gastrocnemius ends higher or lower), extra seed jitter (sd 0.03 half-axes) and wavier borders.
+    shape_variety: float = 0.0
 
     def muscle(self, side: str, name: str) -> MusclePathology:
         return self.pathology.get(side, {}).get(name, MusclePathology())
@@ -214,6 +218,15 @@ class _Leg:
         self.bone_scale = float(np.exp(rng.normal(0, 0.06 * j)))
         self.scale = spec.leg_scale[side]
         self.fat_mm = spec.fat_mm[side]
+        self.wave_mm2 = BORDER_WAVE_MM2
+        self.t_shift = dict.fromkeys(MUSCLES, 0.0)
+        if spec.shape_variety > 0:  # drawn last, so that phantoms without it are unchanged
+            sv = spec.shape_variety
+            for m in MUSCLES:
+                self.csa_jit[m] *= float(np.exp(rng.normal(0, 0.35 * sv)))
+                self.t_shift[m] = float(rng.normal(0, 0.06 * sv))
+                self.seed_jit[m] = self.seed_jit[m] + rng.normal(0, 0.03 * sv, 2)
+            self.wave_mm2 = BORDER_WAVE_MM2 * (1.0 + 1.5 * sv)
         self._weights: dict[int, dict[str, float]] = {}
         self._grid_key: tuple | None = None
         self._grid_cache: dict[str, Any] = {}
@@ -228,7 +241,7 @@ class _Leg:
     def targets(self, t: float) -> dict[str, float]:
         out = {}
         for m in MUSCLES:
-            a = _interp(CSA_PROFILE_MM2[m], t) * self.csa_jit[m] * self.scale**2 * self.spec.muscle(self.side, m).scale
+            a = _interp(CSA_PROFILE_MM2[m], t - self.t_shift[m]) * self.csa_jit[m] * self.scale**2 * self.spec.muscle(self.side, m).scale
             if a >= 25.0:
                 out[m] = a
         return out
@@ -291,7 +304,7 @@ class _Leg:
         tgt = tgt * total / tgt.sum()
         seeds = self.seeds(t, a, b)
         uu, vv = u[avail], v[avail]
-        d0 = np.stack([(uu - seeds[m][0]) ** 2 + (vv - seeds[m][1]) ** 2 + BORDER_WAVE_MM2 * self.noise[m](uu, vv)
+        d0 = np.stack([(uu - seeds[m][0]) ** 2 + (vv - seeds[m][1]) ** 2 + self.wave_mm2 * self.noise[m](uu, vv)
                        for m in names])
         w = np.zeros(len(names))
         best_err, best_w = np.inf, w.copy()
@@ -361,7 +374,7 @@ class _Leg:
         names = list(weights)
         if names and region.any():
             uu, vv = u[region], v[region]
-            d = np.stack([(uu - seeds[m][0]) ** 2 + (vv - seeds[m][1]) ** 2 + BORDER_WAVE_MM2 * g["noise"][m][region]
+            d = np.stack([(uu - seeds[m][0]) ** 2 + (vv - seeds[m][1]) ** 2 + self.wave_mm2 * g["noise"][m][region]
                           - weights[m] for m in names])
             order = np.argsort(d, axis=0)[:2] if len(names) > 1 else np.zeros((2, d.shape[1]), int)
             best = order[0]
@@ -645,11 +658,12 @@ class TissueSlice:
     spacing_mm: float
 
 
-def random_anatomy_spec(rng: np.random.Generator) -> CalfSpec:
+def random_anatomy_spec(rng: np.random.Generator, max_shape_variety: float = 0.0) -> CalfSpec:
     """A calf spec for label maps of contrast-randomised training: :meth:`CalfSpec.random` widened to thin and
     thick subcutaneous fat (1.5-30 mm, log-uniform, so that thin fat is as common as thick), small and large legs
     (0.75-1.3), legs touching or far apart, rotations up to 30 degrees, fascia / fat septa 0.15-1.2 mm half width,
-    and the whole tibial length (knee to ankle)."""
+    and the whole tibial length (knee to ankle). With ``max_shape_variety`` > 0, ``shape_variety`` is drawn from
+    U(0, max): muscles whose relative sizes and levels vary so much that only their septa tell where one ends."""
     spec = CalfSpec.random(rng)
     spec.leg_scale = {s: float(rng.uniform(0.75, 1.3)) for s in SIDES}
     spec.fat_mm = {s: float(np.exp(rng.uniform(np.log(1.5), np.log(30.0)))) for s in SIDES}
@@ -658,6 +672,8 @@ def random_anatomy_spec(rng: np.random.Generator) -> CalfSpec:
     spec.fascia_half_width_mm = float(rng.uniform(0.15, 1.2))
     spec.anatomy_jitter = float(rng.uniform(0.8, 1.8))
     spec.leg_asymmetry = float(rng.uniform(0.0, 0.12))
+    if max_shape_variety > 0:
+        spec.shape_variety = float(rng.uniform(0.0, max_shape_variety))
     return spec
 
 

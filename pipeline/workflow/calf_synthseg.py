@@ -27,14 +27,15 @@ from pipeline.core.atomic import atomic_path
 BANK_STREAM = 7101
 
 
-def bank_subject(seed: int, levels: int, spacing_mm: float) -> dict[str, np.ndarray]:
+def bank_subject(seed: int, levels: int, spacing_mm: float, shape_variety: float = 0.0) -> dict[str, np.ndarray]:
     """Tissue maps of one random subject at ``levels`` random levels along the tibia (knee to ankle): arrays
     ``classes``, ``tissue`` (uint8) and ``ff`` (uint8, fat fraction x 250), each (levels, 3, X, Y) with three
-    sub-slices across a random slice thickness (all equal for thin slices)."""
+    sub-slices across a random slice thickness (all equal for thin slices). ``shape_variety`` is the largest
+    :attr:`~pipeline.synth.calf.CalfSpec.shape_variety` drawn (0: the bank of calf_unet 0.1-0.3)."""
     from pipeline.synth.calf import random_anatomy_spec, tissue_slice
 
     rng = np.random.default_rng([seed, BANK_STREAM])
-    spec = random_anatomy_spec(rng)
+    spec = random_anatomy_spec(rng, shape_variety)
     ts = np.sort(rng.uniform(0.0, 0.97, levels))
     maps = []
     for t in ts:
@@ -55,30 +56,34 @@ def bank_subject(seed: int, levels: int, spacing_mm: float) -> dict[str, np.ndar
     return out
 
 
-def _write_subject(args: tuple[int, int, float, str]) -> str:
-    seed, levels, spacing, folder = args
+def _write_subject(args: tuple[int, int, float, str, float]) -> str:
+    seed, levels, spacing, folder, shape_variety = args
     path = Path(folder) / f"subject_{seed:06d}.npz"
     if not path.exists():
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **bank_subject(seed, levels, spacing))
+                np.savez_compressed(fh, **bank_subject(seed, levels, spacing, shape_variety))
     return str(path)
 
 
-def build_bank(seeds: range, out: Path, levels: int = 3, spacing_mm: float = 0.625, workers: int = 2) -> list[str]:
+def build_bank(seeds: range, out: Path, levels: int = 3, spacing_mm: float = 0.625, workers: int = 2,
+               shape_variety: float = 0.0) -> list[str]:
     """Render the bank of ``seeds`` into ``out`` (one ``subject_NNNNNN.npz`` each; existing files are kept)."""
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, levels, spacing_mm, str(out)) for s in seeds]
+    jobs = [(s, levels, spacing_mm, str(out), shape_variety) for s in seeds]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_write_subject, jobs))
 
 
-def load_bank(folder: Path) -> list[dict[str, np.ndarray]]:
-    """Every subject of a bank folder (sorted by name)."""
-    files = sorted(Path(folder).glob("subject_*.npz"))
-    if not files:
-        raise FileNotFoundError(f"no subject_*.npz in {folder}; render the bank first (bank --out {folder})")
-    return [dict(np.load(f)) for f in files]
+def load_bank(folders: Path | list[Path]) -> list[dict[str, np.ndarray]]:
+    """Every subject of one or more bank folders (sorted by name within each)."""
+    subjects = []
+    for folder in [folders] if isinstance(folders, (str, Path)) else folders:
+        files = sorted(Path(folder).glob("subject_*.npz"))
+        if not files:
+            raise FileNotFoundError(f"no subject_*.npz in {folder}; render the bank first (bank --out {folder})")
+        subjects += [dict(np.load(f)) for f in files]
+    return subjects
 
 
 def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int,
@@ -268,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--levels", type=int, default=3)
     b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--shape-variety", type=float, default=0.0,
+                   help="largest extra variety of muscle sizes and levels (CalfSpec.shape_variety; 0: none)")
     t = sub.add_parser("train", help="train the one-input calf bundle on random-contrast samples of the bank")
-    t.add_argument("--bank", type=Path, required=True)
+    t.add_argument("--bank", type=Path, nargs="+", required=True, help="one or more bank folders")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--minutes", type=float, default=60.0)
     t.add_argument("--iterations", type=int, default=3000)
@@ -285,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dark-septa", type=float, default=None, help="share of samples with dark septa")
     args = p.parse_args(argv)
     if args.cmd == "bank":
-        paths = build_bank(_seed_range(args.seeds), args.out, args.levels, workers=args.workers)
+        paths = build_bank(_seed_range(args.seeds), args.out, args.levels, workers=args.workers,
+                           shape_variety=args.shape_variety)
         print(f"{len(paths)} subjects in {args.out}")
     else:
         train_synthseg(args.bank, args.out, minutes=args.minutes, max_iterations=args.iterations,
