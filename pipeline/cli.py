@@ -174,6 +174,8 @@ def _add_model_commands(subs: argparse._SubParsersAction) -> None:
                         "never trained on (any seeds)")
     s.add_argument("--contrasts", help="calf input contrasts, e.g. dixon,inphase,outphase,water,anatomical")
     s.add_argument("--bundle", help="bundle name or folder (default: the configured one)")
+    s.add_argument("--qc", action="store_true",
+                   help="calf: also run the segmentation QC and set its verdicts against the truth")
 
 
 def _inspect(a: argparse.Namespace) -> int:
@@ -263,7 +265,7 @@ def _evaluate(a: argparse.Namespace) -> int:
     from pipeline.workflow.evaluation import evaluate
 
     return evaluate(a.anatomy, seeds=a.seeds, out=a.out, device=a.device, generator=a.generator,
-                    contrasts=a.contrasts, bundle=a.bundle)
+                    contrasts=a.contrasts, bundle=a.bundle, qc=a.qc)
 
 
 def _workflow(a: argparse.Namespace) -> int:

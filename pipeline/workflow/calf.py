@@ -204,17 +204,41 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
     save_volume(labels, study.calf_labels, dtype=np.int16)
     write_label_tables(study, "calf")
     legs = [(leg.side, leg.mask) for leg in sides.legs]
-    certainty = {"entropy": structure_means(np.asarray(entropy.array), np.asarray(classes.array), legs, reg.classes)}
-    qc_cfg = load_config("qc")["calf"]
-    if qc_cfg["flip_check"]:
-        certainty["flip_dice"] = flip_check(bundle, channels, classes, legs, reg.classes,
-                                            int(qc_cfg["flip_check_every_nth_slice"]), device)
-    write_json(study.calf_certainty, certainty)
+    write_json(study.calf_certainty, certainty_of(bundle, channels, classes, entropy, legs, reg.classes,
+                                                  load_config("qc")["calf"], device))
     notes = [f"calf inputs: {inputs.how}; network input: {how}"] + [f"calf: {w}" for w in sides.warnings]
     update_provenance(study.root, models={"calf": bundle.provenance()}, notes=notes)
     return {"status": "segmented", "legs": [{"side": leg.side, "method": leg.method,
                                              "centroid_x_mm": round(float(leg.centroid_ras[0]), 2)}
                                             for leg in sides.legs], "inputs": inputs.how, "warnings": sides.warnings}
+
+
+def certainty_of(bundle: Any, channels: list[Volume], classes: Volume, entropy: Volume,
+                 legs: list[tuple[str, np.ndarray]], class_names: tuple[str, ...] | list[str], qc_cfg: dict[str, Any],
+                 device: str) -> dict[str, dict[str, dict[str, float]]]:
+    """The network's certainty per structure and leg, as ``calf/certainty.json`` holds it (measure -> side ->
+    structure -> value): the mean normalised entropy, and the flip agreement unless ``qc_cfg['flip_check']`` is
+    off."""
+    out = {"entropy": structure_means(np.asarray(entropy.array), np.asarray(classes.array), legs, class_names)}
+    if qc_cfg["flip_check"]:
+        out["flip_dice"] = flip_check(bundle, channels, classes, legs, class_names,
+                                      int(qc_cfg["flip_check_every_nth_slice"]), device)
+    return out
+
+
+def certainty_by_side(certainty: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`certainty_of`'s measure -> side -> structure -> value as :func:`judge_calf` takes it (side ->
+    structure -> measure -> value).
+
+    >>> certainty_by_side({"entropy": {"left": {"soleus": 0.1}}, "flip_dice": {"left": {"soleus": 0.9}}})
+    {'left': {'soleus': {'entropy': 0.1, 'flip_dice': 0.9}}}
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for measure, per_side in certainty.items():
+        for side, per in per_side.items():
+            for name, value in per.items():
+                out.setdefault(side, {}).setdefault(name, {})[measure] = value
+    return out
 
 
 def flip_check(bundle: Any, channels: list[Volume], classes: Volume, legs: list[tuple[str, np.ndarray]],
@@ -323,12 +347,7 @@ def measure(study: StudyDir) -> dict[str, Any]:
 def _certainty(study: StudyDir) -> dict[str, dict[str, dict[str, float]]]:
     """The segment stage's flip agreement and entropy as :func:`judge_calf` takes them (side -> structure -> measure
     -> value; empty when not measured)."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for measure, per_side in study.read_json(study.calf_certainty, {}).items():
-        for side, per in per_side.items():
-            for name, value in per.items():
-                out.setdefault(side, {}).setdefault(name, {})[measure] = value
-    return out
+    return certainty_by_side(study.read_json(study.calf_certainty, {}))
 
 
 def _ff_map_rows(study: StudyDir, labels: Volume) -> list[dict[str, Any]]:

@@ -43,20 +43,22 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator: str = "project",
-             contrasts: str | None = None, bundle: str | None = None) -> int:
+             contrasts: str | None = None, bundle: str | None = None, qc: bool = False) -> int:
     """Evaluate a bundle of ``anatomy`` (the configured one unless ``bundle``) on the phantoms of ``seeds``; write
     the per-case table and the summary table into ``out`` and print the summary.
 
     Calf: with the default project generator and the configured Dixon bundle, the full evaluation (Dice, side swaps,
     volume and FF errors; :func:`evaluate_calf`); with ``generator="atlas"`` (the independent generator, never
-    trained on), ``contrasts`` or a one-input ``bundle``, Dice per input contrast (:func:`calf_generalisation`)."""
+    trained on), ``contrasts``, a one-input ``bundle`` or ``qc``, Dice per input contrast and, with ``qc``, the
+    segmentation QC verdicts against the truth (:func:`calf_generalisation`)."""
     seed_list = parse_seeds(seeds)
     if generator == "project" and min(seed_list) < EVALUATION_SEED_START:
         raise UsageError(f"evaluation seeds must be >= {EVALUATION_SEED_START} (lower seeds are used in training).")
     out = Path(out)
-    if anatomy == "calf" and (generator != "project" or contrasts or bundle):
+    if anatomy == "calf" and (generator != "project" or contrasts or bundle or qc):
         rows, table = calf_generalisation(bundle or load_config("default")["segment"]["calf_bundle"], generator,
-                                          seed_list, (contrasts or "dixon,inphase,anatomical").split(","), device)
+                                          seed_list, (contrasts or "dixon,inphase,anatomical").split(","), device,
+                                          qc)
     elif anatomy == "calf":
         rows, table = evaluate_calf(seed_list, device)
     elif anatomy == "spine":
@@ -103,11 +105,20 @@ def _contrast_inputs(bundle: Any, ph: Any, contrast: str) -> list[Any] | None:
         return None
 
 
+#: A structure segmented with a Dice under this is "wrong" when the segmentation QC is judged against the truth
+#: (the issue's bar for the smaller calf muscles on phantoms the network was not trained on).
+QC_WRONG_DICE = 0.8
+
+
 def calf_generalisation(bundle_name: str, generator: str, seeds: list[int], contrasts: list[str],
-                        device: str = "cpu") -> tuple[list[dict[str, Any]], str]:
+                        device: str = "cpu", qc: bool = False) -> tuple[list[dict[str, Any]], str]:
     """Dice per seed, input contrast, side and structure of a calf bundle on phantoms of ``generator``, and the
     summary table (mean Dice per structure and contrast, side swaps). Sides come from world x as in the pipeline; a
-    side swap is counted when a structure overlaps the other side's truth better than its own (Dice < 0.5)."""
+    side swap is counted when a structure overlaps the other side's truth better than its own (Dice < 0.5).
+
+    With ``qc`` each case also runs the segmentation QC of ``legmri run`` (entropy, flip agreement, anatomy;
+    ``configs/qc.yaml``) and the rows carry each structure's verdict, so that the summary can say how often QC
+    passed a wrong structure (Dice < :data:`QC_WRONG_DICE`) and how often it held back a right one."""
     from pipeline.calf.legs import sided_label_map
 
     bundle = load_bundle(bundle_name, device=device)
@@ -122,7 +133,11 @@ def calf_generalisation(bundle_name: str, generator: str, seeds: list[int], cont
             chans = _contrast_inputs(bundle, ph, contrast)
             if chans is None:
                 continue
-            labels, _ = sided_label_map(bundle.predict(chans, device=device), reg, min_ml)
+            if qc:
+                labels, verdict = _segment_and_judge(bundle, chans, reg, min_ml, device)
+            else:
+                labels, _ = sided_label_map(bundle.predict(chans, device=device), reg, min_ml)
+                verdict = None
             pred = np.asarray(labels.array)
             ids = np.arange(len(reg.labels) + 1)
             dice = dice_per_class(pred, truth, len(ids))
@@ -134,8 +149,10 @@ def calf_generalisation(bundle_name: str, generator: str, seeds: list[int], cont
                     cross = dice_per_class(pred == reg.sided_id(name, side), truth == reg.sided_id(name, other),
                                            2)[1]
                     swaps += int(cross is not None and cross > d and d < 0.5)
-                    rows.append({"seed": seed, "contrast": contrast, "side": side, "structure": name,
-                                 "dice": round(d, 4)})
+                    row = {"seed": seed, "contrast": contrast, "side": side, "structure": name, "dice": round(d, 4)}
+                    if verdict is not None:
+                        row |= {"qc_status": verdict.structure_status(side, name), "study_qc_status": verdict.status}
+                    rows.append(row)
     used = [c for c in contrasts if any(r["contrast"] == c for r in rows)]
     lines = [f"Calf bundle {bundle.name} v{bundle.metadata['version']} on {generator} phantoms, seeds "
              f"{seeds[0]}-{seeds[-1]}; side swaps: {swaps}. Mean Dice per input contrast.", "",
@@ -144,7 +161,40 @@ def calf_generalisation(bundle_name: str, generator: str, seeds: list[int], cont
         means = [np.mean([r["dice"] for r in rows if r["structure"] == name and r["contrast"] == c] or [np.nan])
                  for c in used]
         lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    if qc:
+        lines += ["", qc_against_truth(rows, reg.muscles)]
     return rows, "\n".join(lines) + "\n"
+
+
+def _segment_and_judge(bundle: Any, chans: list[Any], reg: Registry, min_ml: float, device: str) -> tuple[Any, Any]:
+    """The sided label map and the calf QC verdict of ``legmri run``'s segment and measure stages for ``chans``."""
+    from pipeline.calf.legs import sided_label_map
+    from pipeline.calf.qc import judge_calf
+    from pipeline.workflow.calf import certainty_by_side, certainty_of
+
+    classes, entropy = bundle.predict_entropy(chans, device=device)
+    labels, sides = sided_label_map(classes, reg, min_ml)
+    qc_cfg = load_config("qc")["calf"]
+    legs = [(leg.side, leg.mask) for leg in sides.legs]
+    certainty = certainty_of(bundle, chans, classes, entropy, legs, reg.classes, qc_cfg, device)
+    return labels, judge_calf(labels, reg, qc_cfg, certainty_by_side(certainty))
+
+
+def qc_against_truth(rows: list[dict[str, Any]], structures: tuple[str, ...] | list[str]) -> str:
+    """How the per-structure QC verdicts of ``rows`` (muscles in ``structures``) stand against the truth: for each
+    verdict, the structures with Dice >= :data:`QC_WRONG_DICE` (right) and under it (wrong). A wrong structure that
+    QC passed is a confident wrong number, the outcome the QC exists to prevent.
+
+    >>> print(qc_against_truth([{"structure": "soleus", "dice": 0.5, "qc_status": "pass"}], ["soleus"]))
+    QC verdicts against the truth (muscles; wrong = Dice < 0.8): 1 passed (1 wrong), 0 review (0 wrong), 0 fail (0 wrong).
+    """
+    mus = [r for r in rows if r["structure"] in structures and "qc_status" in r]
+    parts = []
+    for status in ("pass", "review", "fail"):
+        sel = [r for r in mus if r["qc_status"] == status]
+        wrong = sum(r["dice"] < QC_WRONG_DICE for r in sel)
+        parts.append(f"{len(sel)} {'passed' if status == 'pass' else status} ({wrong} wrong)")
+    return f"QC verdicts against the truth (muscles; wrong = Dice < {QC_WRONG_DICE}): " + ", ".join(parts) + "."
 
 
 def _registry_config_bundle(anatomy: str, device: str) -> tuple[Registry, dict[str, Any], Any]:

@@ -41,3 +41,16 @@ def test_the_independent_atlas_generator_per_contrast(tmp_path: Path):
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
     table = (tmp_path / "calf_summary.md").read_text()
     assert "atlas phantoms" in table and "| soleus |" in table
+
+
+def test_qc_verdicts_are_set_against_the_truth(tmp_path: Path):
+    """``--qc`` runs the segmentation QC of ``legmri run`` on each case: every row carries the structure's verdict,
+    the summary counts them against the truth, and on a fresh project phantom QC passes no wrong muscle."""
+    assert main(["evaluate", "calf", "--seeds", "100001", "--qc", "--contrasts", "dixon",
+                 "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "calf_cases.csv").open()))
+    assert rows and all(r["qc_status"] in ("pass", "review", "fail") for r in rows)
+    table = (tmp_path / "calf_summary.md").read_text()
+    assert "QC verdicts against the truth" in table
+    passed = [r for r in rows if r["qc_status"] == "pass" and r["structure"] not in ("tibia", "fibula", "subcutaneous_fat")]
+    assert passed and all(float(r["dice"]) >= 0.8 for r in passed)
