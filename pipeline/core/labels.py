@@ -47,6 +47,7 @@ class Registry:
     classes: tuple[str, ...]  # index = class id; classes[0] == "background"
     labels: tuple[LabelInfo, ...]
     structures: dict[str, dict[str, Any]]
+    region: dict[str, str] | None = None  # coded anatomic region of every structure (labels.yaml ``region``)
 
     def label_id(self, name: str) -> int:
         for lab in self.labels:
@@ -56,6 +57,12 @@ class Registry:
 
     def by_id(self) -> dict[int, LabelInfo]:
         return {lab.id: lab for lab in self.labels}
+
+    def code_of(self, label: LabelInfo) -> dict[str, str] | None:
+        """The coded concept (``scheme``, ``value``, ``meaning``) of an output label: its level's code where the
+        structure gives ``level_codes``, else the structure's ``code``, else None."""
+        s = self.structures.get(label.structure, {})
+        return (s.get("level_codes") or {}).get(label.level or "") or s.get("code")
 
     def class_id(self, structure: str) -> int:
         try:
@@ -114,7 +121,7 @@ def _build(anatomy: str, cfg: dict, path: Path,
             labels.append(LabelInfo(id=len(labels) + 1, structure=name, kind=s.get("kind", ""),
                                     abbrev=s.get("abbrev"), color=s.get("color", "#888888"), **v))
     _check_consecutive([lab.id for lab in labels], anatomy, path)
-    return Registry(anatomy, ("background", *structures), tuple(labels), structures)
+    return Registry(anatomy, ("background", *structures), tuple(labels), structures, cfg.get("region"))
 
 
 @lru_cache(maxsize=8)

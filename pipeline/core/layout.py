@@ -156,6 +156,7 @@ class StudyDir(_Folder):
     spine_marks = _File("spine/marks.json")
     spine_measurements = _File("spine/measurements.csv")
     spine_qc = _File("spine/qc.json")  # segmentation quality control of the lumbar study: verdicts and reasons
+    spine_seg = _File("spine/seg.dcm")  # DICOM SEG of spine/labels_sag.nii.gz on the sagittal series
     segment_record = _File("segment.json")  # what the segment stage did per anatomy and the files it wrote
     summary = _File("summary.json")
     findings = _File("findings.json")

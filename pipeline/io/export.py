@@ -16,7 +16,6 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
-from scipy.ndimage import map_coordinates
 
 from pipeline import __version__
 from pipeline.core.atomic import atomic_path
@@ -34,7 +33,10 @@ UNITS: dict[str, tuple[str, str]] = {
 }
 
 #: Generic anatomy used when a structure has no ``code`` in configs/labels.yaml.
-FALLBACK_CODE = hd.sr.CodedConcept("102292000", "SCT", "Skeletal muscle structure of lower limb")
+FALLBACK_CODE = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
+#: Series number and description of each anatomy's SEG.
+SEG_SERIES_NUMBER = {"calf": 900, "spine": 901}
+SEG_DESCRIPTION = {"calf": "calf muscles", "spine": "lumbar spine"}
 
 
 def read_series(files: Sequence[str | Path]) -> list[pydicom.Dataset]:
@@ -64,21 +66,28 @@ def image_world_grid(ds: pydicom.Dataset) -> np.ndarray:
 
 
 def labels_on_source(labels: Volume, source: Sequence[pydicom.Dataset]) -> np.ndarray:
-    """Sample the label map at every pixel of every source image (nearest neighbour): (frames, rows, cols)."""
+    """Sample the label map at every pixel of every source image (nearest neighbour): (frames, rows, cols).
+
+    Voxel indices are rounded to the nearest integer before the bounds test, so a pixel centre on the label map's
+    outermost voxel centre (index -1e-9 after the world-to-voxel round trip) keeps its label; outside is 0."""
     inv = np.linalg.inv(labels.affine)
+    arr = np.asarray(labels.array)
     frames = []
     for ds in source:
         xyz = image_world_grid(ds).reshape(-1, 3)
-        ijk = xyz @ inv[:3, :3].T + inv[:3, 3]
-        vals = map_coordinates(labels.array, ijk.T, order=0, mode="constant", cval=0)
+        ijk = np.rint(xyz @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64)
+        inside = np.all((ijk >= 0) & (ijk < np.array(arr.shape)), axis=1)
+        vals = np.zeros(len(ijk), arr.dtype)
+        vals[inside] = arr[tuple(ijk[inside].T)]
         frames.append(vals.reshape(int(ds.Rows), int(ds.Columns)))
     return np.stack(frames).astype(np.int32)
 
 
-def _code(info: Mapping[str, Any] | None) -> hd.sr.CodedConcept:
-    if info and info.get("code"):
-        c = info["code"]
-        return hd.sr.CodedConcept(str(c["value"]), str(c["scheme"]), str(c["meaning"]))
+def _code(code: Mapping[str, Any] | None) -> hd.sr.CodedConcept:
+    """The coded concept of a ``configs/labels.yaml`` code (``scheme``, ``value``, ``meaning``); the generic
+    :data:`FALLBACK_CODE` when there is none."""
+    if code:
+        return hd.sr.CodedConcept(str(code["value"]), str(code["scheme"]), str(code["meaning"]))
     return FALLBACK_CODE
 
 
@@ -141,42 +150,44 @@ def write_seg(labels: Volume, source_files: Sequence[str | Path], registry: Regi
     """Write a DICOM SEG (binary segments, one per label present) referencing the source images; with
     ``deidentified``, de-identified by :func:`deidentify`.
 
-    Segment labels are the registry names (``<structure>_<side>``); the property type is the structure's SNOMED CT
-    code from ``configs/labels.yaml``; laterality is carried by the anatomic region modifier (Left/Right).
+    Segment labels are the registry names (``<structure>_<side>``, ``disc_L4_L5``); the property type is the label's
+    SNOMED CT code from ``configs/labels.yaml`` (:meth:`Registry.code_of`: per level where given), the anatomic region
+    the anatomy's ``region``; laterality is carried by the region's modifier (Left/Right); the recommended display
+    colour is the registry's colour (CIELab, as PS3.3 C.8.20.2 asks).
     """
     source = read_series(source_files)
     lab = labels_on_source(labels, source)
     by_id = registry.by_id()
     present = [i for i in sorted(np.unique(lab)) if i != 0 and i in by_id]
     if not present:
-        raise BadInputError("the calf label map has no labelled voxel on the source images; nothing to export.",
-                            path=path, fix="check the segmentation (calf/labels.nii.gz) before exporting.")
+        raise BadInputError(f"the {registry.anatomy} label map has no labelled voxel on the source images; nothing "
+                            "to export.", path=path, fix="check the segmentation (its label map) before exporting.")
     remapped = np.zeros_like(lab, dtype=np.uint8)
     descriptions = []
     for n, label_id in enumerate(present, start=1):
         info = by_id[label_id]
         remapped[lab == label_id] = n
-        modifier = None
-        if info.side is not None:
-            modifier = [codes.SCT.Left if info.side == "left" else codes.SCT.Right]
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=n, segment_label=info.name[:64],
             segmented_property_category=codes.SCT.Tissue if info.kind == "fat" else codes.SCT.AnatomicalStructure,
-            segmented_property_type=_code(registry.structures.get(info.structure)),
+            segmented_property_type=_code(registry.code_of(info)),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=hd.AlgorithmIdentificationSequence(
                 name="legmri", version=__version__, family=codes.DCM.ArtificialIntelligence),
-            anatomic_regions=[codes.SCT.LowerLeg], primary_anatomic_structures=None,
+            anatomic_regions=[_code(registry.region)], primary_anatomic_structures=None,
+            display_color=hd.color.CIELabColor.from_string(info.color),
         ))
-        if modifier:
+        if info.side is not None:
+            m = codes.SCT.Left if info.side == "left" else codes.SCT.Right
             descriptions[-1].AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [
-                hd.sr.CodedConcept(m.value, m.scheme_designator, m.meaning) for m in modifier]
+                hd.sr.CodedConcept(m.value, m.scheme_designator, m.meaning)]
     seg = hd.seg.Segmentation(
         source_images=source, pixel_array=remapped, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(),
+        series_number=SEG_SERIES_NUMBER[registry.anatomy],
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="legmri", manufacturer_model_name="legmri",
-        software_versions=__version__, device_serial_number="0", series_description="legmri calf muscles",
-        omit_empty_frames=True,
+        software_versions=__version__, device_serial_number="0",
+        series_description=f"legmri {SEG_DESCRIPTION[registry.anatomy]}", omit_empty_frames=True,
     )
     if deidentified:
         deidentify(seg)

@@ -157,8 +157,8 @@ def _seg_source(series: SeriesIndex, labels: Volume) -> SeriesEntry | None:
 
 
 def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
-    """Write ``calf/seg.dcm`` and ``measurements_sr.dcm`` when the study was DICOM (de-identified with
-    ``deidentify``: :func:`pipeline.io.export.deidentify`); returns what was written."""
+    """Write ``calf/seg.dcm``, ``spine/seg.dcm`` and ``measurements_sr.dcm`` when the study was DICOM
+    (de-identified with ``deidentify``: :func:`pipeline.io.export.deidentify`); returns what was written."""
     from pipeline.io.export import sr_groups, write_seg, write_sr
 
     series = study.series()
@@ -170,6 +170,12 @@ def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
         if calf_src is not None:
             write_seg(labels, list(calf_src.files), registry("calf"), study.calf_seg, deidentified=deidentify)
             written.append(study.relative(study.calf_seg))
+    sag = series.entry("lumbar_sag_t2")
+    if study.spine_labels_sag.exists() and sag is not None and sag.is_dicom and sag.volume is not None:
+        labels = load_volume(study.spine_labels_sag)
+        if load_volume(sag.volume).same_grid(labels) and np.any(np.asarray(labels.array)):
+            write_seg(labels, list(sag.files), registry("spine"), study.spine_seg, deidentified=deidentify)
+            written.append(study.relative(study.spine_seg))
     values = study.summary_values()
     src = calf_src or next((e for e in series.entries if e.is_dicom and e.role.startswith("lumbar")), None)
     if src is not None and sr_groups(values):

@@ -19,7 +19,7 @@ from tests.badinput.test_corpus import bases  # noqa: F401  (fixture)
 
 #: Outputs that carry the run's time or fresh UIDs by design (DICOM SEG and SR instance UIDs and dates, the
 #: provenance log, the report's "generated at" line); every other file of a run is bit-for-bit reproducible.
-TIME_STAMPED = {"calf/seg.dcm", "measurements_sr.dcm", "provenance.json", "report.html"}
+TIME_STAMPED = {"calf/seg.dcm", "spine/seg.dcm", "measurements_sr.dcm", "provenance.json", "report.html"}
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -59,6 +59,30 @@ def test_seg_segments_match_label_map_and_reference_source(out: Path, tmp_path: 
     assert laterality["soleus_right"] == "Right" and laterality["soleus_left"] == "Left"
 
 
+
+def test_spine_seg_codes_each_level_and_reproduces_the_sagittal_label_map(out: Path, tmp_path: Path):
+    """The spine SEG on the sagittal T2 series: one segment per label present, each disc and vertebra with its
+    level's SNOMED CT concept, the lumbar spine as region, the registry's colour, and the label map's voxel counts."""
+    labels = load_volume(out / "spine" / "labels_sag.nii.gz")
+    index = json.loads((out / "series.json").read_text())
+    src = next(s for s in index["series"] if s["role"] == "lumbar_sag_t2")
+    reg = registry("spine")
+    seg = hd.seg.segread(write_seg(labels, src["files"], reg, tmp_path / "spine_seg.dcm"))
+    by_label = {d.SegmentLabel: d for d in seg.SegmentSequence}
+    assert set(by_label) == {reg.by_id()[i].name for i in np.unique(labels.array) if i}
+    assert by_label["disc_L4_L5"].SegmentedPropertyTypeCodeSequence[0].CodeValue == "84020006"
+    assert by_label["disc_L5_S1"].SegmentedPropertyTypeCodeSequence[0].CodeValue == "715056000"
+    assert by_label["vertebral_body_L4"].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "L4 vertebra"
+    assert {d.AnatomicRegionSequence[0].CodeValue for d in by_label.values()} == {"122496007"}
+    lab_l4 = hd.color.CIELabColor.from_string(reg.by_id()[reg.label_id("vertebral_body_L4")].color).value
+    assert tuple(by_label["vertebral_body_L4"].RecommendedDisplayCIELabValue) == tuple(lab_l4)
+    arr = seg.get_volume(combine_segments=False).array
+    for d in seg.SegmentSequence:
+        n_label = int((np.asarray(labels.array) == reg.label_id(d.SegmentLabel)).sum())
+        assert int((arr[..., int(d.SegmentNumber) - 1] > 0).sum()) == n_label, d.SegmentLabel
+    if shutil.which("dciodvfy"):
+        assert _dciodvfy_errors(tmp_path / "spine_seg.dcm") == []
+
 def test_sr_holds_measurements_with_units(out: Path, tmp_path: Path):
     values = {"calf.right.soleus.volume_ml": 412.5, "calf.left.soleus.ff_pct": 6.25,
               "spine.L4-L5.dsca_mm2": 61.0, "spine.L4-L5.right.lateral_recess_depth_mm": 1.7,
