@@ -26,16 +26,18 @@ from pipeline.core.volume import Volume
 
 #: UCUM units of the measurement keys exported to the SR (suffix of the summary key -> unit code, meaning).
 UNITS: dict[str, tuple[str, str]] = {
-    "_ml": ("ml", "milliliter"),
+    "_ml": ("mL", "milliliter"),
     "_mm2": ("mm2", "square millimeter"),
     "_mm": ("mm", "millimeter"),
     "_pct": ("%", "percent"),
+    "_pp": ("%", "percent"),  # a difference of two percentages (percentage points)
+    "_cm": ("cm", "centimeter"),
 }
 
 #: Generic anatomy used when a structure has no ``code`` in configs/labels.yaml.
 FALLBACK_CODE = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
 #: Series number and description of each anatomy's SEG.
-SEG_SERIES_NUMBER = {"calf": 900, "spine": 901}
+SEG_SERIES_NUMBER = {"calf": 900, "spine": 902}  # the SR is series 901
 SEG_DESCRIPTION = {"calf": "calf muscles", "spine": "lumbar spine"}
 
 
@@ -203,10 +205,31 @@ def _unit(key: str) -> tuple[str, str] | None:
     return None
 
 
-def _measurement(name: str, value: float, unit: tuple[str, str]) -> hd.sr.Measurement:
+#: Standard concept names (DICOM PS3.16) of the exported metrics, with the derivation (CID 3488 / 7464 modifiers)
+#: that says which statistic of the structure it is. A metric not listed is named by a private code
+#: (scheme 99LEGMRI) whose meaning is the metric's name in ``summary.json``.
+METRIC_CONCEPTS: dict[str, tuple[Any, Any]] = {
+    "volume_ml": (codes.SCT.Volume, None),
+    "max_csa_mm2": (codes.SCT.Area, codes.SCT.Maximum),
+    "ff_pct": (codes.DCM.FatFraction, codes.SCT.Mean),
+    "ff_median_pct": (codes.DCM.FatFraction, codes.SCT.Median),
+    "dsca_mm2": (codes.SCT.Area, None),
+    "foramen_area_mm2": (codes.SCT.Area, None),
+    "ap_diameter_mm": (codes.SCT.Diameter, None),
+    "lateral_recess_depth_mm": (codes.SCT.Depth, None),
+    "girth_max_mm": (codes.SCT.Circumference, codes.SCT.Maximum),
+    "girth_matched_mm": (codes.SCT.Circumference, None),
+}
+
+
+def _measurement(metric: str, value: float, unit: tuple[str, str]) -> hd.sr.Measurement:
+    """One numeric measurement: the standard concept of :data:`METRIC_CONCEPTS` (else a private one), UCUM unit."""
+    concept, derivation = METRIC_CONCEPTS.get(metric, (None, None))
+    name = (hd.sr.CodedConcept(concept.value, concept.scheme_designator, concept.meaning) if concept is not None
+            else hd.sr.CodedConcept(_short(metric), PRIVATE_SCHEME, metric[:64]))
     return hd.sr.Measurement(
-        name=hd.sr.CodedConcept(_short(name), "99LEGMRI", name[:64]),
-        value=float(value), unit=hd.sr.CodedConcept(unit[0], "UCUM", unit[1]))
+        name=name, value=float(value), unit=hd.sr.CodedConcept(unit[0], "UCUM", unit[1]),
+        derivation=derivation)
 
 
 def _short(name: str) -> str:
@@ -216,52 +239,162 @@ def _short(name: str) -> str:
     return "LM" + hashlib.sha1(name.encode()).hexdigest()[:14].upper()
 
 
+#: Coding scheme of the metrics without a standard concept.
+PRIVATE_SCHEME = "99LEGMRI"
+
+#: The RSNA 2024 lumbar grades of the summary (``spine.<level>[.<side>].<name>_rsna``) as coded values: moderate and
+#: severe are SNOMED CT's severity concepts; the benchmark's combined "normal/mild" class has none, so it is private.
+GRADE_VALUES: dict[str, tuple[str, str, str]] = {
+    "normal_mild": ("NORMAL_MILD", PRIVATE_SCHEME, "Normal or mild"),
+    "moderate": (codes.SCT.Moderate.value, "SCT", codes.SCT.Moderate.meaning),
+    "severe": (codes.SCT.Severe.value, "SCT", codes.SCT.Severe.meaning),
+}
+
+
+def sr_grades(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, str]]:
+    """The RSNA grades of the lumbar levels grouped as :func:`sr_groups` groups the numbers: (anatomy, tracking id)
+    -> {grade name: grade}.
+
+    >>> sr_grades({"spine.L4-L5.canal_rsna": "severe", "spine.L4-L5.right.foraminal_rsna": "normal_mild"})
+    {('spine', 'L4-L5'): {'canal_rsna': 'severe'}, ('spine', 'L4-L5_right'): {'foraminal_rsna': 'normal_mild'}}
+    """
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for key, value in summary.items():
+        if key.startswith("spine.") and key.endswith("_rsna") and value in GRADE_VALUES:
+            gid = _group_of(key.split("."))
+            if gid is not None:
+                out.setdefault(gid, {})[key.split(".")[-1]] = str(value)
+    return out
+
+
+def _grade(name: str, value: str) -> hd.sr.QualitativeEvaluation:
+    code = GRADE_VALUES[value]
+    return hd.sr.QualitativeEvaluation(hd.sr.CodedConcept(_short(name), PRIVATE_SCHEME, name[:64]),
+                                       hd.sr.CodedConcept(*code))
+
+
 def sr_groups(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
     """Group numeric summary values into (anatomy, tracking id) -> {metric: value}.
 
-    Calf: ``calf.<side>.<muscle>.<metric>`` -> ("calf", "<muscle>_<side>"); spine: ``spine.<level>.<metric>`` and
-    ``spine.<level>.<side>.<metric>`` -> ("spine", "<level>[_<side>]"). Only keys with a unit suffix and a number.
+    Calf: ``calf.<side>.<structure>.<metric>`` -> ("calf", "<structure>_<side>"); the leg's girth
+    ``calf.<side>.<metric>`` -> ("calf", "leg_<side>"); left/right asymmetry ``calf.asymmetry.<structure>.<metric>``
+    -> ("calf", "<structure>_asymmetry") and ``calf.asymmetry.<metric>`` -> ("calf", "leg_asymmetry"). Spine:
+    ``spine.<level>.<metric>`` and ``spine.<level>.<side>.<metric>`` -> ("spine", "<level>[_<side>]"). Only keys
+    with a unit suffix and a number; slice positions (:func:`_is_position`) are left to the tables.
 
-    >>> sr_groups({"calf.right.soleus.volume_ml": 410.0, "calf.available": True, "spine.L4-L5.dsca_mm2": 61.0})
-    {('calf', 'soleus_right'): {'volume_ml': 410.0}, ('spine', 'L4-L5'): {'dsca_mm2': 61.0}}
+    >>> sr_groups({"calf.right.soleus.volume_ml": 410.0, "calf.available": True, "spine.L4-L5.dsca_mm2": 61.0,
+    ...            "calf.asymmetry.girth_diff_cm": 0.4})
+    {('calf', 'soleus_right'): {'volume_ml': 410.0}, ('spine', 'L4-L5'): {'dsca_mm2': 61.0}, ('calf', 'leg_asymmetry'): {'girth_diff_cm': 0.4}}
     """
     groups: dict[tuple[str, str], dict[str, float]] = {}
     for key, value in summary.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or _unit(key) is None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or _unit(key) is None or _is_position(key):
             continue
-        parts = key.split(".")
-        if parts[0] == "calf" and len(parts) == 4 and parts[1] in ("left", "right"):
-            gid = ("calf", f"{parts[2]}_{parts[1]}")
-        elif parts[0] == "spine" and len(parts) == 3:
-            gid = ("spine", parts[1])
-        elif parts[0] == "spine" and len(parts) == 4 and parts[2] in ("left", "right"):
-            gid = ("spine", f"{parts[1]}_{parts[2]}")
-        else:
-            continue
-        groups.setdefault(gid, {})[parts[-1]] = float(value)
+        gid = _group_of(key.split("."))
+        if gid is not None:
+            groups.setdefault(gid, {})[key.split(".")[-1]] = float(value)
     return groups
 
 
-def write_sr(summary: Mapping[str, Any], source_files: Sequence[str | Path], registry: Registry | None,
-             path: str | Path, deidentified: bool = False) -> Path:
-    """Write a Comprehensive 3D SR (TID 1500 Measurement Report) of the per-muscle and per-level measurements.
+def _is_position(key: str) -> bool:
+    """Slice positions along the body axis (``z_first_mm``, ``max_csa_z_mm``, ...): where a value was taken, which
+    the tables keep, not a measurement of the patient.
 
-    One measurement group (TID 1411) per muscle and side and per lumbar level (and side), each with numeric
-    measurements in UCUM units (ml, mm2, mm, %). The evidence is the source series (its first image). With
+    >>> _is_position("calf.right.soleus.max_csa_z_mm"), _is_position("calf.right.soleus.max_csa_mm2")
+    (True, False)
+    """
+    metric = key.rsplit(".", 1)[-1]
+    return metric.startswith("z_") or metric.endswith("_z_mm")
+
+
+def _group_of(parts: list[str]) -> tuple[str, str] | None:
+    """The (anatomy, tracking id) of a summary key split at its dots (:func:`sr_groups`), or None."""
+    sides = ("left", "right")
+    if parts[0] == "calf" and len(parts) == 4 and parts[1] in (*sides, "asymmetry"):
+        return "calf", f"{parts[2]}_{parts[1]}"
+    if parts[0] == "calf" and len(parts) == 3 and parts[1] in (*sides, "asymmetry"):
+        return "calf", f"leg_{parts[1]}"
+    if parts[0] == "spine" and len(parts) == 3:
+        return "spine", parts[1]
+    if parts[0] == "spine" and len(parts) == 4 and parts[2] in sides:
+        return "spine", f"{parts[1]}_{parts[2]}"
+    return None
+
+
+def _finding_site(anatomy: str, tracking: str) -> tuple[hd.sr.FindingSite, Any]:
+    """Finding site (the structure's SNOMED CT concept of ``configs/labels.yaml``, with laterality) and finding type
+    of a measurement group. Calf muscles: the muscle's code and side; a leg: the lower leg; spine levels: the
+    level's disc (the canal is measured at its centre) and side."""
+    from pipeline.core.labels import registry
+
+    head, _, side = tracking.rpartition("_")
+    if side not in ("left", "right", "asymmetry"):
+        head = tracking
+    laterality = {"left": codes.SCT.Left, "right": codes.SCT.Right}.get(side)
+    reg = registry(anatomy)
+    if anatomy == "calf":
+        structure = reg.structures.get(head)
+        code = _code(structure.get("code")) if structure else _code(reg.region)
+        return hd.sr.FindingSite(code, laterality=laterality), code
+    disc = next((lab for lab in reg.labels if lab.structure == "disc" and lab.level == head), None)
+    code = _code(reg.code_of(disc)) if disc is not None else _code(reg.region)
+    return hd.sr.FindingSite(code, laterality=laterality), _code(reg.region)
+
+
+def _tracking(study_uid: str, anatomy: str, tracking: str) -> hd.sr.TrackingIdentifier:
+    """A tracking identifier whose UID is derived from the study and the group, so that the same structure keeps it
+    from one run (and one report) of the study to the next, as longitudinal reading needs."""
+    from pydicom.uid import generate_uid
+
+    return hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=[study_uid, anatomy, tracking]),
+                                    identifier=tracking)
+
+
+def _segments(segs: Sequence[pydicom.Dataset]) -> dict[str, hd.sr.ReferencedSegment]:
+    """Segment label -> its reference in the DICOM SEG objects ``segs`` (for the measurement groups)."""
+    out = {}
+    for seg in segs:
+        series = seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+        for d in seg.SegmentSequence:
+            out[str(d.SegmentLabel)] = hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+                segment_number=int(d.SegmentNumber),
+                source_series=hd.sr.SourceSeriesForSegmentation(series))
+    return out
+
+
+def write_sr(summary: Mapping[str, Any], evidence_files: Sequence[str | Path], path: str | Path,
+             deidentified: bool = False, segs: Sequence[str | Path] = ()) -> Path:
+    """Write a Comprehensive 3D SR (TID 1500 Measurement Report) of the per-structure, per-leg and per-level
+    measurements and the left/right asymmetry.
+
+    One measurement group (TID 1411) per muscle and side, leg, asymmetry and lumbar level (and side): numeric
+    measurements with the standard concept names of :data:`METRIC_CONCEPTS` and UCUM units, and the level's RSNA
+    grades as qualitative evaluations (:data:`GRADE_VALUES`); the finding site is the
+    structure's SNOMED CT concept with its laterality (:func:`_finding_site`); tracking UIDs are stable across runs
+    (:func:`_tracking`); a group whose structure has a segment in one of the DICOM SEG files ``segs`` references it.
+    The evidence is the images ``evidence_files`` (one per source series) and the SEG objects. With
     ``deidentified``, de-identified by :func:`deidentify`.
     """
-    source = read_series(source_files[:1])
-    ref = source[0]
+    evidence = read_series(evidence_files)
+    study_uid = str(evidence[0].StudyInstanceUID)
+    seg_datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in segs]
+    segments = _segments(seg_datasets)
+    evidence += seg_datasets
     groups = []
-    for (anatomy, tracking), metrics in sorted(sr_groups(summary).items()):
-        finding_site = codes.SCT.LowerLeg if anatomy == "calf" else codes.SCT.LumbarSpine
-        measurements = [_measurement(f"{tracking} {m}", v, _unit(m)) for m, v in sorted(metrics.items())]
-        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=tracking),
-            finding_type=codes.SCT.Muscle if anatomy == "calf" else codes.SCT.LumbarSpine,
-            finding_sites=[hd.sr.FindingSite(finding_site)],
-            measurements=measurements,
-        ))
+    numbers, grades = sr_groups(summary), sr_grades(summary)
+    for anatomy, tracking in sorted(set(numbers) | set(grades)):
+        site, finding_type = _finding_site(anatomy, tracking)
+        metrics, graded = numbers.get((anatomy, tracking), {}), grades.get((anatomy, tracking), {})
+        common = {"tracking_identifier": _tracking(study_uid, anatomy, tracking), "finding_type": finding_type,
+                  "finding_sites": [site],
+                  "measurements": [_measurement(m, v, _unit(m)) for m, v in sorted(metrics.items())] or None,
+                  "qualitative_evaluations": [_grade(g, v) for g, v in sorted(graded.items())] or None}
+        if tracking in segments:  # TID 1411: measurements of the volume a SEG segment outlines
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                referenced_segment=segments[tracking], **common))
+        else:  # TID 1501: measurements of the structure, leg or level
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
     if not groups:
         raise BadInputError("summary.json holds no numeric measurement to export.", path=path,
                             fix="run 'legmri measure' on the study first.")
@@ -273,18 +406,17 @@ def write_sr(summary: Mapping[str, Any], source_files: Sequence[str | Path], reg
                 observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                     uid=hd.UID(), name="legmri", model_name=__version__)),
         ),
-        procedure_reported=codes.LN.MRIOfLowerExtremity if hasattr(codes.LN, "MRIOfLowerExtremity")
-        else hd.sr.CodedConcept("25045-6", "LN", "Unspecified body region MRI"),
+        procedure_reported=hd.sr.CodedConcept("25045-6", "LN", "Unspecified body region MRI"),
         imaging_measurements=groups,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[ref], content=report[0], series_number=901, series_instance_uid=hd.UID(),
+        evidence=evidence, content=report[0], series_number=901, series_instance_uid=hd.UID(),
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="legmri",
         series_description="legmri measurements", is_complete=True, is_final=False, is_verified=False,
     )
     scheme = pydicom.Dataset()
-    scheme.CodingSchemeDesignator = "99LEGMRI"
-    scheme.CodingSchemeName = "legmri measurement names (<structure>_<side> or <level>[_<side>] and metric)"
+    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+    scheme.CodingSchemeName = "legmri measurement names (the metric's name in summary.json)"
     scheme.CodingSchemeResponsibleOrganization = "legmri"
     sr.CodingSchemeIdentificationSequence = [*sr.get("CodingSchemeIdentificationSequence", []), scheme]
     if deidentified:

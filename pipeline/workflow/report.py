@@ -177,9 +177,11 @@ def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
             write_seg(labels, list(sag.files), registry("spine"), study.spine_seg, deidentified=deidentify)
             written.append(study.relative(study.spine_seg))
     values = study.summary_values()
-    src = calf_src or next((e for e in series.entries if e.is_dicom and e.role.startswith("lumbar")), None)
-    if src is not None and sr_groups(values):
-        write_sr(values, list(src.files), registry("calf"), study.sr, deidentified=deidentify)
+    spine_src = next((e for e in series.entries if e.is_dicom and e.role.startswith("lumbar")), None)
+    evidence = [src.files[0] for src in (calf_src, spine_src) if src is not None and src.files]
+    if evidence and sr_groups(values):
+        segs = [study.root / w for w in written]
+        write_sr(values, evidence, study.sr, deidentified=deidentify, segs=segs)
         written.append(study.relative(study.sr))
     return written
 

@@ -83,38 +83,89 @@ def test_spine_seg_codes_each_level_and_reproduces_the_sagittal_label_map(out: P
     if shutil.which("dciodvfy"):
         assert _dciodvfy_errors(tmp_path / "spine_seg.dcm") == []
 
-def test_sr_holds_measurements_with_units(out: Path, tmp_path: Path):
-    values = {"calf.right.soleus.volume_ml": 412.5, "calf.left.soleus.ff_pct": 6.25,
-              "spine.L4-L5.dsca_mm2": 61.0, "spine.L4-L5.right.lateral_recess_depth_mm": 1.7,
-              "calf.available": True, "spine.L4-L5.central_grade": "absolute"}
-    assert set(sr_groups(values)) == {("calf", "soleus_right"), ("calf", "soleus_left"), ("spine", "L4-L5"),
-                                      ("spine", "L4-L5_right")}
-    path = write_sr(values, _source(out)["files"], None, tmp_path / "sr.dcm")
-    ds = pydicom.dcmread(path)
-    found = {}
+def _sr_groups(ds: pydicom.Dataset) -> dict[str, dict]:
+    """Tracking identifier -> the group's numbers (concept meaning [derivation] -> (value, unit, scheme)), finding
+    site (code, laterality), tracking UID and referenced segment number, read back from an SR."""
+    out: dict[str, dict] = {}
 
-    def walk(items):
+    def group(items) -> dict:
+        g: dict = {"numbers": {}, "site": None, "uid": None, "segment": None}
         for it in items:
-            if it.get("ValueType") == "NUM":
+            name = it.ConceptNameCodeSequence[0].CodeMeaning
+            if it.ValueType == "TEXT" and name == "Tracking Identifier":
+                g["id"] = it.TextValue
+            elif it.ValueType == "UIDREF" and name == "Tracking Unique Identifier":
+                g["uid"] = it.UID
+            elif it.ValueType == "CODE" and name == "Finding Site":
+                lat = [c.ConceptCodeSequence[0].CodeMeaning for c in it.get("ContentSequence", [])]
+                g["site"] = (it.ConceptCodeSequence[0].CodeValue, lat[0] if lat else None)
+            elif it.ValueType == "IMAGE" and name == "Referenced Segment":
+                g["segment"] = int(it.ReferencedSOPSequence[0].ReferencedSegmentNumber)
+            elif it.ValueType == "CODE" and name not in ("Finding", "Finding Category"):
+                g["numbers"][name] = (it.ConceptCodeSequence[0].CodeMeaning, it.ConceptCodeSequence[0].CodeValue)
+            elif it.ValueType == "NUM":
+                der = [c.ConceptCodeSequence[0].CodeMeaning for c in it.get("ContentSequence", [])
+                       if c.ConceptNameCodeSequence[0].CodeMeaning == "Derivation"]
+                key = it.ConceptNameCodeSequence[0].CodeMeaning + (f" [{der[0]}]" if der else "")
                 mv = it.MeasuredValueSequence[0]
-                found[it.ConceptNameCodeSequence[0].CodeMeaning] = (
-                    float(mv.NumericValue), mv.MeasurementUnitsCodeSequence[0].CodeValue)
-            if "ContentSequence" in it:
+                g["numbers"][key] = (float(mv.NumericValue), mv.MeasurementUnitsCodeSequence[0].CodeValue,
+                                     it.ConceptNameCodeSequence[0].CodingSchemeDesignator)
+        return g
+
+    def walk(items) -> None:
+        for it in items:
+            if it.get("ValueType") == "CONTAINER" and it.ConceptNameCodeSequence[0].CodeMeaning == "Measurement Group":
+                g = group(it.ContentSequence)
+                out[g["id"]] = g
+            elif "ContentSequence" in it:
                 walk(it.ContentSequence)
 
     walk(ds.ContentSequence)
-    assert found["soleus_right volume_ml"] == (412.5, "ml")
-    assert found["soleus_left ff_pct"] == (6.25, "%")
-    assert found["L4-L5 dsca_mm2"] == (61.0, "mm2")
-    assert found["L4-L5_right lateral_recess_depth_mm"] == (1.7, "mm")
+    return out
+
+
+def test_sr_uses_standard_concepts_sites_with_laterality_and_stable_tracking(out: Path, tmp_path: Path):
+    values = {"calf.right.soleus.volume_ml": 412.5, "calf.left.soleus.ff_pct": 6.25,
+              "calf.left.soleus.lean_volume_ml": 380.0, "calf.right.girth_max_mm": 402.0,
+              "calf.asymmetry.soleus.volume_ai_pct": 12.0, "calf.asymmetry.girth_diff_cm": 0.4,
+              "spine.L4-L5.dsca_mm2": 61.0, "spine.L4-L5.right.lateral_recess_depth_mm": 1.7,
+              "calf.available": True, "spine.L4-L5.central_grade": "absolute", "spine.L4-L5.canal_rsna": "severe",
+              "spine.L3-L4.left.foraminal_rsna": "normal_mild"}
+    assert set(sr_groups(values)) == {("calf", "soleus_right"), ("calf", "soleus_left"), ("calf", "leg_right"),
+                                      ("calf", "soleus_asymmetry"), ("calf", "leg_asymmetry"), ("spine", "L4-L5"),
+                                      ("spine", "L4-L5_right")}
+    src = _source(out)
+    seg = write_seg(load_volume(out / "calf" / "labels.nii.gz"), src["files"], registry("calf"), tmp_path / "s.dcm")
+    first = _sr_groups(pydicom.dcmread(write_sr(values, src["files"][:1], tmp_path / "sr.dcm", segs=[seg])))
+    again = _sr_groups(pydicom.dcmread(write_sr(values, src["files"][:1], tmp_path / "sr2.dcm")))
+    assert first["soleus_right"]["numbers"] == {"Volume": (412.5, "mL", "SCT")}
+    assert first["soleus_right"]["site"] == ("102292000", "Right")
+    assert first["soleus_left"]["numbers"]["Fat fraction [Mean]"] == (6.25, "%", "DCM")
+    assert first["soleus_left"]["numbers"]["lean_volume_ml"] == (380.0, "mL", "99LEGMRI")
+    assert first["leg_right"]["numbers"] == {"Circumference [Maximum]": (402.0, "mm", "SCT")}
+    assert first["leg_right"]["site"] == ("30021000", "Right")
+    assert first["soleus_asymmetry"]["site"] == ("102292000", None)
+    assert first["leg_asymmetry"]["numbers"]["girth_diff_cm"] == (0.4, "cm", "99LEGMRI")
+    assert first["L4-L5"]["numbers"] == {"Area": (61.0, "mm2", "SCT"), "canal_rsna": ("Severe", "24484000")}
+    assert first["L4-L5"]["site"] == ("84020006", None)
+    assert first["L3-L4_left"]["numbers"] == {"foraminal_rsna": ("Normal or mild", "NORMAL_MILD")}
+    assert first["L3-L4_left"]["site"] == ("62551000", "Left")
+    assert first["L4-L5_right"]["numbers"] == {"Depth": (1.7, "mm", "SCT")}
+    assert first["L4-L5_right"]["site"] == ("84020006", "Right")
+    # the same structure keeps its tracking UID from one export to the next; different structures differ
+    assert {k: g["uid"] for k, g in first.items()} == {k: g["uid"] for k, g in again.items()}
+    assert len({g["uid"] for g in first.values()}) == len(first)
+    # the muscle group points at its SEG segment
+    labels = {int(d.SegmentNumber): d.SegmentLabel for d in hd.seg.segread(seg).SegmentSequence}
+    assert labels[first["soleus_right"]["segment"]] == "soleus_right" and again["soleus_right"]["segment"] is None
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) not installed")
 def test_seg_and_sr_pass_dciodvfy(out: Path, tmp_path: Path):
     src = _source(out)
     seg = write_seg(load_volume(out / "calf" / "labels.nii.gz"), src["files"], registry("calf"), tmp_path / "s.dcm")
-    sr = write_sr({"calf.right.soleus.volume_ml": 400.0, "spine.L4-L5.dsca_mm2": 61.0}, src["files"], None,
-                  tmp_path / "sr.dcm")
+    sr = write_sr({"calf.right.soleus.volume_ml": 400.0, "spine.L4-L5.dsca_mm2": 61.0}, src["files"][:1],
+                  tmp_path / "sr.dcm", segs=[seg])
     assert _dciodvfy_errors(seg) == []
     assert _dciodvfy_errors(sr) == []
 
@@ -137,9 +188,9 @@ def test_deidentified_seg_and_sr_keep_the_measurements_and_references_and_drop_t
     labels = load_volume(out / "calf" / "labels.nii.gz")
     values = {"calf.right.soleus.volume_ml": 412.5, "spine.L4-L5.dsca_mm2": 61.0}
     plain = {"seg": write_seg(labels, src["files"], registry("calf"), tmp_path / "s.dcm"),
-             "sr": write_sr(values, src["files"], None, tmp_path / "sr.dcm")}
+             "sr": write_sr(values, src["files"][:1], tmp_path / "sr.dcm")}
     clean = {"seg": write_seg(labels, src["files"], registry("calf"), tmp_path / "s_d.dcm", deidentified=True),
-             "sr": write_sr(values, src["files"], None, tmp_path / "sr_d.dcm", deidentified=True)}
+             "sr": write_sr(values, src["files"][:1], tmp_path / "sr_d.dcm", deidentified=True)}
     for kind in ("seg", "sr"):
         a, b = pydicom.dcmread(plain[kind]), pydicom.dcmread(clean[kind])
         assert identifying <= _strings(a)  # the plain export carries the patient module, as DICOM requires
@@ -157,7 +208,7 @@ def test_deidentified_seg_and_sr_keep_the_measurements_and_references_and_drop_t
     assert np.array_equal(seg_a.pixel_array, seg_b.pixel_array)
     hd.sr.srread(clean["sr"])
     assert _numbers(pydicom.dcmread(plain["sr"])) == _numbers(pydicom.dcmread(clean["sr"])) == {
-        "soleus_right volume_ml": 412.5, "L4-L5 dsca_mm2": 61.0}
+        "Volume": 412.5, "Area": 61.0}
 
 
 def _numbers(ds: pydicom.Dataset) -> dict[str, float]:
