@@ -83,39 +83,42 @@ def test_spine_seg_codes_each_level_and_reproduces_the_sagittal_label_map(out: P
     if shutil.which("dciodvfy"):
         assert _dciodvfy_errors(tmp_path / "spine_seg.dcm") == []
 
-def _sr_groups(ds: pydicom.Dataset) -> dict[str, dict]:
-    """Tracking identifier -> the group's numbers (concept meaning [derivation] -> (value, unit, scheme)), finding
-    site (code, laterality), tracking UID and referenced segment number, read back from an SR."""
-    out: dict[str, dict] = {}
 
-    def group(items) -> dict:
-        g: dict = {"numbers": {}, "site": None, "uid": None, "segment": None}
-        for it in items:
-            name = it.ConceptNameCodeSequence[0].CodeMeaning
-            if it.ValueType == "TEXT" and name == "Tracking Identifier":
-                g["id"] = it.TextValue
-            elif it.ValueType == "UIDREF" and name == "Tracking Unique Identifier":
-                g["uid"] = it.UID
-            elif it.ValueType == "CODE" and name == "Finding Site":
-                lat = [c.ConceptCodeSequence[0].CodeMeaning for c in it.get("ContentSequence", [])]
-                g["site"] = (it.ConceptCodeSequence[0].CodeValue, lat[0] if lat else None)
-            elif it.ValueType == "IMAGE" and name == "Referenced Segment":
-                g["segment"] = int(it.ReferencedSOPSequence[0].ReferencedSegmentNumber)
-            elif it.ValueType == "CODE" and name not in ("Finding", "Finding Category"):
-                g["numbers"][name] = (it.ConceptCodeSequence[0].CodeMeaning, it.ConceptCodeSequence[0].CodeValue)
-            elif it.ValueType == "NUM":
-                der = [c.ConceptCodeSequence[0].CodeMeaning for c in it.get("ContentSequence", [])
-                       if c.ConceptNameCodeSequence[0].CodeMeaning == "Derivation"]
-                key = it.ConceptNameCodeSequence[0].CodeMeaning + (f" [{der[0]}]" if der else "")
-                mv = it.MeasuredValueSequence[0]
-                g["numbers"][key] = (float(mv.NumericValue), mv.MeasurementUnitsCodeSequence[0].CodeValue,
-                                     it.ConceptNameCodeSequence[0].CodingSchemeDesignator)
-        return g
+def _read_item(g: dict, it: pydicom.Dataset) -> None:
+    """Put one content item of a measurement group into ``g`` (see :func:`_sr_groups`)."""
+    name = it.ConceptNameCodeSequence[0].CodeMeaning
+    if it.ValueType == "TEXT" and name == "Tracking Identifier":
+        g["id"] = it.TextValue
+    elif it.ValueType == "UIDREF" and name == "Tracking Unique Identifier":
+        g["uid"] = it.UID
+    elif it.ValueType == "CODE" and name == "Finding Site":
+        lat = [c.ConceptCodeSequence[0].CodeMeaning for c in it.get("ContentSequence", [])]
+        g["site"] = (it.ConceptCodeSequence[0].CodeValue, lat[0] if lat else None)
+    elif it.ValueType == "CODE" and name not in ("Finding", "Finding Category"):
+        g["numbers"][name] = (it.ConceptCodeSequence[0].CodeMeaning, it.ConceptCodeSequence[0].CodeValue)
+    elif it.ValueType == "IMAGE" and name == "Referenced Segment":
+        g["segment"] = int(it.ReferencedSOPSequence[0].ReferencedSegmentNumber)
+    elif it.ValueType == "NUM":
+        der = [c.ConceptCodeSequence[0].CodeMeaning for c in it.get("ContentSequence", [])
+               if c.ConceptNameCodeSequence[0].CodeMeaning == "Derivation"]
+        mv = it.MeasuredValueSequence[0]
+        g["numbers"][name + (f" [{der[0]}]" if der else "")] = (
+            float(mv.NumericValue), mv.MeasurementUnitsCodeSequence[0].CodeValue,
+            it.ConceptNameCodeSequence[0].CodingSchemeDesignator)
+
+
+def _sr_groups(ds: pydicom.Dataset) -> dict[str, dict]:
+    """Tracking identifier -> the group's numbers and coded evaluations (concept meaning [derivation] -> (value,
+    unit, scheme) or (meaning, code)), finding site (code, laterality), tracking UID and referenced segment number,
+    read back from an SR."""
+    out: dict[str, dict] = {}
 
     def walk(items) -> None:
         for it in items:
             if it.get("ValueType") == "CONTAINER" and it.ConceptNameCodeSequence[0].CodeMeaning == "Measurement Group":
-                g = group(it.ContentSequence)
+                g: dict = {"numbers": {}, "site": None, "uid": None, "segment": None}
+                for sub in it.ContentSequence:
+                    _read_item(g, sub)
                 out[g["id"]] = g
             elif "ContentSequence" in it:
                 walk(it.ContentSequence)
