@@ -40,6 +40,7 @@ from pipeline.calf.metrics import (
 from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry
 from pipeline.core.summary import Summary
+from pipeline.core.units import ucum
 from pipeline.core.volume import Volume
 
 Box = tuple[slice, slice, slice]
@@ -261,20 +262,9 @@ def _girth(arr: np.ndarray, boxes: dict[int, Box], ids: list[int], affine: np.nd
     return out
 
 
-#: UCUM units (unitsofmeasure.org) of the calf metrics in ``calf/measurements.csv``: ``mL``, ``mm``, ``mm2``,
-#: ``cm``, ``%`` (a difference of two fat fractions in percent is in ``%`` too, its metric name says ``_pp``), ``{grade}``
-#: for the semi-quantitative Mercuri-like grade 0-4 (a UCUM annotation: dimensionless); booleans carry no unit and are
-#: written in the ``flag`` column, numbers in ``value``.
-UNITS = {"volume_ml": "mL", "max_csa_mm2": "mm2", "max_csa_z_mm": "mm", "matched_csa_mm2": "mm2", "ff_pct": "%",
-         "ff_median_pct": "%", "ff_p10_pct": "%", "ff_p90_pct": "%", "lean_volume_ml": "mL", "fat_volume_ml": "mL",
-         "mercuri_grade": "{grade}", "partial_coverage": "", "z_first_mm": "mm",
-         "z_last_mm": "mm", "girth_max_mm": "mm", "girth_max_z_mm": "mm", "girth_matched_mm": "mm",
-         "volume_ai_pct": "%", "max_csa_ai_pct": "%", "matched_csa_ai_pct": "%", "lean_volume_ai_pct": "%",
-         "ff_diff_pp": "%", "girth_diff_cm": "cm"}
-
-
 def table_row(side: str, structure: str, metric: str, value: Any) -> dict[str, Any]:
-    """One row of ``calf/measurements.csv``: a number in ``value`` with its unit, a boolean in ``flag``.
+    """One row of ``calf/measurements.csv``: a number in ``value`` with its UCUM unit (:func:`pipeline.core.units.ucum`:
+    ``mL``, ``mm``, ``mm2``, ``cm``, ``%``, ``{grade}``), a boolean in ``flag`` (no unit).
 
     >>> table_row("left", "soleus", "partial_coverage", False)["flag"], table_row("left", "soleus", "volume_ml", 1.5)
     (False, {'side': 'left', 'structure': 'soleus', 'metric': 'volume_ml', 'value': 1.5, 'unit': 'mL', 'flag': None})
@@ -283,7 +273,7 @@ def table_row(side: str, structure: str, metric: str, value: Any) -> dict[str, A
         return {"side": side, "structure": structure, "metric": metric, "value": None, "unit": "",
                 "flag": bool(value)}
     number = value if value is None or isinstance(value, int | np.integer) else round(float(value), 4)
-    return {"side": side, "structure": structure, "metric": metric, "value": number, "unit": UNITS.get(metric, ""),
+    return {"side": side, "structure": structure, "metric": metric, "value": number, "unit": ucum(metric),
             "flag": None}
 
 

@@ -22,17 +22,8 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import BadInputError
 from pipeline.core.geometry import lps_to_ras_points
 from pipeline.core.labels import Registry
+from pipeline.core.units import split_unit
 from pipeline.core.volume import Volume
-
-#: UCUM units of the measurement keys exported to the SR (suffix of the summary key -> unit code, meaning).
-UNITS: dict[str, tuple[str, str]] = {
-    "_ml": ("mL", "milliliter"),
-    "_mm2": ("mm2", "square millimeter"),
-    "_mm": ("mm", "millimeter"),
-    "_pct": ("%", "percent"),
-    "_pp": ("%", "percent"),  # a difference of two percentages (percentage points)
-    "_cm": ("cm", "centimeter"),
-}
 
 #: Generic anatomy used when a structure has no ``code`` in configs/labels.yaml.
 FALLBACK_CODE = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
@@ -199,10 +190,9 @@ def write_seg(labels: Volume, source_files: Sequence[str | Path], registry: Regi
 
 
 def _unit(key: str) -> tuple[str, str] | None:
-    for suffix, unit in UNITS.items():
-        if key.endswith(suffix):
-            return unit
-    return None
+    """(UCUM code, name) of a summary key's unit (:func:`pipeline.core.units.split_unit`), None without one."""
+    found = split_unit(key)
+    return None if found is None else (found[1], found[2])
 
 
 #: Standard concept names (DICOM PS3.16) of the exported metrics, with the derivation (CID 3488 / 7464 modifiers)

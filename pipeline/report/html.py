@@ -20,7 +20,9 @@ from typing import Any
 import jinja2
 
 from pipeline.core.atomic import write_text
+from pipeline.core.labels import registry
 from pipeline.core.layout import BatchDir, StudyDir
+from pipeline.core.units import split_unit
 
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
@@ -100,9 +102,21 @@ def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-ABBREVIATIONS = {"gastrocnemius_medial": "GM", "gastrocnemius_lateral": "GL", "soleus": "soleus",
-                 "tibialis_anterior": "TA", "tibialis_posterior": "TP", "extensor_digitorum_longus": "EDL",
-                 "peroneus": "peroneus", "flexor_digitorum_longus": "FDL", "flexor_hallucis_longus": "FHL"}
+#: muscles named in full in the report although the registry abbreviates them (SOL and PER read less easily)
+SPELLED_OUT = ("soleus", "peroneus")
+
+
+def short_name(structure: str) -> str:
+    """A calf structure as the report names it: the registry's abbreviation (``configs/labels.yaml``), except the
+    muscles of :data:`SPELLED_OUT`; any other name with spaces.
+
+    >>> short_name("gastrocnemius_medial"), short_name("soleus"), short_name("triceps_surae")
+    ('GM', 'soleus', 'triceps surae')
+    """
+    info = registry("calf").structures.get(structure)
+    if info and info.get("abbrev") and structure not in SPELLED_OUT:
+        return str(info["abbrev"])
+    return structure.replace("_", " ")
 
 
 def evidence_line(findings: Mapping[str, Any], values: Mapping[str, Any]) -> str:
@@ -124,7 +138,7 @@ def evidence_line(findings: Mapping[str, Any], values: Mapping[str, Any]) -> str
     if side in ("left", "right"):
         other = "left" if side == "right" else "right"
         for muscle, st in (territory.get("status") or {}).get(side, {}).items():
-            name = f"{side} {ABBREVIATIONS.get(muscle, muscle.replace('_', ' '))}"
+            name = f"{side} {short_name(muscle)}"
             if st.get("fatty") and st.get("ff_pct") is not None:
                 theirs = values.get(f"calf.{other}.{muscle}.ff_pct")
                 parts.append(f"{name} fat fraction {st['ff_pct']:.0f} %"
@@ -185,8 +199,10 @@ def robust_outliers(values: Mapping[str, float], z: float, min_n: int) -> set[st
 
 
 #: unit suffixes of summary keys and how a column header shows them
-_UNIT_SUFFIXES = (("_ai_pct", "AI (%)"), ("_diff_pp", "difference (pp)"), ("_diff_cm", "difference (cm)"),
-                  ("_pct", "(%)"), ("_ml", "(mL)"), ("_mm2", "(mm²)"), ("_mm", "(mm)"), ("_cm", "(cm)"))
+#: how a UCUM unit is shown in a column header (a fat-fraction difference in percentage points, "pp")
+_SHOWN_UNITS = {"mm2": "mm²", "{grade}": "grade"}
+#: metric name endings shown as words after the metric
+_METRIC_WORDS = (("_ai", "AI"), ("_diff", "difference"))
 
 
 def column_label(key: str) -> str:
@@ -204,15 +220,19 @@ def column_label(key: str) -> str:
     for part in parts[:-1]:
         if part == "asymmetry":
             continue
-        words.append({"right": "R", "left": "L"}.get(part, ABBREVIATIONS.get(part, part.replace("_", " "))))
-    metric = parts[-1]
-    unit = ""
-    for suffix, shown in _UNIT_SUFFIXES:
-        if metric.endswith(suffix):
-            metric, unit = metric[: -len(suffix)], shown
+        words.append({"right": "R", "left": "L"}.get(part) or short_name(part))
+    metric, unit = parts[-1], ""
+    found = split_unit(metric)
+    if found is not None:
+        unit = "(pp)" if metric.endswith("_pp") else f"({_SHOWN_UNITS.get(found[1], found[1])})"
+        metric = found[0]
+    word = ""
+    for ending, shown in _METRIC_WORDS:
+        if metric.endswith(ending):
+            metric, word = metric[: -len(ending)], shown
             break
     metric = {"ff": "FF", "dsca": "DSCA", "ap_diameter": "AP diameter"}.get(metric, metric.replace("_", " "))
-    return " ".join(w for w in (*words, metric, unit) if w)
+    return " ".join(w for w in (*words, metric, word, unit) if w)
 
 
 def cohort_table(root_out: Path, studies: Sequence[Mapping[str, Any]], columns: Sequence[str], z: float,

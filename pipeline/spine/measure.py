@@ -11,6 +11,7 @@ import numpy as np
 from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry
 from pipeline.core.summary import Summary
+from pipeline.core.units import ucum
 from pipeline.core.volume import Volume
 from pipeline.spine import canal
 from pipeline.spine.levels import DISC_LEVELS, Disc, LevelResult
@@ -281,7 +282,8 @@ def _root_key(root: str) -> tuple[int, int]:
     return (0 if root[0] == "L" else 1, int(root[1:]))
 
 
-UNITS = {"dsca_mm2": "mm2", "ap_diameter_mm": "mm", "lateral_recess_depth_mm": "mm", "foramen_area_mm2": "mm2"}
+#: the canal measurements of ``spine/measurements.csv``, each with its grade and RSNA grade below
+METRICS = ("dsca_mm2", "ap_diameter_mm", "lateral_recess_depth_mm", "foramen_area_mm2")
 GRADE_OF = {"dsca_mm2": "central_grade", "ap_diameter_mm": None, "lateral_recess_depth_mm": "lateral_recess_grade",
             "foramen_area_mm2": "foramen_grade"}
 RSNA_OF = {"dsca_mm2": "canal_rsna", "ap_diameter_mm": None, "lateral_recess_depth_mm": "subarticular_rsna",
@@ -309,7 +311,8 @@ def _store(res: SpineMeasurements, level: str, values: dict[str, Any], reasons: 
             s.set_null(full, reasons.get(side_prefix + src, reasons.get(key, f"{src} not measurable at {level}")))
         else:
             s.set(full, round(v, 2) if isinstance(v, float) else v)
-    for key, unit in UNITS.items():
+    for key in METRICS:
+        unit = ucum(key)
         for side in (["central"] if key in ("dsca_mm2", "ap_diameter_mm") else list(SIDES)):
             vk = key if side == "central" else f"{side}.{key}"
             gk = GRADE_OF[key]
