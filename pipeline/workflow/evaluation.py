@@ -151,7 +151,9 @@ def calf_generalisation(bundle_name: str, generator: str, seeds: list[int], cont
                     swaps += int(cross is not None and cross > d and d < 0.5)
                     row = {"seed": seed, "contrast": contrast, "side": side, "structure": name, "dice": round(d, 4)}
                     if verdict is not None:
-                        row |= {"qc_status": verdict.structure_status(side, name), "study_qc_status": verdict.status}
+                        judged = verdict.structures.get(side, {}).get(name)
+                        row |= {"qc_status": verdict.structure_status(side, name), "study_qc_status": verdict.status,
+                                "qc_reasons": "; ".join(judged.reasons) if judged is not None else ""}
                     rows.append(row)
     used = [c for c in contrasts if any(r["contrast"] == c for r in rows)]
     lines = [f"Calf bundle {bundle.name} v{bundle.metadata['version']} on {generator} phantoms, seeds "
