@@ -42,7 +42,13 @@ class SideAssignment:
 
 
 def _centroid(volume: Volume, mask: np.ndarray) -> np.ndarray:
-    return volume.voxel_to_world(np.argwhere(mask).mean(axis=0, keepdims=True))[0]
+    """World centroid of the True voxels of ``mask`` (their voxel indices, found inside the mask's bounding box, are
+    the same integers in the same order as over the whole array, so the mean is too)."""
+    box = _box(mask)
+    if box is None:
+        return volume.voxel_to_world(np.full((1, 3), np.nan))[0]
+    idx = np.argwhere(mask[box]) + np.array([b.start for b in box])
+    return volume.voxel_to_world(idx.mean(axis=0, keepdims=True))[0]
 
 
 def component_sizes(lab: np.ndarray, n: int) -> np.ndarray:
@@ -90,8 +96,12 @@ class BoneMinimum:
 
 
 def _anatomical_side(classes: Volume, leg: np.ndarray, reg: Registry, bones: BoneMinimum) -> Side | None:
-    arr = np.asarray(classes.array)
-    tib, fib = leg & (arr == reg.class_id("tibia")), leg & (arr == reg.class_id("fibula"))
+    box = _box(leg)
+    if box is None:
+        return None
+    tib, fib = np.zeros(leg.shape, bool), np.zeros(leg.shape, bool)
+    arr, in_leg = np.asarray(classes.array)[box], leg[box]
+    tib[box], fib[box] = in_leg & (arr == reg.class_id("tibia")), in_leg & (arr == reg.class_id("fibula"))
     if not bones.holds(int(np.count_nonzero(tib)), int(np.count_nonzero(fib)), classes.voxel_volume_mm3):
         return None
     return side_of_world_x(_centroid(classes, fib)[0], _centroid(classes, tib)[0])
@@ -137,21 +147,32 @@ def clean_components(classes: np.ndarray, leg_mask: np.ndarray, class_id: int, m
     if n <= 1:
         return m
     sizes = component_sizes(lab, n)
-    keep = [i + 1 for i, s in enumerate(sizes) if s >= min_voxels or s == sizes.max()]
-    return np.isin(lab, keep)
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = (sizes >= min_voxels) | (sizes == sizes.max())
+    return keep[lab]
 
 
 def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box (array slices) of the True voxels of ``mask`` (None when there is none)."""
-    boxes = ndimage.find_objects(mask.astype(np.uint8))
-    return boxes[0] if boxes else None
+    """Bounding box (array slices) of the True voxels of ``mask`` (None when there is none), from the mask's
+    projections on each axis.
+
+    >>> _box(np.pad(np.ones((2, 3), bool), 1))
+    (slice(1, 3, None), slice(1, 4, None))
+    """
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
 
 
 def sided_label_map(classes: Volume, reg: Registry, min_component_ml: float = 0.5) -> tuple[Volume, SideAssignment]:
     """Calf label map with ``<structure>_<side>`` ids (configs/labels.yaml) from a side-agnostic class map.
 
-    The components of each class are cleaned inside the bounding box of its leg: a class's voxels in a leg lie in
-    that box, so its connected components, and which are kept, are those of the whole volume."""
+    The components of each class are cleaned inside the bounding box of that class in its leg: a class's voxels in
+    a leg lie in that box, so its connected components, and which are kept, are those of the whole volume."""
     sides = assign_sides(classes, reg)
     arr = np.asarray(classes.array)
     out = np.zeros(arr.shape, np.int16)
@@ -161,8 +182,10 @@ def sided_label_map(classes: Volume, reg: Registry, min_component_ml: float = 0.
         if box is None:
             continue
         arr_box, leg_box, out_box = arr[box], leg.mask[box], out[box]
-        for cid, name in enumerate(reg.classes):
-            if cid == 0:
+        in_leg = np.where(leg_box, arr_box, 0).astype(np.int32)
+        for cid, cbox in enumerate(ndimage.find_objects(in_leg, max_label=len(reg.classes) - 1), start=1):
+            if cbox is None:
                 continue
-            out_box[clean_components(arr_box, leg_box, cid, min_vox)] = reg.sided_id(name, leg.side)
+            kept = clean_components(arr_box[cbox], leg_box[cbox], cid, min_vox)
+            out_box[cbox][kept] = reg.sided_id(reg.classes[cid], leg.side)
     return classes.with_array(out), sides
