@@ -174,6 +174,9 @@ def judge_calf(labels: Volume, reg: Registry, cfg: dict[str, Any],
         structures[side] = _judge_leg(side, stats, (arr, boxes), reg, cfg, voxel_ml, checks, reasons,
                                       (certainty or {}).get(side, {}))
     _judge_asymmetry(structures, stats, reg, cfg, voxel_ml, checks)
+    for structs in structures.values():
+        for verdict in structs.values():
+            verdict.converge(int(cfg["review_kinds_to_fail"]))
     return CalfQC(_study_status(structures, reasons, cfg), reasons, structures, checks)
 
 
@@ -221,7 +224,7 @@ def _judge_leg(side: str, stats: SliceStats, arr_boxes: tuple[np.ndarray, list],
         checks.append({"check": f"relation: {text}", "side": side, "value": round(frac, 3), "slices": n,
                        "status": status})
         for name in (a, b):
-            out[name].add(status, f"{text} on only {frac:.0%} of {n} slices")
+            out[name].add(status, f"{text} on only {frac:.0%} of {n} slices", "anatomical relation")
     for name, i in ids.items():
         if vol[name] < cfg["min_structure_ml"]:
             continue
@@ -232,7 +235,7 @@ def _judge_leg(side: str, stats: SliceStats, arr_boxes: tuple[np.ndarray, list],
         if status != PASS:
             checks.append({"check": "largest_component_fraction", "side": side, "structure": name,
                            "value": round(frac, 3), "status": status})
-        out[name].add(status, f"in pieces: the largest holds {frac:.0%}")
+        out[name].add(status, f"in pieces: the largest holds {frac:.0%}", "connected components")
         _judge_certainty(out[name], certainty.get(name, {}), cfg)
     _judge_ratios(out, vol, cfg, side, checks)
     if cfg["soleus_largest"]:
@@ -267,11 +270,11 @@ def _judge_certainty(s: StructureQC, c: dict[str, float], cfg: dict[str, Any]) -
     flip = c.get("flip_dice")
     if flip is not None and np.isfinite(flip):
         s.add(FAIL if flip < cfg["flip_dice_fail"] else REVIEW if flip < cfg["flip_dice_review"] else PASS,
-              f"flip agreement Dice {flip:.2f}")
+              f"flip agreement Dice {flip:.2f}", "flip agreement")
     ent = c.get("entropy")
     if ent is not None and np.isfinite(ent):
         s.add(FAIL if ent > cfg["entropy_fail"] else REVIEW if ent > cfg["entropy_review"] else PASS,
-              f"mean normalised entropy {ent:.2f}")
+              f"mean normalised entropy {ent:.2f}", "entropy")
 
 
 def _judge_ratios(out: dict[str, StructureQC], vol: dict[str, float], cfg: dict[str, Any], side: str,
@@ -283,7 +286,8 @@ def _judge_ratios(out: dict[str, StructureQC], vol: dict[str, float], cfg: dict[
         status = PASS if lo <= ratio <= hi else REVIEW
         checks.append({"check": "gm_to_gl_volume_ratio", "side": side, "value": round(ratio, 2), "status": status})
         for n in ("gastrocnemius_medial", "gastrocnemius_lateral"):
-            out[n].add(status, f"medial/lateral gastrocnemius volume ratio {ratio:.2f} outside {lo}-{hi}")
+            out[n].add(status, f"medial/lateral gastrocnemius volume ratio {ratio:.2f} outside {lo}-{hi}",
+                       "size relation")
 
 
 def _judge_soleus_level(out: dict[str, StructureQC], stats: SliceStats, ids: dict[str, int], side: str,
@@ -301,8 +305,8 @@ def _judge_soleus_level(out: dict[str, StructureQC], stats: SliceStats, ids: dic
         if stats.count[ids[head], k] > sol[k]:
             checks.append({"check": "soleus_widest_level", "side": side, "structure": head,
                            "value": round(float(stats.count[ids[head], k] / sol[k]), 2), "status": REVIEW})
-            out["soleus"].add(REVIEW, f"at its widest level soleus is smaller than {head}")
-            out[head].add(REVIEW, "larger than soleus at the soleus's widest level")
+            out["soleus"].add(REVIEW, f"at its widest level soleus is smaller than {head}", "size relation")
+            out[head].add(REVIEW, "larger than soleus at the soleus's widest level", "size relation")
 
 
 def _judge_asymmetry(structures: dict[str, dict[str, StructureQC]], stats: SliceStats, reg: Registry,
@@ -319,7 +323,7 @@ def _judge_asymmetry(structures: dict[str, dict[str, StructureQC]], stats: Slice
             checks.append({"check": "left_right_volume_difference_pct", "structure": name, "value": round(ai, 1),
                            "status": REVIEW})
             for side in structures:
-                structures[side][name].add(REVIEW, f"left/right volume difference {ai:.0f} %")
+                structures[side][name].add(REVIEW, f"left/right volume difference {ai:.0f} %", "left/right difference")
 
 
 def flip_agreement(classes: np.ndarray, flipped_back: np.ndarray, legs: list[tuple[str, np.ndarray]],

@@ -20,16 +20,31 @@ def worst(*statuses: str) -> str:
 
 @dataclass
 class Verdict:
-    """A status and the reasons that are not a pass; :meth:`add` keeps the worst status.
+    """A status and the reasons that are not a pass; :meth:`add` keeps the worst status and, for a concern that asks
+    for review, which kind of check raised it (``kind``).
 
-    >>> v = Verdict(); v.add(PASS, "fine"); v.add(REVIEW, "odd"); (v.status, v.reasons)
-    ('review', ['odd'])
+    >>> v = Verdict(); v.add(PASS, "fine"); v.add(REVIEW, "odd", "shape"); (v.status, v.reasons, v.review_kinds)
+    ('review', ['odd'], {'shape'})
     """
 
     status: str = PASS
     reasons: list[str] = field(default_factory=list)
+    review_kinds: set[str] = field(default_factory=set)
 
-    def add(self, status: str, reason: str) -> None:
+    def add(self, status: str, reason: str, kind: str = "") -> None:
         self.status = worst(self.status, status)
         if status != PASS:
             self.reasons.append(reason)
+        if status == REVIEW:
+            self.review_kinds.add(kind or reason)
+
+    def converge(self, n_kinds: int) -> None:
+        """Fail a verdict under review when at least ``n_kinds`` independent kinds of check each raised a concern:
+        one concern may be the subject's anatomy or a borderline value, several that agree say the result is wrong.
+
+        >>> v = Verdict(); v.add(REVIEW, "a", "entropy"); v.add(REVIEW, "b", "flip"); v.converge(2); v.status
+        'fail'
+        """
+        if self.status == REVIEW and len(self.review_kinds) >= n_kinds:
+            self.add(FAIL, f"{len(self.review_kinds)} independent checks ask for review "
+                           f"({', '.join(sorted(self.review_kinds))})")

@@ -84,3 +84,16 @@ def test_network_uncertainty_is_used():
     qc = judge_calf(labels, reg, _cfg(), certainty)
     assert qc.structure_status("left", "soleus") == FAIL
     assert qc.structure_status("right", "soleus") == REVIEW
+
+
+def test_concerns_of_two_kinds_fail_a_structure_one_kind_asks_for_review(truth):
+    """Converging evidence: a borderline entropy alone asks for review; with a borderline flip agreement as well (a
+    second kind of check) the structure fails, unless the configuration asks for three kinds."""
+    reg, cfg = registry("calf"), _cfg()
+    one = {"left": {"soleus": {"flip_dice": 0.97, "entropy": 0.15}}}
+    two = {"left": {"soleus": {"flip_dice": 0.8, "entropy": 0.15}}}
+    assert judge_calf(truth, reg, cfg, one).structure_status("left", "soleus") == REVIEW
+    qc = judge_calf(truth, reg, cfg, two)
+    assert qc.structure_status("left", "soleus") == FAIL
+    assert any("2 independent checks" in r for r in qc.structures["left"]["soleus"].reasons)
+    assert judge_calf(truth, reg, {**cfg, "review_kinds_to_fail": 3}, two).structure_status("left", "soleus") == REVIEW
