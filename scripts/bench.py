@@ -200,17 +200,25 @@ def make_lumbar(folder: Path, sag: tuple[int, int, int], ax: tuple[int, int, int
     return _write_study(folder, images)
 
 
+def _copy_in(src: Path, dst: Path) -> None:
+    """``src`` copied to ``dst`` unless an identical-size regular file is there (a link from an older run is
+    replaced)."""
+    if dst.is_symlink():
+        dst.unlink()
+    if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+        shutil.copyfile(src, dst)
+
+
 def make_real(root: Path, folder: Path) -> list[Path]:
-    """NIfTI study folders (links + study.yaml) for the real studies under ``root``."""
+    """NIfTI study folders (copies + study.yaml) for the real studies under ``root``: copies, because a study reads
+    only its own files (ingestion refuses links that lead outside the study folder)."""
     out = []
     calf = root / "calf_dixon3d_siemens"
     if all((calf / f).exists() for f in REAL_CALF_FILES.values()):
         d = folder / "real_calf"
         d.mkdir(parents=True, exist_ok=True)
         for role, f in REAL_CALF_FILES.items():
-            link = d / f"{role}.nii.gz"
-            if not link.exists():
-                link.symlink_to((calf / f).resolve())
+            _copy_in(calf / f, d / f"{role}.nii.gz")
         (d / "study.yaml").write_text("series:\n" + "".join(f"  - {{file: {r}.nii.gz, role: {r}}}\n"
                                                             for r in REAL_CALF_FILES))
         out.append(d)
@@ -218,9 +226,7 @@ def make_real(root: Path, folder: Path) -> list[Path]:
     if lumbar:
         d = folder / "real_lumbar"
         d.mkdir(parents=True, exist_ok=True)
-        link = d / "lumbar_sag_t2.nii.gz"
-        if not link.exists():
-            link.symlink_to(lumbar[0].resolve())
+        _copy_in(lumbar[0], d / "lumbar_sag_t2.nii.gz")
         (d / "study.yaml").write_text("series:\n  - {file: lumbar_sag_t2.nii.gz, role: lumbar_sag_t2}\n")
         out.append(d)
     return out
