@@ -21,7 +21,7 @@ from pipeline import __version__
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import BadInputError
 from pipeline.core.geometry import lps_to_ras_points
-from pipeline.core.labels import Registry
+from pipeline.core.labels import Registry, registry
 from pipeline.core.units import split_unit
 from pipeline.core.volume import Volume
 
@@ -315,8 +315,6 @@ def _finding_site(anatomy: str, tracking: str) -> tuple[hd.sr.FindingSite, Any]:
     """Finding site (the structure's SNOMED CT concept of ``configs/labels.yaml``, with laterality) and finding type
     of a measurement group. Calf muscles: the muscle's code and side; a leg: the lower leg; spine levels: the
     level's disc (the canal is measured at its centre) and side."""
-    from pipeline.core.labels import registry
-
     head, _, side = tracking.rpartition("_")
     if side not in ("left", "right", "asymmetry"):
         head = tracking
