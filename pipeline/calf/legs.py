@@ -41,13 +41,16 @@ class SideAssignment:
         return sorted(leg.side for leg in self.legs)
 
 
-def _centroid(volume: Volume, mask: np.ndarray) -> np.ndarray:
-    """World centroid of the True voxels of ``mask`` (their voxel indices, found inside the mask's bounding box, are
-    the same integers in the same order as over the whole array, so the mean is too)."""
-    box = _box(mask)
+def _centroid(volume: Volume, mask: np.ndarray, box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """World centroid of the True voxels of ``mask``, or of ``mask`` cut out of the volume at ``box`` (their voxel
+    indices, found inside a bounding box, are the same integers in the same order as over the whole array, so the
+    mean is too)."""
     if box is None:
-        return volume.voxel_to_world(np.full((1, 3), np.nan))[0]
-    idx = np.argwhere(mask[box]) + np.array([b.start for b in box])
+        box = _box(mask)
+        if box is None:
+            return volume.voxel_to_world(np.full((1, 3), np.nan))[0]
+        mask = mask[box]
+    idx = np.argwhere(mask) + np.array([b.start for b in box])
     return volume.voxel_to_world(idx.mean(axis=0, keepdims=True))[0]
 
 
@@ -99,12 +102,11 @@ def _anatomical_side(classes: Volume, leg: np.ndarray, reg: Registry, bones: Bon
     box = _box(leg)
     if box is None:
         return None
-    tib, fib = np.zeros(leg.shape, bool), np.zeros(leg.shape, bool)
     arr, in_leg = np.asarray(classes.array)[box], leg[box]
-    tib[box], fib[box] = in_leg & (arr == reg.class_id("tibia")), in_leg & (arr == reg.class_id("fibula"))
+    tib, fib = in_leg & (arr == reg.class_id("tibia")), in_leg & (arr == reg.class_id("fibula"))
     if not bones.holds(int(np.count_nonzero(tib)), int(np.count_nonzero(fib)), classes.voxel_volume_mm3):
         return None
-    return side_of_world_x(_centroid(classes, fib)[0], _centroid(classes, tib)[0])
+    return side_of_world_x(_centroid(classes, fib, box)[0], _centroid(classes, tib, box)[0])
 
 
 def assign_sides(classes: Volume, reg: Registry, bones: BoneMinimum | None = None) -> SideAssignment:
