@@ -42,14 +42,45 @@ def ff_magnitude_discrimination(water: np.ndarray, fat: np.ndarray, inphase: np.
     return np.where(w >= f, 1.0 - w / ip, f / ip)
 
 
+def erode_along(mask: np.ndarray, axis: int, radius: int) -> np.ndarray:
+    """Binary erosion of ``mask`` along one array axis by a line of ``2 * radius + 1`` voxels centred on each voxel,
+    voxels beyond the array edge counting as background: a voxel stays set when all voxels of its line are set.
+
+    >>> erode_along(np.array([1, 1, 1, 1, 0, 1], bool), 0, 1).astype(int).tolist()
+    [0, 1, 1, 0, 0, 0]
+    """
+    mask = np.asarray(mask, bool)
+    n = mask.shape[axis]
+    out = np.zeros_like(mask)
+    width = 2 * radius + 1
+    if n < width:
+        return out
+
+    def part(start: int, stop: int) -> tuple[slice, ...]:
+        index = [slice(None)] * mask.ndim
+        index[axis] = slice(start, stop)
+        return tuple(index)
+
+    acc = mask[part(0, n - width + 1)].copy(order="K")
+    for d in range(1, width):
+        np.logical_and(acc, mask[part(d, n - width + 1 + d)], out=acc)
+    out[part(radius, n - radius)] = acc
+    return out
+
+
 def erode_in_plane(mask: np.ndarray, axis: int, erode_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """Erode ``mask`` within each slice by ``erode_mm`` (rounded to whole pixels, at least one when > 0)."""
+    """Erode ``mask`` within each slice by ``erode_mm`` (rounded to whole pixels, at least one when > 0).
+
+    The structuring element is a rectangle of (2 r_0 + 1) x (2 r_1 + 1) pixels in the plane of the slice, voxels
+    beyond the array edge count as background (``scipy.ndimage.binary_erosion`` with that element and
+    ``border_value=0``); a rectangle is the product of two lines, so the erosion runs as two line erosions
+    (:func:`erode_along`).
+    """
     if erode_mm <= 0:
         return mask
     r = [max(1, int(round(erode_mm / p))) for p in pixel_mm]
-    struct_2d = np.ones((2 * r[0] + 1, 2 * r[1] + 1), bool)
-    struct = np.expand_dims(struct_2d, axis)
-    return ndimage.binary_erosion(mask, structure=struct)
+    in_plane = [a for a in range(3) if a != axis]
+    return erode_along(erode_along(mask, in_plane[0], r[0]), in_plane[1], r[1])
 
 
 def roi_ff(water: np.ndarray, fat: np.ndarray, inphase: np.ndarray | None) -> float:
@@ -96,14 +127,15 @@ def structure_ff_rows(labels: np.ndarray, ff_pct: np.ndarray, names: dict[int, t
     [('ff_map_mean_pct', 6.24), ('ff_map_median_pct', 4.0), ('ff_map_core_median_pct', 4.0)]
     """
     rows: list[dict[str, object]] = []
-    boxes = ndimage.find_objects(np.asarray(labels, np.int64))
+    labels = np.asarray(labels)
+    boxes = ndimage.find_objects(labels if labels.dtype.kind in "iu" else labels.astype(np.int64))
     for lid, (side, name) in names.items():
         if lid > len(boxes) or boxes[lid - 1] is None:
             continue
         box = boxes[lid - 1]
-        mask = np.asarray(labels)[box] == lid
-        vals = np.asarray(ff_pct, np.float64)[box]
-        core = erode_in_plane(np.pad(mask, 1), slice_axis, erode_mm, pixel_mm)[1:-1, 1:-1, 1:-1]
+        mask = labels[box] == lid
+        vals = np.asarray(np.asarray(ff_pct)[box], np.float64)
+        core = erode_in_plane(mask, slice_axis, erode_mm, pixel_mm)
         core = core if core.any() else mask
         for metric, value in (("ff_map_mean_pct", float(np.mean(vals[mask]))),
                               ("ff_map_median_pct", float(np.median(vals[mask]))),

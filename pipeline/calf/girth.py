@@ -25,16 +25,45 @@ def polygon_perimeter_mm(points_ij: np.ndarray, affine: np.ndarray, axes: tuple[
     return float(np.linalg.norm(d @ m.T, axis=1).sum())
 
 
+def fill_holes_in_plane(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` of every slice of ``mask`` across ``axis``: background pixels that no
+    4-connected path of background pixels joins to the edge of their slice are set. One labelling of the background
+    of all slices (connected within each slice only) instead of one fill per slice.
+
+    >>> ring = np.ones((3, 3, 1), bool); ring[1, 1, 0] = False
+    >>> ring = np.pad(ring, ((1, 1), (1, 1), (0, 0)))
+    >>> int(fill_holes_in_plane(ring, 2).sum()), int(ring.sum())
+    (9, 8)
+    """
+    mask = np.asarray(mask, bool)
+    cross = np.expand_dims(ndimage.generate_binary_structure(2, 1), axis)
+    cross = np.pad(cross, [(1, 1) if a == axis else (0, 0) for a in range(3)])
+    background, n = ndimage.label(~mask, structure=cross)
+    outside = np.zeros(n + 1, bool)
+    for a in range(3):
+        if a != axis:
+            outside[np.take(background, 0, axis=a)] = True
+            outside[np.take(background, -1, axis=a)] = True
+    outside[0] = False
+    return ~outside[background]
+
+
 def girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoothing_px: float = 1.0) -> np.ndarray:
-    """Outline circumference (mm) of the largest outline on each slice; NaN where the leg is absent."""
+    """Outline circumference (mm) of the largest outline on each slice; NaN where the leg is absent.
+
+    Holes are filled (:func:`fill_holes_in_plane`) and the Gaussian applied in-plane (sigma 0 across ``axis``) to all
+    slices at once; both act within each slice only."""
     axes = tuple(a for a in range(3) if a != axis)
     out = np.full(leg_mask.shape[axis], np.nan)
+    filled = fill_holes_in_plane(leg_mask, axis)
+    counts = np.count_nonzero(filled, axis=axes)
+    smooth = filled.astype(float)
+    if smoothing_px > 0:
+        smooth = ndimage.gaussian_filter(smooth, [0.0 if a == axis else smoothing_px for a in range(3)])
     for k in range(leg_mask.shape[axis]):
-        sl = ndimage.binary_fill_holes(np.take(leg_mask, k, axis=axis))
-        if sl.sum() < 10:
+        if counts[k] < 10:
             continue
-        img = ndimage.gaussian_filter(sl.astype(float), smoothing_px) if smoothing_px > 0 else sl.astype(float)
-        contours = measure.find_contours(np.pad(img, 2), 0.5)
+        contours = measure.find_contours(np.pad(np.take(smooth, k, axis=axis), 2), 0.5)
         if not contours:
             continue
         best = max(contours, key=len) - 2

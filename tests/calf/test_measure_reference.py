@@ -8,10 +8,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from skimage import measure as skmeasure
 
 from pipeline.calf import measure as M
-from pipeline.calf.fatfraction import erode_in_plane, ff_statistics_pct, roi_ff
-from pipeline.calf.girth import girth_per_slice_mm, max_girth_slice, shaft_level_muscle_csa
+from pipeline.calf.fatfraction import erode_in_plane, ff_statistics_pct, roi_ff, structure_ff_rows
+from pipeline.calf.girth import (
+    fill_holes_in_plane,
+    girth_per_slice_mm,
+    max_girth_slice,
+    polygon_perimeter_mm,
+    shaft_level_muscle_csa,
+)
 from pipeline.calf.metrics import (
     coverage,
     csa_per_slice_mm2,
@@ -30,6 +38,30 @@ CFG = load_config("default")["calf"]
 
 
 # -- reference: whole-volume masks, one structure and one slice at a time ------------------------------------------
+def ref_erode_in_plane(mask: np.ndarray, axis: int, erode_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """Erosion by the in-plane rectangle as one 3-D structuring element (scipy, voxels beyond the edge background)."""
+    if erode_mm <= 0:
+        return mask
+    r = [max(1, int(round(erode_mm / p))) for p in pixel_mm]
+    struct = np.expand_dims(np.ones((2 * r[0] + 1, 2 * r[1] + 1), bool), axis)
+    return ndimage.binary_erosion(mask, structure=struct)
+
+
+def ref_girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoothing_px: float) -> np.ndarray:
+    """Girth slice by slice: holes filled, Gaussian and outline of each slice on its own."""
+    axes = tuple(a for a in range(3) if a != axis)
+    out = np.full(leg_mask.shape[axis], np.nan)
+    for k in range(leg_mask.shape[axis]):
+        sl = ndimage.binary_fill_holes(np.take(leg_mask, k, axis=axis))
+        if sl.sum() < 10:
+            continue
+        img = ndimage.gaussian_filter(sl.astype(float), smoothing_px) if smoothing_px > 0 else sl.astype(float)
+        contours = skmeasure.find_contours(np.pad(img, 2), 0.5)
+        if contours:
+            out[k] = polygon_perimeter_mm(max(contours, key=len) - 2, affine, axes)  # type: ignore[arg-type]
+    return out
+
+
 def ref_leg_axis(volume: Volume, mask: np.ndarray, axis: int) -> np.ndarray:
     cents = []
     for k in range(mask.shape[axis]):
@@ -58,7 +90,7 @@ def ref_structure(mask: np.ndarray, ff: np.ndarray | None, labels: Volume, axis:
              z_first_mm=float(min(z[cov.first], z[cov.last])), z_last_mm=float(max(z[cov.first], z[cov.last])))
     if ff is not None:
         px = [float(np.linalg.norm(labels.affine[:3, a])) for a in range(3) if a != axis]
-        core = erode_in_plane(mask, axis, float(cfg.get("ff_erode_mm", 0.0)), (px[0], px[1]))
+        core = ref_erode_in_plane(mask, axis, float(cfg.get("ff_erode_mm", 0.0)), (px[0], px[1]))
         roi = core if core.any() else mask
         frac = roi_ff(images.water.array[roi], images.fat.array[roi], images.inphase.array[roi]) if roi_signals \
             else None
@@ -106,7 +138,7 @@ def reference_measure(labels: Volume, images: M.CalfImages, reg: Registry, cfg: 
                     res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
                                        "csa_mm2": round(float(csas[side][name][k]), 3),
                                        "ff_pct": round(100 * float(np.take(ff, k, axis=axis)[sl_mask].mean()), 3)})
-        girth[side] = girth_per_slice_mm(leg, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
+        girth[side] = ref_girth_per_slice_mm(leg, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
     for name in names:
         total = sum(csas[sd][name] for sd in present)
         if np.any(total > 0):
@@ -249,3 +281,61 @@ def test_scanner_ff_map_matches_the_reference():
     labels, images = random_study(16)
     ffmap = labels.with_array(np.random.default_rng(16).uniform(0, 100, labels.shape))  # percent, as ingestion stores it
     compare(labels, M.CalfImages(images.water, images.fat, images.inphase, ffmap), {**CFG, "ff_source": "scanner"})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_in_plane_erosion_and_hole_filling_match_scipy(seed):
+    """Line-by-line erosion and one labelling of all slices' background give scipy's rectangle erosion and per-slice
+    ``binary_fill_holes``, on every slice axis, radius and array edge."""
+    rng = np.random.default_rng(seed)
+    for _ in range(30):
+        shape = tuple(int(n) for n in rng.integers(1, 14, 3))
+        mask = rng.random(shape) < rng.uniform(0.3, 0.95)
+        mask = np.asfortranarray(mask) if rng.random() < 0.5 else mask
+        axis = int(rng.integers(0, 3))
+        pixel = (float(rng.uniform(0.4, 1.2)), float(rng.uniform(0.4, 1.2)))
+        erode_mm = float(rng.choice([0.0, 0.5, 1.0, 1.5, 2.5]))
+        assert np.array_equal(erode_in_plane(mask, axis, erode_mm, pixel),
+                              ref_erode_in_plane(mask, axis, erode_mm, pixel))
+        filled = np.stack([ndimage.binary_fill_holes(np.take(mask, k, axis=axis)) for k in range(shape[axis])],
+                          axis=axis)
+        assert np.array_equal(fill_holes_in_plane(mask, axis), filled)
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_girth_of_all_slices_at_once_matches_slice_by_slice(axis):
+    """Leg outlines with holes, several pieces and empty slices: the same girth, to the last bit."""
+    rng = np.random.default_rng(axis)
+    mask = np.zeros((40, 36, 9), bool)
+    yy, xx = np.mgrid[:40, :36]
+    for k in range(1, 9):
+        mask[:, :, k] = (yy - 20) ** 2 / (8 + k) ** 2 + (xx - 18) ** 2 / (10 + k % 3) ** 2 < 1
+        mask[:, :, k] &= rng.random((40, 36)) < 0.93  # holes and ragged edges
+        mask[2:4, 30:34, k] = k % 2 == 0  # a second piece
+    mask = np.moveaxis(mask, 2, axis)
+    affine = oblique_affine() if axis == 2 else slices_along_axis0()
+    for smoothing in (0.0, 1.0, 1.5):
+        assert np.array_equal(girth_per_slice_mm(mask, affine, axis, smoothing),
+                              ref_girth_per_slice_mm(mask, affine, axis, smoothing), equal_nan=True)
+
+
+def test_ff_map_rows_match_whole_volume_masks():
+    """Mean, median and core median of the FF map per structure: boxes against whole-volume masks."""
+    labels, _ = random_study(17)
+    arr = np.asarray(labels.array)
+    ff = np.asfortranarray(np.random.default_rng(17).uniform(0, 100, arr.shape).astype(np.float32))
+    names = {REG.sided_id(m, side): (side, m) for m in REG.muscles for side in ("left", "right")}
+    got = structure_ff_rows(np.asfortranarray(arr), ff, names, 2, (0.8, 0.7), 1.5)
+    want = []
+    for lid, (side, name) in names.items():
+        mask = arr == lid
+        if not mask.any():
+            continue
+        core = ref_erode_in_plane(mask, 2, 1.5, (0.8, 0.7))
+        core = core if core.any() else mask
+        vals = np.asarray(ff, np.float64)
+        for metric, value in (("ff_map_mean_pct", np.mean(vals[mask])), ("ff_map_median_pct", np.median(vals[mask])),
+                              ("ff_map_core_median_pct", np.median(vals[core]))):
+            want.append({"side": side, "structure": name, "metric": metric, "value": round(float(value), 3),
+                         "unit": "%"})
+    assert got == want and len(want) > 20
