@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +17,67 @@ from pipeline.core.volume import Volume
 #: qform and sform must agree within this (mm, on every affine entry) when both are set.
 QFORM_SFORM_ATOL_MM = 1e-3
 #: The largest image (bytes of its voxel data, as the header declares them) read; checked before decompression.
+
+#: Bytes of voxel data that :func:`load_volume` keeps in memory, so that a file read again (by a later stage of the
+#: same process, or after :func:`save_volume` wrote it) is not decompressed again.
+CACHE_MAX_BYTES = 768 * 2**20
+
+_CACHE: OrderedDict[str, tuple[np.ndarray, np.ndarray, tuple[int, ...], int]] = OrderedDict()
+
+
+def _file_key(path: Path) -> str | None:
+    """SHA-256 of the bytes of the file at ``path`` (a tenth of the cost of decompressing it); None when it cannot be
+    read or is larger than :data:`CACHE_MAX_BYTES`."""
+    try:
+        if path.stat().st_size > CACHE_MAX_BYTES:
+            return None
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _remember(key: str | None, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header,
+              copy: bool = True) -> None:
+    """Keep the voxel data (a private copy with ``copy``, else ``data`` itself, which no one else may hold), affine
+    and declared size (:func:`_declared_size` of ``header``) of the file whose bytes hash to ``key``, evicting the
+    least recently used beyond :data:`CACHE_MAX_BYTES`."""
+    if key is None or data.nbytes > CACHE_MAX_BYTES:
+        return
+    _CACHE[key] = (data.copy(order="K") if copy else data, affine.copy(), *_declared_size(header))
+    _CACHE.move_to_end(key)
+    while sum(entry[0].nbytes for entry in _CACHE.values()) > CACHE_MAX_BYTES:
+        _CACHE.popitem(last=False)
+
+
+def _recalled(key: str | None, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A copy of the voxel data and affine kept for ``key`` (None when not kept), its declared size checked against
+    the limit in force (:func:`_check_declared_size`)."""
+    if key is None or key not in _CACHE:
+        return None
+    _CACHE.move_to_end(key)
+    data, affine, shape, declared = _CACHE[key]
+    _check_declared_size(shape, declared, path)
+    return data.copy(order="K"), affine.copy()
+
+
+def _declared_size(header: nib.Nifti1Header) -> tuple[tuple[int, ...], int]:
+    """Shape and bytes of voxel data a NIfTI header declares."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    return shape, int(np.prod(shape, dtype=np.int64)) * header.get_data_dtype().itemsize
+
+
+def _check_declared_size(shape: tuple[int, ...], declared: int, path: Path) -> None:
+    """Refuse an image whose declared voxel data exceed ``ingest.max_image_gib``."""
+    limit_gib = float(load_config("default")["ingest"].get("max_image_gib", 4))
+    if declared > limit_gib * 2**30:
+        raise BadInputError(f"the header declares {shape} voxels, {declared / 2**30:.1f} GiB, above the "
+                            f"{limit_gib:g} GiB limit (ingest.max_image_gib).", path=path,
+                            fix="check the file: a calf or lumbar MRI series is well under 1 GiB.")
+
+
+def clear_cache() -> None:
+    """Forget every volume kept by :func:`load_volume` and :func:`save_volume`."""
+    _CACHE.clear()
 
 
 def _checked_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
@@ -46,9 +109,21 @@ def _checked_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
 def load_volume(path: str | Path) -> Volume:
     """Read a 3-D NIfTI file into a Volume; refuses qform/sform disagreement and images without geometry.
 
-    A 4-D file with a single volume is squeezed to 3-D; more volumes are refused.
+    A 4-D file with a single volume is squeezed to 3-D; more volumes are refused. A file whose bytes this process
+    read or wrote before gives the data kept then (a copy: the caller may modify it), without decompression.
     """
     path = Path(path)
+    key = _file_key(path)
+    kept = _recalled(key, path)
+    if kept is not None:
+        return Volume(kept[0], kept[1], {"source": str(path)})
+    volume, header = _read_volume(path)
+    _remember(key, volume.array, volume.affine, header)
+    return volume
+
+
+def _read_volume(path: Path) -> tuple[Volume, nib.Nifti1Header]:
+    """:func:`load_volume` from the file, and the file's header."""
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several exception types for broken files
@@ -63,13 +138,7 @@ def load_volume(path: str | Path) -> Volume:
         raise BadInputError(f"voxels of type {dtype} are not real grey-scale values.", path=path,
                             fix="give a magnitude (or fat-fraction) image: integer or floating point, one value per "
                                 "voxel (split complex data into magnitude and phase).")
-    shape = tuple(int(n) for n in img.header.get_data_shape())
-    declared = int(np.prod(shape, dtype=np.int64)) * img.header.get_data_dtype().itemsize
-    limit_gib = float(load_config("default")["ingest"].get("max_image_gib", 4))
-    if declared > limit_gib * 2**30:
-        raise BadInputError(f"the header declares {shape} voxels, {declared / 2**30:.1f} GiB, above the "
-                            f"{limit_gib:g} GiB limit (ingest.max_image_gib).", path=path,
-                            fix="check the file: a calf or lumbar MRI series is well under 1 GiB.")
+    _check_declared_size(*_declared_size(img.header), path)
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # truncated or corrupt compressed data (EOFError, zlib.error, OSError, ValueError)
@@ -83,7 +152,7 @@ def load_volume(path: str | Path) -> Volume:
     slope, inter = img.header.get_slope_inter()
     if slope not in (None, 1.0) or inter not in (None, 0.0):
         data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(data.shape)
-    return Volume(np.asarray(data), affine, {"source": str(path)})
+    return Volume(np.asarray(data), affine, {"source": str(path)}), img.header
 
 
 def save_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> Path:
@@ -93,7 +162,23 @@ def save_volume(volume: Volume, path: str | Path, dtype: np.dtype | type | None 
         data = data.astype(np.uint8)
     if data.dtype == np.float64:
         data = data.astype(np.float32)
-    return _write_nifti(nib.Nifti1Image(data, volume.affine), volume.affine, Path(path))
+    path = _write_nifti(nib.Nifti1Image(data, volume.affine), volume.affine, Path(path))
+    _remember_written(path, data)
+    return path
+
+
+def _remember_written(path: Path, data: np.ndarray) -> None:
+    """Keep what :func:`load_volume` would read back from the file just written from ``data``: the same values in
+    file (Fortran) order and the affine of its header, when the file stores ``data`` unscaled in its own type."""
+    img = nib.load(str(path))
+    slope, inter = img.header.get_slope_inter()
+    if img.header.get_data_dtype() != data.dtype or slope not in (None, 1.0) or inter not in (None, 0.0):
+        return
+    try:
+        affine = _checked_affine(img, path)
+    except BadInputError:  # a geometry load_volume refuses: nothing to keep
+        return
+    _remember(_file_key(path), np.array(data, order="F"), affine, img.header, copy=False)
 
 
 PROBABILITY_STEPS = 250  # probability maps are stored as uint8 0-250 with scl_slope 1/250 (steps of 0.004)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs
         inputs.roles = ("calf_water", "calf_fat")
         return inputs
     if "calf_inphase" in vols and "calf_outphase" in vols:
-        w, f = two_point_dixon(load_volume(vols["calf_inphase"]), load_volume(vols["calf_outphase"]))
+        w, f = _dixon_of(vols["calf_inphase"], vols["calf_outphase"])
         lone = [r for r in ("calf_water", "calf_fat") if r in vols]
         warnings = [f"the study has a scanner {lone[0].removeprefix('calf_')} image without its partner; water and "
                     "fat were computed from in-phase/opposed-phase instead (2-point Dixon), whose fat fraction is "
@@ -106,6 +107,18 @@ def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs
 
 
 _IDENTITIES: dict[tuple[str, str, int, int], tuple[str, float | None]] = {}
+_DIXON: dict[tuple[Any, ...], tuple[Volume, Volume]] = {}
+
+
+def _dixon_of(inphase: Path, outphase: Path) -> tuple[Volume, Volume]:
+    """:func:`two_point_dixon` of two ingested files, computed once per process for the same files (paths, inodes,
+    sizes and modification times; the segment and measure stages of ``legmri run`` ask for it three times); each
+    call gets its own copy of the arrays."""
+    key = tuple((str(p), p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (inphase, outphase))
+    if key not in _DIXON:
+        _DIXON.clear()
+        _DIXON[key] = two_point_dixon(load_volume(inphase), load_volume(outphase))
+    return tuple(v.with_array(v.array.copy(order="K")) for v in _DIXON[key])  # type: ignore[return-value]
 
 
 def _identity_of(water: Volume, fat: Volume, files: tuple[str, str, int, int]) -> tuple[str, float | None]:

@@ -43,3 +43,28 @@ def test_one_input_bundles_get_the_anatomical_image_when_there_is_no_dixon():
     assert float(chan.array[0, 0, 0]) == 9.0 and "calf_t2" in how
     with pytest.raises(InternalError):  # a Dixon bundle cannot take one weighted image
         network_inputs(["water", "fat"], inputs, SeriesIndex(None))
+
+
+def test_two_point_dixon_is_computed_once_and_each_caller_gets_its_own_copy(tmp_path):
+    from pipeline.calf.dixon import two_point_dixon
+    from pipeline.workflow.calf import calf_inputs
+
+    rng = np.random.default_rng(0)
+    ip, op = (Volume(rng.uniform(0, 100, (4, 3, 2)).astype(np.float32), np.eye(4)) for _ in range(2))
+    for role, vol in (("calf_inphase", ip), ("calf_outphase", op)):
+        save_volume(vol, tmp_path / "volumes" / f"{role}.nii.gz")
+    series = SeriesIndex(None, tuple(SeriesEntry(r, tmp_path / "volumes" / f"{r}.nii.gz")
+                                     for r in ("calf_inphase", "calf_outphase")))
+    first = calf_inputs(series)
+    assert first is not None and first.water is not None and first.fat is not None
+    want = two_point_dixon(ip, op)
+    assert np.array_equal(first.water.array, want[0].array) and np.array_equal(first.fat.array, want[1].array)
+    first.water.array[:] = -1.0
+    again = calf_inputs(series)
+    assert again is not None and again.water is not None
+    assert np.array_equal(again.water.array, want[0].array) and again.water.meta == want[0].meta | {
+        "source": str(tmp_path / "volumes" / "calf_inphase.nii.gz")}
+    save_volume(op.with_array(op.array / 2), tmp_path / "volumes" / "calf_outphase.nii.gz")  # a new file
+    third = calf_inputs(series)
+    assert third is not None and third.fat is not None
+    assert np.array_equal(third.fat.array, two_point_dixon(ip, op.with_array(op.array / 2))[1].array)
