@@ -70,7 +70,8 @@ def _extent(display: Volume) -> list[float]:
 
 
 def _window(img: np.ndarray) -> tuple[float, float]:
-    vals = img[np.isfinite(img)]
+    """Grey-level window: the 1st and 99.5th percentiles of the finite voxel values (any order of the voxels)."""
+    vals = img if img.dtype.kind in "iu" else img[np.isfinite(img)]
     if vals.size == 0:
         return 0.0, 1.0
     lo, hi = np.percentile(vals, [1, 99.5])
@@ -97,9 +98,18 @@ def _slice_at_z(display: Volume, z_mm: float) -> int:
     return int(np.argmin(np.abs(np.asarray(zs) - z_mm)))
 
 
+def display_window(image: Volume) -> tuple[float, float]:
+    """The grey-level window (:func:`_window`) the calf pictures show ``image`` with."""
+    return _window(np.asarray(image.array))
+
+
 def montage_levels_z(labels: Volume, fractions: Sequence[float]) -> list[float]:
     """World z (mm) at the given fractions of the labelled extent (0 = most inferior labelled slice)."""
-    disp = to_display(labels, AXIAL_CODES)
+    return _levels_z(to_display(labels, AXIAL_CODES), fractions)
+
+
+def _levels_z(disp: Volume, fractions: Sequence[float]) -> list[float]:
+    """:func:`montage_levels_z` of labels already on the axial display grid."""
     ks = np.nonzero(disp.array.reshape(-1, disp.shape[2]).any(axis=0))[0]
     if ks.size == 0:
         ks = np.arange(disp.shape[2])
@@ -107,11 +117,29 @@ def montage_levels_z(labels: Volume, fractions: Sequence[float]) -> list[float]:
     return [zs[0] + f * (zs[1] - zs[0]) for f in fractions]
 
 
+def outline_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """Rows and columns of a 2-D ``mask``'s bounding box widened by one pixel (clipped to the array): the 0.5 level of
+    the mask lies between a set pixel and its neighbours, so the grid outside this box holds none of its outline. The
+    whole array when nothing is set.
+
+    >>> m = np.zeros((6, 5), bool); m[2:4, 0] = True
+    >>> outline_box(m)
+    (slice(1, 5, None), slice(0, 2, None))
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return slice(0, mask.shape[0]), slice(0, mask.shape[1])
+    return (slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, mask.shape[0])),
+            slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, mask.shape[1])))
+
+
 def _contour(ax: Any, mask: np.ndarray, spacing: tuple[float, float], color: str, width: float = 0.8) -> None:
-    """Outline ``mask`` on an image drawn with :func:`_extent` (pixel centres at (index + 0.5) * spacing)."""
-    ys = (np.arange(mask.shape[0]) + 0.5) * spacing[0]
-    xs = (np.arange(mask.shape[1]) + 0.5) * spacing[1]
-    ax.contour(xs, ys, mask.astype(float), levels=[0.5], colors=[color], linewidths=width)
+    """Outline ``mask`` on an image drawn with :func:`_extent` (pixel centres at (index + 0.5) * spacing), traced in
+    its :func:`outline_box` (the same line as on the whole grid)."""
+    rows, cols = outline_box(mask)
+    ys = (np.arange(rows.start, rows.stop) + 0.5) * spacing[0]
+    xs = (np.arange(cols.start, cols.stop) + 0.5) * spacing[1]
+    ax.contour(xs, ys, mask[rows, cols].astype(float), levels=[0.5], colors=[color], linewidths=width)
 
 
 def _title(ax: Any, text: str) -> None:
@@ -123,15 +151,16 @@ def _header(fig: Any, phi: str | None, title: str) -> None:
 
 
 def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: Sequence[float], path: str | Path,
-                 phi: str | None = None, dpi: int = 110) -> Path:
-    """Axial calf slices at fixed fractions of the labelled length with coloured muscle contours and a legend."""
+                 phi: str | None = None, dpi: int = 110, window: tuple[float, float] | None = None) -> Path:
+    """Axial calf slices at fixed fractions of the labelled length with coloured muscle contours and a legend;
+    ``window``: the grey levels (:func:`display_window` of ``image`` when None)."""
     img, lab = to_display(image, AXIAL_CODES), to_display(labels, AXIAL_CODES)
     by_id = registry.by_id()
     fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 4.2), facecolor="black")
     axes = np.atleast_1d(axes)
-    lo, hi = _window(img.array)
+    lo, hi = window or _window(img.array)
     seen: dict[str, str] = {}
-    for ax, frac, z in zip(axes, fractions, montage_levels_z(labels, fractions)):
+    for ax, frac, z in zip(axes, fractions, _levels_z(lab, fractions)):
         k = _slice_at_z(img, z)
         ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img), interpolation="nearest")
         sl = lab.array[:, :, k]
@@ -153,16 +182,16 @@ def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: S
 
 
 def ff_overlay(image: Volume, ff_pct: Volume, fractions: Sequence[float], labels: Volume, path: str | Path,
-               phi: str | None = None, dpi: int = 110) -> Path:
+               phi: str | None = None, dpi: int = 110, window: tuple[float, float] | None = None) -> Path:
     """Fat-fraction map (0-100 %) inside the labelled tissue (noise outside the body is not shown) over the
-    anatomical image at the montage levels, with a colour bar."""
+    anatomical image at the montage levels, with a colour bar; ``window`` as for :func:`calf_montage`."""
     img, ff = to_display(image, AXIAL_CODES), to_display(ff_pct, AXIAL_CODES)
     lab = to_display(labels, AXIAL_CODES)
     fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 4.4), facecolor="black")
     axes = np.atleast_1d(axes)
-    lo, hi = _window(img.array)
+    lo, hi = window or _window(img.array)
     im = None
-    for ax, z in zip(axes, montage_levels_z(labels, fractions)):
+    for ax, z in zip(axes, _levels_z(lab, fractions)):
         k = _slice_at_z(img, z)
         ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img))
         f = np.ma.masked_where(lab.array[:, :, k] == 0, ff.array[:, :, k])

@@ -63,12 +63,13 @@ def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], ph
     if study.calf_labels.exists() and ref is not None:
         labels, image = load_volume(study.calf_labels), load_volume(ref)
         if labels.same_grid(image):
+            window = overlays.display_window(image)
             made.append(overlays.calf_montage(image, labels, creg, cfg["montage_fractions"],
-                                              study.qa("calf_montage"), phi=phi, dpi=cfg["dpi"]))
+                                              study.qa("calf_montage"), phi=phi, dpi=cfg["dpi"], window=window))
             ff = ff_display(series, image, study.calf_ff_map)
             if ff is not None:
                 made.append(overlays.ff_overlay(image, ff, cfg["montage_fractions"], labels, study.qa("calf_ff"),
-                                                phi=phi, dpi=cfg["dpi"]))
+                                                phi=phi, dpi=cfg["dpi"], window=window))
         else:
             log.warning("calf labels are not on the grid of %s; no calf montage", ref.name)
     if study.calf_slices.exists():

@@ -83,3 +83,36 @@ def test_csa_plot_from_slices_rows(tmp_path):
             for s in ("left", "right")]
     p = csa_plot(rows, registry("calf"), tmp_path / "csa.png", dpi=50)
     assert Image.open(p).format == "PNG"
+
+
+def test_outlines_traced_in_their_box_draw_the_pixels_of_whole_grid_outlines(tmp_path):
+    """Label outlines (pieces, holes, touching the edges) traced in their box give the picture drawn from the whole
+    slice, pixel for pixel."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.report.overlays import _contour
+
+    rng = np.random.default_rng(5)
+    labels = np.zeros((60, 48), np.int16)
+    for lid in range(1, 9):
+        r, c = rng.integers(0, 50), rng.integers(0, 40)
+        labels[r:r + rng.integers(2, 15), c:c + rng.integers(2, 15)] = lid
+    labels[rng.random(labels.shape) < 0.05] = 0
+    labels[0:5, 40:48] = 9
+
+    def draw(path, whole: bool):
+        fig, ax = plt.subplots(figsize=(3, 3))
+        ax.imshow(labels, extent=[0, 48 * 0.7, 60 * 0.9, 0])
+        for lid in range(1, 10):
+            mask = labels == lid
+            if whole:
+                ys, xs = (np.arange(60) + 0.5) * 0.9, (np.arange(48) + 0.5) * 0.7
+                ax.contour(xs, ys, mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
+            else:
+                _contour(ax, mask, (0.9, 0.7), "red")
+        ax.axis("off")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return np.asarray(Image.open(path))
+
+    assert np.array_equal(draw(tmp_path / "box.png", False), draw(tmp_path / "whole.png", True))
