@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from skimage import measure
 
 from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry
@@ -152,6 +153,32 @@ def largest_component_fraction(mask: np.ndarray) -> float:
     return float(sizes.max() / sizes.sum())
 
 
+def largest_component_fractions(arr: np.ndarray, boxes: list, ids: list[int]) -> dict[int, float]:
+    """:func:`largest_component_fraction` of ``arr == i`` for every id ``i`` of ``ids`` present (``boxes``:
+    ``scipy.ndimage.find_objects`` of ``arr``), from one labelling of the 6-connected regions of equal value inside
+    the ids' joint bounding box: a component of ``arr == i`` is a region of value ``i`` in any box that holds it.
+
+    >>> a = np.zeros((5, 5, 1), np.int16); a[0, :3, 0] = 2; a[4, 4, 0] = 2; a[2, :, 0] = 3
+    >>> largest_component_fractions(a, ndimage.find_objects(a), [2, 3])
+    {2: 0.75, 3: 1.0}
+    """
+    present = [i for i in ids if 0 < i <= len(boxes) and boxes[i - 1] is not None]
+    if not present:
+        return {}
+    box = tuple(slice(min(boxes[i - 1][a].start for i in present), max(boxes[i - 1][a].stop for i in present))
+                for a in range(arr.ndim))
+    crop = arr[box]
+    regions = measure.label(crop, connectivity=1, background=0)
+    sizes = np.bincount(regions.ravel())
+    value = np.zeros(sizes.size, crop.dtype)
+    value[regions] = crop
+    out = {}
+    for i in present:
+        s = sizes[1:][value[1:] == i]
+        out[i] = float(s.max() / s.sum())
+    return out
+
+
 def judge_calf(labels: Volume, reg: Registry, cfg: dict[str, Any],
                certainty: dict[str, dict[str, dict[str, float]]] | None = None) -> CalfQC:
     """The verdict on sided label map ``labels`` (``configs/qc.yaml`` section ``calf`` as ``cfg``).
@@ -225,11 +252,12 @@ def _judge_leg(side: str, stats: SliceStats, arr_boxes: tuple[np.ndarray, list],
                        "status": status})
         for name in (a, b):
             out[name].add(status, f"{text} on only {frac:.0%} of {n} slices", "anatomical relation")
+    fractions = largest_component_fractions(arr, boxes, [i for name, i in ids.items()
+                                                        if vol[name] >= cfg["min_structure_ml"]])
     for name, i in ids.items():
         if vol[name] < cfg["min_structure_ml"]:
             continue
-        box = boxes[i - 1] if i - 1 < len(boxes) else None
-        frac = largest_component_fraction(arr[box] == i) if box is not None else float("nan")
+        frac = fractions.get(i, float("nan"))
         status = FAIL if frac < cfg["component_fail_fraction"] else REVIEW if frac < cfg["component_review_fraction"] \
             else PASS
         if status != PASS:

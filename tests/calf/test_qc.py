@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from pipeline.calf.qc import FAIL, PASS, REVIEW, judge_calf
+from pipeline.calf.qc import (
+    FAIL,
+    PASS,
+    REVIEW,
+    judge_calf,
+    largest_component_fraction,
+    largest_component_fractions,
+)
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
 from pipeline.synth.calf import CalfSpec, generate_calf
@@ -97,3 +105,17 @@ def test_concerns_of_two_kinds_fail_a_structure_one_kind_asks_for_review(truth):
     assert qc.structure_status("left", "soleus") == FAIL
     assert any("2 independent checks" in r for r in qc.structures["left"]["soleus"].reasons)
     assert judge_calf(truth, reg, {**cfg, "review_kinds_to_fail": 3}, two).structure_status("left", "soleus") == REVIEW
+
+
+def test_component_fractions_from_one_labelling_match_one_mask_at_a_time():
+    """Regions of equal value labelled once in the joint box: the largest-piece share of every id, as from its own
+    mask in its own box (random label volumes, both memory orders, absent ids)."""
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        arr = rng.integers(0, rng.integers(2, 8), size=tuple(int(n) for n in rng.integers(1, 12, 3))).astype(np.int16)
+        arr = np.asfortranarray(arr) if k % 2 else arr
+        boxes = ndimage.find_objects(arr.astype(np.int32))
+        ids = [int(i) for i in rng.choice(np.arange(1, 9), size=4, replace=False)]
+        want = {i: largest_component_fraction(arr[boxes[i - 1]] == i) for i in ids
+                if i <= len(boxes) and boxes[i - 1] is not None}
+        assert largest_component_fractions(arr, boxes, ids) == want
