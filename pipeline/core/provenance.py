@@ -8,6 +8,7 @@ in-phase/opposed-phase by 2-point Dixon") and per-stage wall times. Stages updat
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import platform
@@ -26,14 +27,20 @@ TRACKED_PACKAGES = ("legmri", "numpy", "scipy", "pydicom", "highdicom", "nibabel
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
-    """Installed version of each package (None when absent)."""
+    """Installed version of each package (None when absent), looked up once per process (every stage updates the
+    provenance several times; each lookup scans the installed distributions)."""
+    return dict(_package_versions(names))
+
+
+@functools.lru_cache(maxsize=8)
+def _package_versions(names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for n in names:
         try:
             out[n] = version(n)
         except PackageNotFoundError:
             out[n] = None
-    return out
+    return tuple(out.items())
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
