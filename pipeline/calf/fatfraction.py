@@ -16,7 +16,8 @@ Voxel values are not clipped to [0, 1] before averaging, so noise averages out i
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from pipeline.calf.metrics import find_boxes
 
 
 def ff_naive(water: np.ndarray, fat: np.ndarray) -> np.ndarray:
@@ -128,7 +129,7 @@ def structure_ff_rows(labels: np.ndarray, ff_pct: np.ndarray, names: dict[int, t
     """
     rows: list[dict[str, object]] = []
     labels = np.asarray(labels)
-    boxes = ndimage.find_objects(labels if labels.dtype.kind in "iu" else labels.astype(np.int64))
+    boxes = find_boxes(labels if labels.dtype.kind in "iu" else labels.astype(np.int64))
     for lid, (side, name) in names.items():
         if lid > len(boxes) or boxes[lid - 1] is None:
             continue

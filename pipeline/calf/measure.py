@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from pipeline.calf.asymmetry import asymmetry_index_pct, difference, mercuri_like_grade
 from pipeline.calf.fatfraction import (
@@ -31,6 +30,7 @@ from pipeline.calf.girth import (
 )
 from pipeline.calf.metrics import (
     coverage,
+    find_boxes,
     leg_axis_from_mask,
     obliquity_factor,
     pixel_area_mm2,
@@ -131,7 +131,7 @@ def label_boxes(arr: np.ndarray) -> dict[int, Box]:
     >>> label_boxes(np.array([[[0, 2], [0, 2]]]))
     {2: (slice(0, 1, None), slice(0, 2, None), slice(1, 2, None))}
     """
-    return {i + 1: box for i, box in enumerate(ndimage.find_objects(np.asarray(arr))) if box is not None}
+    return {i + 1: box for i, box in enumerate(find_boxes(arr)) if box is not None}  # type: ignore[misc]
 
 
 def union_box(boxes: list[Box]) -> Box | None:

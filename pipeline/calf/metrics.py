@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from pipeline.core.volume import Volume
 
@@ -121,3 +122,18 @@ def coverage(csa: np.ndarray) -> Coverage:
     if nz.size == 0:
         return Coverage(None, None, len(csa))
     return Coverage(int(nz[0]), int(nz[-1]), len(csa))
+
+
+def find_boxes(arr: np.ndarray) -> list[tuple[slice, ...] | None]:
+    """``scipy.ndimage.find_objects`` of an integer label array: the bounding box of every label id > 0 (None for an
+    absent id). A Fortran-ordered array (as NIfTI data are) is scanned through its C-ordered transpose, whose boxes
+    are the same slices in reverse order, in half the time.
+
+    >>> a = np.asfortranarray(np.array([[[0, 2], [0, 2]]]))
+    >>> find_boxes(a) == find_boxes(np.ascontiguousarray(a)) == [None, (slice(0, 1), slice(0, 2), slice(1, 2))]
+    True
+    """
+    a = np.asarray(arr)
+    if a.flags.f_contiguous and not a.flags.c_contiguous:
+        return [None if box is None else box[::-1] for box in ndimage.find_objects(a.T)]
+    return list(ndimage.find_objects(a))

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure
 
+from pipeline.calf.metrics import find_boxes
 from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry
 from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, worst
@@ -196,7 +197,7 @@ def judge_calf(labels: Volume, reg: Registry, cfg: dict[str, Any],
     if not sides_found:
         return CalfQC(FAIL, ["no calf structure was segmented: the image is empty, is not a calf, or the "
                              "segmentation failed"], {}, [])
-    boxes = ndimage.find_objects(arr.astype(np.int32, copy=False))
+    boxes = find_boxes(arr if arr.dtype.kind in "iu" else arr.astype(np.int32))
     for side in sides_found:
         structures[side] = _judge_leg(side, stats, (arr, boxes), reg, cfg, voxel_ml, checks, reasons,
                                       (certainty or {}).get(side, {}))

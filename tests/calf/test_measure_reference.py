@@ -339,3 +339,14 @@ def test_ff_map_rows_match_whole_volume_masks():
             want.append({"side": side, "structure": name, "metric": metric, "value": round(float(value), 3),
                          "unit": "%"})
     assert got == want and len(want) > 20
+
+
+def test_boxes_of_fortran_ordered_labels_match_find_objects():
+    from pipeline.calf.metrics import find_boxes
+
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        arr = rng.integers(0, 9, size=tuple(int(n) for n in rng.integers(1, 10, 3))).astype(np.int16)
+        arr[rng.random(arr.shape) < 0.5] = 0
+        for a in (arr, np.asfortranarray(arr), arr[:, ::2]):
+            assert find_boxes(a) == ndimage.find_objects(a)
