@@ -85,6 +85,10 @@ def _add_stage_commands(subs: argparse._SubParsersAction) -> None:
     s = _sub(subs, "segment", "Segment calf muscles (and lumbar spine) from OUT/volumes; write label maps.")
     s.add_argument("out", type=Path, help="output folder written by 'legmri ingest'")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    s.add_argument("--anchor-level", metavar="LEVEL",
+                   help="name the lumbar levels from one vertebra: L1 .. L5 (the lowest vertebral body found) or "
+                        "vertebra_N=L1 .. L5 (the N-th body from the bottom, as numbered on the sagittal picture); "
+                        "overrides spine_anchor_level of study.yaml")
 
     s = _sub(subs, "measure", "Measure calf muscles and lumbar canal; write measurements and summary.json.")
     s.add_argument("out", type=Path)
@@ -112,6 +116,10 @@ def _add_study_commands(subs: argparse._SubParsersAction) -> None:
     s.add_argument("--show-phi", action="store_true")
     s.add_argument("--deidentify", action="store_true",
                    help="de-identify the DICOM SEG and SR (DICOM PS3.15 basic profile, UIDs retained)")
+    s.add_argument("--anchor-level", metavar="LEVEL",
+                   help="name the lumbar levels from one vertebra: L1 .. L5 (the lowest vertebral body found) or "
+                        "vertebra_N=L1 .. L5 (the N-th body from the bottom, as numbered on the sagittal picture); "
+                        "overrides spine_anchor_level of study.yaml")
 
     s = _sub(subs, "batch", "Run every study under ROOT; a failed study is reported and the others go on.")
     s.add_argument("root", type=Path)
@@ -193,7 +201,7 @@ def _ingest(a: argparse.Namespace) -> int:
 def _segment(a: argparse.Namespace) -> int:
     from pipeline.workflow import stages
 
-    return stages.segment(a.out, device=a.device)
+    return stages.segment(a.out, device=a.device, anchor_level=a.anchor_level)
 
 
 def _measure(a: argparse.Namespace) -> int:
@@ -218,7 +226,7 @@ def _run(a: argparse.Namespace) -> int:
     from pipeline.workflow import stages
 
     return stages.run(a.study, a.out, clinical=a.clinical, device=a.device, show_phi=a.show_phi,
-                      deidentify=a.deidentify)
+                      deidentify=a.deidentify, anchor_level=a.anchor_level)
 
 
 def _batch(a: argparse.Namespace) -> int:

@@ -5,7 +5,10 @@ Two views exist for each anatomy:
 * **classes** are what a network predicts (side-agnostic for the calf, level-agnostic for the spine), ids 0..N-1
   with 0 the background;
 * **labels** are what output label maps hold: calf classes split into ``<name>_left`` / ``<name>_right``, spine
-  vertebrae and discs named by level. Ids are consecutive from 1.
+  vertebrae and discs named by level. Ids are consecutive from 1. A structure with ``positions`` (``prefix``,
+  ``count``) also has unnamed labels ``<prefix>_1`` .. ``<prefix>_<count>`` (vertebrae and discs of a spine whose
+  levels cannot be named, numbered from the bottom of the field of view); their ids follow every other label, so
+  adding them leaves the ids of the named labels unchanged.
 """
 
 from __future__ import annotations
@@ -111,15 +114,25 @@ def _spine_variants(name: str, s: dict[str, Any]) -> list[dict[str, Any]]:
             for level in s.get("levels") or [None]]
 
 
+def _positional_variants(name: str, s: dict[str, Any]) -> list[dict[str, Any]]:
+    """A structure's unnamed positional labels (``disc_1`` .. ``disc_12``); the label's level is its name."""
+    pos = s.get("positions")
+    if not pos:
+        return []
+    return [{"name": f"{pos['prefix']}_{k}", "level": f"{pos['prefix']}_{k}"} for k in range(1, int(pos["count"]) + 1)]
+
+
 def _build(anatomy: str, cfg: dict, path: Path,
            variants: Callable[[str, dict[str, Any]], list[dict[str, Any]]]) -> Registry:
-    """The registry of ``anatomy``: classes in the order of ``cfg["structures"]``, labels numbered from 1."""
+    """The registry of ``anatomy``: classes in the order of ``cfg["structures"]``, labels numbered from 1 (the
+    positional labels last)."""
     structures: dict[str, dict[str, Any]] = {s["name"]: s for s in cfg["structures"]}
     labels: list[LabelInfo] = []
-    for name, s in structures.items():
-        for v in variants(name, s):
-            labels.append(LabelInfo(id=len(labels) + 1, structure=name, kind=s.get("kind", ""),
-                                    abbrev=s.get("abbrev"), color=s.get("color", "#888888"), **v))
+    for make in (variants, _positional_variants):
+        for name, s in structures.items():
+            for v in make(name, s):
+                labels.append(LabelInfo(id=len(labels) + 1, structure=name, kind=s.get("kind", ""),
+                                        abbrev=s.get("abbrev"), color=s.get("color", "#888888"), **v))
     _check_consecutive([lab.id for lab in labels], anatomy, path)
     return Registry(anatomy, ("background", *structures), tuple(labels), structures, cfg.get("region"))
 

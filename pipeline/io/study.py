@@ -67,6 +67,8 @@ STUDY_YAML_SCHEMA: dict[str, Any] = {
                            "phase_range": {"type": "array", "items": {"type": "number"}, "minItems": 2,
                                            "maxItems": 2}}}},
         "patient": {"type": "object"},
+        # the reader's naming of one vertebra, for a lumbar study without the sacrum in view (pipeline.spine.levels)
+        "spine_anchor_level": {"type": "string", "pattern": "^(vertebra_[1-9][0-9]?=)?L[1-5]$"},
     },
 }
 
@@ -394,7 +396,7 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
                  **extra}
         out.append((entry, can))
     _check_echo_grids([(e, v) for e, v in out if "echo_index" in e], spec_path)
-    return spec.get("patient", {}), out
+    return spec, out
 
 
 def _check_finite(vol: Volume, path: Path, role: str) -> None:
@@ -519,6 +521,14 @@ def without_phi(patient: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in patient.items() if k not in IDENTIFYING_KEYWORDS}
 
 
+#: study.yaml keys that ingest keeps in series.json for the later stages
+KEPT_STUDY_KEYS = ("spine_anchor_level",)
+
+
+def _kept_study_keys(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: spec[k] for k in KEPT_STUDY_KEYS if k in spec}
+
+
 def ingest_study(study: Path, out: Path, show_phi: bool = False) -> dict[str, Any]:
     """Read, classify and convert every series of ``study``; write ``OUT/series.json`` and ``OUT/volumes/``.
     ``series.json`` holds no patient-identifying header facts unless ``show_phi``.
@@ -529,8 +539,11 @@ def ingest_study(study: Path, out: Path, show_phi: bool = False) -> dict[str, An
     study = _check_study(study)
     out = Path(out)
     written: list[tuple[str, Volume]] = []
+    extra: dict[str, Any] = {}
     if (study / "study.yaml").exists():
-        patient, items = _nifti_study(study)
+        spec, items = _nifti_study(study)
+        patient = spec.get("patient", {})
+        extra = _kept_study_keys(spec)
         series = [e for e, _ in items]
         written = [(e["role"], v) for e, v in items]
         skipped: list[Skipped] = []
@@ -568,7 +581,7 @@ def ingest_study(study: Path, out: Path, show_phi: bool = False) -> dict[str, An
     patient = (patient if show_phi else without_phi(patient)) if isinstance(patient, dict) else {}
     index = {"study": str(study), "format": fmt, "patient": patient, "phi": "kept" if show_phi else "removed",
              "study_uid": patient.get("StudyInstanceUID", ""),
-             "series": series, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}
+             "series": series, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped], **extra}
     # --- everything was read and checked: write (each file atomically; series.json last) ---
     vol_dir = out / "volumes"
     keep = {f"{role}.nii.gz" for role, _ in written}

@@ -27,7 +27,12 @@ from pipeline.core.units import split_unit
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
 AI_METRICS = ("volume_ai_pct", "max_csa_ai_pct", "matched_csa_ai_pct", "lean_volume_ai_pct", "ff_diff_pp")
-LEVEL_RE = re.compile(r"^spine\.((?:L[1-5])-(?:L[1-5]|S1))\.")
+LEVEL_RE = re.compile(r"^spine\.((?:L[1-5])-(?:L[1-5]|S1)|disc_[0-9]+)\.")
+
+
+def _level_order(level: str) -> tuple[int, int]:
+    """Named levels first, cranial to caudal (L1-L2 .. L5-S1), then unnamed discs top to bottom (disc_N .. disc_1)."""
+    return (1, -int(level.split("_")[1])) if level.startswith("disc_") else (0, int(level[1]))
 
 
 def _env() -> jinja2.Environment:
@@ -85,8 +90,9 @@ def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: 
 
 
 def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per lumbar level with central and per-side measures and grades, from summary values."""
-    levels = sorted({m.group(1) for k in values if (m := LEVEL_RE.match(k))})
+    """One row per lumbar level (named, then the unnamed discs numbered from the bottom of the field of view) with
+    central and per-side measures and grades, from summary values."""
+    levels = sorted({m.group(1) for k in values if (m := LEVEL_RE.match(k))}, key=_level_order)
     rows = []
     for lv in levels:
         g = lambda k, lv=lv: values.get(f"spine.{lv}.{k}")  # noqa: E731
@@ -173,6 +179,7 @@ def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Sequenc
         asym_flag_pct=report_cfg["asymmetry_flag_pct"], ff_flag_pp=report_cfg["ff_diff_flag_pp"],
         spine_available=values.get("spine.available"), spine_rows=spine_rows(values),
         spine_method=values.get("spine.levels_method"), spine_conf=values.get("spine.levels_confidence"),
+        spine_flags=values.get("spine.levels_flags"),
         findings=findings, evidence=evidence_line(findings, values),
         images=[(p.stem.replace("_", " "), _png_data_uri(p)) for p in qa_images],
         provenance=prov, exports=list(exports), missing=missing,

@@ -1,17 +1,24 @@
-"""Level labelling of a sagittal lumbar class map: count from the sacrum upwards.
+"""Level labelling of a sagittal lumbar class map: count from the sacrum upwards, or from a reader's anchor.
 
 The lowest disc above the sacrum is L5-S1, the next L4-L5, and so on up to L1-L2; the vertebral body above disc
 L5-S1 is L5, and so on. Discs and bodies are the 3-D connected components of the network's ``disc`` and
-``vertebral_body`` classes above the sacrum (its largest component), ordered by height. Components smaller than
-``spine.min_disc_ml`` / ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``), or than
+``vertebral_body`` classes, ordered by height. Components smaller than ``spine.min_disc_ml`` /
+``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``), or than
 ``spine.min_component_fraction_of_largest`` of the largest component of their class (configs/default.yaml), are
-segmentation debris and never count as a level. Without a sacrum in the field of view no level is named (flagged,
-not guessed); a count other than five lumbar discs above the sacrum is flagged as a possible transitional vertebra
-and lowers the confidence.
+segmentation debris and never count as a level. A count other than five lumbar discs above the sacrum is flagged as
+a possible transitional vertebra and lowers the confidence.
+
+Without a sacrum in the field of view no level is named (flagged, not guessed): discs and bodies are still found,
+numbered from the bottom of the field of view (``disc_1``, ``vertebra_1``) and measured under those names. A reader
+who knows one vertebra's level gives it as an :class:`Anchor` (``--anchor-level L3``: the lowest body found is L3;
+``vertebra_2=L3``); the other bodies are then counted up and down from it, and each disc is named after the body
+above it (the L4-L5 disc lies under L4), so a missed disc does not shift any name. A spacing between neighbouring
+bodies much larger than the others (``spine.body_gap_ratio``) is flagged: a body may be missing there.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +67,70 @@ def _components(mask: np.ndarray, min_voxels: float, min_fraction: float = 0.0) 
     return [lab == i + 1 for i, s in enumerate(sizes) if s >= floor]
 
 
+def _ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
+    """Ellipsoidal structuring element of ``radius_mm`` on a grid of ``spacing`` (mm per axis)."""
+    r = [max(0, int(np.floor(radius_mm / sp))) for sp in spacing]
+    grid = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
+    return sum((g * sp / radius_mm) ** 2 for g, sp in zip(grid, spacing)) <= 1.0
+
+
+def split_touching(mask: np.ndarray, spacing: tuple[float, ...], erode_mm: float) -> np.ndarray:
+    """Label image of ``mask`` in which objects joined by bridges thinner than ``2 erode_mm`` are apart.
+
+    The cores left by an erosion of ``erode_mm`` are the seeds; every voxel of ``mask`` within ``1.5 erode_mm`` of
+    a seed of its own connected component goes to the nearest one (a marker-based split as in watershed
+    segmentation, with the Euclidean distance in mm): thin bridges and strands farther out are dropped. A component
+    with no core keeps its own label. Objects that do not touch come out as their components.
+
+    >>> m = np.zeros((1, 30, 9), bool); m[0, 1:12, 1:8] = m[0, 18:29, 1:8] = True; m[0, 12:18, 4] = True
+    >>> sorted(np.bincount(split_touching(m, (10.0, 1.0, 1.0), 2.0).ravel())[1:].tolist())
+    [79, 79]
+    """
+    lab, n = ndimage.label(mask)
+    if n == 0 or erode_mm <= 0:
+        return lab
+    seeds, n_seeds = ndimage.label(ndimage.binary_erosion(mask, structure=_ball(erode_mm, spacing)))
+    if n_seeds == 0:
+        return lab
+    dist, idx = ndimage.distance_transform_edt(seeds == 0, sampling=spacing, return_indices=True)
+    nearest, nearest_comp = seeds[tuple(idx)], lab[tuple(idx)]
+    out = np.where(mask & (nearest_comp == lab) & (dist <= 1.5 * erode_mm), nearest, 0)
+    # components without a core of their own keep their label, numbered after the seeds
+    cored = np.zeros(n + 1, bool)
+    cored[np.unique(lab[seeds > 0])] = True
+    orphan = mask & ~cored[lab]
+    out[orphan] = n_seeds + lab[orphan]
+    return out
+
+
+def _split_components(mask: np.ndarray, spacing: tuple[float, ...], erode_mm: float, min_voxels: float,
+                      min_fraction: float) -> list[np.ndarray]:
+    """The objects of :func:`split_touching` with at least ``min_voxels`` voxels and ``min_fraction`` of the
+    largest object's size."""
+    lab = split_touching(mask, spacing, erode_mm)
+    n = int(lab.max())
+    if n == 0:
+        return []
+    sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
+    floor = max(float(min_voxels), min_fraction * float(sizes.max()))
+    return [lab == i + 1 for i, s in enumerate(sizes) if s >= floor]
+
+
+def _merge_close(discs: list[np.ndarray], centres: list[np.ndarray], merge_mm: float) -> list[np.ndarray]:
+    """Disc pieces whose centres lie closer than ``merge_mm`` joined into one disc (a disc cut in two by a band of
+    another class is still one level); pieces are taken largest first."""
+    order = sorted(range(len(discs)), key=lambda i: -int(discs[i].sum()))
+    groups: list[tuple[np.ndarray, np.ndarray]] = []
+    for i in order:
+        for g, (m, c) in enumerate(groups):
+            if np.linalg.norm(centres[i] - c) < merge_mm:
+                groups[g] = (m | discs[i], c)
+                break
+        else:
+            groups.append((discs[i].copy(), centres[i]))
+    return [m for m, _ in groups]
+
+
 def disc_plane(volume: Volume, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centroid and unit normal (smallest principal axis, oriented superiorly) of a disc mask, in world RAS."""
     pts = volume.voxel_to_world(np.argwhere(mask))
@@ -69,41 +140,246 @@ def disc_plane(volume: Volume, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return c, (n if n[2] >= 0 else -n)
 
 
-def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None = None) -> LevelResult:
-    """Name discs and vertebral bodies of a sagittal class map and return the level-labelled map.
+@dataclass(frozen=True)
+class Anchor:
+    """A reader's naming of one vertebral body: the ``vertebra``-th body from the bottom of the field of view (1 =
+    the lowest body found, as numbered ``vertebra_1`` on the sagittal picture) is lumbar body ``level``."""
 
-    ``cfg`` is the ``spine`` section of the configuration (default: configs/default.yaml).
-    """
-    cfg = load_config("default")["spine"] if cfg is None else cfg
+    level: str
+    vertebra: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        """``L3`` (the lowest vertebral body found is L3) or ``vertebra_2=L3``.
+
+        >>> Anchor.parse("L3"), Anchor.parse("vertebra_2=L4")
+        (Anchor(level='L3', vertebra=1), Anchor(level='L4', vertebra=2))
+        """
+        m = ANCHOR_PATTERN.fullmatch(text.strip())
+        if m is None:
+            raise ValueError(f"'{text}' is not a vertebral level anchor: give L1 .. L5 (the lowest vertebral body "
+                             "found) or vertebra_N=L1 .. L5 (the N-th body from the bottom, as numbered on the "
+                             "sagittal QA picture)")
+        return cls(m.group("level"), int(m.group("n") or 1))
+
+    def __str__(self) -> str:
+        return f"vertebra_{self.vertebra}={self.level}"
+
+
+ANCHOR_PATTERN = re.compile(r"(?:vertebra_(?P<n>[1-9][0-9]?)=)?(?P<level>L[1-5])")
+
+
+def disc_label_name(level: str) -> str:
+    """Registry label of a disc level: ``L4-L5`` -> ``disc_L4_L5``; a positional ``disc_3`` is its own label."""
+    return level if level.startswith("disc_") else f"disc_{level.replace('-', '_')}"
+
+
+def disc_levels(reg: Registry) -> list[str]:
+    """Every disc level a label map may hold, caudal first: L5-S1 .. L1-L2, then disc_1 .. disc_N."""
+    positional = [lab.level for lab in reg.labels if lab.structure == "disc" and lab.level
+                  and lab.level.startswith("disc_")]
+    return [*DISC_LEVELS, *sorted(positional, key=lambda lv: int(lv.split("_")[1]))]
+
+
+@dataclass
+class _Found:
+    """Discs (centre, normal, mask) and vertebral bodies (centre, mask) of a class map, each ordered upwards."""
+
+    discs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    bodies: list[tuple[np.ndarray, np.ndarray]]
+    volume: Volume
+
+
+def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
     arr = np.asarray(classes.array)
-    res = LevelResult()
     vv = classes.voxel_volume_mm3
-    min_disc, min_body = 1000.0 * cfg["min_disc_ml"] / vv, 1000.0 * cfg["min_vertebral_body_ml"] / vv
     frac = float(cfg["min_component_fraction_of_largest"])
-    sacrum = arr == reg.class_id("sacrum")
+    spacing = tuple(float(x) for x in classes.spacing_mm)
+    discs = _components(arr == reg.class_id("disc"), 1000.0 * cfg["min_disc_ml"] / vv, frac)
+    discs = _merge_close(discs, [classes.voxel_to_world(np.argwhere(m)).mean(0) for m in discs], cfg["disc_merge_mm"])
+    bodies = _split_components(arr == reg.class_id("vertebral_body"), spacing, cfg["vertebral_body_split_mm"],
+                               1000.0 * cfg["min_vertebral_body_ml"] / vv, frac)
+    # order along the spine by height (world S): the lumbar spine rises monotonically, lordosis or not
+    disc_info = sorted(((*disc_plane(classes, m), m) for m in discs), key=lambda t: t[0][2])
+    body_info = sorted(((classes.voxel_to_world(np.argwhere(m)).mean(0), m) for m in bodies), key=lambda t: t[0][2])
+    return _Found(disc_info, body_info, classes)
+
+
+def _gap_flags(found: _Found, cfg: Mapping[str, Any]) -> list[str]:
+    """A flag for every spacing between neighbouring vertebral bodies over ``body_gap_ratio`` times the median
+    spacing: a body may be missing there and every number or name above it be off by one."""
+    z = [float(c[2]) for c, _ in found.bodies]
+    steps = np.diff(z)
+    if len(steps) < 2:
+        return []
+    med = float(np.median(steps))
+    return [f"{steps[i]:.0f} mm between the vertebral bodies at {z[i]:.0f} and {z[i + 1]:.0f} mm (median spacing "
+            f"{med:.0f} mm): a vertebral body may be missing and every level above it be off by one"
+            for i in range(len(steps)) if steps[i] > float(cfg["body_gap_ratio"]) * med]
+
+
+def _discs_between_bodies(found: _Found, cfg: Mapping[str, Any]) -> _Found:
+    """Only the disc pieces that lie in the gap between two neighbouring vertebral bodies (or within one body
+    spacing beyond the lowest or highest body), across the spine: centre within ``disc_axis_max_mm`` of the line
+    through the two bodies' centres, plane normal within ``disc_max_tilt_deg`` of that line. The pieces of one gap
+    are one disc. Sheets of disc class along the side of the spine (psoas, vessels) are left out."""
+    if len(found.bodies) < 2:
+        return found
+    centres = np.array([c for c, _ in found.bodies])
+    step = float(np.median(np.diff(centres[:, 2])))
+    # each gap: (lower centre, upper centre); one virtual gap below the lowest and above the highest body
+    ends = [(centres[0] - (centres[1] - centres[0]), centres[0])] + list(zip(centres[:-1], centres[1:])) + [
+        (centres[-1], centres[-1] + (centres[-1] - centres[-2]))]
+    cos_max = np.cos(np.radians(float(cfg["disc_max_tilt_deg"])))
+    groups: dict[int, list[np.ndarray]] = {}
+    for c, n, m in found.discs:
+        for g, (lo, hi) in enumerate(ends):
+            axis = hi - lo
+            t = float((c - lo) @ axis / (axis @ axis))
+            off = float(np.linalg.norm(c - (lo + t * axis)))
+            along = abs(float(n @ axis)) / float(np.linalg.norm(axis))
+            if 0.0 < t < 1.0 and off <= float(cfg["disc_axis_max_mm"]) and along >= cos_max and \
+                    abs(float(hi[2] - lo[2])) < 2.5 * abs(step):
+                groups.setdefault(g, []).append(m)
+                break
+    return _Found([_disc_info(found.volume, np.logical_or.reduce(ms)) for _, ms in sorted(groups.items())],
+                  found.bodies, found.volume)
+
+
+def _disc_info(volume: Volume, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (*disc_plane(volume, mask), mask)
+
+
+def _base_map(arr: np.ndarray, reg: Registry) -> np.ndarray:
+    """Output label map holding the level-free structures of a class map."""
     out = np.zeros(arr.shape, np.int16)
     for name in ("dural_sac", "posterior_elements", "ligamentum_flavum", "epidural_fat", "nerve_root"):
         out[arr == reg.class_id(name)] = reg.label_id(name)
-    sacrum_parts = _components(sacrum, 1000.0 * cfg["min_sacrum_ml"] / vv)
-    if not sacrum_parts:
-        res.flags.append("no sacrum in the field of view: levels cannot be counted from the sacrum and are not named")
+    return out
+
+
+def _positional(found: _Found, reg: Registry, out: np.ndarray, res: LevelResult) -> None:
+    """Number discs and bodies from the bottom of the field of view (``disc_1``, ``vertebra_1`` lowest); those
+    beyond the registry's positions are left out, flagged."""
+    n_disc = sum(1 for lab in reg.labels if lab.structure == "disc" and (lab.level or "").startswith("disc_"))
+    n_body = sum(1 for lab in reg.labels if lab.structure == "vertebral_body" and (lab.level or "").startswith("vert"))
+    for k, (c, n, m) in enumerate(found.discs[:n_disc], start=1):
+        res.discs[f"disc_{k}"] = Disc(f"disc_{k}", m, c, n)
+        out[m] = reg.label_id(f"disc_{k}")
+    for k, (_, m) in enumerate(found.bodies[:n_body], start=1):
+        out[m] = reg.label_id(f"vertebra_{k}")
+    if len(found.discs) > n_disc or len(found.bodies) > n_body:
+        res.flags.append(f"{len(found.discs)} discs and {len(found.bodies)} vertebral bodies found; only the lowest "
+                         f"{n_disc} and {n_body} are numbered")
+
+
+def _from_anchor(found: _Found, anchor: Anchor, reg: Registry, out: np.ndarray, res: LevelResult) -> bool:
+    """Name the bodies counted up and down from the reader's anchor and each disc after the body above it
+    (``L4`` above -> ``L4-L5``; ``L5`` above -> ``L5-S1``); what falls outside L1-L5 keeps its position number.
+    False (nothing named) when the anchor's vertebra is not among the bodies found."""
+    if anchor.vertebra > len(found.bodies):
+        return False
+    lumbar = int(anchor.level[1])
+    body_number: dict[int, int] = {}
+    for i, (_, m) in enumerate(found.bodies):
+        number = lumbar - (i - (anchor.vertebra - 1))  # upwards: L5, L4, ... L1, then thoracic (not named)
+        if 1 <= number <= 5:
+            body_number[i] = number
+            out[m] = reg.label_id(f"vertebral_body_L{number}")
+        elif i < 12:
+            out[m] = reg.label_id(f"vertebra_{i + 1}")
+    for j, (c, n, m) in enumerate(found.discs):
+        above = next((i for i, (cb, _) in enumerate(found.bodies) if cb[2] > c[2]), None)
+        number = body_number.get(above) if above is not None else None
+        level = (f"L{number}-L{number + 1}" if number < 5 else "L5-S1") if number is not None else f"disc_{j + 1}"
+        if level in res.discs or (level.startswith("disc_") and j >= 12):
+            continue
+        res.discs[level] = Disc(level, m, c, n)
+        out[m] = reg.label_id(disc_label_name(level))
+    return True
+
+
+def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None = None,
+                 anchor: Anchor | None = None) -> LevelResult:
+    """Name discs and vertebral bodies of a sagittal class map and return the level-labelled map.
+
+    With ``anchor`` (the reader's naming of one vertebral body) the levels are named from it; else they are counted
+    from the sacrum; without a sacrum in view they are numbered from the bottom of the field of view (``disc_1``,
+    ``vertebra_1``), never given a guessed level name. ``cfg`` is the ``spine`` section of the configuration
+    (default: configs/default.yaml).
+    """
+    cfg = load_config("default")["spine"] if cfg is None else cfg
+    arr = np.asarray(classes.array)
+    vv = classes.voxel_volume_mm3
+    out = _base_map(arr, reg)
+    found = _find(classes, reg, cfg)
+    sacrum_parts = _components(arr == reg.class_id("sacrum"), 1000.0 * cfg["min_sacrum_ml"] / vv)
+    unused: list[str] = []
+    between = _discs_between_bodies(found, cfg)
+    if anchor is not None:
+        res = _label_from_anchor(classes, reg, cfg, anchor, between, sacrum_parts, out)
+        if res is not None:
+            return res
+        out = _base_map(arr, reg)
+        unused = [f"the anchor {anchor} names vertebra_{anchor.vertebra} but {len(found.bodies)} vertebral bodies "
+                  "were found: it was not used"]
+    if sacrum_parts:
+        res = _count_from_sacrum(classes, reg, cfg, found, sacrum_parts, out)
+    else:
+        res = LevelResult(method=POSITIONAL_METHOD, flags=[NO_SACRUM_FLAG])
+        _positional(between, reg, out, res)
+        res.flags += _gap_flags(found, cfg)
         res.labels = classes.with_array(out)
-        return res
+    res.flags = unused + res.flags
+    return res
+
+
+POSITIONAL_METHOD = "numbered from the bottom of the field of view (disc_1 and vertebra_1 the lowest); not named"
+NO_SACRUM_FLAG = ("no sacrum in the field of view: levels cannot be counted from the sacrum and are not named; "
+                  "discs and vertebral bodies are numbered from the bottom of the field of view (disc_1, vertebra_1); "
+                  "give the level of one vertebra (--anchor-level, or spine_anchor_level in study.yaml) to name them")
+
+
+def _label_from_anchor(classes: Volume, reg: Registry, cfg: Mapping[str, Any], anchor: Anchor, found: _Found,
+                       sacrum_parts: list[np.ndarray], out: np.ndarray) -> LevelResult | None:
+    """Levels named from the reader's anchor (None when its vertebra was not found); where the sacrum is in view,
+    a flag when the count from it gives other names."""
+    res = LevelResult(method=f"named from the reader's anchor ({anchor}): vertebral bodies counted up and down from "
+                             "it, each disc named after the body above it", confidence=1.0)
+    if not _from_anchor(found, anchor, reg, out, res):
+        return None
+    if sacrum_parts:
+        sacrum = max(sacrum_parts, key=lambda m: int(m.sum()))
+        out[sacrum & (out == 0)] = reg.label_id("sacrum_S1")
+        counted = _count_from_sacrum(classes, reg, cfg, found, sacrum_parts, _base_map(np.asarray(classes.array), reg))
+        differ = sorted(lv for lv, d in res.discs.items() if lv in DISC_LEVELS and
+                        (lv not in counted.discs or np.linalg.norm(counted.discs[lv].center_ras - d.center_ras) > 1.0))
+        if differ:
+            res.flags.append(f"counting from the sacrum names disc(s) {', '.join(differ)} differently from the "
+                             f"anchor {anchor}; the anchor's names are used")
+            res.confidence = min(res.confidence, cfg["level_confidence"]["anchor_disagrees_with_sacrum"])
+    gaps = _gap_flags(found, cfg)
+    if gaps:
+        res.flags += gaps
+        res.confidence = min(res.confidence, cfg["level_confidence"]["possible_missed_body"])
+    res.labels = classes.with_array(out)
+    return res
+
+
+def _count_from_sacrum(classes: Volume, reg: Registry, cfg: Mapping[str, Any], found: _Found,
+                       sacrum_parts: list[np.ndarray], out: np.ndarray) -> LevelResult:
+    """Count discs and bodies upwards from the sacrum (its largest component): L5-S1 the lowest disc above it."""
+    res = LevelResult()
     sacrum = max(sacrum_parts, key=lambda m: int(m.sum()))  # the sacrum; scattered flecks elsewhere are not it
     sacrum_pts = classes.voxel_to_world(np.argwhere(sacrum))
     sac_z = float(sacrum_pts[:, 2].mean())
     out[sacrum] = reg.label_id("sacrum_S1")
-    discs = _components(arr == reg.class_id("disc"), min_disc, frac)
-    bodies = _components(arr == reg.class_id("vertebral_body"), min_body, frac)
-    # order along the spine by height (world S): the lumbar spine rises monotonically from the sacrum, lordosis or not
-    disc_info = sorted((t for t in ((*disc_plane(classes, m), m) for m in discs) if t[0][2] > sac_z),
-                       key=lambda t: t[0][2])
+    disc_info = [t for t in found.discs if t[0][2] > sac_z]
     for (c, n, m), level in zip(disc_info, DISC_LEVELS):
         res.discs[level] = Disc(level, m, c, n)
-        out[m] = reg.label_id(f"disc_{level.replace('-', '_')}")
+        out[m] = reg.label_id(disc_label_name(level))
     floor_z = disc_info[0][0][2] if disc_info else sac_z  # vertebral bodies lie above the L5-S1 disc
-    body_info = sorted((t for t in ((classes.voxel_to_world(np.argwhere(m)).mean(0), m) for m in bodies)
-                        if t[0][2] > floor_z), key=lambda t: t[0][2])
+    body_info = [t for t in found.bodies if t[0][2] > floor_z]
     for (_, m), level in zip(body_info, BODY_LEVELS):
         out[m] = reg.label_id(f"vertebral_body_{level}")
     n_discs = len(disc_info)
@@ -137,8 +413,8 @@ def levels_from_labels(labels: Volume, reg: Registry, method: str = "", confiden
     res = LevelResult(labels=labels, confidence=confidence, flags=list(flags or []))
     if method:
         res.method = method
-    for level in DISC_LEVELS:
-        m = arr == reg.label_id(f"disc_{level.replace('-', '_')}")
+    for level in disc_levels(reg):
+        m = arr == reg.label_id(disc_label_name(level))
         if m.any():
             c, n = disc_plane(labels, m)
             res.discs[level] = Disc(level, m, c, n)
@@ -164,7 +440,7 @@ def name_axial_discs(classes: Volume, levels: LevelResult, reg: Registry) -> Vol
         for i, n in enumerate(names):
             sel = idx[nearest == i]
             if prefix == "disc":
-                lid = reg.label_id(f"disc_{n.replace('-', '_')}")
+                lid = reg.label_id(disc_label_name(n))
             else:  # a body slice near a disc: the body above (upper vertebra of the level) or below; keep the upper
                 upper = n.split("-")[0]
                 lid = reg.label_id(f"vertebral_body_{upper}") if upper.startswith("L") else 0

@@ -153,7 +153,9 @@ def _sagittal(levels: LevelResult, reg: Registry, cfg: dict[str, Any], sac_sag: 
 
 def measure_levels(levels: LevelResult, axials: Sequence[AxialStack], reg: Registry, cfg: dict[str, Any],
                    innervation: dict[str, Any] | None, sac_sag: Volume | None = None) -> SpineMeasurements:
-    """Measure every disc level L1-L2 .. L5-S1 found in ``levels``; missing values are null with the reason.
+    """Measure every disc level L1-L2 .. L5-S1 found in ``levels``, and every unnamed disc (``disc_1`` ...,
+    numbered from the bottom of the field of view when the levels could not be named); the values of a named level
+    that was not found are null with the reason. Unnamed discs have no roots at risk (null: the level is not named).
 
     ``sac_sag`` (optional, on the grid of ``levels.labels``) is the dural sac probability of the sagittal image:
     where given, the sagittal-only AP diameter is read where it crosses ``cfg["sagittal_ap_wall_level"]`` instead
@@ -164,11 +166,13 @@ def measure_levels(levels: LevelResult, axials: Sequence[AxialStack], reg: Regis
     s.set("spine.available", True)
     s.set("spine.levels_method", levels.method)
     s.set("spine.levels_confidence", round(levels.confidence, 2))
+    s.set("spine.levels_named", any(lv in levels.discs for lv in LEVEL_ORDER))
     if levels.flags:
         s.set("spine.levels_flags", "; ".join(levels.flags))
     sag = _sagittal(levels, reg, cfg, sac_sag)
     reach = canal.Reach.from_config(cfg)
-    for level in LEVEL_ORDER:
+    unnamed = sorted((lv for lv in levels.discs if lv not in LEVEL_ORDER), key=lambda lv: int(lv.split("_")[-1]))
+    for level in (*LEVEL_ORDER, *unnamed):
         disc = levels.discs.get(level)
         if disc is None:
             _null_level(s, level, "; ".join(levels.flags) or f"disc {level} not found")
@@ -180,6 +184,8 @@ def measure_levels(levels: LevelResult, axials: Sequence[AxialStack], reg: Regis
             values[f"{side}.foramen_grade"] = foramen_grade(values.get(f"{side}.foramen_area_mm2"), cfg)
         rsna_grades(values, cfg)
         _roots(values, level, innervation)
+        if level in unnamed:
+            reasons["roots_at_risk"] = "the level is not named, so its roots are not known"
         _store(res, level, values, reasons)
     return res
 
@@ -301,7 +307,7 @@ def _store(res: SpineMeasurements, level: str, values: dict[str, Any], reasons: 
         full = f"spine.{level}.{key}"
         if v is None:
             if key.endswith("roots_at_risk"):
-                s.set_null(full, "configs/innervation.yaml has no entry for this level")
+                s.set_null(full, reasons.get("roots_at_risk", "configs/innervation.yaml has no entry for this level"))
                 continue
             base = key.split(".")[-1]
             src = {"central_grade": "dsca_mm2", "lateral_recess_grade": "lateral_recess_depth_mm",

@@ -5,14 +5,21 @@ As for the calf (:mod:`pipeline.calf.qc`), every spine segmentation carries a ve
 (:mod:`pipeline.rules.qc_gate`). The evidence, from the level-labelled sagittal map (thresholds in
 ``configs/qc.yaml``, section ``spine``):
 
-* **is it a lumbar spine that was segmented**: at least ``min_discs`` named discs and ``min_vertebral_bodies``
-  vertebral bodies; when the levels could not be named (no sacrum in view) the study fails with that reason rather
-  than report unnamed numbers under level names;
+* **is it a spine that was segmented**: at least ``min_discs`` discs and ``min_vertebral_bodies`` vertebral bodies,
+  named or numbered (levels that cannot be named, with no sacrum in view, are numbered from the bottom of the field
+  of view and measured under those numbers; the rules read named levels only);
 * **a disc between two bodies**: each named disc's centre lies, along the body axis (world S), between the bodies
-  it separates (L4-L5 between L5 and L4; L5-S1 between the sacrum and L5);
+  it separates (L4-L5 between L5 and L4; L5-S1 between the sacrum and L5); an unnamed disc between some body below
+  and some body above it;
 * **a continuous dural sac**: the sac is labelled within ``sac_window_mm`` of each disc's centre;
-* **plausible sizes**: dural sac area and AP diameter inside adult ranges (review only: stenosis and a capacious
-  canal are real).
+* **the sac where the canal is**: on the sagittal line that measures the AP diameter (posterior from the disc's
+  centre), the sac begins within ``max_disc_to_sac_mm`` of the disc's posterior margin (the anterior epidural space
+  at a lumbar disc is a few millimetres at most); farther, or no sac on that line, the canal in front of it was
+  not labelled as sac and its size is not measured there (the level fails);
+* **plausible sizes**: dural sac area, AP diameter and foraminal area inside adult ranges (review only: stenosis and
+  a capacious canal are real).
+
+A study whose every level failed fails.
 
 Pure: label arrays and values in, a :class:`SpineQC` out.
 """
@@ -27,6 +34,8 @@ import numpy as np
 from pipeline.core.labels import Registry
 from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, worst
 from pipeline.core.volume import Volume
+from pipeline.spine import canal
+from pipeline.spine.levels import Disc, disc_label_name, levels_from_labels
 
 #: the bodies above and below each disc (caudal first)
 DISC_NEIGHBOURS = {"L5-S1": ("sacrum_S1", "vertebral_body_L5"), "L4-L5": ("vertebral_body_L5", "vertebral_body_L4"),
@@ -90,39 +99,74 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
     """The QC verdict of a level-labelled sagittal map (``spine/labels_sag.nii.gz``); ``level_flags`` are the
     level labelling's flags (why levels are not named), ``values`` the summary values measured from it."""
     centres = _z_centres(labels, reg)
-    discs = sorted(n.removeprefix("disc_").replace("_", "-") for n in centres if n.startswith("disc_"))
-    bodies = [n for n in centres if n.startswith("vertebral_body_")]
+    by_name = {lab.name: lab for lab in reg.labels}
+    discs = sorted(by_name[n].level for n in centres if by_name[n].structure == "disc")
+    bodies = [n for n in centres if by_name[n].structure in ("vertebral_body", "sacrum")]
     reasons: list[str] = []
     status = PASS
-    if len(discs) < cfg["min_discs"] or len(bodies) < cfg["min_vertebral_bodies"]:
+    n_bodies = sum(1 for n in bodies if by_name[n].structure == "vertebral_body")
+    if len(discs) < cfg["min_discs"] or n_bodies < cfg["min_vertebral_bodies"]:
         why = "; ".join(level_flags) or "the network found too few of them"
-        reasons.append(f"{len(discs)} named disc(s) and {len(bodies)} named vertebral body(ies), fewer than "
+        reasons.append(f"{len(discs)} disc(s) and {n_bodies} vertebral body(ies) found, fewer than "
                        f"{cfg['min_discs']} and {cfg['min_vertebral_bodies']}: no level is measured ({why})")
         status = FAIL
     levels: dict[str, LevelQC] = {}
+    planes = levels_from_labels(labels, reg).discs
     for level in discs:
         q = levels.setdefault(level, LevelQC())
-        z_disc = centres[f"disc_{level.replace('-', '_')}"][0]
-        below, above = DISC_NEIGHBOURS[level]
-        if below not in centres or above not in centres:
-            q.add(REVIEW, f"{level}: the bodies on both sides of the disc are not both labelled")
-        elif not centres[below][0] < z_disc < centres[above][0]:
-            q.add(FAIL, f"{level}: the disc does not lie between {below} and {above}")
+        z_disc = centres[disc_label_name(level)][0]
+        if level in DISC_NEIGHBOURS:
+            below, above = DISC_NEIGHBOURS[level]
+            if below not in centres or above not in centres:
+                q.add(REVIEW, f"{level}: the bodies on both sides of the disc are not both labelled")
+            elif not centres[below][0] < z_disc < centres[above][0]:
+                q.add(FAIL, f"{level}: the disc does not lie between {below} and {above}")
+        elif not (any(centres[b][0] < z_disc for b in bodies) and any(centres[b][0] > z_disc for b in bodies)):
+            q.add(REVIEW, f"{level}: no vertebral body on both sides of the disc")
         if not _sac_near(labels, reg, z_disc, cfg["sac_window_mm"]):
             q.add(FAIL, f"{level}: no dural sac within {cfg['sac_window_mm']:g} mm of the disc")
+        elif level in planes:
+            _sac_behind_disc(q, level, labels, reg, planes[level], cfg["max_disc_to_sac_mm"])
         _plausible(q, level, values, cfg)
     failed = [lv for lv, q in levels.items() if q.status == FAIL]
     if failed:
         reasons.append(f"level(s) {', '.join(failed)} failed QC")
-        status = worst(status, REVIEW)
+        status = worst(status, FAIL if len(failed) == len(levels) else REVIEW)
     if any(q.status == REVIEW for q in levels.values()):
         status = worst(status, REVIEW)
     reasons += [r for q in levels.values() for r in q.reasons]
     return SpineQC(status, reasons, levels)
 
 
+def _sac_behind_disc(q: LevelQC, level: str, labels: Volume, reg: Registry, disc: Disc, max_gap_mm: float) -> None:
+    """Fail the level when, posterior from the disc's centre (the sagittal AP line), the dural sac begins more than
+    ``max_gap_mm`` behind the disc's posterior margin or not at all within reach."""
+    arr = np.asarray(labels.array)
+    post = canal.posterior_direction(disc.normal_ras)
+    t, d = canal.profile((arr == reg.label_id(disc_label_name(level))).astype(np.float32), labels, disc.center_ras,
+                         post, SAC_SEARCH_MM)
+    _, s = canal.profile((arr == reg.label_id("dural_sac")).astype(np.float32), labels, disc.center_ras, post,
+                         SAC_SEARCH_MM)
+    k = int(np.argmax(t >= 0))
+    while k < len(t) and d[k] >= 0.5:  # the disc's run from its centre backwards
+        k += 1
+    margin = float(t[min(k, len(t) - 1)])
+    hit = np.nonzero((s >= 0.5) & (t > margin))[0]
+    if hit.size == 0:
+        q.add(FAIL, f"{level}: no dural sac behind the disc within {SAC_SEARCH_MM:g} mm")
+    elif float(t[hit[0]]) - margin > max_gap_mm:
+        q.add(FAIL, f"{level}: the dural sac begins {float(t[hit[0]]) - margin:.1f} mm behind the disc (more than "
+                    f"{max_gap_mm:g} mm): the canal in front of it is not labelled as sac")
+
+
+#: how far behind a disc's centre (mm) the dural sac is looked for
+SAC_SEARCH_MM = 60.0
+
+
 def _plausible(q: LevelQC, level: str, values: dict[str, Any], cfg: dict[str, Any]) -> None:
-    for key, (lo, hi) in (("dsca_mm2", cfg["dsca_range_mm2"]), ("ap_diameter_mm", cfg["ap_range_mm"])):
+    for key, (lo, hi) in (("dsca_mm2", cfg["dsca_range_mm2"]), ("ap_diameter_mm", cfg["ap_range_mm"]),
+                          ("left.foramen_area_mm2", cfg["foramen_range_mm2"]),
+                          ("right.foramen_area_mm2", cfg["foramen_range_mm2"])):
         v = values.get(f"spine.{level}.{key}")
         if v is not None and not lo <= v <= hi:
             q.add(REVIEW, f"{level}: {key} {v:g} outside the adult range {lo:g}-{hi:g}")

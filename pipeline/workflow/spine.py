@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
+from pipeline.core.errors import BadInputError
 from pipeline.core.labels import registry
 from pipeline.core.layout import StudyDir
 from pipeline.core.provenance import update_provenance
@@ -28,7 +29,14 @@ from pipeline.core.verdict import REVIEW, worst
 from pipeline.core.volume import Volume
 from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_probability, save_volume
-from pipeline.spine.levels import DISC_LEVELS, LevelResult, label_levels, levels_from_labels, name_axial_discs
+from pipeline.spine.levels import (
+    DISC_LEVELS,
+    Anchor,
+    LevelResult,
+    label_levels,
+    levels_from_labels,
+    name_axial_discs,
+)
 from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
 from pipeline.spine.qc import judge_spine
 
@@ -45,11 +53,12 @@ class SpineSegmentation:
     axials: list[AxialStack]
 
 
-def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str = "cpu") -> SpineSegmentation:
-    """Segment a sagittal T2 and its axial stacks, count the levels and name the axial discs."""
+def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str = "cpu",
+                   anchor: Anchor | None = None) -> SpineSegmentation:
+    """Segment a sagittal T2 and its axial stacks, name (or number) the levels and name the axial discs."""
     reg = registry("spine")
     classes, soft = bundle.predict_soft([sag], ("dural_sac",), device=device)
-    levels = label_levels(classes, reg, load_config("default")["spine"])
+    levels = label_levels(classes, reg, load_config("default")["spine"], anchor=anchor)
     stacks = []
     for vol in axials:
         ax_classes, ax_soft = bundle.predict_soft([vol], ("dural_sac", *RECESS_WALLS), device=device)
@@ -74,20 +83,36 @@ def _save(study: StudyDir, roles: list[str], seg: SpineSegmentation) -> None:
                                     "flags": levels.flags, "levels": sorted(levels.discs)})
 
 
-def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]:
-    """Segment and level-label the lumbar series of ``study`` with the bundle of ``models`` (a bundle cache)."""
+def anchor_of(study: StudyDir, anchor_level: str | None) -> Anchor | None:
+    """The reader's level anchor: ``anchor_level`` when given, else ``spine_anchor_level`` of study.yaml (kept in
+    series.json by ingest); None when neither."""
+    text = anchor_level or study.series().raw.get("spine_anchor_level")
+    if not text:
+        return None
+    try:
+        return Anchor.parse(text)
+    except ValueError as exc:
+        raise BadInputError(str(exc), path=study.series_json if not anchor_level else None,
+                            fix="give --anchor-level L3 or vertebra_2=L3 (spine_anchor_level in study.yaml)") from exc
+
+
+def segment(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str | None = None) -> dict[str, Any]:
+    """Segment and level-label the lumbar series of ``study`` with the bundle of ``models`` (a bundle cache);
+    ``anchor_level`` as in :func:`anchor_of`."""
     series = study.series()
     sag = series.volume("lumbar_sag_t2")
     if sag is None:
         return {"status": "no sagittal lumbar T2 series"}
+    anchor = anchor_of(study, anchor_level)
     stacks = series.axial_stacks()
     bundle = models.get(load_config("default")["segment"]["spine_bundle"])
-    seg = segment_series(bundle, load_volume(sag), [load_volume(s.volume) for s in stacks], device=device)
+    seg = segment_series(bundle, load_volume(sag), [load_volume(s.volume) for s in stacks], device=device,
+                         anchor=anchor)
     _save(study, [s.role for s in stacks], seg)
     levels = seg.levels
     update_provenance(study.root, models={"spine": bundle.provenance()}, notes=[f"spine: {f}" for f in levels.flags])
     return {"status": "segmented", "levels": sorted(levels.discs), "confidence": levels.confidence,
-            "flags": levels.flags}
+            "flags": levels.flags, "anchor": None if anchor is None else str(anchor)}
 
 
 def unavailable_summary(reason: str) -> Summary:

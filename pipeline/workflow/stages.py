@@ -83,11 +83,12 @@ def ingest(study: Path, out: Path, show_phi: bool = False) -> int:
     return EXIT_OK
 
 
-def segment(out: Path, device: str = "cpu", models: Any = None) -> int:
+def segment(out: Path, device: str = "cpu", models: Any = None, anchor_level: str | None = None) -> int:
     """Segment the calf (and lumbar spine, when present) from ``OUT/volumes``; ``models`` is a bundle cache (by
     default the process-wide one, so a batch loads each model once per process). ``segment.json`` records what was
     done per anatomy and the label and probability maps now in ``calf/`` and ``spine/`` (the stage's declared output
-    in the Snakemake workflow)."""
+    in the Snakemake workflow). ``anchor_level`` names the lumbar levels from one vertebra
+    (:meth:`pipeline.spine.levels.Anchor.parse`); default: ``spine_anchor_level`` of the study's study.yaml."""
     from pipeline.workflow import calf, spine
 
     folder = StudyDir(out)
@@ -95,7 +96,7 @@ def segment(out: Path, device: str = "cpu", models: Any = None) -> int:
     models = models if models is not None else bundle_cache()
     with stage_timer(folder.root, "segment") as facts:
         facts["calf"] = calf.segment(folder, models, device=device)
-        facts["spine"] = spine.segment(folder, models, device=device)
+        facts["spine"] = spine.segment(folder, models, device=device, anchor_level=anchor_level)
     record_configs(folder, "segment")
     label_maps = sorted(folder.relative(p) for d in (folder.calf_dir, folder.spine_dir) if d.is_dir()
                         for p in d.glob("*.nii.gz"))
@@ -207,7 +208,7 @@ def remove_stale(out: Path, since_ns: int) -> list[str]:
 
 
 def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu", show_phi: bool = False,
-        models: Any = None, deidentify: bool = False) -> int:
+        models: Any = None, deidentify: bool = False, anchor_level: str | None = None) -> int:
     """All stages of one study in one process. The clinical findings and the configuration files are read and
     checked first, so that an error in them stops the run before any image work. The output folder then holds this
     run's files only: those an earlier run wrote and this one did not are removed (and listed in provenance). A
@@ -227,7 +228,7 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
         claim_out(Path(out))
         start_ns = time.time_ns()
         ingest(study, out, show_phi=show_phi)
-        segment(out, device=device, models=models)
+        segment(out, device=device, models=models, anchor_level=anchor_level)
         measure(out)
         rules(out, clinical=clinical)
         report(out, show_phi=show_phi, deidentify=deidentify)

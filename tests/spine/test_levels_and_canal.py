@@ -12,7 +12,7 @@ from pipeline.core.config import load_config
 from pipeline.core.labels import registry
 from pipeline.io.nifti import load_volume, to_closest_canonical
 from pipeline.spine import canal
-from pipeline.spine.levels import label_levels
+from pipeline.spine.levels import Anchor, label_levels
 from pipeline.spine.measure import AxialStack, measure_levels
 from pipeline.synth.lumbar import LumbarSpec, generate_lumbar
 
@@ -98,15 +98,84 @@ def test_random_phantoms_levels_and_sides(seed: int):
     _check(s, ph.truth, list(spec.ax_levels))
 
 
-def test_field_of_view_without_sacrum_is_flagged_not_guessed():
-    ph = generate_lumbar(LumbarSpec(sag_matrix=160, ax_levels=()), seed=1, fast=True)
+def _without_sacrum(seed: int = 1):
+    """Class map of a phantom's sagittal ground truth with the sacrum removed, and the level names of the truth."""
+    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=seed, fast=True)
     sag = to_closest_canonical(ph.series[0].labels)[0]
-    arr = sag.array.copy()
-    arr[np.isin(arr, [REG.label_id("sacrum_S1")])] = 0
-    levels = label_levels(REG.class_map(sag.with_array(arr)), REG)
-    assert not levels.discs and "no sacrum" in levels.flags[0]
+    truth = label_levels(REG.class_map(sag), REG)
+    assert list(truth.discs) == ["L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2"]
+    arr = np.asarray(REG.class_map(sag).array).copy()
+    arr[arr == REG.class_id("sacrum")] = 0
+    return sag.with_array(arr), truth
+
+
+def test_field_of_view_without_sacrum_is_numbered_not_named():
+    """No sacrum in view: discs and bodies are still found, numbered from the bottom and measured under those
+    numbers; no level name is guessed."""
+    classes, truth = _without_sacrum()
+    levels = label_levels(classes, REG)
+    assert "no sacrum" in levels.flags[0] and levels.confidence == 0.0
+    assert list(levels.discs) == ["disc_1", "disc_2", "disc_3", "disc_4", "disc_5"]
+    for k, named in enumerate(["L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2"], start=1):
+        assert np.allclose(levels.discs[f"disc_{k}"].center_ras, truth.discs[named].center_ras, atol=0.5)
+    names = {REG.by_id()[int(i)].name for i in np.unique(np.asarray(levels.labels.array)) if i}
+    assert {f"vertebra_{k}" for k in range(1, 6)} <= names and not any(n.startswith("vertebral_body_L") for n in names)
     res = measure_levels(levels, [], REG, CFG, INN).summary
     assert res.get("spine.L4-L5.dsca_mm2") is None and "no sacrum" in res.missing["spine.L4-L5.dsca_mm2"]
+    assert res.get("spine.levels_named") is False
+    assert res.get("spine.disc_2.ap_diameter_mm") is not None  # measured, under its number
+    assert "not named" in res.missing["spine.disc_2.left.roots_at_risk"]
+
+
+@pytest.mark.parametrize("text", ["L5", "vertebra_2=L4", "vertebra_5=L1"])
+def test_an_anchor_names_the_levels_as_the_count_from_the_sacrum_would(text):
+    classes, truth = _without_sacrum()
+    levels = label_levels(classes, REG, anchor=Anchor.parse(text))
+    assert sorted(levels.discs) == sorted(truth.discs)
+    for lv, disc in truth.discs.items():
+        assert np.allclose(levels.discs[lv].center_ras, disc.center_ras)
+    assert np.array_equal(np.asarray(levels.labels.array), np.asarray(truth.labels.array) * (
+        np.asarray(truth.labels.array) != REG.label_id("sacrum_S1")))
+    assert levels.confidence == 1.0 and not levels.flags and "anchor" in levels.method
+
+
+def test_an_anchor_off_by_one_shifts_the_names_and_is_flagged_against_the_sacrum():
+    classes, truth = _without_sacrum()
+    shifted = label_levels(classes, REG, anchor=Anchor.parse("L4"))  # the lowest body is really L5
+    assert "L5-S1" not in shifted.discs and np.allclose(shifted.discs["L4-L5"].center_ras,
+                                                         truth.discs["L5-S1"].center_ras)
+    assert "disc_5" in shifted.discs  # the top disc lies under a body above L1: numbered, not named
+    with_sacrum = label_levels(REG.class_map(truth.labels), REG, anchor=Anchor.parse("L4"))
+    assert any("counting from the sacrum" in f for f in with_sacrum.flags)
+    assert with_sacrum.confidence == CFG["level_confidence"]["anchor_disagrees_with_sacrum"]
+
+
+def test_an_anchor_beyond_the_bodies_found_is_not_used():
+    classes, _ = _without_sacrum()
+    levels = label_levels(classes, REG, anchor=Anchor.parse("vertebra_9=L1"))
+    assert "was not used" in levels.flags[0] and list(levels.discs)[0] == "disc_1"
+    with pytest.raises(ValueError, match="not a vertebral level anchor"):
+        Anchor.parse("S1")
+
+
+def test_bodies_joined_across_a_disc_are_split_and_a_missing_body_is_flagged():
+    """A bridge of body class through a disc (as a network leaves on real images) does not merge two vertebrae;
+    a vertebra the network missed leaves a gap that is flagged."""
+    classes, truth = _without_sacrum()
+    arr = np.asarray(classes.array).copy()
+    lab = np.asarray(truth.labels.array)
+    disc = np.argwhere(lab == REG.label_id("disc_L3_L4"))
+    i, j = (int(x) for x in np.median(disc[:, :2], axis=0))
+    band = arr[i, j - 1:j + 2, :]  # a 3-pixel band along the spine on the mid-sagittal slice, through every disc
+    band[band == REG.class_id("disc")] = REG.class_id("vertebral_body")
+    levels = label_levels(classes.with_array(arr), REG)
+    bodies = {n for n in (REG.by_id()[int(x)].name for x in np.unique(np.asarray(levels.labels.array)) if x)
+              if n.startswith("vertebra_")}
+    assert len(bodies) == 5
+    arr = np.asarray(classes.array).copy()
+    arr[lab == REG.label_id("vertebral_body_L3")] = 0
+    gap = label_levels(classes.with_array(arr), REG)
+    assert any("a vertebral body may be missing" in f for f in gap.flags)
 
 
 def test_debris_of_the_disc_class_is_not_counted_as_a_level():

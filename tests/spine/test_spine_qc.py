@@ -49,14 +49,18 @@ def test_a_level_without_dural_sac_fails_and_is_held_back(tmp_path):
 
 
 def test_a_sagittal_image_without_named_levels_fails(tmp_path):
-    """A calf image given as the lumbar sagittal T2: nothing is named, the spine fails QC with the reason."""
+    """A calf image given as the lumbar sagittal T2: the spine fails QC with the reasons and no value measured from
+    it is used."""
     from pipeline.synth.not_calf import write_not_calf_study
 
     study = write_not_calf_study("noise", 3, tmp_path / "study", n_slices=10, in_plane_mm=1.6)
     (study / "study.yaml").write_text("series:\n  - {file: calf_inphase.nii.gz, role: lumbar_sag_t2}\n")
     out = through_rules(study, tmp_path / "out")
     v = _summary(out)
-    assert v["spine.qc_status"] == "fail" and "no level is measured" in v["spine.qc_reasons"]
+    assert v["spine.qc_status"] == "fail" and v["spine.qc_reasons"]
+    level_status = {k: x for k, x in v.items() if k.startswith("spine.") and k.endswith(".qc_status")
+                    and k != "spine.qc_status"}
+    assert all(x == "fail" for x in level_status.values()), level_status
     qc = json.loads(StudyDir(out).findings.read_text())["quality_control"]
     assert qc["spine_status"] == "fail"
     measured = [k for k in v if k.startswith("spine.L") and v[k] not in (None, "")
