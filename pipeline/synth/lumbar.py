@@ -33,6 +33,10 @@ BODIES = ("L1", "L2", "L3", "L4", "L5")
 T2_SIGNAL = {"background": 0.0, "soft": 0.22, "subcutaneous_fat": 0.75, "paraspinal": 0.28, "marrow": 0.45,
              "cortex": 0.06, "nucleus": 0.85, "annulus": 0.2, "csf": 1.0, "root": 0.3, "epidural_fat": 0.72,
              "flavum": 0.12, "posterior": 0.4}
+#: Tissue ids of :meth:`_Spine.classify_tissue`: the tissues of :data:`T2_SIGNAL` in order, then the cauda equina
+#: roots inside the dural sac (``cauda``, labelled dural sac, with the T2 signal of ``root``).
+TISSUES = (*T2_SIGNAL, "cauda")
+TISSUE_IDS = {name: i for i, name in enumerate(TISSUES)}
 SAC_PROFILE_MM = 10.0  # half-width (1/e) of the focal narrowing of the sac around a disc
 FORAMEN_X_MM = 24.0  # |x| of the foraminal mid-plane
 FORAMEN_SLAB_MM = 5.0  # half-thickness (x) of the foramen
@@ -191,14 +195,21 @@ class _Spine:
 
     def classify(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Output label ids (spine registry) and T2 signal at world points ``p`` (..., 3)."""
+        lab, sig, _ = self.classify_tissue(p)
+        return lab, sig
+
+    def classify_tissue(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Output label ids (spine registry), T2 signal and tissue ids (:data:`TISSUE_IDS`) at world points
+        ``p`` (..., 3)."""
         reg = self.reg
         s, a, x = self.local(p)
         shape = s.shape
         lab = np.zeros(shape, np.int16)
         sig = np.zeros(shape)
+        tissue = np.zeros(shape, np.uint8)
         # body outline: soft tissue with a subcutaneous fat ring
         body_r = np.hypot(x / 160.0, (a + 20.0) / 120.0)
-        put = _painter(lab, sig)
+        put = _painter(lab, sig, tissue)
         put(body_r < 1.0, 0, "subcutaneous_fat")
         put(body_r < 0.92, 0, "soft")
         para = (np.hypot((np.abs(x) - 25) / 22.0, (a + 52) / 26.0) < 1.0) | (np.hypot((np.abs(x) - 38) / 14.0,
@@ -281,13 +292,15 @@ class _Spine:
         put(sac, reg.label_id("dural_sac"), "csf")
         cauda = sac & (np.abs(np.sin(x * 1.3) * np.sin((a - a_sac) * 1.3)) > 0.93) & (a < a_sac)
         sig[cauda] = T2_SIGNAL["root"]
-        return lab, sig
+        tissue[cauda] = TISSUE_IDS["cauda"]
+        return lab, sig, tissue
 
 
-def _painter(lab: np.ndarray, sig: np.ndarray):
+def _painter(lab: np.ndarray, sig: np.ndarray, tissue_ids: np.ndarray):
     def put(mask: np.ndarray, label_id: int, tissue: str) -> None:
         lab[mask] = label_id
         sig[mask] = T2_SIGNAL[tissue]
+        tissue_ids[mask] = TISSUE_IDS[tissue]
     return put
 
 
