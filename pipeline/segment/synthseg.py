@@ -48,6 +48,12 @@ class ContrastPrior:
     # fascia); in the rest it is as random as every other tissue.
     p_fatty_septa: float = 0.6
     p_dark_septa: float = 0.15
+    # Fluid (CSF, role ``fluid``) in the MR-like prior: bright as on T2w or STIR in this share of samples, else dark
+    # as on T1w or FLAIR.
+    p_fluid_bright: float = 0.5
+    # Share of samples in which each tied tissue (``SynthSampler(tied=...)``: e.g. a second fat compartment, a
+    # second muscle) takes the mean of the tissue it follows (plus a little); otherwise it is drawn on its own.
+    p_tied: float = 0.7
     resolution_mm: tuple[float, float] = (0.6, 2.6)  # in-plane acquisition resolution range (FWHM of the PSF)
     noise_sd: tuple[float, float] = (0.0, 0.07)
     p_ghost: float = 0.2
@@ -56,11 +62,13 @@ class ContrastPrior:
 
 
 def sample_intensities(n_tissues: int, tissue_roles: dict[str, int], rng: np.random.Generator,
-                       prior: ContrastPrior) -> np.ndarray:
+                       prior: ContrastPrior, tied: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
     """Mean intensity per tissue id. ``tissue_roles`` names the ids of ``background``, ``muscle``, ``fat``,
     ``cortex`` and ``marrow`` for the MR-like prior (fat bright or dark, marrow like fat, cortex dark, muscle
-    intermediate), and optionally ``skin`` and ``septa``; skin and muscle never fall below ``prior.signal_floor``;
-    septa mostly follow fat (``prior.p_fatty_septa``) or are dark (``prior.p_dark_septa``)."""
+    intermediate), and optionally ``skin``, ``septa`` and ``fluid`` (bright or dark); skin and muscle never fall
+    below ``prior.signal_floor``; septa mostly follow fat (``prior.p_fatty_septa``) or are dark
+    (``prior.p_dark_septa``). Each ``(tissue, leader)`` pair of ``tied`` takes ``leader``'s mean plus N(0, 0.05)
+    in a share ``prior.p_tied`` of the samples (pairs applied in order, so a leader may itself be tied)."""
     mean = rng.uniform(0.0, 1.0, n_tissues)
     if rng.uniform() >= prior.p_uniform:
         fat = rng.uniform(0.7, 1.0) if rng.uniform() < 0.6 else rng.uniform(0.0, 0.25)
@@ -68,6 +76,9 @@ def sample_intensities(n_tissues: int, tissue_roles: dict[str, int], rng: np.ran
         mean[tissue_roles["marrow"]] = np.clip(fat + rng.normal(0, 0.08), 0, 1)
         mean[tissue_roles["muscle"]] = rng.uniform(0.2, 0.6)
         mean[tissue_roles["cortex"]] = rng.uniform(0.0, 0.08)
+        if "fluid" in tissue_roles:
+            bright = rng.uniform() < prior.p_fluid_bright
+            mean[tissue_roles["fluid"]] = rng.uniform(0.7, 1.0) if bright else rng.uniform(0.0, 0.2)
     mean[tissue_roles["background"]] = rng.uniform(0.0, prior.background_max)
     for role in ("skin", "muscle"):
         if role in tissue_roles and mean[tissue_roles[role]] < prior.signal_floor:
@@ -78,6 +89,9 @@ def sample_intensities(n_tissues: int, tissue_roles: dict[str, int], rng: np.ran
             mean[tissue_roles["septa"]] = np.clip(mean[tissue_roles["fat"]] + rng.normal(0, 0.06), 0, 1)
         elif u < prior.p_fatty_septa + prior.p_dark_septa:
             mean[tissue_roles["septa"]] = rng.uniform(0.0, 0.1)
+    for tissue, leader in tied:
+        if rng.uniform() < prior.p_tied:
+            mean[tissue] = np.clip(mean[leader] + rng.normal(0, 0.05), 0, 1)
     return mean
 
 
@@ -256,11 +270,16 @@ class SynthSampler:
 
     ``bank`` holds arrays (levels, 3 sub-slices, X, Y) per subject: ``classes``, ``tissue`` and ``ff`` (uint8,
     fat fraction x 250) at ``fine_mm``; items are cut at ``target_mm`` (a whole multiple of ``fine_mm``).
+    ``tied`` pairs tissues whose means go together (:func:`sample_intensities`); a share ``focus_fraction`` of
+    the items is centred on a pixel of class ``focus_class`` where the level shows it (foreground oversampling);
+    ``mirror`` (rows, columns) allows mirroring along each axis of the slice (:func:`random_geometry`).
     """
 
     def __init__(self, bank: list[dict[str, np.ndarray]], roles: dict[str, int], muscle_classes: list[int],
                  n_classes: int, patch: tuple[int, int], fine_mm: float, target_mm: float, seed: int,
-                 prior: ContrastPrior | None = None):
+                 prior: ContrastPrior | None = None, tied: tuple[tuple[int, int], ...] = (),
+                 focus_class: int | None = None, focus_fraction: float = 0.0,
+                 mirror: tuple[bool, bool] = (True, False)):
         self.bank = bank
         self.roles = roles
         self.muscle_classes = muscle_classes
@@ -273,6 +292,10 @@ class SynthSampler:
         self.prior = prior or ContrastPrior()
         self.rng = np.random.default_rng(seed)
         self.n_tissues = int(max(int(b["tissue"].max()) for b in bank)) + 1
+        self.tied = tied
+        self.focus_class = focus_class
+        self.focus_fraction = focus_fraction
+        self.mirror = mirror
 
     @staticmethod
     def _crop(a: np.ndarray, centre: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -292,12 +315,15 @@ class SynthSampler:
         classes, tissue, ff = subj["classes"][lv], subj["tissue"][lv], subj["ff"][lv]
         size = (self.patch[0] * self.factor, self.patch[1] * self.factor)
         fg = np.argwhere(classes[1] > 0)
-        if len(fg) and rng.uniform() < 0.85:
+        focus = np.argwhere(classes[1] == self.focus_class) if self.focus_class is not None else fg[:0]
+        if len(focus) and rng.uniform() < self.focus_fraction:
+            centre = tuple(int(c) for c in focus[int(rng.integers(len(focus)))])
+        elif len(fg) and rng.uniform() < 0.85:
             centre = tuple(int(c) for c in fg[int(rng.integers(len(fg)))])
         else:
             centre = (int(rng.integers(classes.shape[1])), int(rng.integers(classes.shape[2])))
         classes, tissue, ff = (self._crop(a, centre, size) for a in (classes, tissue, ff))
-        mean = sample_intensities(self.n_tissues, self.roles, rng, prior)
+        mean = sample_intensities(self.n_tissues, self.roles, rng, prior, self.tied)
         thin = bool((tissue[0] == tissue[2]).all())
         subs = [1] if thin else [0, 1, 2]
         img = np.mean([paint(tissue[k], classes[k], ff[k].astype(np.float32) / 250.0, mean, self.roles,
@@ -320,6 +346,6 @@ class SynthSampler:
         items = [self.item() for _ in range(n)]
         img = torch.from_numpy(np.stack([i for i, _ in items])[:, None])
         lab = torch.from_numpy(np.stack([lb for _, lb in items])[:, None].astype(np.float32))
-        img, lab = random_geometry(img, lab, self.rng)
+        img, lab = random_geometry(img, lab, self.rng, mirror_rows=self.mirror[0], mirror_columns=self.mirror[1])
         img = random_acquisition(img, self.rng, noise_sd=self.prior.noise_sd)
         return normalise_batch(img), lab.round().long()
