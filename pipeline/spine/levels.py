@@ -49,6 +49,8 @@ class LevelResult:
     method: str = "count from the sacrum upwards (lowest disc above the sacrum = L5-S1)"
     confidence: float = 0.0
     flags: list[str] = field(default_factory=list)
+    #: discs the network did not label, placed in the gap between two neighbouring vertebral bodies
+    inferred: list[str] = field(default_factory=list)
 
 
 def _components(mask: np.ndarray, min_voxels: float, min_fraction: float = 0.0) -> list[np.ndarray]:
@@ -188,6 +190,7 @@ class _Found:
     discs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     bodies: list[tuple[np.ndarray, np.ndarray]]
     volume: Volume
+    inferred: list[bool] = field(default_factory=list)  # per disc: placed in a gap, not labelled by the network
 
 
 def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
@@ -242,8 +245,48 @@ def _discs_between_bodies(found: _Found, cfg: Mapping[str, Any]) -> _Found:
                     abs(float(hi[2] - lo[2])) < 2.5 * abs(step):
                 groups.setdefault(g, []).append(m)
                 break
-    return _Found([_disc_info(found.volume, np.logical_or.reduce(ms)) for _, ms in sorted(groups.items())],
-                  found.bodies, found.volume)
+    discs = {g: (_disc_info(found.volume, np.logical_or.reduce(ms)), False) for g, ms in groups.items()}
+    for g in range(1, len(found.bodies)):  # gaps between two bodies found, at the usual spacing, with no disc
+        if g not in discs and abs(float(centres[g, 2] - centres[g - 1, 2])) <= float(cfg["body_gap_ratio"]) * abs(step):
+            gap = _gap_disc(found.volume, found.bodies[g - 1], found.bodies[g])
+            if gap is not None:
+                discs[g] = (gap, True)
+    order = sorted(discs)
+    return _Found([discs[g][0] for g in order], found.bodies, found.volume, [discs[g][1] for g in order])
+
+
+def _inferred_flag(res: LevelResult) -> list[str]:
+    if not res.inferred:
+        return []
+    return [f"disc(s) {', '.join(res.inferred)} not labelled by the network: placed in the gap between the "
+            "neighbouring vertebral bodies"]
+
+
+def _gap_disc(volume: Volume, lower: tuple[np.ndarray, np.ndarray], upper: tuple[np.ndarray, np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A disc the network did not label, placed where it must be: between the facing endplates of two neighbouring
+    vertebral bodies (the 95th and 5th percentiles of their voxels along the line through their centres), within
+    the bodies' radius around that line (80th percentile of their voxels' distances from it), outside both bodies.
+    Its normal is that line. None when the bodies leave no gap."""
+    (c_lo, m_lo), (c_hi, m_hi) = lower, upper
+    u = (c_hi - c_lo) / np.linalg.norm(c_hi - c_lo)
+    both = m_lo | m_hi
+    idx = np.argwhere(both)
+    lo_box, hi_box = idx.min(0), idx.max(0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo_box, hi_box))
+    grid = np.argwhere(np.ones(tuple(hi_box - lo_box), bool)) + lo_box
+    rel = volume.voxel_to_world(grid) - c_lo
+    t = rel @ u
+    r = np.linalg.norm(rel - np.outer(t, u), axis=1)
+    in_lo, in_hi = m_lo[box].ravel(), m_hi[box].ravel()
+    top, bottom = np.percentile(t[in_lo], 95), np.percentile(t[in_hi], 5)
+    radius = float(np.percentile(r[in_lo | in_hi], 80))
+    sel = (t > top) & (t < bottom) & (r <= radius) & ~in_lo & ~in_hi
+    if not sel.any():
+        return None
+    mask = np.zeros(both.shape, bool)
+    mask[tuple(grid[sel].T)] = True
+    return volume.voxel_to_world(np.argwhere(mask)).mean(0), u if u[2] >= 0 else -u, mask
 
 
 def _disc_info(volume: Volume, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,8 +309,11 @@ def _positional(found: _Found, reg: Registry, out: np.ndarray, res: LevelResult)
     for k, (c, n, m) in enumerate(found.discs[:n_disc], start=1):
         res.discs[f"disc_{k}"] = Disc(f"disc_{k}", m, c, n)
         out[m] = reg.label_id(f"disc_{k}")
+        if found.inferred and found.inferred[k - 1]:
+            res.inferred.append(f"disc_{k}")
     for k, (_, m) in enumerate(found.bodies[:n_body], start=1):
         out[m] = reg.label_id(f"vertebra_{k}")
+    res.flags += _inferred_flag(res)
     if len(found.discs) > n_disc or len(found.bodies) > n_body:
         res.flags.append(f"{len(found.discs)} discs and {len(found.bodies)} vertebral bodies found; only the lowest "
                          f"{n_disc} and {n_body} are numbered")
@@ -296,6 +342,8 @@ def _from_anchor(found: _Found, anchor: Anchor, reg: Registry, out: np.ndarray, 
             continue
         res.discs[level] = Disc(level, m, c, n)
         out[m] = reg.label_id(disc_label_name(level))
+        if found.inferred and found.inferred[j]:
+            res.inferred.append(level)
     return True
 
 
@@ -348,6 +396,7 @@ def _label_from_anchor(classes: Volume, reg: Registry, cfg: Mapping[str, Any], a
                              "it, each disc named after the body above it", confidence=1.0)
     if not _from_anchor(found, anchor, reg, out, res):
         return None
+    res.flags += _inferred_flag(res)
     if sacrum_parts:
         sacrum = max(sacrum_parts, key=lambda m: int(m.sum()))
         out[sacrum & (out == 0)] = reg.label_id("sacrum_S1")
@@ -407,10 +456,10 @@ def _count_from_sacrum(classes: Volume, reg: Registry, cfg: Mapping[str, Any], f
 
 
 def levels_from_labels(labels: Volume, reg: Registry, method: str = "", confidence: float = 1.0,
-                       flags: list[str] | None = None) -> LevelResult:
+                       flags: list[str] | None = None, inferred: list[str] | None = None) -> LevelResult:
     """A :class:`LevelResult` from a sagittal map whose discs are already named (``disc_L4_L5`` ...)."""
     arr = np.asarray(labels.array)
-    res = LevelResult(labels=labels, confidence=confidence, flags=list(flags or []))
+    res = LevelResult(labels=labels, confidence=confidence, flags=list(flags or []), inferred=list(inferred or []))
     if method:
         res.method = method
     for level in disc_levels(reg):

@@ -26,6 +26,7 @@ Pure: label arrays and values in, a :class:`SpineQC` out.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +96,10 @@ def _sac_near(labels: Volume, reg: Registry, z_mm: float, window_mm: float) -> b
 
 
 def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags: list[str],
-                values: dict[str, Any]) -> SpineQC:
+                values: dict[str, Any], inferred: Collection[str] = ()) -> SpineQC:
     """The QC verdict of a level-labelled sagittal map (``spine/labels_sag.nii.gz``); ``level_flags`` are the
-    level labelling's flags (why levels are not named), ``values`` the summary values measured from it."""
+    level labelling's flags (why levels are not named), ``values`` the summary values measured from it,
+    ``inferred`` the discs placed in a gap between two bodies because the network did not label them (review)."""
     centres = _z_centres(labels, reg)
     by_name = {lab.name: lab for lab in reg.labels}
     discs = sorted(by_name[n].level for n in centres if by_name[n].structure == "disc")
@@ -114,6 +116,9 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
     planes = levels_from_labels(labels, reg).discs
     for level in discs:
         q = levels.setdefault(level, LevelQC())
+        if level in inferred:
+            q.add(REVIEW, f"{level}: the network did not label this disc; it was placed in the gap between the "
+                          "neighbouring vertebral bodies")
         z_disc = centres[disc_label_name(level)][0]
         if level in DISC_NEIGHBOURS:
             below, above = DISC_NEIGHBOURS[level]

@@ -80,7 +80,8 @@ def _save(study: StudyDir, roles: list[str], seg: SpineSegmentation) -> None:
         for structure, prob in (stack.walls or {}).items():
             save_probability(prob, study.spine_probability(path, structure))
     write_json(study.spine_levels, {"method": levels.method, "confidence": levels.confidence,
-                                    "flags": levels.flags, "levels": sorted(levels.discs)})
+                                    "flags": levels.flags, "levels": sorted(levels.discs),
+                                    "inferred": levels.inferred})
 
 
 def anchor_of(study: StudyDir, anchor_level: str | None) -> Anchor | None:
@@ -146,7 +147,7 @@ def _saved_stack(study: StudyDir, labels: Path) -> AxialStack:
 def _saved_levels(study: StudyDir) -> LevelResult:
     info = study.read_json(study.spine_levels, {})
     return levels_from_labels(load_volume(study.spine_labels_sag), registry("spine"), info.get("method", ""),
-                              info.get("confidence", 1.0), info.get("flags"))
+                              info.get("confidence", 1.0), info.get("flags"), info.get("inferred"))
 
 
 def measure(study: StudyDir) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def measure(study: StudyDir) -> dict[str, Any]:
                          load_config("default")["spine"], load_config("innervation"),
                          sac_sag=_optional_volume(study.spine_probability(study.spine_labels_sag)))
     qc = judge_spine(load_volume(study.spine_labels_sag), registry("spine"), load_config("qc")["spine"],
-                     levels.flags, res.summary.values)
+                     levels.flags, res.summary.values, inferred=levels.inferred)
     for warning in series.repeat_warnings(["lumbar_sag_t2"], "spine"):
         qc.status, qc.reasons = worst(qc.status, REVIEW), [*qc.reasons, warning]
     for key, value in qc.as_summary().items():

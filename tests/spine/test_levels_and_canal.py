@@ -403,3 +403,17 @@ def test_measure_levels_takes_the_recess_walls_from_the_probability_maps_when_gi
             assert soft.get(key) < plain.get(key) - 0.5, (level, side)
         assert soft.get(f"spine.{level}.dsca_mm2") == plain.get(f"spine.{level}.dsca_mm2")
         assert soft.get(f"spine.{level}.ap_diameter_mm") == plain.get(f"spine.{level}.ap_diameter_mm")
+
+
+def test_a_disc_the_network_missed_is_placed_between_its_bodies_and_marked():
+    """Without the sacrum, a gap between two bodies at the usual spacing holds a disc even where the network
+    labelled none: it is placed between the endplates (centre near the true disc's) and listed as inferred."""
+    classes, truth = _without_sacrum()
+    arr = np.asarray(classes.array).copy()
+    arr[np.asarray(truth.labels.array) == REG.label_id("disc_L3_L4")] = 0
+    levels = label_levels(classes.with_array(arr), REG)
+    assert list(levels.discs) == ["disc_1", "disc_2", "disc_3", "disc_4", "disc_5"]
+    assert levels.inferred == ["disc_3"] and any("not labelled by the network" in f for f in levels.flags)
+    placed, true = levels.discs["disc_3"], truth.discs["L3-L4"]
+    assert np.linalg.norm(placed.center_ras - true.center_ras) < 3.0
+    assert abs(float(placed.normal_ras @ true.normal_ras)) > 0.95
