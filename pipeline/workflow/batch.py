@@ -27,6 +27,7 @@ from pipeline.core.config import config_dir, load_config
 from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInputError, LegMRIError
 from pipeline.core.layout import BatchDir, StudyDir
 from pipeline.core.provenance import load_provenance, update_provenance
+from pipeline.io.nifti import clear_cache
 from pipeline.segment.paths import configured_bundle_files
 from pipeline.workflow import stages
 
@@ -137,6 +138,8 @@ def run_one(study: str, out: str, device: str) -> dict[str, Any]:
         write_text(StudyDir(out_p).error_log, f"{study_p}: {kind}: {exc}\n\n{traceback.format_exc()}")
         update_provenance(out_p, batch={"fingerprint": fingerprint, "status": "failed", "error": msg})
         return {"name": out_p.name, "status": "failed", "error": f"{kind}: {msg}"}
+    finally:
+        clear_cache()  # a worker keeps no volume of a finished study in memory
     update_provenance(out_p, batch={"fingerprint": fingerprint, "status": "ok"})
     return {"name": out_p.name, "status": "ok"}
 
