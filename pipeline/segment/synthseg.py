@@ -54,6 +54,10 @@ class ContrastPrior:
     # Share of samples in which each tied tissue (``SynthSampler(tied=...)``: e.g. a second fat compartment, a
     # second muscle) takes the mean of the tissue it follows (plus a little); otherwise it is drawn on its own.
     p_tied: float = 0.7
+    # Share of samples in which the tissues of the background class (all but air) are overlaid with random clutter
+    # (:func:`clutter`): blobs of random intensity like bowel, vessels or fatty streaks, which the tissue maps do not
+    # draw, so that no intensity pattern outside the labelled structures can pass for one of them.
+    p_clutter: float = 0.0
     resolution_mm: tuple[float, float] = (0.6, 2.6)  # in-plane acquisition resolution range (FWHM of the PSF)
     noise_sd: tuple[float, float] = (0.0, 0.07)
     p_ghost: float = 0.2
@@ -121,6 +125,24 @@ def paint(tissue: np.ndarray, classes: np.ndarray, ff: np.ndarray, mean: np.ndar
                 m[classes == c] += rng.normal(0, prior.muscle_offset_sd)
         img[muscle] = ((1 - ff) * m + ff * mean[roles["fat"]])[muscle] + (img - lut[tissue])[muscle]
     return img
+
+
+def clutter(img: np.ndarray, classes: np.ndarray, tissue: np.ndarray, air: int, rng: np.random.Generator
+            ) -> np.ndarray:
+    """Overlay the background class (``classes`` 0, tissue other than ``air``) with k = 2-6 random intensities on
+    the cells of a quantised smooth random field (scale 4-24 pixels), mixed in with a random weight w in
+    [0.5, 1]: I' = (1 - w) I + w c_{q(f)}."""
+    region = (classes == 0) & (tissue != air)
+    if not region.any():
+        return img
+    field = smooth_field(img.shape, rng, rng.uniform(4, 24))
+    k = int(rng.integers(2, 7))
+    cells = np.digitize(field, np.sort(rng.uniform(-1.5, 1.5, k - 1)))
+    values = rng.uniform(0.0, 1.0, k).astype(np.float32)
+    w = np.float32(rng.uniform(0.5, 1.0))
+    out = img.copy()
+    out[region] = (1 - w) * img[region] + w * values[cells[region]]
+    return out
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -328,6 +350,8 @@ class SynthSampler:
         subs = [1] if thin else [0, 1, 2]
         img = np.mean([paint(tissue[k], classes[k], ff[k].astype(np.float32) / 250.0, mean, self.roles,
                              self.muscle_classes, rng, prior) for k in subs], axis=0).astype(np.float32)
+        if prior.p_clutter > 0 and rng.uniform() < prior.p_clutter:
+            img = clutter(img, classes[1], tissue[1], self.roles["background"], rng)
         res = rng.uniform(*prior.resolution_mm, size=2)
         target = self.fine_mm * self.factor
         psf = tuple(float(np.sqrt(max(r**2 - target**2 * 0.25, 0.0)) / 2.355 / self.fine_mm) for r in res)

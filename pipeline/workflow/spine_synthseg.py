@@ -182,10 +182,11 @@ TIED = (("epidural_fat", "subcutaneous_fat"), ("posterior", "marrow"), ("soft", 
 def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int,
                 sac_fraction: float = 0.5, prior: Any = None) -> Any:
     """A :class:`~pipeline.segment.synthseg.SynthSampler` over ``bank`` with the spine's tissue roles (CSF the
-    ``fluid``), no mirroring (rows run anterior on sagittal slices) and ``sac_fraction`` of the items centred on a
-    dural sac pixel."""
+    ``fluid``), no mirroring (rows run anterior on sagittal slices), ``sac_fraction`` of the items centred on a
+    dural sac pixel and, by default, clutter in half of the items (the phantom's soft tissue is plain, a patient's
+    abdomen and back are not)."""
     from pipeline.core.labels import registry
-    from pipeline.segment.synthseg import SynthSampler
+    from pipeline.segment.synthseg import ContrastPrior, SynthSampler
     from pipeline.synth.lumbar import TISSUE_IDS
 
     reg = registry("spine")
@@ -194,7 +195,7 @@ def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], targe
              "fluid": TISSUE_IDS["csf"]}
     tied = tuple((TISSUE_IDS[a], TISSUE_IDS[b]) for a, b in TIED)
     return SynthSampler(bank, roles, [], len(reg.classes), patch, float(bank[0]["spacing_mm"]), target_mm, seed,
-                        prior=prior, tied=tied, focus_class=reg.class_id("dural_sac"), focus_fraction=sac_fraction,
+                        prior=prior or ContrastPrior(p_clutter=0.5), tied=tied, focus_class=reg.class_id("dural_sac"), focus_fraction=sac_fraction,
                         mirror=(False, False))
 
 
@@ -236,6 +237,7 @@ def _phantom_series(seed: int, target_mm: float) -> list[tuple[np.ndarray, np.nd
 AUGMENTATION = ("SynthSeg-style half of each batch: random tissue intensities (uniform or MR-like prior: fat bright "
                 "or dark, CSF bright or dark, muscle intermediate, cortex dark; epidural fat, posterior elements, "
                 "soft tissue and cauda equina usually tied to subcutaneous fat, marrow, muscle and roots), texture, "
+                "clutter of random blobs over the background class in half of the samples, "
                 "slice-thickness partial volume (sub-slices), PSF 0.6-2.6 mm, ghosting, wrap-around, FOV cuts (also "
                 "whole-slice cuts at any height: no sacrum, spine to the top edge), affine (25 deg, 25 %, shear, no "
                 "mirroring), elastic, bias, gamma, Gibbs, Rician noise; the other half fixed-T2 phantom patches with "
@@ -403,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch", type=int, default=12)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--init", default="spine_t2_unet")
-    t.add_argument("--init-member", type=int, default=1, help="network of an ensemble bundle to start from")
+    t.add_argument("--init-member", type=int, default=None, help="network of an ensemble bundle to start from")
     t.add_argument("--version", default="2.0.0")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--patch", type=int, default=176)

@@ -70,3 +70,16 @@ def test_tied_tissues_follow_their_leader_and_fluid_is_bright_or_dark():
     assert np.abs(draws[:, 6] - draws[:, 2]).max() < 0.3
     fluid = draws[:, 5]
     assert ((fluid >= 0.7) | (fluid <= 0.2)).all() and (fluid >= 0.7).any() and (fluid <= 0.2).any()
+
+
+def test_clutter_changes_only_the_background_class_inside_the_body():
+    from pipeline.segment.synthseg import clutter
+
+    img = np.full((40, 40), 0.3, np.float32)
+    classes = np.zeros((40, 40), np.uint8)
+    classes[10:20, 10:20] = 4
+    tissue = np.ones((40, 40), np.uint8)
+    tissue[:, :5] = 0
+    out = clutter(img, classes, tissue, 0, np.random.default_rng(1))
+    assert np.array_equal(out[classes > 0], img[classes > 0]) and np.array_equal(out[:, :5], img[:, :5])
+    assert np.abs(out - img).max() > 0.05
