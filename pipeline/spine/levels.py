@@ -372,7 +372,7 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
         unused = [f"the anchor {anchor} names vertebra_{anchor.vertebra} but {len(found.bodies)} vertebral bodies "
                   "were found: it was not used"]
     if sacrum_parts:
-        res = _count_from_sacrum(classes, reg, cfg, found, sacrum_parts, out)
+        res = _count_from_sacrum(classes, reg, cfg, between, sacrum_parts, out)
     else:
         res = LevelResult(method=POSITIONAL_METHOD, flags=[NO_SACRUM_FLAG])
         _positional(between, reg, out, res)
@@ -400,7 +400,8 @@ def _label_from_anchor(classes: Volume, reg: Registry, cfg: Mapping[str, Any], a
     if sacrum_parts:
         sacrum = max(sacrum_parts, key=lambda m: int(m.sum()))
         out[sacrum & (out == 0)] = reg.label_id("sacrum_S1")
-        counted = _count_from_sacrum(classes, reg, cfg, found, sacrum_parts, _base_map(np.asarray(classes.array), reg))
+        counted = _count_from_sacrum(classes, reg, cfg, found, sacrum_parts,
+                                     _base_map(np.asarray(classes.array), reg))
         differ = sorted(lv for lv, d in res.discs.items() if lv in DISC_LEVELS and
                         (lv not in counted.discs or np.linalg.norm(counted.discs[lv].center_ras - d.center_ras) > 1.0))
         if differ:
@@ -423,10 +424,14 @@ def _count_from_sacrum(classes: Volume, reg: Registry, cfg: Mapping[str, Any], f
     sacrum_pts = classes.voxel_to_world(np.argwhere(sacrum))
     sac_z = float(sacrum_pts[:, 2].mean())
     out[sacrum] = reg.label_id("sacrum_S1")
-    disc_info = [t for t in found.discs if t[0][2] > sac_z]
-    for (c, n, m), level in zip(disc_info, DISC_LEVELS):
+    above = [i for i, t in enumerate(found.discs) if t[0][2] > sac_z]
+    disc_info = [found.discs[i] for i in above]
+    for i, (c, n, m), level in zip(above, disc_info, DISC_LEVELS):
         res.discs[level] = Disc(level, m, c, n)
         out[m] = reg.label_id(disc_label_name(level))
+        if found.inferred and found.inferred[i]:
+            res.inferred.append(level)
+    res.flags += _inferred_flag(res)
     floor_z = disc_info[0][0][2] if disc_info else sac_z  # vertebral bodies lie above the L5-S1 disc
     body_info = [t for t in found.bodies if t[0][2] > floor_z]
     for (_, m), level in zip(body_info, BODY_LEVELS):
