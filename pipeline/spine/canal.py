@@ -40,6 +40,7 @@ class Reach:
     foramen_lateral: float  # parasagittal slices at most this far left or right of the disc centre
     foramen_along_normal: float  # a foraminal region's centre at most this far above or below the disc plane
     foramen_behind: float  # ... and at most this far behind the disc centre
+    foramen_extent: float  # every pixel of a foraminal region at most this far above or below the disc plane
 
     @classmethod
     def from_config(cls, spine_cfg: dict) -> Reach:
@@ -239,7 +240,10 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
 def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_center: np.ndarray,
                      disc_normal: np.ndarray, side: Side, min_lateral_mm: float, reach: Reach) -> float | None:
     """Largest foraminal-contents region beside the disc in the parasagittal slices of ``side`` between
-    ``min_lateral_mm`` and ``reach.foramen_lateral`` from the disc centre, within the window of ``reach``."""
+    ``min_lateral_mm`` and ``reach.foramen_lateral`` from the disc centre, within the window of ``reach``: its
+    centre within ``reach.foramen_along_normal`` of the disc plane and up to ``reach.foramen_behind`` behind the
+    disc centre, and all of it within ``reach.foramen_extent`` of the disc plane (a foramen is closed by the
+    pedicles above and below; a region running farther is the epidural space of the canal, not a foramen)."""
     post = posterior_direction(disc_normal)
     best = None
     area_px = pixel_area_mm2(volume, axis)
@@ -252,12 +256,12 @@ def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_cente
         sl = np.take(contents, k, axis=axis)
         lab, n = ndimage.label(sl)
         for c in range(1, n + 1):
-            comp = lab == c
-            ij = np.argwhere(comp).mean(axis=0)
-            w = volume.voxel_to_world(np.insert(ij, axis, k)[None])[0] - disc_center
-            along = abs(float(w @ disc_normal))
-            behind = float(w @ post)
-            if along <= reach.foramen_along_normal and 0.0 < behind <= reach.foramen_behind:
-                area = float(comp.sum()) * area_px
+            ij = np.argwhere(lab == c)
+            w = volume.voxel_to_world(np.insert(ij, axis, k, axis=1)) - disc_center
+            along = w @ disc_normal
+            behind = float((w @ post).mean())
+            if abs(float(along.mean())) <= reach.foramen_along_normal and 0.0 < behind <= reach.foramen_behind \
+                    and float(np.abs(along).max()) <= reach.foramen_extent:
+                area = float(len(ij)) * area_px
                 best = area if best is None else max(best, area)
     return best

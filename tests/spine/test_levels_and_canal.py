@@ -423,3 +423,35 @@ def test_a_disc_the_network_missed_is_placed_between_its_bodies_and_marked():
     placed, true = levels.discs["disc_3"], truth.discs["L3-L4"]
     assert np.linalg.norm(placed.center_ras - true.center_ras) < 3.0
     assert abs(float(placed.normal_ras @ true.normal_ras)) > 0.95
+
+
+def test_a_foramen_run_into_the_canals_epidural_space_is_not_measured_as_one():
+    """Epidural fat that joins a foramen to the canal's epidural space along the spine (as a network leaves beside
+    the sac) makes one region tens of millimetres tall: it is not a foramen, and the area comes from the slices
+    where the foramen is closed above and below."""
+    sag, _, levels = _index_case_labels()
+    arr = np.asarray(sag.array).copy()
+    contents = np.isin(arr, [REG.label_id("epidural_fat"), REG.label_id("nerve_root")])
+    axis = canal.acquisition_axis(sag)
+    disc = levels.discs["L4-L5"]
+    clean = canal.foramen_area_mm2(contents, sag, axis, disc.center_ras, disc.normal_ras, "left", 18.0, REACH)
+    # the parasagittal slice with the most foraminal contents near the disc gets a strip along the spine, 40 mm up and
+    # down from the disc (so that the joined region's centre stays at the disc)
+    k = max((k for k in range(sag.shape[axis])
+             if canal.side_of_world_x(sag.voxel_to_world(np.array([[k, 0, 0]]))[0, 0], disc.center_ras[0]) == "left"
+             and abs(sag.voxel_to_world(np.array([[k, 0, 0]]))[0, 0] - disc.center_ras[0]) >= 18.0),
+            key=lambda k: int(np.take(contents, k, axis=axis).sum()))
+    sl = np.take(contents, k, axis=axis)
+    rows = np.argwhere(sl)[:, 0]
+    strip = np.zeros_like(sl)
+    col = int(round(sag.world_to_voxel(disc.center_ras[None])[0, 2]))
+    half = int(round(40.0 / sag.spacing_mm[2]))
+    strip[int(np.median(rows)) - 1:int(np.median(rows)) + 2, col - half:col + half + 1] = True
+    leaky = contents.copy()
+    idx = [slice(None)] * 3
+    idx[axis] = k
+    leaky[tuple(idx)] |= strip
+    kept = canal.foramen_area_mm2(leaky, sag, axis, disc.center_ras, disc.normal_ras, "left", 18.0, REACH)
+    assert kept == pytest.approx(clean, rel=0.2)
+    unbounded = canal.Reach(**{**REACH.__dict__, "foramen_extent": 1e3})
+    assert canal.foramen_area_mm2(leaky, sag, axis, disc.center_ras, disc.normal_ras, "left", 18.0, unbounded) > 2 * clean
