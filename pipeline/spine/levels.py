@@ -205,7 +205,47 @@ def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
     # order along the spine by height (world S): the lumbar spine rises monotonically, lordosis or not
     disc_info = sorted(((*disc_plane(classes, m), m) for m in discs), key=lambda t: t[0][2])
     body_info = sorted(((classes.voxel_to_world(np.argwhere(m)).mean(0), m) for m in bodies), key=lambda t: t[0][2])
-    return _Found(disc_info, body_info, classes)
+    return _Found(disc_info, _column(body_info, float(cfg["body_column_max_mm"])), classes)
+
+
+def _under_column(classes: Volume, parts: list[np.ndarray], found: _Found, max_mm: float) -> list[np.ndarray]:
+    """The sacrum pieces whose centre lies below the lowest vertebral body and within ``max_mm`` of the column's
+    line carried down (with two or more bodies; else every piece)."""
+    if len(found.bodies) < 2:
+        return parts
+    c = np.array([b[0] for b in found.bodies])
+    a = np.stack([c[:, 2], np.ones(len(c))], axis=1)
+    coef, *_ = np.linalg.lstsq(a, c[:, :2], rcond=None)
+    kept = []
+    for m in parts:
+        p = classes.voxel_to_world(np.argwhere(m)).mean(0)
+        line = np.array([p[2], 1.0]) @ coef
+        if p[2] < c[0, 2] and float(np.linalg.norm(p[:2] - line)) <= max_mm:
+            kept.append(m)
+    return kept
+
+
+def _column_fit(z: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Horizontal (x, y) of the straight line through points (z, xy) by least squares, at each z."""
+    a = np.stack([z, np.ones_like(z)], axis=1)
+    coef, *_ = np.linalg.lstsq(a, xy, rcond=None)
+    return a @ coef
+
+
+def _column(bodies: list[tuple[np.ndarray, np.ndarray]], max_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The vertebral bodies that form the spinal column: with three or more, a straight line x(z), y(z) is fitted
+    to their centres and the body farthest from it is dropped while that distance exceeds ``max_mm`` (a lordotic
+    lumbar spine bows by about 10-25 mm from its chord; pieces of body class in the abdomen or the back lie far
+    off it)."""
+    kept = list(bodies)
+    while len(kept) >= 3:
+        c = np.array([b[0] for b in kept])
+        off = np.linalg.norm(c[:, :2] - _column_fit(c[:, 2], c[:, :2]), axis=1)
+        worst = int(np.argmax(off))
+        if off[worst] <= max_mm:
+            break
+        kept.pop(worst)
+    return kept
 
 
 def _gap_flags(found: _Found, cfg: Mapping[str, Any]) -> list[str]:
@@ -361,7 +401,8 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     vv = classes.voxel_volume_mm3
     out = _base_map(arr, reg)
     found = _find(classes, reg, cfg)
-    sacrum_parts = _components(arr == reg.class_id("sacrum"), 1000.0 * cfg["min_sacrum_ml"] / vv)
+    sacrum_parts = _under_column(classes, _components(arr == reg.class_id("sacrum"), 1000.0 * cfg["min_sacrum_ml"] / vv),
+                                 found, float(cfg["body_column_max_mm"]))
     unused: list[str] = []
     between = _discs_between_bodies(found, cfg)
     if anchor is not None:

@@ -455,3 +455,27 @@ def test_a_foramen_run_into_the_canals_epidural_space_is_not_measured_as_one():
     assert kept == pytest.approx(clean, rel=0.2)
     unbounded = canal.Reach(**{**REACH.__dict__, "foramen_extent": 1e3})
     assert canal.foramen_area_mm2(leaky, sag, axis, disc.center_ras, disc.normal_ras, "left", 18.0, unbounded) > 2 * clean
+
+
+def test_body_and_sacrum_class_off_the_spinal_column_is_not_counted():
+    """Pieces of vertebral-body and sacrum class in front of the spine (as a network leaves in the abdomen) are not
+    vertebrae and not the sacrum: the names stay those of the clean map."""
+    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
+    sag = to_closest_canonical(ph.series[0].labels)[0]
+    classes = REG.class_map(sag)
+    ref = label_levels(classes, REG)
+    arr = np.asarray(classes.array).copy()
+    lab = np.asarray(sag.array)
+    for label, cls, dz in (("vertebral_body_L3", "vertebral_body", 0.0), ("sacrum_S1", "sacrum", 60.0)):
+        idx = np.argwhere(lab == REG.label_id(label))
+        shift = np.round(sag.world_to_voxel(sag.voxel_to_world(idx[:1]) + [0.0, 70.0, dz])[0] - idx[0]).astype(int)
+        moved = idx + shift
+        ok = np.all((moved >= 0) & (moved < np.array(arr.shape)), axis=1)
+        arr[tuple(moved[ok].T)] = REG.class_id(cls)  # a copy 70 mm in front of the spine
+    levels = label_levels(classes.with_array(arr), REG)
+    assert list(levels.discs) == list(ref.discs) and not levels.inferred
+    for lv in ref.discs:
+        assert np.allclose(levels.discs[lv].center_ras, ref.discs[lv].center_ras)
+    loose = label_levels(classes.with_array(arr), REG, {**CFG, "body_column_max_mm": 1e3})
+    assert loose.inferred or list(loose.discs) != list(ref.discs) or any(
+        not np.allclose(loose.discs[lv].center_ras, ref.discs[lv].center_ras) for lv in ref.discs)
