@@ -50,7 +50,8 @@ def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator
     Calf: with the default project generator and the configured Dixon bundle, the full evaluation (Dice, side swaps,
     volume and FF errors; :func:`evaluate_calf`); with ``generator="atlas"`` (the independent generator, never
     trained on), ``contrasts``, a one-input ``bundle`` or ``qc``, Dice per input contrast and, with ``qc``, the
-    segmentation QC verdicts against the truth (:func:`calf_generalisation`)."""
+    segmentation QC verdicts against the truth (:func:`calf_generalisation`). Spine: ``bundle`` or the configured
+    one (:func:`evaluate_spine`)."""
     seed_list = parse_seeds(seeds)
     if generator == "project" and min(seed_list) < EVALUATION_SEED_START:
         raise UsageError(f"evaluation seeds must be >= {EVALUATION_SEED_START} (lower seeds are used in training).")
@@ -62,7 +63,7 @@ def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator
     elif anatomy == "calf":
         rows, table = evaluate_calf(seed_list, device)
     elif anatomy == "spine":
-        rows, table = evaluate_spine(seed_list, device)
+        rows, table = evaluate_spine(seed_list, device, bundle)
     else:
         raise UsageError(f"unknown anatomy '{anatomy}'")
     write_text(out / f"{anatomy}_cases.csv", csv_text(rows, list(rows[0].keys())))
@@ -199,10 +200,12 @@ def qc_against_truth(rows: list[dict[str, Any]], structures: tuple[str, ...] | l
     return f"QC verdicts against the truth (muscles; wrong = Dice < {QC_WRONG_DICE}): " + ", ".join(parts) + "."
 
 
-def _registry_config_bundle(anatomy: str, device: str) -> tuple[Registry, dict[str, Any], Any]:
-    """The label registry of ``anatomy``, the pipeline configuration and the configured bundle on ``device``."""
+def _registry_config_bundle(anatomy: str, device: str, name: str | None = None
+                            ) -> tuple[Registry, dict[str, Any], Any]:
+    """The label registry of ``anatomy``, the pipeline configuration and the bundle ``name`` (default: the configured
+    one) on ``device``."""
     cfg = load_config("default")
-    return registry(anatomy), cfg, load_bundle(cfg["segment"][f"{anatomy}_bundle"], device=device)
+    return registry(anatomy), cfg, load_bundle(name or cfg["segment"][f"{anatomy}_bundle"], device=device)
 
 
 def evaluate_calf(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str, Any]], str]:
@@ -288,14 +291,16 @@ def _calf_table(rows: list[dict[str, Any]], reg: Registry, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_spine(seeds: list[int], device: str = "cpu") -> tuple[list[dict[str, Any]], str]:
-    """Per case and level: level naming and canal measurement errors of the spine bundle; and the summary table."""
+def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | None = None
+                   ) -> tuple[list[dict[str, Any]], str]:
+    """Per case and level: level naming and canal measurement errors of the spine bundle (the configured one unless
+    ``bundle_name``); and the summary table."""
     from pipeline.io.nifti import to_closest_canonical
     from pipeline.spine.measure import measure_levels
     from pipeline.synth.lumbar import random_lumbar
     from pipeline.workflow.spine import segment_series
 
-    reg, cfg, bundle = _registry_config_bundle("spine", device)
+    reg, cfg, bundle = _registry_config_bundle("spine", device, bundle_name)
     rows: list[dict[str, Any]] = []
     levels_ok = 0
     swaps = 0

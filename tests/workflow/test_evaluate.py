@@ -54,3 +54,9 @@ def test_qc_verdicts_are_set_against_the_truth(tmp_path: Path):
     assert "QC verdicts against the truth" in table
     passed = [r for r in rows if r["qc_status"] == "pass" and r["structure"] not in ("tibia", "fibula", "subcutaneous_fat")]
     assert passed and all(float(r["dice"]) >= 0.8 for r in passed)
+
+
+def test_the_spine_evaluation_uses_the_bundle_asked_for(tmp_path: Path):
+    assert main(["evaluate", "spine", "--seeds", "100000", "--out", str(tmp_path), "--bundle",
+                 "spine_t2_synth_unet"]) == 0
+    assert (tmp_path / "spine_summary.md").read_text().startswith("Spine bundle spine_t2_synth_unet v0.1.0")
