@@ -166,7 +166,7 @@ def crop_around(image: np.ndarray, label: np.ndarray, centre: tuple[int, int], p
     return img[:, r0:r0 + ph, c0:c0 + pw], lab[r0:r0 + ph, c0:c0 + pw]
 
 
-def _augment_transforms(patch: tuple[int, int], seed: int, aug: dict[str, Any]):
+def augment_transforms(patch: tuple[int, int], seed: int, aug: dict[str, Any]):
     """Random crop of ``patch`` and the augmentation of ``train.augmentation`` (configs/default.yaml)."""
     from monai.transforms import (
         Compose,
@@ -280,7 +280,7 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    augment = _augment_transforms(cfg.patch, cfg.seed, cfg.augmentation)
+    augment = augment_transforms(cfg.patch, cfg.seed, cfg.augmentation)
     rng = np.random.default_rng(cfg.seed)
     n_classes = len(cfg.labels)
     best: tuple[float, dict[str, torch.Tensor] | None, list, int] = (-1.0, None, [], 0)
@@ -288,7 +288,7 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
     it = 0
     t_train = time.perf_counter()
     while it < cfg.max_iterations and (time.perf_counter() - t_train) < cfg.max_minutes * 60:
-        items = [augment(_sample(train, index, focus, focus_id, cfg, rng))
+        items = [augment(sample_item(train, index, focus, focus_id, cfg, rng))
                  for _ in range(cfg.batch_size)]
         x = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in items]).float().to(cfg.device)
         y = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in items]).round().long().to(cfg.device)
@@ -320,7 +320,7 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
     return record
 
 
-def _sample(train: list[tuple[np.ndarray, np.ndarray]], index: list[tuple[int, int]],
+def sample_item(train: list[tuple[np.ndarray, np.ndarray]], index: list[tuple[int, int]],
             focus: list[tuple[int, int]], focus_id: int, cfg: TrainConfig, rng: np.random.Generator
             ) -> dict[str, np.ndarray]:
     """One training item: a uniformly drawn slice, or (with ``cfg.oversample_fraction``) a patch of a focus slice

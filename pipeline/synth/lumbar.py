@@ -33,7 +33,7 @@ BODIES = ("L1", "L2", "L3", "L4", "L5")
 T2_SIGNAL = {"background": 0.0, "soft": 0.22, "subcutaneous_fat": 0.75, "paraspinal": 0.28, "marrow": 0.45,
              "cortex": 0.06, "nucleus": 0.85, "annulus": 0.2, "csf": 1.0, "root": 0.3, "epidural_fat": 0.72,
              "flavum": 0.12, "posterior": 0.4}
-#: Tissue ids of :meth:`_Spine.classify_tissue`: the tissues of :data:`T2_SIGNAL` in order, then the cauda equina
+#: Tissue ids of :meth:`SpineAnatomy.classify_tissue`: the tissues of :data:`T2_SIGNAL` in order, then the cauda equina
 #: roots inside the dural sac (``cauda``, labelled dural sac, with the T2 signal of ``root``).
 TISSUES = (*T2_SIGNAL, "cauda")
 TISSUE_IDS = {name: i for i, name in enumerate(TISSUES)}
@@ -127,7 +127,7 @@ class LumbarPhantom:
     truth: dict[str, Any]
 
 
-class _Spine:
+class SpineAnatomy:
     """The continuous spine model: coordinates, level layout and tissue/label of any world point."""
 
     def __init__(self, spec: LumbarSpec):
@@ -304,7 +304,7 @@ def _painter(lab: np.ndarray, sig: np.ndarray, tissue_ids: np.ndarray):
     return put
 
 
-def _render(spine: _Spine, affine: np.ndarray, shape: tuple[int, int, int], sub: tuple[int, int, int]
+def _render(spine: SpineAnatomy, affine: np.ndarray, shape: tuple[int, int, int], sub: tuple[int, int, int]
             ) -> tuple[np.ndarray, np.ndarray]:
     """Labels (majority) and signal (mean) of a grid, rendered with ``sub`` samples per voxel along each axis."""
     n_lab = len(spine.reg.labels) + 1
@@ -331,7 +331,7 @@ def _render(spine: _Spine, affine: np.ndarray, shape: tuple[int, int, int], sub:
     return labels, signal
 
 
-def _sag_affine(spine: _Spine, spec: LumbarSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _sag_affine(spine: SpineAnatomy, spec: LumbarSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Sagittal stack: rows run posterior, columns inferior, slices left-to-right through the spine's midline."""
     d, n = spec.sag_in_plane_mm, spec.sag_matrix
     if spec.sag_sacrum_mm is None:
@@ -348,7 +348,7 @@ def _sag_affine(spine: _Spine, spec: LumbarSpec) -> tuple[np.ndarray, tuple[int,
     return aff, (n, n, spec.sag_slices)
 
 
-def _ax_affine(spine: _Spine, spec: LumbarSpec, level: str) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _ax_affine(spine: SpineAnatomy, spec: LumbarSpec, level: str) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Axial stack through the disc ``level``, parallel to the disc plane (angled as scanned)."""
     d, n = spec.ax_in_plane_mm, spec.ax_matrix
     s = spine.disc_s[level]
@@ -376,7 +376,7 @@ def generate_lumbar(spec: LumbarSpec | None = None, seed: int = 0, *, fast: bool
     """Render the lumbar phantom: one sagittal T2 stack and one axial T2 stack per level in ``spec.ax_levels``."""
     spec = spec or LumbarSpec()
     rng = np.random.default_rng([seed, 5])
-    spine = _Spine(spec)
+    spine = SpineAnatomy(spec)
     series: list[SynthSeries] = []
     grids = [("lumbar_sag_t2", "sagittal", *_sag_affine(spine, spec), (1, 1, 1) if fast else (2, 2, 2))]
     for n, lv in enumerate(spec.ax_levels):
@@ -394,7 +394,7 @@ def generate_lumbar(spec: LumbarSpec | None = None, seed: int = 0, *, fast: bool
     return LumbarPhantom(spec, series, truth)
 
 
-def _truth(spine: _Spine, spec: LumbarSpec) -> dict[str, Any]:
+def _truth(spine: SpineAnatomy, spec: LumbarSpec) -> dict[str, Any]:
     levels = {}
     for lv in LEVELS:
         v = spec.levels[lv]

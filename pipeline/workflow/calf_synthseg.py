@@ -189,9 +189,9 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
         opt.step()
         it += 1
         if it % validate_every == 0:
-            synth = _mean_dice(net, [(x_.numpy(), y_[:, 0].numpy()) for x_, y_ in val_items], n_classes,
+            synth = mean_dice(net, [(x_.numpy(), y_[:, 0].numpy()) for x_, y_ in val_items], n_classes,
                                dice_per_class)
-            dixon = _mean_dice(net, val_dixon, n_classes, dice_per_class)
+            dixon = mean_dice(net, val_dixon, n_classes, dice_per_class)
             score = (synth + dixon) / 2
             history.append({"iteration": it, "loss": round(loss.item(), 4), "val_random_contrast_dice": round(synth, 4),
                             "val_dixon_phantom_dice": round(dixon, 4)})
@@ -226,7 +226,7 @@ def _save(out: Path, cfg: Any, best: dict[str, Any], start: Any, it: int, t0: fl
     return record
 
 
-def _mean_dice(net: Any, cases: list[tuple[np.ndarray, np.ndarray]], n_classes: int, dice_fn: Any) -> float:
+def mean_dice(net: Any, cases: list[tuple[np.ndarray, np.ndarray]], n_classes: int, dice_fn: Any) -> float:
     """Mean foreground Dice of ``net`` over (images (S, C, H, W), classes (S, H, W)) cases, slices padded to 16."""
     import torch
     import torch.nn.functional as F

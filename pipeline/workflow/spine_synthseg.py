@@ -1,5 +1,5 @@
 """Contrast-randomised training of the spine bundle (the SynthSeg idea; Billot et al., Med Image Anal
-2023;86:102789). Tissue maps come from the lumbar phantom's anatomy (:meth:`pipeline.synth.lumbar._Spine.classify_tissue`);
+2023;86:102789). Tissue maps come from the lumbar phantom's anatomy (:meth:`pipeline.synth.lumbar.SpineAnatomy.classify_tissue`);
 every random-contrast sample gets random intensities per tissue (the dural sac's CSF its own tissue, bright or dark;
 the cauda equina roots inside the sac a tissue of the sac class), partial volume, resolution, bias, noise and
 artefacts (:mod:`pipeline.segment.synthseg`), and fields of view cut at any height: without the sacrum, or with the
@@ -123,10 +123,10 @@ def bank_subject(seed: int, sagittal: int = 6, axial: int = 2, spacing_mm: float
     """Tissue maps of one random lumbar phantom: ``classes`` and ``tissue`` (uint8), each (levels, 3, H, W), the
     ``sagittal`` slices first, then the ``axial`` ones (zero-padded to the sagittal size), and ``plane``
     (0 sagittal, 1 axial) per level."""
-    from pipeline.synth.lumbar import LumbarSpec, _Spine
+    from pipeline.synth.lumbar import LumbarSpec, SpineAnatomy
 
     rng = np.random.default_rng([seed, BANK_STREAM])
-    spine = _Spine(LumbarSpec.random(rng))
+    spine = SpineAnatomy(LumbarSpec.random(rng))
     lut = class_lut()
     maps = [sagittal_level(spine, rng, lut, spacing_mm) for _ in range(sagittal)]
     maps += [axial_level(spine, rng, lut, spacing_mm) for _ in range(axial)]
@@ -259,7 +259,7 @@ def train_spine_synthseg(bank_dirs: list[Path], out: Path, *, minutes: float, ma
 
     from pipeline.core.labels import registry
     from pipeline.segment.bundle import build_network, load_bundle
-    from pipeline.segment.train import TrainConfig, _augment_transforms
+    from pipeline.segment.train import TrainConfig, augment_transforms
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -301,7 +301,7 @@ def train_spine_synthseg(bank_dirs: list[Path], out: Path, *, minutes: float, ma
     sampler = sampler_for(train_bank, patch, cfg.target_spacing_mm[0], seed, sac_fraction)
     val_sampler = sampler_for(val_bank, patch, cfg.target_spacing_mm[0], seed + 99, sac_fraction)
     val_synth = [val_sampler.batch(16) for _ in range(2)]
-    augment = _augment_transforms(patch, seed, cfg.augmentation)
+    augment = augment_transforms(patch, seed, cfg.augmentation)
     rng = np.random.default_rng(seed)
     n_synth = int(round(batch_size * synth_share))
     return _fit(net, cfg, provenance, out, sampler, n_synth, lambda: _phantom_batch(
@@ -310,12 +310,12 @@ def train_spine_synthseg(bank_dirs: list[Path], out: Path, *, minutes: float, ma
 
 def _phantom_batch(train: list, index: list, focus: list, sac: int, cfg: Any, rng: np.random.Generator,
                    augment: Any, n: int) -> tuple[Any, Any]:
-    """``n`` augmented fixed-T2 phantom patches (:func:`pipeline.segment.train._sample`)."""
+    """``n`` augmented fixed-T2 phantom patches (:func:`pipeline.segment.train.sample_item`)."""
     import torch
 
-    from pipeline.segment.train import _sample
+    from pipeline.segment.train import sample_item
 
-    items = [augment(_sample(train, index, focus, sac, cfg, rng)) for _ in range(n)]
+    items = [augment(sample_item(train, index, focus, sac, cfg, rng)) for _ in range(n)]
     x = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in items]).float()
     y = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in items]).round().long()
     return x, y
@@ -330,7 +330,7 @@ def _fit(net: Any, cfg: Any, provenance: dict[str, Any], out: Path, sampler: Any
     from monai.losses import DiceCELoss
 
     from pipeline.segment.train import dice_per_class, learning_rate_at
-    from pipeline.workflow.calf_synthseg import _mean_dice
+    from pipeline.workflow.calf_synthseg import mean_dice
 
     n_classes = len(cfg.labels)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -353,9 +353,9 @@ def _fit(net: Any, cfg: Any, provenance: dict[str, Any], out: Path, sampler: Any
         opt.step()
         it += 1
         if it % cfg.validate_every == 0:
-            synth = _mean_dice(net, [(x_.numpy(), y_[:, 0].numpy()) for x_, y_ in val_synth], n_classes,
+            synth = mean_dice(net, [(x_.numpy(), y_[:, 0].numpy()) for x_, y_ in val_synth], n_classes,
                                dice_per_class)
-            phantom = _mean_dice(net, val_phantoms, n_classes, dice_per_class)
+            phantom = mean_dice(net, val_phantoms, n_classes, dice_per_class)
             score = (synth + phantom) / 2
             history.append({"iteration": it, "loss": round(loss.item(), 4), "val_random_contrast_dice": round(synth, 4),
                             "val_phantom_dice": round(phantom, 4)})

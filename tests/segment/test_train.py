@@ -113,7 +113,7 @@ def test_focus_slices_are_the_slices_of_the_plane_that_show_the_class():
 
 
 def test_oversampled_items_are_patches_centred_on_the_class():
-    from pipeline.segment.train import _sample, focus_slices, prepare_slices, slice_plane_of
+    from pipeline.segment.train import focus_slices, prepare_slices, sample_item, slice_plane_of
 
     cases = _two_plane_cases()
     cfg = _cfg("x", slice_plane="acquisition", patch=(16, 16), oversample_class=CALF.classes[1],
@@ -124,11 +124,11 @@ def test_oversampled_items_are_patches_centred_on_the_class():
     index = [(ci, si) for ci, (a, _) in enumerate(prepared) for si in range(len(a))]
     rng = np.random.default_rng(0)
     for _ in range(20):
-        item = _sample(prepared, index, focus, 1, cfg, rng)
+        item = sample_item(prepared, index, focus, 1, cfg, rng)
         assert item["image"].shape == (1, 16, 16) and item["label"].shape == (1, 16, 16)
         assert item["label"][0, 8, 8] == 1  # the drawn class pixel is the patch centre
     plain = replace(cfg, oversample_fraction=0.0)
-    shown = [_sample(prepared, index, focus, 1, plain, rng)["label"].any() for _ in range(60)]
+    shown = [sample_item(prepared, index, focus, 1, plain, rng)["label"].any() for _ in range(60)]
     assert not all(shown)  # uniform slices: most do not show the class
 
 

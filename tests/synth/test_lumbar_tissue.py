@@ -1,14 +1,14 @@
-"""Tissue ids of the lumbar phantom (pipeline.synth.lumbar._Spine.classify_tissue) against its labels and signal."""
+"""Tissue ids of the lumbar phantom (pipeline.synth.lumbar.SpineAnatomy.classify_tissue) against its labels and signal."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.core.labels import registry
-from pipeline.synth.lumbar import T2_SIGNAL, TISSUE_IDS, TISSUES, LumbarSpec, _Spine
+from pipeline.synth.lumbar import T2_SIGNAL, TISSUE_IDS, TISSUES, LumbarSpec, SpineAnatomy
 
 
-def _sagittal_points(spine: _Spine, x: float) -> np.ndarray:
+def _sagittal_points(spine: SpineAnatomy, x: float) -> np.ndarray:
     s = np.linspace(-30, spine.length, 300)
     a = np.linspace(-90, 40, 260)
     return np.stack([spine.point(si, ai, x) for si in s for ai in a]).reshape(300, 260, 3)
@@ -16,7 +16,7 @@ def _sagittal_points(spine: _Spine, x: float) -> np.ndarray:
 
 def test_tissue_ids_give_the_signal_and_agree_with_labels():
     reg = registry("spine")
-    spine = _Spine(LumbarSpec.random(np.random.default_rng(4)))
+    spine = SpineAnatomy(LumbarSpec.random(np.random.default_rng(4)))
     lab, sig, tissue = spine.classify_tissue(_sagittal_points(spine, 1.2))
     lab2, sig2 = spine.classify(_sagittal_points(spine, 1.2))
     assert np.array_equal(lab, lab2) and np.array_equal(sig, sig2)
