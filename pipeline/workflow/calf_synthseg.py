@@ -215,13 +215,21 @@ AUGMENTATION = ("SynthSeg-style: random tissue intensities (uniform or MR-like p
 
 
 def _save(out: Path, cfg: Any, best: dict[str, Any], start: Any, it: int, t0: float, history: list) -> dict[str, Any]:
+    return save_best_bundle(out, cfg, best, start, it, t0, history,
+                            {"random_contrast": best["synth"], "dixon_phantoms": best["dixon"]},
+                            {"augmentation": AUGMENTATION})
+
+
+def save_best_bundle(out: Path, cfg: Any, best: dict[str, Any], start: Any, it: int, t0: float, history: list,
+                     validation: dict[str, float | None], extra: dict[str, Any]) -> dict[str, Any]:
+    """Write the best state of a run (``best["state"]``, its ``iteration``) as a bundle in ``out`` with its training
+    record: the start, iterations, minutes since ``t0``, the validation history, the best checkpoint's
+    ``validation`` Dice and ``extra`` fields; returns the record."""
     from pipeline.segment.train import write_bundle
 
     record = {"initialised_from": start, "iterations": it, "best_iteration": best["iteration"],
               "train_minutes": round((time.perf_counter() - t0) / 60, 1), "device": "cpu", "threads": cfg.threads,
-              "history": history, "validation_mean_dice": {"random_contrast": best["synth"],
-                                                           "dixon_phantoms": best["dixon"]},
-              "augmentation": AUGMENTATION}
+              "history": history, "validation_mean_dice": validation, **extra}
     write_bundle(Path(out), cfg, {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}, record)
     return record
 

@@ -372,15 +372,11 @@ def _fit(net: Any, cfg: Any, provenance: dict[str, Any], out: Path, sampler: Any
 
 
 def _save(out: Path, cfg: Any, best: dict[str, Any], start: Any, it: int, t0: float, history: list) -> dict[str, Any]:
-    from pipeline.segment.train import write_bundle
+    from pipeline.workflow.calf_synthseg import save_best_bundle
 
-    record = {"initialised_from": start, "iterations": it, "best_iteration": best["iteration"],
-              "train_minutes": round((time.perf_counter() - t0) / 60, 1), "device": "cpu", "threads": cfg.threads,
-              "history": history, "validation_mean_dice": {"random_contrast": best["synth"],
-                                                           "fixed_t2_phantoms": best["phantom"]},
-              "synthseg_augmentation": AUGMENTATION}
-    write_bundle(Path(out), cfg, {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}, record)
-    return record
+    return save_best_bundle(out, cfg, best, start, it, t0, history,
+                            {"random_contrast": best["synth"], "fixed_t2_phantoms": best["phantom"]},
+                            {"synthseg_augmentation": AUGMENTATION})
 
 
 def _seed_range(text: str) -> range:
