@@ -199,6 +199,19 @@ def augment_transforms(patch: tuple[int, int], seed: int, aug: dict[str, Any]):
     return t
 
 
+def optimiser_step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Any, x: torch.Tensor, y: torch.Tensor,
+                   progress: float, max_lr: float) -> torch.Tensor:
+    """One training step: the learning rate of :func:`learning_rate_at` for ``progress``, then the gradient of
+    ``loss_fn(net(x), y)`` applied by ``opt``; returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = learning_rate_at(progress, max_lr)
+    opt.zero_grad()
+    loss = loss_fn(net(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def learning_rate_at(progress: float, max_lr: float, warmup: float = 0.05) -> float:
     """Linear warm-up then cosine decay to 1 % of ``max_lr`` over training progress in [0, 1]; progress is the
     larger of the iteration and the wall-time fractions, so a time-limited run still anneals.
@@ -293,12 +306,7 @@ def train_bundle(train_cases: Iterable[tuple[list[Volume], Volume]], val_cases: 
         x = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in items]).float().to(cfg.device)
         y = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in items]).round().long().to(cfg.device)
         progress = max(it / cfg.max_iterations, (time.perf_counter() - t_train) / (cfg.max_minutes * 60))
-        for group in opt.param_groups:
-            group["lr"] = learning_rate_at(progress, cfg.learning_rate)
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
+        loss = optimiser_step(net, opt, loss_fn, x, y, progress, cfg.learning_rate)
         it += 1
         if it % cfg.validate_every == 0 or it == cfg.max_iterations:
             dice = _validate(net, val, n_classes, cfg.device)

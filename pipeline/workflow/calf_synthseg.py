@@ -144,7 +144,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
 
     from pipeline.core.labels import registry
     from pipeline.segment.bundle import build_network
-    from pipeline.segment.train import TrainConfig, dice_per_class, learning_rate_at
+    from pipeline.segment.train import TrainConfig, dice_per_class, optimiser_step
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -181,12 +181,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
     while it < max_iterations and time.perf_counter() - t0 < minutes * 60:
         x, y = sampler.batch(batch_size)
         progress = max(it / max_iterations, (time.perf_counter() - t0) / (minutes * 60))
-        for g in opt.param_groups:
-            g["lr"] = learning_rate_at(progress, learning_rate)
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
+        loss = optimiser_step(net, opt, loss_fn, x, y, progress, learning_rate)
         it += 1
         if it % validate_every == 0:
             synth = mean_dice(net, [(x_.numpy(), y_[:, 0].numpy()) for x_, y_ in val_items], n_classes,

@@ -324,12 +324,12 @@ def _phantom_batch(train: list, index: list, focus: list, sac: int, cfg: Any, rn
 def _fit(net: Any, cfg: Any, provenance: dict[str, Any], out: Path, sampler: Any, n_synth: int,
          phantom_batch: Callable[[], tuple[Any, Any]], val_synth: list, val_phantoms: list,
          log: Callable[[str], None]) -> dict[str, Any]:
-    """The training loop: DiceCE, AdamW, warm-up and cosine decay (:func:`learning_rate_at`), validation every
+    """The training loop: DiceCE, AdamW, warm-up and cosine decay (:func:`pipeline.segment.train.learning_rate_at`), validation every
     ``cfg.validate_every`` iterations, the best checkpoint written at once."""
     import torch
     from monai.losses import DiceCELoss
 
-    from pipeline.segment.train import dice_per_class, learning_rate_at
+    from pipeline.segment.train import dice_per_class, optimiser_step
     from pipeline.workflow.calf_synthseg import mean_dice
 
     n_classes = len(cfg.labels)
@@ -345,12 +345,7 @@ def _fit(net: Any, cfg: Any, provenance: dict[str, Any], out: Path, sampler: Any
         x = xp if xs is None else torch.cat([xs, xp])
         y = yp if ys is None else torch.cat([ys, yp])
         progress = max(it / cfg.max_iterations, (time.perf_counter() - t0) / (cfg.max_minutes * 60))
-        for g in opt.param_groups:
-            g["lr"] = learning_rate_at(progress, cfg.learning_rate)
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
+        loss = optimiser_step(net, opt, loss_fn, x, y, progress, cfg.learning_rate)
         it += 1
         if it % cfg.validate_every == 0:
             synth = mean_dice(net, [(x_.numpy(), y_[:, 0].numpy()) for x_, y_ in val_synth], n_classes,
