@@ -61,19 +61,23 @@ def leg_mask(ip: np.ndarray) -> np.ndarray:
 
 
 def bone_mask(ip: np.ndarray, leg: np.ndarray, point: tuple[int, int]) -> np.ndarray:
-    """The dark cortical ring around ``point`` (box indices) with its marrow: the smallest closing (0-3 voxels) of
-    a dark component that encloses the point."""
+    """The dark cortical ring around ``point`` (box indices) with its marrow: of the dark components near the point,
+    closed by the fewest voxels (0-3) that make them enclose it, the smallest filled region."""
     dark = (ip < CORTEX_FRACTION) & ndi.binary_erosion(leg, iterations=4)
     comps, _ = ndi.label(dark)
     x, y = point
     near = comps[max(x - 12, 0):x + 12, max(y - 12, 0):y + 12]
+    best: np.ndarray | None = None
     for c in (int(c) for c in np.unique(near) if c):
+        ring = comps == c
         for it in range(4):
-            ring = comps == c
             filled = ndi.binary_fill_holes(ndi.binary_closing(ring, iterations=it) if it else ring)
             if filled[x, y]:
-                return filled
-    raise ValueError(f"no dark cortical ring encloses the bone point {point}")
+                best = filled if best is None or filled.sum() < best.sum() else best
+                break
+    if best is None:
+        raise ValueError(f"no dark cortical ring encloses the bone point {point}")
+    return best
 
 
 def _draw(markers: np.ndarray, polyline: list[list[int]], value: int, origin: tuple[int, int]) -> None:
@@ -107,8 +111,15 @@ def annotate_slice(ip: np.ndarray, op: np.ndarray, entry: dict[str, Any], abbrev
         markers[mask] = cls
     relief = landscape(ip, op)
     out = watershed(relief, markers)
+    bone_any = np.zeros_like(leg)
     for cls, mask in bones.items():
         out[mask] = cls
+        bone_any |= mask
+    stray = np.isin(out, list(bones)) & ~bone_any  # a bone's marker grew into soft tissue nobody scribbled
+    if stray.any():
+        seeds = np.where(np.isin(out, [*bones, outside]) | stray | ~leg, 0, out)
+        regrown = watershed(relief, seeds, mask=leg & ~bone_any)
+        out[stray] = regrown[stray]
     out[out == outside] = 0
     deep = (out == fat) & (ndi.distance_transform_edt(leg) > FAT_MAX_DEPTH_VOX)
     if deep.any():
@@ -147,12 +158,47 @@ def annotate(scribbles: dict[str, Any], ip_img: nib.Nifti1Image, op_img: nib.Nif
     return out, done
 
 
+def save_pictures(labels: np.ndarray, ip: np.ndarray, done: list[dict[str, Any]], scribbles: dict[str, Any],
+                  folder: Path) -> None:
+    """One PNG per annotated slice: the in-phase box with the structure outlines (registry colours)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from skimage.segmentation import find_boundaries
+
+    reg = registry("calf")
+    colours = ["#000000"] + [reg.structures[c].get("color", "#888888") for c in reg.classes[1:]]
+    folder.mkdir(parents=True, exist_ok=True)
+    for item, entry in zip(done, scribbles.values()):
+        z = item["slice"]
+        bx, by = box_of(entry, ip.shape)
+        img = ip[bx, by, z]
+        lab = labels[bx, by, z]
+        edge = find_boundaries(lab, mode="inner") & (lab > 0)
+        fig, ax = plt.subplots(1, 2, figsize=(13, 5.2))
+        extent = (bx.start - 0.5, bx.stop - 0.5, by.start - 0.5, by.stop - 0.5)
+        for a in ax:
+            a.imshow(img.T, origin="lower", cmap="gray", vmin=0, vmax=float(np.percentile(img, 99.7)), extent=extent)
+            a.set_xticks([])
+            a.set_yticks([])
+        ax[1].imshow(np.ma.masked_where(~edge, lab).T, origin="lower", cmap=ListedColormap(colours), vmin=0,
+                     vmax=len(colours) - 1, extent=extent, interpolation="nearest")
+        ax[0].set_title(f"{item['side']} leg, slice {z}: in-phase")
+        ax[1].set_title("reference outlines")
+        fig.tight_layout()
+        fig.savefig(folder / f"{item['side']}_{z}.png", dpi=70)
+        plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scribbles", type=Path, required=True)
     p.add_argument("--inphase", type=Path, required=True)
     p.add_argument("--opposed", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pictures", type=Path, default=None, help="folder for one overlay PNG per annotated slice")
     a = p.parse_args(argv)
     scribbles = yaml.safe_load(a.scribbles.read_text())
     ip_img, op_img = nib.load(a.inphase), nib.load(a.opposed)
@@ -164,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         nib.save(img, str(tmp))
     with atomic_path(a.out / "slices.json") as tmp:
         Path(tmp).write_text(json.dumps(done, indent=1) + "\n")
+    if a.pictures:
+        save_pictures(labels, np.asarray(ip_img.dataobj, np.float32), done, scribbles, a.pictures)
     return 0
 
 
