@@ -294,14 +294,16 @@ class SynthSampler:
     fat fraction x 250) at ``fine_mm``; items are cut at ``target_mm`` (a whole multiple of ``fine_mm``).
     ``tied`` pairs tissues whose means go together (:func:`sample_intensities`); a share ``focus_fraction`` of
     the items is centred on a pixel of class ``focus_class`` where the level shows it (foreground oversampling);
-    ``mirror`` (rows, columns) allows mirroring along each axis of the slice (:func:`random_geometry`).
+    ``mirror`` (rows, columns) allows mirroring along each axis of the slice (:func:`random_geometry`);
+    ``weights`` (one per subject, normalised to sum 1) draws the subjects with those probabilities instead of
+    uniformly (without it the random stream is that of the uniform draw, unchanged).
     """
 
     def __init__(self, bank: list[dict[str, np.ndarray]], roles: dict[str, int], muscle_classes: list[int],
                  n_classes: int, patch: tuple[int, int], fine_mm: float, target_mm: float, seed: int,
                  prior: ContrastPrior | None = None, tied: tuple[tuple[int, int], ...] = (),
                  focus_class: int | None = None, focus_fraction: float = 0.0,
-                 mirror: tuple[bool, bool] = (True, False)):
+                 mirror: tuple[bool, bool] = (True, False), weights: np.ndarray | None = None):
         self.bank = bank
         self.roles = roles
         self.muscle_classes = muscle_classes
@@ -318,6 +320,12 @@ class SynthSampler:
         self.focus_class = focus_class
         self.focus_fraction = focus_fraction
         self.mirror = mirror
+        self.weights = None
+        if weights is not None:
+            w = np.asarray(weights, np.float64)
+            if w.shape != (len(bank),) or (w < 0).any() or not w.sum() > 0:
+                raise ValueError(f"weights must be {len(bank)} non-negative numbers, not all zero")
+            self.weights = w / w.sum()
 
     @staticmethod
     def _crop(a: np.ndarray, centre: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -332,7 +340,10 @@ class SynthSampler:
     def item(self) -> tuple[np.ndarray, np.ndarray]:
         """One image and its classes on the target grid, before geometry and acquisition effects."""
         rng, prior = self.rng, self.prior
-        subj = self.bank[int(rng.integers(len(self.bank)))]
+        if self.weights is None:
+            subj = self.bank[int(rng.integers(len(self.bank)))]
+        else:
+            subj = self.bank[int(rng.choice(len(self.bank), p=self.weights))]
         lv = int(rng.integers(subj["classes"].shape[0]))
         classes, tissue, ff = subj["classes"][lv], subj["tissue"][lv], subj["ff"][lv]
         size = (self.patch[0] * self.factor, self.patch[1] * self.factor)

@@ -60,9 +60,7 @@ def _write_subject(args: tuple[int, int, float, str, float]) -> str:
     seed, levels, spacing, folder, shape_variety = args
     path = Path(folder) / f"subject_{seed:06d}.npz"
     if not path.exists():
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **bank_subject(seed, levels, spacing, shape_variety))
+        write_subject(path, bank_subject(seed, levels, spacing, shape_variety))
     return str(path)
 
 
@@ -75,21 +73,52 @@ def build_bank(seeds: range, out: Path, levels: int = 3, spacing_mm: float = 0.6
         return list(pool.map(_write_subject, jobs))
 
 
-def load_bank(folders: Path | list[Path]) -> list[dict[str, np.ndarray]]:
-    """Every subject of one or more bank folders (sorted by name within each)."""
-    subjects = []
+def load_bank_groups(folders: Path | list[Path]) -> list[list[dict[str, np.ndarray]]]:
+    """The subjects of each of one or more bank folders (sorted by name within each), one list per folder."""
+    groups = []
     for folder in [folders] if isinstance(folders, (str, Path)) else folders:
         files = sorted(Path(folder).glob("subject_*.npz"))
         if not files:
             raise FileNotFoundError(f"no subject_*.npz in {folder}; render the bank first (bank --out {folder})")
-        subjects += [dict(np.load(f)) for f in files]
-    return subjects
+        groups.append([dict(np.load(f)) for f in files])
+    return groups
+
+
+def load_bank(folders: Path | list[Path]) -> list[dict[str, np.ndarray]]:
+    """Every subject of one or more bank folders (sorted by name within each)."""
+    return [s for group in load_bank_groups(folders) for s in group]
+
+
+def subject_weights(group_sizes: list[int], shares: list[float]) -> np.ndarray:
+    """Drawing probability of every subject of banks of ``group_sizes`` subjects (in :func:`load_bank` order)
+    such that bank k is drawn with probability ``shares[k]`` (normalised to sum 1), uniformly within it.
+
+    >>> subject_weights([3, 1], [0.75, 0.25]).tolist()
+    [0.25, 0.25, 0.25, 0.25]
+    >>> subject_weights([2, 1], [1, 1]).tolist()
+    [0.25, 0.25, 0.5]
+    """
+    if len(shares) != len(group_sizes):
+        raise ValueError(f"{len(shares)} bank shares for {len(group_sizes)} banks")
+    if any(s < 0 for s in shares) or not sum(shares) > 0 or min(group_sizes) < 1:
+        raise ValueError("bank shares must be non-negative, not all zero, and every bank non-empty")
+    total = float(sum(shares))
+    return np.concatenate([np.full(n, s / total / n) for n, s in zip(group_sizes, shares)])
+
+
+def write_subject(path: Path, subject: dict[str, np.ndarray]) -> Path:
+    """Write one bank subject atomically (``subject_*.npz``, compressed), replacing an existing file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **subject)
+    return path
 
 
 def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int,
-                prior: Any = None):
+                prior: Any = None, weights: np.ndarray | None = None):
     """A :class:`~pipeline.segment.synthseg.SynthSampler` over ``bank`` with the calf's tissue roles (and the
-    :class:`~pipeline.segment.synthseg.ContrastPrior` ``prior``, default the module's)."""
+    :class:`~pipeline.segment.synthseg.ContrastPrior` ``prior``, default the module's), drawing the subjects with
+    probabilities ``weights`` (:func:`subject_weights`; default uniform)."""
     from pipeline.core.labels import registry
     from pipeline.segment.synthseg import SynthSampler
     from pipeline.synth.calf import MUSCLES, TISSUE_IDS
@@ -99,7 +128,7 @@ def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], targe
              "fat": TISSUE_IDS["subcutaneous_fat"], "cortex": TISSUE_IDS["cortex"], "marrow": TISSUE_IDS["marrow"],
              "skin": TISSUE_IDS["skin"], "septa": TISSUE_IDS["fascia"]}
     return SynthSampler(bank, roles, [reg.class_id(m) for m in MUSCLES], len(reg.classes), patch,
-                        float(bank[0]["spacing_mm"]), target_mm, seed, prior=prior)
+                        float(bank[0]["spacing_mm"]), target_mm, seed, prior=prior, weights=weights)
 
 
 def dixon_validation(seeds: range, target_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -136,9 +165,11 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
                    patch: tuple[int, int] = (192, 192), learning_rate: float = 1e-3, seed: int = 0, threads: int = 2,
                    init: str | None = "calf_dixon_unet", version: str = "2.0.0", validate_every: int = 100,
                    val_seeds: range = range(900, 903), log: Callable[[str], None] = print,
-                   prior: Any = None) -> dict[str, Any]:
-    """Train the one-input calf bundle on random-contrast samples of the bank; the checkpoint with the best mean
-    Dice over random-contrast validation items and Dixon phantoms (each contrast alone) is kept."""
+                   prior: Any = None, bank_shares: list[float] | None = None) -> dict[str, Any]:
+    """Train the one-input calf bundle on random-contrast samples of the bank (one or more folders, each drawn
+    with probability ``bank_shares[k]`` when given, else every subject equally often); the checkpoint with the
+    best mean Dice over random-contrast validation items (drawn like the training items) and Dixon phantoms (each
+    contrast alone) is kept."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -149,7 +180,17 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     reg = registry("calf")
-    bank = load_bank(bank_dir)
+    groups = load_bank_groups(bank_dir)
+    bank = [subj for group in groups for subj in group]
+    weights = subject_weights([len(g) for g in groups], bank_shares) if bank_shares is not None else None
+    bank_record: dict[str, Any] = {"subjects": len(bank), "levels_per_subject": int(bank[0]["t"].size),
+                                   "spacing_mm": float(bank[0]["spacing_mm"])}
+    n_reference = sum("slice_index" in subj for subj in bank)
+    if n_reference:  # subjects of pipeline.workflow.calf_reference (annotated real slices)
+        bank_record["reference_subjects"] = n_reference
+    if bank_shares is not None:
+        bank_record |= {"folder_subjects": [len(g) for g in groups],
+                        "folder_shares": [round(float(x) / sum(bank_shares), 4) for x in bank_shares]}
     cfg = TrainConfig(name=Path(out).name, anatomy="calf", labels=list(reg.classes), input_channels=["image"],
                       patch=patch, batch_size=batch_size, max_iterations=max_iterations, max_minutes=minutes,
                       learning_rate=learning_rate, validate_every=validate_every, seed=seed, threads=threads,
@@ -157,8 +198,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
                       training_data={"source": "contrast-randomised images (pipeline.segment.synthseg) drawn from "
                                                "tissue maps of calf phantoms (pipeline.synth.calf.tissue_slice, "
                                                "random_anatomy_spec)",
-                                     "bank": {"subjects": len(bank), "levels_per_subject": int(bank[0]["t"].size),
-                                              "spacing_mm": float(bank[0]["spacing_mm"])},
+                                     "bank": bank_record,
                                      "validation": f"32 random-contrast items (seed {seed + 99}) and Dixon phantoms "
                                                    f"seeds {val_seeds.start}-{val_seeds.stop - 1} (IP, OP, water)"})
     net = build_network({"network": cfg.network()})
@@ -167,8 +207,8 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
         s = single_channel_start(init)
         net.load_state_dict(s["state"], strict=True)
         start = s["provenance"]
-    sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed, prior)
-    val_sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed + 99, prior)
+    sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed, prior, weights)
+    val_sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed + 99, prior, weights)
     val_items = [val_sampler.batch(16) for _ in range(2)]
     val_dixon = dixon_validation(val_seeds, cfg.target_spacing_mm[0])
     n_classes = len(cfg.labels)
@@ -293,16 +333,40 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--fatty-septa", type=float, default=None,
                    help="share of samples whose septa take the fat's signal (default: ContrastPrior's)")
     t.add_argument("--dark-septa", type=float, default=None, help="share of samples with dark septa")
+    t.add_argument("--bank-shares", type=float, nargs="+", default=None,
+                   help="probability of drawing from each --bank folder (one per folder; default: every subject "
+                        "equally often)")
+    r = sub.add_parser("reference-bank", help="bank subjects from a reference annotation of a real calf MRI "
+                                              "(pipeline.workflow.calf_reference)")
+    r.add_argument("--labels", type=Path, required=True, help="the annotation (side-less calf class ids)")
+    r.add_argument("--images", type=Path, nargs="+", required=True,
+                   help="the in-phase image, then optionally the opposed-phase one (on the annotation's grid)")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--sides", nargs="+", choices=["left", "right"], default=["left", "right"],
+                   help="the legs to take (patient's side)")
+    r.add_argument("--spacing", type=float, default=0.625, help="the bank's grid spacing (mm)")
     args = p.parse_args(argv)
     if args.cmd == "bank":
         paths = build_bank(_seed_range(args.seeds), args.out, args.levels, workers=args.workers,
                            shape_variety=args.shape_variety)
         print(f"{len(paths)} subjects in {args.out}")
+    elif args.cmd == "reference-bank":
+        from pipeline.workflow.calf_reference import reference_bank_subjects
+
+        subjects = reference_bank_subjects(args.labels, args.images, args.spacing, tuple(args.sides))
+        if not subjects:
+            raise SystemExit(f"no annotated slice on side(s) {args.sides} in {args.labels}")
+        for subj in subjects:
+            write_subject(args.out / f"subject_ref_{subj['side']}_{int(subj['slice_index']):03d}.npz", subj)
+        print(f"{len(subjects)} subjects in {args.out}")
     else:
+        if args.bank_shares is not None and len(args.bank_shares) != len(args.bank):
+            p.error(f"--bank-shares needs one share per --bank folder ({len(args.bank)})")
         train_synthseg(args.bank, args.out, minutes=args.minutes, max_iterations=args.iterations,
                        batch_size=args.batch, patch=(args.patch, args.patch), learning_rate=args.lr, init=args.init or None, version=args.version,
                        threads=args.threads, validate_every=args.validate_every,
-                       log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa))
+                       log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa),
+                       bank_shares=args.bank_shares)
     return 0
 
 
