@@ -296,14 +296,17 @@ class SynthSampler:
     the items is centred on a pixel of class ``focus_class`` where the level shows it (foreground oversampling);
     ``mirror`` (rows, columns) allows mirroring along each axis of the slice (:func:`random_geometry`);
     ``weights`` (one per subject, normalised to sum 1) draws the subjects with those probabilities instead of
-    uniformly (without it the random stream is that of the uniform draw, unchanged).
+    uniformly (without it the random stream is that of the uniform draw, unchanged); ``real`` holds annotated real
+    slices (image, classes) on the target grid, a share ``real_share`` of the items is cut from them with their own
+    signal (geometry and acquisition effects still drawn as for every item).
     """
 
     def __init__(self, bank: list[dict[str, np.ndarray]], roles: dict[str, int], muscle_classes: list[int],
                  n_classes: int, patch: tuple[int, int], fine_mm: float, target_mm: float, seed: int,
                  prior: ContrastPrior | None = None, tied: tuple[tuple[int, int], ...] = (),
                  focus_class: int | None = None, focus_fraction: float = 0.0,
-                 mirror: tuple[bool, bool] = (True, False), weights: np.ndarray | None = None):
+                 mirror: tuple[bool, bool] = (True, False), weights: np.ndarray | None = None,
+                 real: list[tuple[np.ndarray, np.ndarray]] | None = None, real_share: float = 0.0):
         self.bank = bank
         self.roles = roles
         self.muscle_classes = muscle_classes
@@ -320,6 +323,8 @@ class SynthSampler:
         self.focus_class = focus_class
         self.focus_fraction = focus_fraction
         self.mirror = mirror
+        self.real = list(real or [])
+        self.real_share = real_share if self.real else 0.0
         self.weights = None
         if weights is not None:
             w = np.asarray(weights, np.float64)
@@ -340,6 +345,8 @@ class SynthSampler:
     def item(self) -> tuple[np.ndarray, np.ndarray]:
         """One image and its classes on the target grid, before geometry and acquisition effects."""
         rng, prior = self.rng, self.prior
+        if self.real_share and rng.uniform() < self.real_share:
+            return self.real_item()
         if self.weights is None:
             subj = self.bank[int(rng.integers(len(self.bank)))]
         else:
@@ -375,6 +382,15 @@ class SynthSampler:
         if rng.uniform() < prior.p_fov_cut:
             img, lab = fov_cut(img, lab, rng)
         return img, lab
+
+    def real_item(self) -> tuple[np.ndarray, np.ndarray]:
+        """A patch of one of the real annotated slices, centred on a random foreground pixel."""
+        img, lab = self.real[int(self.rng.integers(len(self.real)))]
+        fg = np.argwhere(lab > 0)
+        centre = tuple(int(c) for c in fg[int(self.rng.integers(len(fg)))]) if len(fg) else (
+            lab.shape[0] // 2, lab.shape[1] // 2)
+        return (self._crop(img.astype(np.float32), centre, self.patch),
+                self._crop(lab.astype(np.int64), centre, self.patch))
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` items with random geometry and acquisition, normalised like the bundle's inputs."""

@@ -286,3 +286,26 @@ def reference_bank_subjects(labels: Path, images: list[Path], spacing_mm: float 
     midline = midline_x(lab)
     return [bank_subject_of(leg_slice(lab, vols, side, z, spacing_mm, midline), t[z], spacing_mm)
             for side, z in legs if side in sides]
+
+
+def reference_images(labels: Path, images: list[Path], target_mm: float, sides: tuple[Side, ...] = SIDES
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The annotated legs as training or validation pairs with their real signal: for every annotated (leg, slice)
+    on ``sides`` and every image of ``images`` (each alone, e.g. each echo of a multi-echo series), the image and
+    the classes cropped around the leg (:data:`MARGIN_MM`) on a square grid of ``target_mm`` (the bundle's
+    in-plane spacing): (image float32 (H, W), classes int64 (H, W)); the image divided by its 99.5th percentile."""
+    from pipeline.io.nifti import load_volume
+
+    lab = load_volume(labels)
+    vols = [load_volume(p) for p in images]
+    for p, v in zip(images, vols):
+        if not v.same_grid(lab):
+            raise ValueError(f"{p} is not on the grid of the annotation {labels}")
+    midline = midline_x(lab)
+    out = []
+    for side, z in annotated_legs(lab, sides):
+        for vol in vols:
+            leg = leg_slice(lab, [vol], side, z, target_mm, midline)
+            img = leg.inphase / max(float(np.percentile(leg.inphase, 99.5)), 1e-6)
+            out.append((img.astype(np.float32), leg.classes.astype(np.int64)))
+    return out

@@ -25,6 +25,8 @@ from pipeline.core.atomic import atomic_path
 #: Seeds of the anatomy bank's subjects are drawn as ``default_rng([seed, BANK_STREAM])`` so that they never equal
 #: a phantom of :meth:`CalfSpec.random` drawn for evaluation.
 BANK_STREAM = 7101
+#: In-plane grid of the bundle (mm): the network's input slices and the items of the training samplers.
+TARGET_SPACING_MM = 1.25
 
 
 def bank_subject(seed: int, levels: int, spacing_mm: float, shape_variety: float = 0.0) -> dict[str, np.ndarray]:
@@ -115,10 +117,12 @@ def write_subject(path: Path, subject: dict[str, np.ndarray]) -> Path:
 
 
 def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int,
-                prior: Any = None, weights: np.ndarray | None = None):
+                prior: Any = None, weights: np.ndarray | None = None,
+                real: list[tuple[np.ndarray, np.ndarray]] | None = None, real_share: float = 0.0):
     """A :class:`~pipeline.segment.synthseg.SynthSampler` over ``bank`` with the calf's tissue roles (and the
     :class:`~pipeline.segment.synthseg.ContrastPrior` ``prior``, default the module's), drawing the subjects with
-    probabilities ``weights`` (:func:`subject_weights`; default uniform)."""
+    probabilities ``weights`` (:func:`subject_weights`; default uniform) and a share ``real_share`` of the items
+    from the real annotated slices ``real``."""
     from pipeline.core.labels import registry
     from pipeline.segment.synthseg import SynthSampler
     from pipeline.synth.calf import MUSCLES, TISSUE_IDS
@@ -128,7 +132,8 @@ def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], targe
              "fat": TISSUE_IDS["subcutaneous_fat"], "cortex": TISSUE_IDS["cortex"], "marrow": TISSUE_IDS["marrow"],
              "skin": TISSUE_IDS["skin"], "septa": TISSUE_IDS["fascia"]}
     return SynthSampler(bank, roles, [reg.class_id(m) for m in MUSCLES], len(reg.classes), patch,
-                        float(bank[0]["spacing_mm"]), target_mm, seed, prior=prior, weights=weights)
+                        float(bank[0]["spacing_mm"]), target_mm, seed, prior=prior, weights=weights, real=real,
+                        real_share=real_share)
 
 
 def dixon_validation(seeds: range, target_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -165,11 +170,16 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
                    patch: tuple[int, int] = (192, 192), learning_rate: float = 1e-3, seed: int = 0, threads: int = 2,
                    init: str | None = "calf_dixon_unet", version: str = "2.0.0", validate_every: int = 100,
                    val_seeds: range = range(900, 903), log: Callable[[str], None] = print,
-                   prior: Any = None, bank_shares: list[float] | None = None) -> dict[str, Any]:
+                   prior: Any = None, bank_shares: list[float] | None = None,
+                   real: list[tuple[np.ndarray, np.ndarray]] | None = None, real_share: float = 0.0,
+                   real_validation: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """Train the one-input calf bundle on random-contrast samples of the bank (one or more folders, each drawn
     with probability ``bank_shares[k]`` when given, else every subject equally often); the checkpoint with the
     best mean Dice over random-contrast validation items (drawn like the training items) and Dixon phantoms (each
-    contrast alone) is kept."""
+    contrast alone) is kept. ``real`` (annotated real slices with their own signal,
+    :func:`pipeline.workflow.calf_reference.reference_images`) gives a share ``real_share`` of the training items
+    and joins the checkpoint score as a third term (how well the network fits them); ``real_validation`` (other
+    annotated slices, e.g. the other leg) is only logged, never used to choose the checkpoint."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -188,13 +198,15 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
     n_reference = sum("slice_index" in subj for subj in bank)
     if n_reference:  # subjects of pipeline.workflow.calf_reference (annotated real slices)
         bank_record["reference_subjects"] = n_reference
+    if real:
+        bank_record |= {"real_slices": len(real), "real_share": real_share}
     if bank_shares is not None:
         bank_record |= {"folder_subjects": [len(g) for g in groups],
                         "folder_shares": [round(float(x) / sum(bank_shares), 4) for x in bank_shares]}
     cfg = TrainConfig(name=Path(out).name, anatomy="calf", labels=list(reg.classes), input_channels=["image"],
                       patch=patch, batch_size=batch_size, max_iterations=max_iterations, max_minutes=minutes,
                       learning_rate=learning_rate, validate_every=validate_every, seed=seed, threads=threads,
-                      version=version, init_from=init,
+                      version=version, init_from=init, target_spacing_mm=(TARGET_SPACING_MM, TARGET_SPACING_MM),
                       training_data={"source": "contrast-randomised images (pipeline.segment.synthseg) drawn from "
                                                "tissue maps of calf phantoms (pipeline.synth.calf.tissue_slice, "
                                                "random_anatomy_spec)",
@@ -207,7 +219,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
         s = single_channel_start(init)
         net.load_state_dict(s["state"], strict=True)
         start = s["provenance"]
-    sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed, prior, weights)
+    sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed, prior, weights, real, real_share)
     val_sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed + 99, prior, weights)
     val_items = [val_sampler.batch(16) for _ in range(2)]
     val_dixon = dixon_validation(val_seeds, cfg.target_spacing_mm[0])
@@ -227,11 +239,20 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
             synth = mean_dice(net, [(x_.numpy(), y_[:, 0].numpy()) for x_, y_ in val_items], n_classes,
                                dice_per_class)
             dixon = mean_dice(net, val_dixon, n_classes, dice_per_class)
-            score = (synth + dixon) / 2
-            history.append({"iteration": it, "loss": round(loss.item(), 4), "val_random_contrast_dice": round(synth, 4),
-                            "val_dixon_phantom_dice": round(dixon, 4)})
-            log(f"it {it} loss {loss.item():.3f} val Dice random-contrast {synth:.4f} Dixon phantoms {dixon:.4f} "
-                f"({time.perf_counter() - t0:.0f} s)")
+            terms = [synth, dixon]
+            entry = {"iteration": it, "loss": round(loss.item(), 4), "val_random_contrast_dice": round(synth, 4),
+                     "val_dixon_phantom_dice": round(dixon, 4)}
+            if real:
+                terms.append(mean_dice(net, _cases(real), n_classes, dice_per_class))
+                entry["real_training_slices_dice"] = round(terms[-1], 4)
+            if real_validation:
+                entry["real_held_out_slices_dice"] = round(mean_dice(net, _cases(real_validation), n_classes,
+                                                                     dice_per_class), 4)
+            score = float(np.mean(terms))
+            history.append(entry)
+            log(f"it {it} loss {loss.item():.3f} val Dice " + ", ".join(f"{k[4:] if k.startswith('val_') else k} {v}"
+                                                                      for k, v in entry.items() if k.endswith("dice"))
+                + f" ({time.perf_counter() - t0:.0f} s)")
             if score > best["score"]:
                 best = {"score": score, "state": copy.deepcopy(net.state_dict()), "iteration": it,
                         "synth": synth, "dixon": dixon}
@@ -267,6 +288,11 @@ def save_best_bundle(out: Path, cfg: Any, best: dict[str, Any], start: Any, it: 
               "history": history, "validation_mean_dice": validation, **extra}
     write_bundle(Path(out), cfg, {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}, record)
     return record
+
+
+def _cases(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image (H, W), classes (H, W)) pairs as :func:`mean_dice` cases of one slice each."""
+    return [(img[None, None].astype(np.float32), lab[None]) for img, lab in pairs]
 
 
 def mean_dice(net: Any, cases: list[tuple[np.ndarray, np.ndarray]], n_classes: int, dice_fn: Any) -> float:
@@ -336,6 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--bank-shares", type=float, nargs="+", default=None,
                    help="probability of drawing from each --bank folder (one per folder; default: every subject "
                         "equally often)")
+    t.add_argument("--reference-labels", type=Path, default=None,
+                   help="a reference annotation of real calf slices (pipeline.workflow.calf_reference) whose images "
+                        "join the training with their own signal")
+    t.add_argument("--reference-images", type=Path, nargs="+", default=[],
+                   help="the images on the annotation's grid, each used alone (e.g. every echo)")
+    t.add_argument("--reference-sides", nargs="+", choices=["left", "right"], default=["left", "right"],
+                   help="the annotated legs to train on")
+    t.add_argument("--reference-share", type=float, default=0.15, help="share of the training items from them")
+    t.add_argument("--reference-validation-sides", nargs="*", choices=["left", "right"], default=[],
+                   help="annotated legs held out: their Dice is logged, never used to choose the checkpoint")
     r = sub.add_parser("reference-bank", help="bank subjects from a reference annotation of a real calf MRI "
                                               "(pipeline.workflow.calf_reference)")
     r.add_argument("--labels", type=Path, required=True, help="the annotation (side-less calf class ids)")
@@ -362,11 +398,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.bank_shares is not None and len(args.bank_shares) != len(args.bank):
             p.error(f"--bank-shares needs one share per --bank folder ({len(args.bank)})")
+        real, held_out = None, None
+        if args.reference_labels is not None:
+            from pipeline.workflow.calf_reference import reference_images
+
+            real = reference_images(args.reference_labels, args.reference_images, TARGET_SPACING_MM,
+                                    tuple(args.reference_sides))
+            if args.reference_validation_sides:
+                held_out = reference_images(args.reference_labels, args.reference_images, TARGET_SPACING_MM,
+                                            tuple(args.reference_validation_sides))
         train_synthseg(args.bank, args.out, minutes=args.minutes, max_iterations=args.iterations,
                        batch_size=args.batch, patch=(args.patch, args.patch), learning_rate=args.lr, init=args.init or None, version=args.version,
                        threads=args.threads, validate_every=args.validate_every,
                        log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa),
-                       bank_shares=args.bank_shares)
+                       bank_shares=args.bank_shares, real=real, real_share=args.reference_share,
+                       real_validation=held_out)
     return 0
 
 

@@ -15,7 +15,12 @@ from pipeline.core.volume import Volume
 from pipeline.io.nifti import load_volume, save_volume
 from pipeline.segment.synthseg import SynthSampler
 from pipeline.synth.calf import TISSUE_IDS as T
-from pipeline.workflow.calf_reference import muscle_borders, reference_bank_subjects, tissue_maps
+from pipeline.workflow.calf_reference import (
+    muscle_borders,
+    reference_bank_subjects,
+    reference_images,
+    tissue_maps,
+)
 from pipeline.workflow.calf_synthseg import load_bank_groups, main, subject_weights, write_subject
 
 REG = registry("calf")
@@ -218,3 +223,30 @@ def test_reference_dice(tmp_path: Path):
     assert dice.main(["--labels", str(labels), "--slices", str(tmp_path / "slices.json"), "--pred",
                       str(tmp_path / "pred.nii.gz"), "--sides", "left", "--json", str(out)]) == 0
     assert set(json.loads(out.read_text())["dice"]) == {"left"}
+
+
+def test_reference_images_are_cut_per_leg_and_image_with_their_signal(tmp_path: Path):
+    labels, images = _volumes(tmp_path)
+    pairs = reference_images(labels, images * 2, 1.0, ("right",))
+    assert len(pairs) == 4  # two slices of the right leg, each image alone
+    img, lab = pairs[0]
+    assert img.shape == lab.shape and img.dtype == np.float32 and lab.dtype == np.int64
+    assert float(np.percentile(img, 99.5)) == pytest.approx(1.0, abs=0.05)
+    assert (lab == SOL).sum() == pytest.approx(np.pi * 8**2, rel=0.15)  # one leg only, at 1 mm
+    assert img[lab == SOL].mean() > 0.8 and img[lab == 0].mean() < 0.5
+
+
+def test_sampler_draws_its_share_of_real_items():
+    real = [(np.full((20, 20), 0.5, np.float32), np.full((20, 20), FAT, np.int64))]
+    bank = [_tiny_subject(GM)]
+    roles = {"background": 0, "muscle": 1, "fat": 3, "cortex": 5, "marrow": 6}
+    sampler = SynthSampler(bank, roles, [GM, SOL], len(REG.classes), (16, 16), 1.0, 1.0, 3, real=real,
+                           real_share=0.5)
+    drawn = [sampler.item() for _ in range(60)]
+    from_real = [lab.max() == FAT for _, lab in drawn]
+    assert 15 < sum(from_real) < 45
+    img, lab = next(d for d, r in zip(drawn, from_real) if r)
+    assert img.shape == lab.shape == (16, 16) and np.allclose(img[lab == FAT], 0.5)  # its own signal
+    assert np.allclose(img[lab == 0], 0.0)  # zero where the crop leaves the slice
+    none = SynthSampler(bank, roles, [GM, SOL], len(REG.classes), (16, 16), 1.0, 1.0, 3, real=[], real_share=0.5)
+    assert all(lab.max() != FAT for _, lab in (none.item() for _ in range(10)))
