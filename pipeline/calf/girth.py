@@ -87,19 +87,28 @@ def running_median(values: np.ndarray, window: int = 3) -> np.ndarray:
 
 def muscle_bearing(muscle_csa_mm2: np.ndarray, min_fraction: float, edge_slices: int) -> np.ndarray:
     """Slices of a leg that carry the calf muscles: muscle cross-section at least ``min_fraction`` of the leg's
-    largest, and not among the ``edge_slices`` first or last slices of the field of view (where 3-D slab profiles,
-    coil edges and wrap-around distort the outline). Above the knee joint and near the ankle the muscle area falls
-    off, so the knee's wide bony outline never becomes the calf girth.
+    largest, not among the ``edge_slices`` first or last slices of the field of view (where 3-D slab profiles,
+    coil edges and wrap-around distort the outline), and in the one unbroken run of such slices that holds the most
+    muscle (the largest sum of cross-sections: the calf). Above the knee joint and near the ankle the muscle area
+    falls off, so the knee's wide bony outline never becomes the calf girth; a few slices apart from the calf that
+    show muscle-like area again (a 3-D slab that wraps the knee into its last slices, the gastrocnemius heads at
+    the femoral condyles beyond the tibial plateau) are left out by the run.
 
     >>> muscle_bearing(np.array([0, 500, 1000, 2000, 1900, 800.0]), 0.5, 1).tolist()
     [False, False, True, True, True, False]
+    >>> muscle_bearing(np.array([0, 2500, 1200, 300, 1000, 2000, 1900, 800.0]), 0.5, 1).tolist()
+    [False, False, False, False, False, True, True, False]
     """
     ok = muscle_csa_mm2 >= min_fraction * np.nanmax(muscle_csa_mm2) if np.any(muscle_csa_mm2 > 0) else \
         np.zeros(muscle_csa_mm2.shape, bool)
     if edge_slices > 0:
         ok[:edge_slices] = False
         ok[len(ok) - edge_slices:] = False
-    return ok
+    if not ok.any():
+        return ok
+    runs, n = ndimage.label(ok)
+    muscle = ndimage.sum_labels(np.nan_to_num(muscle_csa_mm2), runs, index=np.arange(1, n + 1))
+    return runs == 1 + int(np.argmax(muscle))
 
 
 def max_girth_slice(girth_mm: np.ndarray, muscle_csa_mm2: np.ndarray, min_muscle_fraction: float = 0.5,
