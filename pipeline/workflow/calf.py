@@ -63,6 +63,11 @@ class CalfInputs:
     def has_water_fat(self) -> bool:
         return self.water is not None and self.fat is not None
 
+    @property
+    def computed(self) -> bool:
+        """Water and fat computed here from magnitude images (not the scanner's Dixon reconstruction)."""
+        return self.has_water_fat and "calf_water" not in self.roles
+
 
 def anatomical_role(series: SeriesIndex, roles: list[str]) -> str | None:
     """The first of ``roles`` (``calf.anatomical_roles``, in order of preference) that the study holds."""
@@ -200,9 +205,7 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
     if inputs is None:
         return {"status": NO_CALF, "ff_map": fit["status"]}
     cfg = load_config("default")["segment"]
-    bundle = models.get(cfg["calf_bundle"])
-    if not inputs.has_water_fat and list(bundle.metadata["input_channels"]) != ["image"]:
-        bundle = models.get(cfg["calf_single_contrast_bundle"])
+    bundle = models.get(calf_bundle_name(inputs, cfg))
     channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series())
     classes, entropy = bundle.predict_entropy(channels, device=device)
     reg = registry("calf")
@@ -224,6 +227,17 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
     return {"status": "segmented", "legs": [{"side": leg.side, "method": leg.method,
                                              "centroid_x_mm": round(float(leg.centroid_ras[0]), 2)}
                                             for leg in sides.legs], "inputs": inputs.how, "warnings": sides.warnings}
+
+
+def calf_bundle_name(inputs: CalfInputs, cfg: dict[str, Any]) -> str:
+    """The bundle of the ``segment`` configuration ``cfg`` for a study's calf inputs: ``calf_bundle`` for scanner
+    water and fat images; ``calf_computed_water_fat_bundle`` when the pipeline computed them from magnitude images;
+    ``calf_single_contrast_bundle`` for one anatomical series."""
+    if not inputs.has_water_fat:
+        return cfg["calf_single_contrast_bundle"]
+    if inputs.computed:
+        return cfg["calf_computed_water_fat_bundle"]
+    return cfg["calf_bundle"]
 
 
 def certainty_of(bundle: Any, channels: list[Volume], classes: Volume, entropy: Volume,
