@@ -6,6 +6,7 @@ bone. This script turns them into a label map:
 
 - the leg is the largest component of the in-phase signal above 18 % of the slice's 99.5th percentile;
 - each bone is the dark cortical ring (in-phase below 30 % of that percentile) that encloses its point, holes filled;
+  soft tissue its marker floods beyond the ring goes to the nearest other structure;
 - the subcutaneous fat is seeded by the ring 2 voxels inside the leg's outline, and voxels it floods deeper than
   9 voxels (about 8 mm) go to the nearest other structure;
 - the other structures grow from their scribbles over the landscape ``|grad IP| + 0.7 |grad OP|`` (Gaussian
