@@ -22,6 +22,7 @@ from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry, registry
 from pipeline.core.volume import Volume
 from pipeline.io.nifti import load_volume
+from pipeline.segment.train import dice_per_class
 from pipeline.workflow.calf_reference import midline_x, side_mask
 
 TRICEPS = ("gastrocnemius_medial", "gastrocnemius_lateral", "soleus")
@@ -41,15 +42,6 @@ def label_luts(reg: Registry, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return lut, side
 
 
-def dice(inter: int, a: int, b: int) -> float | None:
-    """2 |A n B| / (|A| + |B|); None when both are empty.
-
-    >>> dice(5, 10, 10), dice(0, 0, 0)
-    (0.5, None)
-    """
-    return 2.0 * inter / (a + b) if a + b else None
-
-
 def _mean(values: list[float | None]) -> float | None:
     v = [x for x in values if x is not None]
     return float(np.mean(v)) if v else None
@@ -65,7 +57,8 @@ def reference_dice(ref: Volume, pred: Volume, slices: list[tuple[str, int]], reg
     n = len(reg.classes)
     codes = {s: k + 1 for k, s in enumerate(SIDES)}
     midline = midline_x(ref)
-    counts = {s: np.zeros((3, n), np.int64) for s, _ in slices}  # intersection, reference, prediction
+    refs: dict[str, list[np.ndarray]] = {s: [] for s, _ in slices}
+    preds: dict[str, list[np.ndarray]] = {s: [] for s, _ in slices}
     agree = {s: [0, 0] for s, _ in slices}  # predicted voxels of the leg named as the entry's side, all of them
     for side, z in slices:
         half = side_mask(ref, z, side, midline)
@@ -75,13 +68,12 @@ def reference_dice(ref: Volume, pred: Volume, slices: list[tuple[str, int]], reg
         p, named = lut[ids], side_of[ids] == codes[side]
         agree[side][0] += int((named & half & (p > 0)).sum())
         agree[side][1] += int((half & (p > 0)).sum())
-        p = np.where(named, p, 0)
-        counts[side][0] += np.bincount(r[r == p], minlength=n)[:n]
-        counts[side][1] += np.bincount(r.ravel(), minlength=n)[:n]
-        counts[side][2] += np.bincount(p.ravel(), minlength=n)[:n]
+        refs[side].append(r.ravel())
+        preds[side].append(np.where(named, p, 0).ravel())
     out: dict[str, dict[str, float | None]] = {}
-    for side, c in sorted(counts.items()):
-        d = {name: dice(int(c[0, k]), int(c[1, k]), int(c[2, k])) for k, name in enumerate(reg.classes) if k}
+    for side in sorted(refs):
+        per_class = dice_per_class(np.concatenate(preds[side]), np.concatenate(refs[side]), n)
+        d = {name: per_class[k] for k, name in enumerate(reg.classes) if k}
         d["mean_triceps_surae"] = _mean([d[m] for m in TRICEPS])
         d["mean_muscles"] = _mean([d[m] for m in reg.muscles])
         d["side_agreement"] = agree[side][0] / agree[side][1] if agree[side][1] else None

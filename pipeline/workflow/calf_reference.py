@@ -80,8 +80,8 @@ def _muscle_ids() -> list[int]:
 def world_x(volume: Volume, z: int) -> np.ndarray:
     """World x (mm, RAS) of every voxel of axial slice ``z`` of ``volume`` (shape X, Y)."""
     i, j = np.meshgrid(np.arange(volume.shape[0]), np.arange(volume.shape[1]), indexing="ij")
-    a = volume.affine
-    return a[0, 0] * i + a[0, 1] * j + a[0, 2] * z + a[0, 3]
+    ijk = np.stack([i.ravel(), j.ravel(), np.full(i.size, z)], axis=1)
+    return volume.voxel_to_world(ijk)[:, 0].reshape(i.shape)
 
 
 def midline_x(labels: Volume) -> float:
