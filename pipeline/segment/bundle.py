@@ -208,6 +208,7 @@ def load_bundle(name_or_path: str | Path, device: str = "cpu") -> Bundle:
         raise BundleError(f"weights do not fit the network in metadata.json ({str(exc)[:200]}).", path=path,
                           fix="retrain the bundle or restore the metadata that belongs to these weights.") from exc
     net.eval()
+    net.to(memory_format=torch.channels_last)  # the layout inference feeds it (pipeline.segment.infer)
     return Bundle(path, meta, net, digest).to(device)
 
 

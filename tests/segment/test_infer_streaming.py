@@ -89,3 +89,39 @@ def test_normalise_does_not_touch_its_inputs():
 def test_threads_are_set_once():
     n = set_threads_once()
     assert set_threads_once(n + 1) == n == torch.get_num_threads()
+
+
+def test_entropy_is_that_of_the_network_grid_resampled_and_classes_are_the_native_argmax():
+    """predict_entropy against a whole-volume computation written out here: logits on the model grid, the entropy
+    -sum p ln p / ln K of their softmax resampled bilinearly to the native grid, the class the argmax of the logits
+    resampled to the native grid."""
+    bundle = _Bundle()
+    channels = _study(infer.BATCH_SLICES + 4)
+    labels, entropy = infer.predict_entropy(bundle, channels)
+    meta = bundle.metadata
+    canon = []
+    for c in channels:
+        arr, spacing, ornt = infer.to_canonical(np.asarray(c.array, np.float32), channels[0].affine)
+        canon.append(arr)
+    canon = infer.normalise(canon, meta["normalisation"])
+    axis = infer.slicing_axis(meta["slice_plane"], spacing)
+    slices = infer.slices_tensor(canon, axis)
+    h, w = slices.shape[-2:]
+    in_plane = [float(spacing[i]) for i in range(3) if i != axis]
+    size = tuple(infer.output_size(n, s, t) for n, s, t in zip((h, w), in_plane, meta["target_spacing_mm"]))
+    with torch.no_grad():
+        x = torch.nn.functional.interpolate(slices, size=size, mode="bilinear", align_corners=False)
+        pad = (0, -size[1] % 16, 0, -size[0] % 16)
+        z = bundle.network(torch.nn.functional.pad(x, pad))[..., :size[0], :size[1]]
+    p = torch.softmax(z, dim=1)
+    h_small = -(p * torch.log(p)).sum(dim=1, keepdim=True) / np.log(p.shape[1])
+    up = torch.nn.functional.interpolate
+    ref_entropy = up(h_small, size=(h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
+    ref_classes = up(z, size=(h, w), mode="bilinear", align_corners=False).argmax(dim=1).numpy()
+
+    def back(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(infer.from_canonical(np.moveaxis(a, 0, axis), ornt))
+
+    assert np.allclose(entropy.array, back(ref_entropy), atol=1e-5)
+    assert float(np.asarray(entropy.array).max()) > 0.05  # a random network is unsure: the test sees non-zero maps
+    assert np.mean(labels.array == back(ref_classes.astype(np.uint8))) > 0.999
