@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.calf.dixon import two_point_dixon, water_fat_identity
+from pipeline.calf.extent import drop_distal_fold, without_folds
 from pipeline.calf.fatfraction import structure_ff_rows
 from pipeline.calf.legs import sided_label_map
 from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff
@@ -217,16 +218,21 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
         write_json(study.calf_qc, {"status": "fail", "reasons": [reason], "checks": [], "structures": {}})
         update_provenance(study.root, models={"calf": bundle.provenance()}, notes=[f"calf: {reason}"])
         return {"status": "failed QC", "reason": reason}
+    calf_cfg = load_config("default")["calf"]
+    labels, folds = drop_distal_fold(labels, reg, float(calf_cfg["fold_muscle_fraction"]),
+                                     float(calf_cfg["fold_gastrocnemius_gap_fraction"]))
     save_volume(labels, study.calf_labels, dtype=np.int16)
     write_label_tables(study, "calf")
-    legs = [(leg.side, leg.mask) for leg in sides.legs]
+    legs = without_folds([(leg.side, leg.mask) for leg in sides.legs], folds, slice_axis(labels))
     write_json(study.calf_certainty, certainty_of(bundle, channels, classes, entropy, legs, reg.classes,
                                                   load_config("qc")["calf"], device))
     notes = [f"calf inputs: {inputs.how}; network input: {how}"] + [f"calf: {w}" for w in sides.warnings]
-    update_provenance(study.root, models={"calf": bundle.provenance()}, notes=notes)
+    update_provenance(study.root, models={"calf": bundle.provenance()},
+                      notes=notes + [f"calf: {f.describe()}" for f in folds])
     return {"status": "segmented", "legs": [{"side": leg.side, "method": leg.method,
                                              "centroid_x_mm": round(float(leg.centroid_ras[0]), 2)}
-                                            for leg in sides.legs], "inputs": inputs.how, "warnings": sides.warnings}
+                                            for leg in sides.legs], "inputs": inputs.how, "warnings": sides.warnings,
+            "left_out": [f.describe() for f in folds]}
 
 
 def calf_bundle_name(inputs: CalfInputs, cfg: dict[str, Any]) -> str:
@@ -355,7 +361,8 @@ def measure(study: StudyDir) -> dict[str, Any]:
     reg = registry("calf")
     res = measure_calf_labels(labels, _images(series, inputs, labels), reg, load_config("default")["calf"])
     qc = judge_calf(labels, reg, load_config("qc")["calf"], _certainty(study))
-    for warning in inputs.warnings:
+    left_out = study.read_json(study.segment_record, {}).get("calf", {}).get("left_out", [])
+    for warning in [*inputs.warnings, *left_out]:
         qc.add_study_reason(REVIEW, warning)
     for key, value in qc.as_summary().items():
         res.summary.set(key, value)

@@ -1,0 +1,122 @@
+"""The calf's extent along the leg: slices at the distal end of the field of view that hold another region's anatomy.
+
+A 3-D slab whose partition direction is not oversampled enough folds the anatomy beyond one end of the slab into the
+slices at the other end (wrap-around, aliasing along the slice direction; Zhuo J, Gullapalli RP, RadioGraphics
+2006;26:275-297). On a knee-to-ankle calf slab the knee folds onto the ankle slices, and a network labels the knee's
+muscle there as calf muscle. Along a real calf the muscle tapers from mid-calf to the ankle, where the gastrocnemius
+has long ended in the Achilles tendon (Standring S (ed.), Gray's Anatomy, 42nd ed., 2020, leg chapter): muscle
+whose gastrocnemius comes back distal to that end is not this calf, and measuring it adds another level's muscle to
+the calf's volumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.calf.girth import muscle_bearing
+from pipeline.calf.metrics import slice_axis
+from pipeline.core.labels import Registry
+from pipeline.core.volume import Volume
+
+GASTROCNEMIUS = ("gastrocnemius_medial", "gastrocnemius_lateral")
+
+
+def distal_fold(muscle_mm2: np.ndarray, gastrocnemius_mm2: np.ndarray, muscle_fraction: float,
+                gap_fraction: float) -> int:
+    """How many slices at the distal end of one leg hold anatomy that is not its calf; the slices are ordered
+    from distal (index 0) to proximal.
+
+    With m and g the muscle and gastrocnemius cross-sections as fractions of their largest, the calf's run is the
+    muscle-bearing run of :func:`pipeline.calf.girth.muscle_bearing` (m >= ``muscle_fraction``). A slice distal to
+    it where both m and g reach ``muscle_fraction`` again, with the gastrocnemius under ``gap_fraction`` on some
+    slice between it and the calf (the muscle had ended), is folded-in anatomy; it and every slice distal to it are
+    left out, and so are the slices proximal to it until the gastrocnemius falls under ``gap_fraction``. 0 when no
+    slice qualifies.
+
+    >>> m = np.array([0.1, 0.6, 0.7, 0.3, 0.2, 0.2, 0.5, 0.8, 1.0, 0.9])
+    >>> g = np.array([0.0, 0.5, 0.6, 0.2, 0.0, 0.0, 0.1, 0.6, 1.0, 0.8])
+    >>> distal_fold(m, g, 0.5, 0.1)
+    4
+    >>> distal_fold(m, np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.6, 1.0, 0.8]), 0.5, 0.1)
+    0
+    """
+    if not (np.nanmax(muscle_mm2, initial=0.0) > 0 and np.nanmax(gastrocnemius_mm2, initial=0.0) > 0):
+        return 0
+    m = np.nan_to_num(muscle_mm2) / np.nanmax(muscle_mm2)
+    g = np.nan_to_num(gastrocnemius_mm2) / np.nanmax(gastrocnemius_mm2)
+    calf = np.flatnonzero(muscle_bearing(m, muscle_fraction, 0))
+    if calf.size == 0:
+        return 0
+    again = np.flatnonzero((m[:calf[0]] >= muscle_fraction) & (g[:calf[0]] >= muscle_fraction))
+    if again.size == 0:
+        return 0
+    ended = np.flatnonzero(g[again[-1]:calf[0]] < gap_fraction)
+    return int(again[-1] + ended[0]) if ended.size else 0
+
+
+@dataclass(frozen=True)
+class Fold:
+    """The slices of one leg left out as folded-in anatomy: their indices along the slice axis and world z (mm)."""
+
+    side: str
+    slices: tuple[int, ...]
+    z_mm: tuple[float, float]
+
+    def describe(self) -> str:
+        return (f"{self.side} leg: {len(self.slices)} slices at the distal end (z {self.z_mm[0]:.0f} to "
+                f"{self.z_mm[1]:.0f} mm) hold muscle again after the gastrocnemius had ended: anatomy folded in "
+                f"from beyond the field of view (wrap-around), left out of the calf")
+
+
+def drop_distal_fold(labels: Volume, reg: Registry, muscle_fraction: float, gap_fraction: float
+                     ) -> tuple[Volume, list[Fold]]:
+    """The sided calf label map with each leg's folded-in distal slices (:func:`distal_fold`) set to background,
+    and what was left out. Distal is the low world z end (RAS+: z runs to the head)."""
+    arr = np.asarray(labels.array)
+    axis = slice_axis(labels)
+    z = np.array([(labels.affine @ np.r_[np.eye(3)[axis] * k, 1.0])[2] for k in range(arr.shape[axis])])
+    order = np.argsort(z)
+    # one pass over the volume: voxel counts per slice and label id
+    per_slice = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
+    n_ids = int(arr.max(initial=0)) + 1
+    counts = np.stack([np.bincount(s, minlength=n_ids) for s in per_slice.astype(np.int64)])
+    out, folds = arr, []
+    for side in sorted({info.side for info in reg.labels if info.side}):
+        ids = {name: reg.sided_id(name, side) for name in reg.classes[1:]}
+        muscle = _area(counts, [ids[n] for n in reg.muscles])[order]
+        gastrocnemius = _area(counts, [ids[n] for n in GASTROCNEMIUS])[order]
+        n = distal_fold(muscle, gastrocnemius, muscle_fraction, gap_fraction)
+        if n == 0:
+            continue
+        dropped = np.sort(order[:n])
+        if out is arr:
+            out = arr.copy()
+        view = np.moveaxis(out, axis, 0)
+        side_ids = np.array(sorted(ids.values()))
+        for k in dropped:
+            view[k][np.isin(view[k], side_ids)] = 0
+        folds.append(Fold(side, tuple(int(k) for k in dropped), (float(z[order[0]]), float(z[order[n - 1]]))))
+    return (labels.with_array(out) if folds else labels), folds
+
+
+def _area(counts: np.ndarray, ids: list[int]) -> np.ndarray:
+    """Voxels per slice of the label ``ids`` from per-slice counts (slices x label id); ids beyond the counts hold
+    none."""
+    cols = [i for i in ids if i < counts.shape[1]]
+    return counts[:, cols].sum(axis=1).astype(float) if cols else np.zeros(counts.shape[0])
+
+
+def without_folds(legs: list[tuple[str, np.ndarray]], folds: list[Fold], axis: int
+                  ) -> list[tuple[str, np.ndarray]]:
+    """Each leg's mask without its folded-in slices (:func:`drop_distal_fold`; ``axis`` the slice axis), so that what
+    is judged of the segmentation is what is measured."""
+    out = []
+    for side, mask in legs:
+        dropped = [k for f in folds if f.side == side for k in f.slices]
+        if dropped:
+            mask = mask.copy()
+            np.moveaxis(mask, axis, 0)[dropped] = False
+        out.append((side, mask))
+    return out

@@ -1,0 +1,65 @@
+"""Folded-in anatomy at the distal end of a calf slab (pipeline.calf.extent): found where a knee folds onto the ankle
+slices, never on a whole calf of either phantom generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.calf.extent import distal_fold, drop_distal_fold, without_folds
+from pipeline.calf.metrics import slice_axis
+from pipeline.core.labels import registry
+from pipeline.core.volume import Volume
+from pipeline.synth.calf import CalfSpec, generate_calf
+from pipeline.synth.calf_atlas import AtlasSpec, generate_atlas_calf
+
+REG = registry("calf")
+
+
+@pytest.fixture(scope="module", params=["project", "atlas"])
+def knee_to_ankle(request) -> Volume:
+    """True labels of a whole calf, knee to ankle, 10 mm slices, from each phantom generator."""
+    if request.param == "project":
+        return generate_calf(CalfSpec(n_slices=36, slice_mm=10.0, in_plane_mm=1.5, t_start=0.03), seed=5,
+                             fast=True).labels
+    return generate_atlas_calf(AtlasSpec(t_start=0.03, t_end=0.97, slice_mm=10.0, in_plane_mm=1.5, supersample=1),
+                               seed=2).labels
+
+
+def _distal_first(labels: Volume) -> np.ndarray:
+    """The label array's slices ordered from the distal end (low world z)."""
+    axis = slice_axis(labels)
+    view = np.moveaxis(np.asarray(labels.array), axis, 0)
+    z = [(labels.affine @ np.r_[np.eye(3)[axis] * k, 1.0])[2] for k in range(view.shape[0])]
+    return view if z[-1] > z[0] else view[::-1]
+
+
+def test_a_whole_calf_loses_nothing(knee_to_ankle):
+    out, folds = drop_distal_fold(knee_to_ankle, REG, 0.5, 0.1)
+    assert folds == [] and out is knee_to_ankle
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_a_knee_folded_onto_the_ankle_slices_is_left_out(knee_to_ankle, n):
+    arr = np.asarray(knee_to_ankle.array).copy()
+    labels = knee_to_ankle.with_array(arr)
+    view = _distal_first(labels)
+    view[:n] = view[-n:].copy()  # the slab's proximal end again at its distal end, as wrap-around puts it
+    out, folds = drop_distal_fold(labels, REG, 0.5, 0.1)
+    assert sorted(f.side for f in folds) == ["left", "right"]
+    assert all(len(f.slices) == n for f in folds)
+    kept = _distal_first(out)
+    assert not kept[:n].any()  # every label of both legs gone there
+    assert np.array_equal(kept[n:], view[n:])  # and nothing else touched
+    assert "wrap-around" in folds[0].describe()
+    legs = without_folds([(f.side, np.ones(arr.shape, bool)) for f in folds], folds, slice_axis(labels))
+    assert all(int((~m).sum()) == n * arr.size // arr.shape[slice_axis(labels)] for _, m in legs)
+
+
+def test_distal_fold_needs_the_gastrocnemius_to_have_ended():
+    muscle = np.array([0.2, 0.7, 0.8, 0.4, 0.3, 0.6, 0.9, 1.0])
+    # the gastrocnemius never falls under 10 % between the two runs: one calf with a poor slice, nothing dropped
+    assert distal_fold(muscle, np.array([0.3, 0.6, 0.7, 0.3, 0.2, 0.5, 0.9, 1.0]), 0.5, 0.1) == 0
+    # it ends and comes back: the distal run and the slices up to where it had ended are dropped
+    assert distal_fold(muscle, np.array([0.3, 0.6, 0.7, 0.3, 0.05, 0.5, 0.9, 1.0]), 0.5, 0.1) == 4
+    assert distal_fold(np.zeros(5), np.zeros(5), 0.5, 0.1) == 0
