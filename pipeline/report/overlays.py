@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel.orientations as nio  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from pipeline.core.atomic import atomic_path  # noqa: E402
@@ -213,26 +214,37 @@ def read_slices_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 def csa_plot(slices: Sequence[Mapping[str, Any]], registry: Registry, path: str | Path, dpi: int = 100) -> Path:
-    """CSA (mm2) along z, left vs right, one panel per muscle, from the rows of ``calf/slices.csv``."""
+    """CSA (mm2) along z, left vs right, one panel per muscle, from the rows of ``calf/slices.csv``. The panels sit
+    on fixed margins with one legend for the figure: matplotlib's tight layout measured every tick label of every
+    panel again and took most of the time of the picture."""
     muscles = [m for m in registry.muscles if any(r.get("muscle") == m for r in slices)]
     n = max(len(muscles), 1)
     cols = 3
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    height = 2.6 * rows + 0.5
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, height), squeeze=False)
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.7 / height, top=1 - 0.45 / height, wspace=0.28,
+                        hspace=0.75 / 2.6 + 0.25)
+    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for r in slices:
+        if r.get("csa_mm2") not in ("", None):
+            points.setdefault((str(r.get("muscle")), str(r.get("side"))), []).append(
+                (float(r["z_mm"]), float(r["csa_mm2"])))
     for ax, m in zip(axes.ravel(), muscles):
         for side, style in (("right", "-"), ("left", "--")):
-            pts = sorted((float(r["z_mm"]), float(r["csa_mm2"])) for r in slices
-                         if r.get("muscle") == m and r.get("side") == side and r.get("csa_mm2") not in ("", None))
+            pts = sorted(points.get((m, side), []))
             if pts:
                 z, a = zip(*pts)
-                ax.plot(z, a, style, label=side)
+                ax.plot(z, a, style, color="C0" if side == "right" else "C1", label=side)
         ax.set_title(m.replace("_", " "), fontsize=9)
         ax.set_xlabel("z (mm)", fontsize=8)
         ax.set_ylabel("CSA (mm²)", fontsize=8)
-        ax.legend(fontsize=7)
+        ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(muscles):]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.legend(handles=[Line2D([], [], ls="-", color="C0", label="right"),
+                        Line2D([], [], ls="--", color="C1", label="left")], loc="upper center", ncol=2, fontsize=8,
+               frameon=False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
