@@ -389,7 +389,11 @@ def asymmetry_chart(values: Mapping[str, Any], structures: Sequence[str], flag_p
     if not rows:
         return None
     names = [r[0].replace("_", " ") for r in rows][::-1]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(rows) + 1.2), sharey=True)
+    height = 0.32 * len(rows) + 1.2
+    fig, axes = plt.subplots(1, 2, figsize=(10, height), sharey=True)
+    # fixed margins (a tight layout measures every label again): room for the longest name at 8 pt on the left
+    fig.subplots_adjust(left=min(0.45, 0.02 + 0.0085 * max(len(n) for n in names)), right=0.98, wspace=0.08,
+                        bottom=0.45 / height, top=1 - 0.4 / height)
     for ax, k, title, limit in ((axes[0], 1, "volume AI (%), right minus left", flag_pct),
                                 (axes[1], 2, "FF difference (pp), right minus left", None)):
         vals = [float(r[k]) if isinstance(r[k], int | float) else np.nan for r in rows][::-1]
@@ -402,7 +406,6 @@ def asymmetry_chart(values: Mapping[str, Any], structures: Sequence[str], flag_p
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
     axes[0].set_yticks(range(len(names)), names)
-    fig.tight_layout()
     return _save(fig, path, dpi, facecolor="white")
 
 
