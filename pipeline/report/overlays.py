@@ -151,32 +151,74 @@ def _header(fig: Any, phi: str | None, title: str) -> None:
     fig.suptitle(title if not phi else f"{title}  |  {phi}", color="white", fontsize=10)
 
 
+def label_crop(labels: Volume, slices: Sequence[int], margin_mm: float = 15.0) -> tuple[slice, slice]:
+    """Rows and columns of an axial display grid that hold the labels of any of ``slices``, widened by
+    ``margin_mm`` (clipped to the grid); the whole grid when none is labelled. One crop for all the panels of a
+    picture keeps their scale and position comparable.
+
+    >>> lab = np.zeros((100, 200, 2), np.int16); lab[40:50, 20:30, 1] = 3
+    >>> label_crop(Volume(lab, np.eye(4)), [0, 1], margin_mm=5.0)
+    (slice(35, 55, None), slice(15, 35, None))
+    """
+    arr = np.asarray(labels.array)[:, :, list(slices)].any(axis=2)
+    rows, cols = np.flatnonzero(arr.any(axis=1)), np.flatnonzero(arr.any(axis=0))
+    if rows.size == 0:
+        return slice(0, arr.shape[0]), slice(0, arr.shape[1])
+    mr = int(np.ceil(margin_mm / labels.spacing_mm[0]))
+    mc = int(np.ceil(margin_mm / labels.spacing_mm[1]))
+    return (slice(max(int(rows[0]) - mr, 0), min(int(rows[-1]) + 1 + mr, arr.shape[0])),
+            slice(max(int(cols[0]) - mc, 0), min(int(cols[-1]) + 1 + mc, arr.shape[1])))
+
+
+def _level_rows(img: Volume, lab: Volume, fractions: Sequence[float], width_in: float, extra_in: float
+                ) -> tuple[Any, np.ndarray, list[tuple[float, float, int]], tuple[slice, slice]]:
+    """A figure with one full-width row per montage level, each showing the labelled region of its slice (one crop
+    for all rows): the figure, its axes, (fraction, z, slice index) per row and the crop."""
+    levels = [(f, z, _slice_at_z(img, z)) for f, z in zip(fractions, _levels_z(lab, fractions))]
+    rows, cols = label_crop(lab, [k for _, _, k in levels])
+    h_mm = (rows.stop - rows.start) * img.spacing_mm[0]
+    w_mm = (cols.stop - cols.start) * img.spacing_mm[1]
+    row_in = width_in * h_mm / max(w_mm, 1e-6)
+    fig, axes = plt.subplots(len(levels), 1, figsize=(width_in, row_in * len(levels) + extra_in), facecolor="black",
+                             squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, hspace=0.12, top=1 - 0.7 / (row_in * len(levels) + extra_in),
+                        bottom=(extra_in - 0.2) / (row_in * len(levels) + extra_in))
+    return fig, axes[:, 0], levels, (rows, cols)
+
+
+def _crop_extent(display: Volume, crop: tuple[slice, slice]) -> list[float]:
+    """imshow extent (mm) of a crop of the display grid, in the coordinates of :func:`_extent` (so outlines drawn in
+    whole-grid millimetres fall on it)."""
+    dr, dc = display.spacing_mm[0], display.spacing_mm[1]
+    return [crop[1].start * dc, crop[1].stop * dc, crop[0].stop * dr, crop[0].start * dr]
+
+
 def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: Sequence[float], path: str | Path,
                  phi: str | None = None, dpi: int = 110, window: tuple[float, float] | None = None) -> Path:
-    """Axial calf slices at fixed fractions of the labelled length with coloured muscle contours and a legend;
-    ``window``: the grey levels (:func:`display_window` of ``image`` when None)."""
+    """Axial calf slices at fixed fractions of the labelled length, one full-width row each, cropped to the labelled
+    legs so that every muscle border can be judged, with coloured muscle contours and a legend; ``window``: the
+    grey levels (:func:`display_window` of ``image`` when None)."""
     img, lab = to_display(image, AXIAL_CODES), to_display(labels, AXIAL_CODES)
     by_id = registry.by_id()
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 4.2), facecolor="black")
-    axes = np.atleast_1d(axes)
+    fig, axes, levels, crop = _level_rows(img, lab, fractions, 12.0, 0.9)
     lo, hi = window or _window(img.array)
     seen: dict[str, str] = {}
-    for ax, frac, z in zip(axes, fractions, _levels_z(lab, fractions)):
-        k = _slice_at_z(img, z)
-        ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img), interpolation="nearest")
+    for ax, (frac, z, k) in zip(axes, levels):
+        ax.imshow(img.array[crop[0], crop[1], k], cmap="gray", vmin=lo, vmax=hi, extent=_crop_extent(img, crop),
+                  interpolation="nearest")
         sl = lab.array[:, :, k]
         for lid in np.unique(sl):
             info = by_id.get(int(lid))
             if info is None:
                 continue
-            _contour(ax, sl == lid, (img.spacing_mm[0], img.spacing_mm[1]), info.color)
+            _contour(ax, sl == lid, (img.spacing_mm[0], img.spacing_mm[1]), info.color, width=1.0)
             seen[info.abbrev or info.structure] = info.color
         _mark_sides(ax, img)
         _title(ax, f"{int(round(frac * 100))}% of length, z = {z:.0f} mm")
         ax.axis("off")
     handles = [Patch(color=c, label=n) for n, c in seen.items()]
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 12), fontsize=8, frameon=False,
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 12), fontsize=9, frameon=False,
                    labelcolor="white")
     _header(fig, phi, "Calf muscles (radiological view: patient right on image left)")
     return _save(fig, path, dpi)
@@ -185,18 +227,18 @@ def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: S
 def ff_overlay(image: Volume, ff_pct: Volume, fractions: Sequence[float], labels: Volume, path: str | Path,
                phi: str | None = None, dpi: int = 110, window: tuple[float, float] | None = None) -> Path:
     """Fat-fraction map (0-100 %) inside the labelled tissue (noise outside the body is not shown) over the
-    anatomical image at the montage levels, with a colour bar; ``window`` as for :func:`calf_montage`."""
+    anatomical image at the montage levels, one full-width row each as in :func:`calf_montage`, with a colour bar;
+    ``window`` as for :func:`calf_montage`."""
     img, ff = to_display(image, AXIAL_CODES), to_display(ff_pct, AXIAL_CODES)
     lab = to_display(labels, AXIAL_CODES)
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 4.4), facecolor="black")
-    axes = np.atleast_1d(axes)
+    fig, axes, levels, crop = _level_rows(img, lab, fractions, 12.0, 0.5)
     lo, hi = window or _window(img.array)
+    extent = _crop_extent(img, crop)
     im = None
-    for ax, z in zip(axes, _levels_z(lab, fractions)):
-        k = _slice_at_z(img, z)
-        ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img))
-        f = np.ma.masked_where(lab.array[:, :, k] == 0, ff.array[:, :, k])
-        im = ax.imshow(f, cmap="inferno", vmin=0, vmax=100, alpha=0.6, extent=_extent(img))
+    for ax, (_, z, k) in zip(axes, levels):
+        ax.imshow(img.array[crop[0], crop[1], k], cmap="gray", vmin=lo, vmax=hi, extent=extent)
+        f = np.ma.masked_where(lab.array[crop[0], crop[1], k] == 0, ff.array[crop[0], crop[1], k])
+        im = ax.imshow(f, cmap="inferno", vmin=0, vmax=100, alpha=0.6, extent=extent)
         _mark_sides(ax, img)
         _title(ax, f"z = {z:.0f} mm")
         ax.axis("off")

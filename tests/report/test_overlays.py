@@ -14,6 +14,7 @@ from pipeline.report.overlays import (
     SAGITTAL_CODES,
     calf_montage,
     csa_plot,
+    label_crop,
     side_markers,
     to_display,
 )
@@ -61,21 +62,36 @@ def test_sagittal_display_superior_up_anterior_left(name):
 
 
 def test_calf_montage_draws_each_leg_on_its_radiological_side(tmp_path):
-    """Soleus of the patient's right leg only: its contour colour appears in the left half of the picture."""
+    """Soleus of the patient's right leg, tibia of the left: the soleus colour lies left of the tibia colour in the
+    picture (the montage crops to the labelled legs, so the two legs are placed against each other)."""
     reg = registry("calf")
     aff = np.diag([-1.0, -1.0, 3.0, 1.0])  # LPS-ordered array, as many DICOM stacks
     img = np.full((80, 40, 6), 50.0, dtype=np.float32)
     lab = np.zeros(img.shape, dtype=np.int16)
     # array i increases to the patient's LEFT here (x = -i); the right leg sits at small i
     lab[8:24, 12:28, :] = reg.label_id("soleus_right")
+    lab[56:72, 12:28, :] = reg.label_id("tibia_left")
     v, lv = Volume(img, aff), Volume(lab, aff)
     p = calf_montage(v, lv, reg, [0.5], tmp_path / "m.png", dpi=150)
     rgb = np.asarray(Image.open(p).convert("RGB")).astype(int)
-    colour = np.array([int(reg.structures["soleus"]["color"][i:i + 2], 16) for i in (1, 3, 5)])
     body = rgb[: int(rgb.shape[0] * 0.8)]  # leave out the legend at the bottom
-    hits = np.argwhere(np.abs(body - colour).sum(axis=2) < 90)
-    assert len(hits) > 10
-    assert np.median(hits[:, 1]) < rgb.shape[1] / 2
+
+    def columns(structure: str) -> np.ndarray:
+        colour = np.array([int(reg.structures[structure]["color"][i:i + 2], 16) for i in (1, 3, 5)])
+        hits = np.argwhere(np.abs(body - colour).sum(axis=2) < 60)
+        assert len(hits) > 10
+        return hits[:, 1]
+
+    assert np.median(columns("soleus")) < np.median(columns("tibia"))
+
+
+def test_label_crop_keeps_the_labelled_legs_with_a_margin():
+    lab = np.zeros((120, 300, 4), np.int16)
+    lab[30:60, 20:80, 1] = 5
+    lab[35:70, 200:260, 2] = 7
+    rows, cols = label_crop(Volume(lab, np.diag([0.5, 0.5, 5.0, 1.0])), [1, 2], margin_mm=5.0)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (20, 80, 10, 270)
+    assert label_crop(Volume(lab, np.eye(4)), [0]) == (slice(0, 120), slice(0, 300))
 
 
 def test_csa_plot_from_slices_rows(tmp_path):
