@@ -1,6 +1,6 @@
 """The Snakemake workflow: a first run makes every study's outputs and the index; editing a threshold in a copy of
 rules.yaml reruns only the rules and report jobs (and the index); adding a study runs only that study; an identical
-copy of the configuration reruns nothing; a deleted output reruns its job and what follows; a changed model bundle
+copy of the configuration reruns nothing; a deleted output (a label map too) reruns its job and what follows; a changed model bundle
 reruns segmentation and what follows; each stage's log holds its messages; the workflow config is validated."""
 
 from __future__ import annotations
@@ -133,6 +133,26 @@ def test_a_deleted_output_reruns_its_job_and_what_follows(done):
         finally:
             path.write_bytes(kept)
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _planned(done["root"], done["out"], done["env"]) == []
+
+
+def test_a_deleted_label_map_reruns_the_segmentation_and_what_follows(done):
+    """The knee study's segmentation wrote no map, so the record of one is added (with the record's time kept) and
+    the map is absent, as after deleting it: its study is segmented again, then measured, ruled and reported."""
+    import json
+
+    record = done["out"] / "knee_a" / "segment.json"
+    kept, stat = record.read_bytes(), record.stat()
+    data = json.loads(kept)
+    data["files"] = [*data.get("files", []), "calf/labels.nii.gz"]
+    record.write_text(json.dumps(data))
+    os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    try:
+        assert _planned(done["root"], done["out"], done["env"]) == ["cohort", "measure", "report", "resegment_knee_a",
+                                                                    "rules"]
+    finally:
+        record.write_bytes(kept)
+        os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert _planned(done["root"], done["out"], done["env"]) == []
 
 

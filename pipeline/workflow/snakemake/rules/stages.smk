@@ -46,9 +46,35 @@ rule segment:
         "LEGMRI_THREADS={threads} {LEGMRI} -v segment {params.out:q} --device {params.device} > {log:q} 2>&1"
 
 
+for _study, _missing in STALE.items():
+
+    rule:
+        name:
+            rule_name(_study)
+        input:
+            str(BATCH.study(_study).series_json),
+            bundles=BUNDLES,
+        output:
+            _missing,
+        params:
+            out=str(BATCH.study(_study).root),
+            device=DEVICE,
+            configs=configs_of("segment"),
+            version=VERSION,
+        log:
+            str(BATCH.logs / _study / "resegment.log"),
+        threads: THREADS
+        resources:
+            gpu=1 if DEVICE.startswith("cuda") else 0,
+            mem_mb=8000,
+        shell:
+            "LEGMRI_THREADS={threads} {LEGMRI} -v segment {params.out:q} --device {params.device} > {log:q} 2>&1"
+
+
 rule measure:
     input:
         str(STUDY.segment_record),
+        maps=lambda wc: listed_maps(wc.study),
     output:
         str(STUDY.summary),
     params:
