@@ -24,22 +24,21 @@ GASTROCNEMIUS = ("gastrocnemius_medial", "gastrocnemius_lateral")
 
 
 def distal_fold(muscle_mm2: np.ndarray, gastrocnemius_mm2: np.ndarray, muscle_fraction: float,
-                gap_fraction: float) -> int:
+                gap_fraction: float, return_fraction: float) -> int:
     """How many slices at the distal end of one leg hold anatomy that is not its calf; the slices are ordered
     from distal (index 0) to proximal.
 
     With m and g the muscle and gastrocnemius cross-sections as fractions of their largest, the calf's run is the
-    muscle-bearing run of :func:`pipeline.calf.girth.muscle_bearing` (m >= ``muscle_fraction``). A slice distal to
-    it where both m and g reach ``muscle_fraction`` again, with the gastrocnemius under ``gap_fraction`` on some
-    slice between it and the calf (the muscle had ended), is folded-in anatomy; it and every slice distal to it are
-    left out, and so are the slices proximal to it until the gastrocnemius falls under ``gap_fraction``. 0 when no
-    slice qualifies.
+    muscle-bearing run of :func:`pipeline.calf.girth.muscle_bearing` (m >= ``muscle_fraction``). Slices distal to it
+    where m reaches ``muscle_fraction`` again are folded-in anatomy when the gastrocnemius, distal to the slice where
+    it falls under ``gap_fraction`` (it had ended there), reaches ``return_fraction`` again: those slices and every
+    slice up to that gap are counted. 0 when there is no such run.
 
     >>> m = np.array([0.1, 0.6, 0.7, 0.3, 0.2, 0.2, 0.5, 0.8, 1.0, 0.9])
-    >>> g = np.array([0.0, 0.5, 0.6, 0.2, 0.0, 0.0, 0.1, 0.6, 1.0, 0.8])
-    >>> distal_fold(m, g, 0.5, 0.1)
+    >>> g = np.array([0.0, 0.5, 0.2, 0.2, 0.0, 0.0, 0.1, 0.6, 1.0, 0.8])
+    >>> distal_fold(m, g, 0.5, 0.1, 0.3)
     4
-    >>> distal_fold(m, np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.6, 1.0, 0.8]), 0.5, 0.1)
+    >>> distal_fold(m, np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.6, 1.0, 0.8]), 0.5, 0.1, 0.3)
     0
     """
     if not (np.nanmax(muscle_mm2, initial=0.0) > 0 and np.nanmax(gastrocnemius_mm2, initial=0.0) > 0):
@@ -49,11 +48,14 @@ def distal_fold(muscle_mm2: np.ndarray, gastrocnemius_mm2: np.ndarray, muscle_fr
     calf = np.flatnonzero(muscle_bearing(m, muscle_fraction, 0))
     if calf.size == 0:
         return 0
-    again = np.flatnonzero((m[:calf[0]] >= muscle_fraction) & (g[:calf[0]] >= muscle_fraction))
+    again = np.flatnonzero(m[:calf[0]] >= muscle_fraction)
     if again.size == 0:
         return 0
     ended = np.flatnonzero(g[again[-1]:calf[0]] < gap_fraction)
-    return int(again[-1] + ended[0]) if ended.size else 0
+    if ended.size == 0:
+        return 0
+    gap = int(again[-1] + ended[0])
+    return gap if float(g[:gap].max()) >= return_fraction else 0
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,16 @@ class Fold:
 
     def describe(self) -> str:
         return (f"{self.side} leg: {len(self.slices)} slices at the distal end (z {self.z_mm[0]:.0f} to "
-                f"{self.z_mm[1]:.0f} mm) hold muscle again after the gastrocnemius had ended: anatomy folded in "
-                f"from beyond the field of view (wrap-around), left out of the calf")
+                f"{self.z_mm[1]:.0f} mm) left out: muscle and gastrocnemius come back there after the gastrocnemius "
+                f"had ended, anatomy folded in from beyond the field of view (wrap-around)")
 
 
-def drop_distal_fold(labels: Volume, reg: Registry, muscle_fraction: float, gap_fraction: float
-                     ) -> tuple[Volume, list[Fold]]:
-    """The sided calf label map with each leg's folded-in distal slices (:func:`distal_fold`) set to background,
-    and what was left out. Distal is the low world z end (RAS+: z runs to the head)."""
+def drop_distal_fold(labels: Volume, reg: Registry, muscle_fraction: float, gap_fraction: float,
+                     return_fraction: float) -> tuple[Volume, list[Fold]]:
+    """The sided calf label map with the folded-in distal slices (:func:`distal_fold`) of its legs set to
+    background, and what was left out. Wrap-around is a property of the slab, not of a leg, so the most slices
+    found in any leg are left out of every leg: a fold labelled differently in the two legs does not become a
+    left/right difference. Distal is the low world z end (RAS+: z runs to the head)."""
     arr = np.asarray(labels.array)
     axis = slice_axis(labels)
     z = np.array([(labels.affine @ np.r_[np.eye(3)[axis] * k, 1.0])[2] for k in range(arr.shape[axis])])
@@ -82,23 +86,26 @@ def drop_distal_fold(labels: Volume, reg: Registry, muscle_fraction: float, gap_
     per_slice = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
     n_ids = int(arr.max(initial=0)) + 1
     counts = np.stack([np.bincount(s, minlength=n_ids) for s in per_slice.astype(np.int64)])
-    out, folds = arr, []
-    for side in sorted({info.side for info in reg.labels if info.side}):
-        ids = {name: reg.sided_id(name, side) for name in reg.classes[1:]}
-        muscle = _area(counts, [ids[n] for n in reg.muscles])[order]
-        gastrocnemius = _area(counts, [ids[n] for n in GASTROCNEMIUS])[order]
-        n = distal_fold(muscle, gastrocnemius, muscle_fraction, gap_fraction)
-        if n == 0:
+    sides = sorted({info.side for info in reg.labels if info.side})
+    ids = {side: {name: reg.sided_id(name, side) for name in reg.classes[1:]} for side in sides}
+    found = {side: distal_fold(_area(counts, [ids[side][n] for n in reg.muscles])[order],
+                               _area(counts, [ids[side][n] for n in GASTROCNEMIUS])[order],
+                               muscle_fraction, gap_fraction, return_fraction) for side in sides}
+    n = max(found.values(), default=0)
+    if n == 0:
+        return labels, []
+    dropped = np.sort(order[:n])
+    out = arr.copy()
+    view = np.moveaxis(out, axis, 0)
+    folds = []
+    for side in sides:
+        side_ids = np.array(sorted(ids[side].values()))
+        if not np.isin(view[dropped], side_ids).any():
             continue
-        dropped = np.sort(order[:n])
-        if out is arr:
-            out = arr.copy()
-        view = np.moveaxis(out, axis, 0)
-        side_ids = np.array(sorted(ids.values()))
         for k in dropped:
             view[k][np.isin(view[k], side_ids)] = 0
         folds.append(Fold(side, tuple(int(k) for k in dropped), (float(z[order[0]]), float(z[order[n - 1]]))))
-    return (labels.with_array(out) if folds else labels), folds
+    return labels.with_array(out), folds
 
 
 def _area(counts: np.ndarray, ids: list[int]) -> np.ndarray:

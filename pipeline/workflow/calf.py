@@ -220,7 +220,8 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
         return {"status": "failed QC", "reason": reason}
     calf_cfg = load_config("default")["calf"]
     labels, folds = drop_distal_fold(labels, reg, float(calf_cfg["fold_muscle_fraction"]),
-                                     float(calf_cfg["fold_gastrocnemius_gap_fraction"]))
+                                     float(calf_cfg["fold_gastrocnemius_gap_fraction"]),
+                                     float(calf_cfg["fold_gastrocnemius_return_fraction"]))
     save_volume(labels, study.calf_labels, dtype=np.int16)
     write_label_tables(study, "calf")
     legs = without_folds([(leg.side, leg.mask) for leg in sides.legs], folds, slice_axis(labels))

@@ -35,7 +35,7 @@ def _distal_first(labels: Volume) -> np.ndarray:
 
 
 def test_a_whole_calf_loses_nothing(knee_to_ankle):
-    out, folds = drop_distal_fold(knee_to_ankle, REG, 0.5, 0.1)
+    out, folds = drop_distal_fold(knee_to_ankle, REG, 0.5, 0.1, 0.3)
     assert folds == [] and out is knee_to_ankle
 
 
@@ -45,7 +45,7 @@ def test_a_knee_folded_onto_the_ankle_slices_is_left_out(knee_to_ankle, n):
     labels = knee_to_ankle.with_array(arr)
     view = _distal_first(labels)
     view[:n] = view[-n:].copy()  # the slab's proximal end again at its distal end, as wrap-around puts it
-    out, folds = drop_distal_fold(labels, REG, 0.5, 0.1)
+    out, folds = drop_distal_fold(labels, REG, 0.5, 0.1, 0.3)
     assert sorted(f.side for f in folds) == ["left", "right"]
     assert all(len(f.slices) == n for f in folds)
     kept = _distal_first(out)
@@ -56,10 +56,27 @@ def test_a_knee_folded_onto_the_ankle_slices_is_left_out(knee_to_ankle, n):
     assert all(int((~m).sum()) == n * arr.size // arr.shape[slice_axis(labels)] for _, m in legs)
 
 
-def test_distal_fold_needs_the_gastrocnemius_to_have_ended():
+def test_a_fold_seen_in_one_leg_is_left_out_of_both():
+    """Wrap-around folds the whole slab: when only one leg's fold is labelled as calf muscle, the other leg loses the
+    same slices, so that the fold does not turn into a left/right difference."""
+    labels = generate_calf(CalfSpec(n_slices=36, slice_mm=10.0, in_plane_mm=1.5, t_start=0.03), seed=5,
+                           fast=True).labels
+    arr = np.asarray(labels.array).copy()
+    left = np.isin(arr, [REG.sided_id(n, "left") for n in REG.classes[1:]])
+    view, folded = _distal_first(labels.with_array(arr)), arr.copy()
+    fold_view = _distal_first(labels.with_array(folded))
+    fold_view[:5] = np.where(_distal_first(labels.with_array(left))[-5:], view[-5:], view[:5])
+    out, folds = drop_distal_fold(labels.with_array(folded), REG, 0.5, 0.1, 0.3)
+    assert sorted(f.side for f in folds) == ["left", "right"] and all(len(f.slices) == 5 for f in folds)
+    assert not _distal_first(out)[:5].any()
+
+
+def test_distal_fold_needs_the_gastrocnemius_to_end_and_come_back():
     muscle = np.array([0.2, 0.7, 0.8, 0.4, 0.3, 0.6, 0.9, 1.0])
     # the gastrocnemius never falls under 10 % between the two runs: one calf with a poor slice, nothing dropped
-    assert distal_fold(muscle, np.array([0.3, 0.6, 0.7, 0.3, 0.2, 0.5, 0.9, 1.0]), 0.5, 0.1) == 0
+    assert distal_fold(muscle, np.array([0.3, 0.6, 0.7, 0.3, 0.2, 0.5, 0.9, 1.0]), 0.5, 0.1, 0.3) == 0
     # it ends and comes back: the distal run and the slices up to where it had ended are dropped
-    assert distal_fold(muscle, np.array([0.3, 0.6, 0.7, 0.3, 0.05, 0.5, 0.9, 1.0]), 0.5, 0.1) == 4
-    assert distal_fold(np.zeros(5), np.zeros(5), 0.5, 0.1) == 0
+    assert distal_fold(muscle, np.array([0.3, 0.6, 0.2, 0.3, 0.05, 0.5, 0.9, 1.0]), 0.5, 0.1, 0.3) == 4
+    # muscle comes back but the gastrocnemius does not (a foot, or the soleus alone): nothing dropped
+    assert distal_fold(muscle, np.array([0.0, 0.1, 0.2, 0.1, 0.05, 0.5, 0.9, 1.0]), 0.5, 0.1, 0.3) == 0
+    assert distal_fold(np.zeros(5), np.zeros(5), 0.5, 0.1, 0.3) == 0
