@@ -181,7 +181,7 @@ def _level_rows(img: Volume, lab: Volume, fractions: Sequence[float], width_in: 
     row_in = width_in * h_mm / max(w_mm, 1e-6)
     fig, axes = plt.subplots(len(levels), 1, figsize=(width_in, row_in * len(levels) + extra_in), facecolor="black",
                              squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, hspace=0.12, top=1 - 0.7 / (row_in * len(levels) + extra_in),
+    fig.subplots_adjust(left=0.01, right=0.99, hspace=0.12, top=1 - 0.85 / (row_in * len(levels) + extra_in),
                         bottom=(extra_in - 0.2) / (row_in * len(levels) + extra_in))
     return fig, axes[:, 0], levels, (rows, cols)
 
