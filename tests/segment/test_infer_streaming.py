@@ -31,26 +31,36 @@ class _Bundle:
         return self
 
 
+class _Canonical:
+    """The slices inference gives the network (reoriented, normalised, across the bundle's plane) and the way back
+    to the input's array order."""
+
+    def __init__(self, bundle: _Bundle, channels: list[Volume]):
+        meta = bundle.metadata
+        canon = []
+        for c in channels:
+            arr, spacing, self.ornt = infer.to_canonical(np.asarray(c.array, np.float32), channels[0].affine)
+            canon.append(arr)
+        canon = infer.normalise(canon, meta["normalisation"])
+        self.axis = infer.slicing_axis(meta["slice_plane"], spacing)
+        self.in_plane = tuple(float(spacing[i]) for i in range(3) if i != self.axis)
+        self.slices = infer.slices_tensor(canon, self.axis)
+
+    def back(self, a: np.ndarray) -> np.ndarray:
+        """(S, H, W) canonical slices -> the input's array order."""
+        return np.ascontiguousarray(infer.from_canonical(np.moveaxis(a, 0, self.axis), self.ornt))
+
+
 def reference(bundle: _Bundle, channels: list[Volume], classes: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """All probabilities of the volume at once, then argmax over the class dimension."""
     meta = bundle.metadata
-    canon = []
-    for c in channels:
-        arr, spacing, ornt = infer.to_canonical(np.asarray(c.array, np.float32), channels[0].affine)
-        canon.append(arr)
-    canon = infer.normalise(canon, meta["normalisation"])
-    axis = infer.slicing_axis(meta["slice_plane"], spacing)
-    in_plane = tuple(float(spacing[i]) for i in range(3) if i != axis)
+    can = _Canonical(bundle, channels)
     mirror = tuple(meta["inference"]["mirror_axes"])
     with torch.no_grad():
-        probs = infer.predict_probabilities(bundle.network, infer.slices_tensor(canon, axis), in_plane,
+        probs = infer.predict_probabilities(bundle.network, can.slices, can.in_plane,
                                             tuple(meta["target_spacing_mm"]), "cpu", mirror)
-
-    def back(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(infer.from_canonical(np.moveaxis(a, 0, axis), ornt))
-
-    labels = back(probs.argmax(dim=1).numpy().astype(np.uint8))
-    return labels, {c: back(probs[:, meta["labels"].index(c)].numpy()) for c in classes}
+    labels = can.back(probs.argmax(dim=1).numpy().astype(np.uint8))
+    return labels, {c: can.back(probs[:, meta["labels"].index(c)].numpy()) for c in classes}
 
 
 def _study(n_slices: int) -> list[Volume]:
@@ -99,16 +109,10 @@ def test_entropy_is_that_of_the_network_grid_resampled_and_classes_are_the_nativ
     channels = _study(infer.BATCH_SLICES + 4)
     labels, entropy = infer.predict_entropy(bundle, channels)
     meta = bundle.metadata
-    canon = []
-    for c in channels:
-        arr, spacing, ornt = infer.to_canonical(np.asarray(c.array, np.float32), channels[0].affine)
-        canon.append(arr)
-    canon = infer.normalise(canon, meta["normalisation"])
-    axis = infer.slicing_axis(meta["slice_plane"], spacing)
-    slices = infer.slices_tensor(canon, axis)
+    can = _Canonical(bundle, channels)
+    slices = can.slices
     h, w = slices.shape[-2:]
-    in_plane = [float(spacing[i]) for i in range(3) if i != axis]
-    size = tuple(infer.output_size(n, s, t) for n, s, t in zip((h, w), in_plane, meta["target_spacing_mm"]))
+    size = tuple(infer.output_size(n, s, t) for n, s, t in zip((h, w), can.in_plane, meta["target_spacing_mm"]))
     with torch.no_grad():
         x = torch.nn.functional.interpolate(slices, size=size, mode="bilinear", align_corners=False)
         pad = (0, -size[1] % 16, 0, -size[0] % 16)
@@ -119,9 +123,6 @@ def test_entropy_is_that_of_the_network_grid_resampled_and_classes_are_the_nativ
     ref_entropy = up(h_small, size=(h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
     ref_classes = up(z, size=(h, w), mode="bilinear", align_corners=False).argmax(dim=1).numpy()
 
-    def back(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(infer.from_canonical(np.moveaxis(a, 0, axis), ornt))
-
-    assert np.allclose(entropy.array, back(ref_entropy), atol=1e-5)
+    assert np.allclose(entropy.array, can.back(ref_entropy), atol=1e-5)
     assert float(np.asarray(entropy.array).max()) > 0.05  # a random network is unsure: the test sees non-zero maps
-    assert np.mean(labels.array == back(ref_classes.astype(np.uint8))) > 0.999
+    assert np.mean(labels.array == can.back(ref_classes.astype(np.uint8))) > 0.999
