@@ -1,5 +1,6 @@
 """Benchmark the calf segmentation with its QC passes on the shared real calf study (448 x 210 x 96), after the model
-is loaded: the network pass with the entropy map, the sided label map and the test-time flip pass, each timed.
+is loaded: the network pass with the entropy map, the sided label map (with the folded-in slices left out) and the
+test-time flip pass, each timed.
 
     python scripts/bench_calf_real.py [--real-root ../shared/real_mri] [--threads 2] [--repeats 3]
 
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.calf.extent import drop_distal_fold, without_folds
 from pipeline.calf.legs import sided_label_map
+from pipeline.calf.metrics import slice_axis
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
 from pipeline.io.nifti import load_volume
@@ -26,7 +29,7 @@ from pipeline.workflow.calf import flip_check
 INPHASE = "calf_dixon3d_siemens/0028-dix3d_TR23_448m_fa05_460.nii.gz"
 
 
-def run_once(bundle, image, reg, seg_cfg, qc_cfg) -> dict[str, float]:
+def run_once(bundle, image, reg, seg_cfg, calf_cfg, qc_cfg) -> dict[str, float]:
     """Seconds per step of one segmentation of ``image`` with its QC passes."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -34,9 +37,12 @@ def run_once(bundle, image, reg, seg_cfg, qc_cfg) -> dict[str, float]:
     t["network + entropy"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     labels, sides = sided_label_map(classes, reg, seg_cfg["min_component_ml"])
+    labels, folds = drop_distal_fold(labels, reg, float(calf_cfg["fold_muscle_fraction"]),
+                                     float(calf_cfg["fold_gastrocnemius_gap_fraction"]),
+                                     float(calf_cfg["fold_gastrocnemius_return_fraction"]))
     t["sided label map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    legs = [(leg.side, leg.mask) for leg in sides.legs]
+    legs = without_folds([(leg.side, leg.mask) for leg in sides.legs], folds, slice_axis(labels))
     if qc_cfg["flip_check"]:
         flip_check(bundle, [image], classes, legs, reg.classes, int(qc_cfg["flip_check_every_nth_slice"]), "cpu")
     t["flip pass"] = time.perf_counter() - t0
@@ -57,10 +63,11 @@ def main() -> None:
     image = load_volume(path)
     seg_cfg = load_config("default")["segment"]
     qc_cfg = load_config("qc")["calf"]
+    calf_cfg = load_config("default")["calf"]
     bundle = load_bundle(seg_cfg["calf_computed_water_fat_bundle"])
     reg = registry("calf")
-    run_once(bundle, image, reg, seg_cfg, qc_cfg)  # warm-up: first-call allocations and kernel choice
-    runs = [run_once(bundle, image, reg, seg_cfg, qc_cfg) for _ in range(args.repeats)]
+    run_once(bundle, image, reg, seg_cfg, calf_cfg, qc_cfg)  # warm-up: first-call allocations and kernel choice
+    runs = [run_once(bundle, image, reg, seg_cfg, calf_cfg, qc_cfg) for _ in range(args.repeats)]
     print(f"{bundle.name} {bundle.metadata.get('version')}, input {' x '.join(map(str, image.shape))}, "
           f"{args.threads} threads, flip pass on every n-th slice (n = {qc_cfg['flip_check_every_nth_slice']}), "
           f"median of {args.repeats}:")
