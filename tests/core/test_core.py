@@ -79,6 +79,22 @@ def test_config_error_names_file_and_key(tmp_path: Path):
     assert str(bad) in msg and "calf.structures[0].name" in msg and "spine.structures" in msg
 
 
+def test_a_default_yaml_without_keys_read_without_a_default_is_refused(tmp_path: Path):
+    """A configuration folder from an older legmri lacks the calf fold keys: refused with the file and key named,
+    not a KeyError in the segment stage."""
+    import yaml
+
+    from pipeline.core.config import DEFAULT_CONFIG_DIR
+
+    data = yaml.safe_load((DEFAULT_CONFIG_DIR / "default.yaml").read_text())
+    del data["calf"]["fold_gastrocnemius_return_fraction"]
+    old = tmp_path / "default.yaml"
+    old.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as exc:
+        load_config("default", old)
+    assert str(old) in str(exc.value) and "fold_gastrocnemius_return_fraction" in str(exc.value)
+
+
 def test_config_yaml_syntax_error_names_line(tmp_path: Path):
     bad = tmp_path / "labels.yaml"
     bad.write_text("version: 1\ncalf: [\n")
