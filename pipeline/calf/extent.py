@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.calf.girth import muscle_bearing
-from pipeline.calf.metrics import slice_axis
+from pipeline.calf.metrics import slice_axis, slice_positions_mm
 from pipeline.core.labels import Registry
 from pipeline.core.volume import Volume
 
@@ -80,7 +80,7 @@ def drop_distal_fold(labels: Volume, reg: Registry, muscle_fraction: float, gap_
     left/right difference. Distal is the low world z end (RAS+: z runs to the head)."""
     arr = np.asarray(labels.array)
     axis = slice_axis(labels)
-    z = np.array([(labels.affine @ np.r_[np.eye(3)[axis] * k, 1.0])[2] for k in range(arr.shape[axis])])
+    z = slice_positions_mm(labels, axis)
     order = np.argsort(z)
     # one pass over the volume: voxel counts per slice and label id
     per_slice = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)

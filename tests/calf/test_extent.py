@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.calf.extent import distal_fold, drop_distal_fold, without_folds
-from pipeline.calf.metrics import slice_axis
+from pipeline.calf.metrics import slice_axis, slice_positions_mm
 from pipeline.core.labels import registry
 from pipeline.core.volume import Volume
 from pipeline.synth.calf import CalfSpec, generate_calf
@@ -30,7 +30,7 @@ def _distal_first(labels: Volume) -> np.ndarray:
     """The label array's slices ordered from the distal end (low world z)."""
     axis = slice_axis(labels)
     view = np.moveaxis(np.asarray(labels.array), axis, 0)
-    z = [(labels.affine @ np.r_[np.eye(3)[axis] * k, 1.0])[2] for k in range(view.shape[0])]
+    z = slice_positions_mm(labels, axis)
     return view if z[-1] > z[0] else view[::-1]
 
 

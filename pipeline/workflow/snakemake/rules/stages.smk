@@ -74,7 +74,7 @@ for _study, _missing in STALE.items():
 rule measure:
     input:
         str(STUDY.segment_record),
-        maps=lambda wc: listed_maps(wc.study),
+        maps=lambda wc: LISTED.get(wc.study, []),
     output:
         str(STUDY.summary),
     params:
