@@ -22,6 +22,7 @@ Pure numpy/torch: no anatomy is known here, only tissue and class ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,7 +303,7 @@ class SynthSampler:
     """
 
     def __init__(self, bank: list[dict[str, np.ndarray]], roles: dict[str, int], muscle_classes: list[int],
-                 n_classes: int, patch: tuple[int, int], fine_mm: float, target_mm: float, seed: int,
+                 n_classes: int, patch: tuple[int, int], fine_mm: float, target_mm: float, seed: int | list[int],
                  prior: ContrastPrior | None = None, tied: tuple[tuple[int, int], ...] = (),
                  focus_class: int | None = None, focus_fraction: float = 0.0,
                  mirror: tuple[bool, bool] = (True, False), weights: np.ndarray | None = None,
@@ -400,3 +401,23 @@ class SynthSampler:
         img, lab = random_geometry(img, lab, self.rng, mirror_rows=self.mirror[0], mirror_columns=self.mirror[1])
         img = random_acquisition(img, self.rng, noise_sd=self.prior.noise_sd)
         return normalise_batch(img), lab.round().long()
+
+
+class SynthStream(torch.utils.data.IterableDataset):
+    """Endless random-contrast batches for a :class:`torch.utils.data.DataLoader` with worker processes (use
+    ``batch_size=None``): each worker builds its own sampler with ``make_sampler(seed)`` and draws
+    ``batch_size`` items at a time. Worker w gets the seed ``[seed, w + 1]``, so no two workers draw the same
+    stream and a run with the same number of workers draws the same items (in an order that depends on which
+    worker finishes first)."""
+
+    def __init__(self, make_sampler: Callable[[list[int]], SynthSampler], batch_size: int, seed: int):
+        super().__init__()
+        self.make_sampler = make_sampler
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        sampler = self.make_sampler([self.seed, (0 if info is None else info.id) + 1])
+        while True:
+            yield sampler.batch(self.batch_size)

@@ -116,7 +116,7 @@ def write_subject(path: Path, subject: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int,
+def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int | list[int],
                 prior: Any = None, weights: np.ndarray | None = None,
                 real: list[tuple[np.ndarray, np.ndarray]] | None = None, real_share: float = 0.0):
     """A :class:`~pipeline.segment.synthseg.SynthSampler` over ``bank`` with the calf's tissue roles (and the
@@ -134,6 +134,37 @@ def sampler_for(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], targe
     return SynthSampler(bank, roles, [reg.class_id(m) for m in MUSCLES], len(reg.classes), patch,
                         float(bank[0]["spacing_mm"]), target_mm, seed, prior=prior, weights=weights, real=real,
                         real_share=real_share)
+
+
+def _seeded_sampler(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, prior: Any,
+                    weights: np.ndarray | None, real: list[tuple[np.ndarray, np.ndarray]] | None, real_share: float,
+                    seed: list[int]) -> Any:
+    """:func:`sampler_for` with the seed last (a worker's sampler, :class:`~pipeline.segment.synthseg.SynthStream`)."""
+    return sampler_for(bank, patch, target_mm, seed, prior, weights, real, real_share)
+
+
+def batch_source(bank: list[dict[str, np.ndarray]], patch: tuple[int, int], target_mm: float, seed: int,
+                 batch_size: int, workers: int, prior: Any = None, weights: np.ndarray | None = None,
+                 real: list[tuple[np.ndarray, np.ndarray]] | None = None, real_share: float = 0.0,
+                 pin_memory: bool = False) -> Callable[[], tuple[Any, Any]]:
+    """A function that returns the next training batch (images, classes). ``workers`` 0 draws every batch in this
+    process from one sampler seeded ``seed`` (the stream of every calf_unet up to 0.5.0); ``workers`` > 0 draws them
+    in that many processes (:class:`~pipeline.segment.synthseg.SynthStream`; worker w seeded ``[seed, w + 1]``), so
+    that an accelerator is not left waiting for the CPU."""
+    if workers <= 0:
+        sampler = sampler_for(bank, patch, target_mm, seed, prior, weights, real, real_share)
+        return lambda: sampler.batch(batch_size)
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    from pipeline.segment.synthseg import SynthStream
+
+    stream = SynthStream(partial(_seeded_sampler, bank, patch, target_mm, prior, weights, real, real_share),
+                         batch_size, seed)
+    batches = iter(DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4,
+                              persistent_workers=True, pin_memory=pin_memory, multiprocessing_context="fork"))
+    return lambda: next(batches)
 
 
 def dixon_validation(seeds: range, target_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -172,14 +203,17 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
                    val_seeds: range = range(900, 903), log: Callable[[str], None] = print,
                    prior: Any = None, bank_shares: list[float] | None = None,
                    real: list[tuple[np.ndarray, np.ndarray]] | None = None, real_share: float = 0.0,
-                   real_validation: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+                   real_validation: list[tuple[np.ndarray, np.ndarray]] | None = None, device: str = "cpu",
+                   workers: int = 0) -> dict[str, Any]:
     """Train the one-input calf bundle on random-contrast samples of the bank (one or more folders, each drawn
     with probability ``bank_shares[k]`` when given, else every subject equally often); the checkpoint with the
     best mean Dice over random-contrast validation items (drawn like the training items) and Dixon phantoms (each
     contrast alone) is kept. ``real`` (annotated real slices with their own signal,
     :func:`pipeline.workflow.calf_reference.reference_images`) gives a share ``real_share`` of the training items
     and joins the checkpoint score as a third term (how well the network fits them); ``real_validation`` (other
-    annotated slices, e.g. the other leg) is only logged, never used to choose the checkpoint."""
+    annotated slices, e.g. the other leg) is only logged, never used to choose the checkpoint. ``device`` runs the
+    network there (``cuda`` on a GPU), ``workers`` > 0 draws the batches in that many processes
+    (:func:`batch_source`)."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -206,7 +240,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
     cfg = TrainConfig(name=Path(out).name, anatomy="calf", labels=list(reg.classes), input_channels=["image"],
                       patch=patch, batch_size=batch_size, max_iterations=max_iterations, max_minutes=minutes,
                       learning_rate=learning_rate, validate_every=validate_every, seed=seed, threads=threads,
-                      version=version, init_from=init, target_spacing_mm=(TARGET_SPACING_MM, TARGET_SPACING_MM),
+                      version=version, init_from=init, device=device, target_spacing_mm=(TARGET_SPACING_MM, TARGET_SPACING_MM),
                       training_data={"source": "contrast-randomised images (pipeline.segment.synthseg) drawn from "
                                                "tissue maps of calf phantoms (pipeline.synth.calf.tissue_slice, "
                                                "random_anatomy_spec)",
@@ -219,7 +253,11 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
         s = single_channel_start(init)
         net.load_state_dict(s["state"], strict=True)
         start = s["provenance"]
-    sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed, prior, weights, real, real_share)
+    dev = torch.device(device)
+    net = net.to(dev)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
+    next_batch = batch_source(bank, patch, cfg.target_spacing_mm[0], seed, batch_size, workers, prior, weights, real,
+                              real_share, pin_memory=dev.type == "cuda")
     val_sampler = sampler_for(bank, patch, cfg.target_spacing_mm[0], seed + 99, prior, weights)
     val_items = [val_sampler.batch(16) for _ in range(2)]
     val_dixon = dixon_validation(val_seeds, cfg.target_spacing_mm[0])
@@ -231,7 +269,8 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
     history = []
     it = 0
     while it < max_iterations and time.perf_counter() - t0 < minutes * 60:
-        x, y = sampler.batch(batch_size)
+        x, y = next_batch()
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         progress = max(it / max_iterations, (time.perf_counter() - t0) / (minutes * 60))
         loss = optimiser_step(net, opt, loss_fn, x, y, progress, learning_rate)
         it += 1
@@ -284,7 +323,8 @@ def save_best_bundle(out: Path, cfg: Any, best: dict[str, Any], start: Any, it: 
     from pipeline.segment.train import write_bundle
 
     record = {"initialised_from": start, "iterations": it, "best_iteration": best["iteration"],
-              "train_minutes": round((time.perf_counter() - t0) / 60, 1), "device": "cpu", "threads": cfg.threads,
+              "train_minutes": round((time.perf_counter() - t0) / 60, 1), "device": cfg.device,
+              "threads": cfg.threads,
               "history": history, "validation_mean_dice": validation, **extra}
     write_bundle(Path(out), cfg, {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}, record)
     return record
@@ -301,14 +341,15 @@ def mean_dice(net: Any, cases: list[tuple[np.ndarray, np.ndarray]], n_classes: i
     import torch.nn.functional as F
 
     net.eval()
+    device = next(net.parameters()).device
     preds, truths = [], []
     with torch.inference_mode():
         for img, lab in cases:
             for s in range(0, len(img), 16):
-                x = torch.from_numpy(np.ascontiguousarray(img[s:s + 16]))
+                x = torch.from_numpy(np.ascontiguousarray(img[s:s + 16])).to(device)
                 h, w = x.shape[-2:]
                 x = F.pad(x, (0, (-w) % 16, 0, (-h) % 16))
-                preds.append(net(x)[..., :h, :w].argmax(1).numpy().ravel())
+                preds.append(net(x)[..., :h, :w].argmax(1).cpu().numpy().ravel())
                 truths.append(np.asarray(lab[s:s + 16]).ravel())
     net.train()
     d = [v for v in dice_fn(np.concatenate(preds), np.concatenate(truths), n_classes)[1:] if v is not None]
@@ -354,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--init", default="calf_dixon_unet")
     t.add_argument("--version", default="2.0.0")
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--device", default="cpu", help="where the network runs: cpu, or cuda on a GPU")
+    t.add_argument("--workers", type=int, default=0,
+                   help="processes that draw the training batches (0: this one, the stream of calf_unet <= 0.5.0)")
     t.add_argument("--patch", type=int, default=192)
     t.add_argument("--validate-every", type=int, default=100)
     t.add_argument("--fatty-septa", type=float, default=None,
@@ -412,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                        threads=args.threads, validate_every=args.validate_every,
                        log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa),
                        bank_shares=args.bank_shares, real=real, real_share=args.reference_share,
-                       real_validation=held_out)
+                       real_validation=held_out, device=args.device, workers=args.workers)
     return 0
 
 

@@ -141,3 +141,22 @@ def test_shape_variety_varies_relative_sizes_but_keeps_the_layout():
                 wrapped += np.concatenate([gm, gl])[:, 1].mean() >= sol[:, 1].mean()
     assert wrapped <= 2
     assert np.std(ratios[1.0]) > 1.8 * np.std(ratios[0.0])
+
+
+def test_worker_processes_draw_distinct_reproducible_streams():
+    """Batches drawn in two worker processes (for an accelerator) differ between the workers and repeat with the
+    same seed, and a worker's batch is the batch of a sampler seeded [seed, worker + 1] in this process."""
+    from pipeline.workflow.calf_synthseg import batch_source, sampler_for
+
+    bank = [_bank()]
+
+    def first_batches(seed: int) -> list[torch.Tensor]:
+        draw = batch_source(bank, (64, 64), 1.25, seed, 2, workers=2)
+        return [draw()[0] for _ in range(4)]
+
+    a, b = first_batches(3), first_batches(3)
+    assert all(x.shape == (2, 1, 64, 64) for x in a)
+    assert {x.sum().item() for x in a} == {x.sum().item() for x in b}
+    assert len({round(x.sum().item(), 4) for x in a}) == 4
+    own = sampler_for(bank, (64, 64), 1.25, [3, 1]).batch(2)[0]
+    assert any(torch.allclose(own, x) for x in a)
