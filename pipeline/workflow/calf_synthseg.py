@@ -244,7 +244,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
                       training_data={"source": "contrast-randomised images (pipeline.segment.synthseg) drawn from "
                                                "tissue maps of calf phantoms (pipeline.synth.calf.tissue_slice, "
                                                "random_anatomy_spec)",
-                                     "bank": bank_record,
+                                     "bank": bank_record, "sampler_workers": workers,
                                      "validation": f"32 random-contrast items (seed {seed + 99}) and Dixon phantoms "
                                                    f"seeds {val_seeds.start}-{val_seeds.stop - 1} (IP, OP, water)"})
     net = build_network({"network": cfg.network()})
