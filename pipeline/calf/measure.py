@@ -319,6 +319,21 @@ def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, B
     return metrics, csas, rows
 
 
+def matched_slab(z_mm: np.ndarray, k: int, half_width_mm: float) -> np.ndarray:
+    """The slices of the matched level: those whose position ``z_mm`` (mm along the slice axis) lies within
+    ``half_width_mm`` of slice ``k``, the slice of the largest cross-section of a structure summed over both legs.
+
+    The matched CSA of each leg is the mean of its CSA over these slices, CSA_matched = (1 / |W|) sum_{j in W} CSA_j
+    with W = {j : |z_j - z_k| <= half width}, i.e. the volume of a slab of that width divided by its length; 0 takes
+    the one slice k. One slice is as noisy as the segmentation of that slice (an artefact, a border drawn one
+    voxel off on a small muscle); the slab keeps the level and averages that noise.
+
+    >>> matched_slab(np.array([0.0, 5.0, 10.0, 15.0, 20.0]), 2, 5.0).tolist()
+    [False, True, True, True, False]
+    """
+    return np.abs(np.asarray(z_mm, np.float64) - float(z_mm[k])) <= half_width_mm + 1e-6
+
+
 def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: dict[str, Any]) -> CalfMeasurements:
     """All calf measurements of one study."""
     res = CalfMeasurements()
@@ -351,12 +366,14 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
     girth_rule = (float(cfg.get("girth_min_muscle_fraction", 0.5)), int(cfg.get("girth_edge_slices", 1)),
                   float(cfg.get("girth_outlier_fraction", 0.03)))
     # matched levels (same slice = same world z for both legs)
+    half_width = float(cfg["matched_csa_half_width_mm"])
     for name in [*structures, *groups]:
         total = sum(csas[sd][name] for sd in present)
         if np.any(total > 0):
             k = int(np.argmax(total))
+            slab = matched_slab(z, k, half_width)
             for side in present:
-                metrics[side][name]["matched_csa_mm2"] = float(csas[side][name][k])
+                metrics[side][name]["matched_csa_mm2"] = float(np.mean(csas[side][name][slab]))
                 metrics[side][name]["matched_z_mm"] = float(z[k])
     # per-side summary and rows
     for side in present:

@@ -148,3 +148,26 @@ def test_one_weighted_image_gives_sizes_and_girth_but_no_fat_fraction():
     rows = [r for r in without.slices if r["muscle"] == "soleus"]
     assert rows and all(r["csa_mm2"] > 0 and r["ff_pct"] is None for r in rows)
     assert len(rows) == len([r for r in with_ff.slices if r["muscle"] == "soleus"])
+
+
+def test_matched_csa_is_a_slab_mean_that_one_bad_slice_does_not_swing():
+    """Two identical legs (5 mm slices) whose soleus is largest on slice 6; the left soleus loses half its area on
+    that slice alone (a segmentation or image defect). Read from the one slice, the matched-level CSA gives a
+    left/right index of 67 %; the 2 cm slab of the default configuration (+-10 mm: 5 slices) gives 15 %."""
+    arr = np.zeros((80, 40, 13), np.int16)
+    for k in range(1, 12):
+        half = 14 - 2 * abs(k - 6)  # half-width in voxels, largest on slice 6
+        for side, x0 in (("right", 20), ("left", 60)):
+            arr[x0 - half:x0 + half, 20 - half:20 + half, k] = REG.sided_id("soleus", side)
+    arr[60:74, :, 6][arr[60:74, :, 6] > 0] = 0  # the left soleus's medial half gone on slice 6
+    labels = Volume(arr, np.diag([1.0, 1.0, 5.0, 1.0]))
+    images = CalfImages(None, None, no_ff_reason="no fat fraction: one T1-weighted image")
+    cfg = load_config("default")["calf"]
+    assert cfg["matched_csa_half_width_mm"] == 10.0
+
+    def matched_ai(half_width_mm: float) -> float:
+        s = measure_calf_labels(labels, images, REG, {**cfg, "matched_csa_half_width_mm": half_width_mm}).summary
+        return abs(s.get("calf.asymmetry.soleus.matched_csa_ai_pct"))
+
+    assert matched_ai(0.0) == pytest.approx(66.7, abs=0.1)
+    assert matched_ai(10.0) == pytest.approx(15.4, abs=0.1)

@@ -143,8 +143,9 @@ def reference_measure(labels: Volume, images: M.CalfImages, reg: Registry, cfg: 
         total = sum(csas[sd][name] for sd in present)
         if np.any(total > 0):
             k = int(np.argmax(total))
+            near = [j for j in range(len(z)) if abs(z[j] - z[k]) <= float(cfg["matched_csa_half_width_mm"]) + 1e-6]
             for side in present:
-                metrics[side][name]["matched_csa_mm2"] = float(csas[side][name][k])
+                metrics[side][name]["matched_csa_mm2"] = sum(float(csas[side][name][j]) for j in near) / len(near)
                 metrics[side][name]["matched_z_mm"] = float(z[k])
     # the rows are written from these dicts by the code under test (M._rows_and_summary is not part of the check):
     res.metrics, res.girth, res.csas = metrics, girth, csas  # type: ignore[attr-defined]
