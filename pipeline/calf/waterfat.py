@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -287,7 +287,9 @@ def fit_magnitude_branch(y: np.ndarray, te_s: np.ndarray, c: np.ndarray, ff_rang
 @dataclass
 class WaterFatMaps:
     """Result of a multi-echo fit on the image grid: FF (fraction, not clipped), R2* (1/s), the fitted amplitude,
-    the fit mask, the chosen branch (True = fat-dominant; magnitude fit only), and notes for provenance."""
+    the fit mask, the chosen branch (True = fat-dominant; magnitude fit only), and notes for provenance.
+    ``other_branch`` (magnitude fit only): FF, R2* and amplitude of the branch that was not chosen, per voxel, so
+    that dominance known from elsewhere (:func:`with_fat_dominant`) can be applied without refitting."""
 
     ff: np.ndarray
     r2star: np.ndarray
@@ -298,6 +300,35 @@ class WaterFatMaps:
     method: str = ""
     notes: list[str] = field(default_factory=list)
     limits: list[str] = field(default_factory=list)
+    other_branch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def with_fat_dominant(maps: WaterFatMaps, region: np.ndarray) -> tuple[WaterFatMaps, int]:
+    """``maps`` with the fat-dominant branch in every fitted voxel of ``region`` (a boolean array on the maps'
+    grid), and the number of voxels that changed branch.
+
+    A magnitude-only fit of three echoes cannot tell an FF of about 80-95 % from its alias at 5-35 % voxel by voxel
+    (:func:`fit_magnitude`), so where the tissue is known to be fat (the subcutaneous fat and bone marrow that a
+    segmentation labels, say) the branch is taken from that knowledge; FF, R2* and amplitude there are the fat-dominant
+    branch's own fit, nothing is refitted. Maps without ``other_branch`` (complex fit) are returned unchanged.
+
+    >>> m = WaterFatMaps(np.array([0.2, 0.3]), np.zeros(2), np.ones(2), np.ones(2, bool), np.zeros(2, bool),
+    ...                  other_branch=(np.array([0.8, 0.7]), np.zeros(2), np.ones(2)))
+    >>> out, n = with_fat_dominant(m, np.array([True, False]))
+    >>> out.ff.tolist(), out.fat_dominant.tolist(), n
+    ([0.8, 0.3], [True, False], 1)
+    """
+    if maps.other_branch is None or maps.fat_dominant is None:
+        return maps, 0
+    region = np.asarray(region, bool)
+    if region.shape != maps.ff.shape:
+        raise ValueError(f"region of shape {region.shape} for maps of shape {maps.ff.shape}")
+    switch = region & maps.mask & ~maps.fat_dominant
+    chosen = (maps.ff, maps.r2star, maps.rho)
+    new = tuple(np.where(switch, o, c).astype(c.dtype) for c, o in zip(chosen, maps.other_branch))
+    other = tuple(np.where(switch, c, o).astype(o.dtype) for c, o in zip(chosen, maps.other_branch))
+    return replace(maps, ff=new[0], r2star=new[1], rho=new[2], fat_dominant=maps.fat_dominant | switch,
+                   other_branch=other), int(switch.sum())
 
 
 def foreground_mask(echoes: np.ndarray, sigma: float | None, relative_threshold: float) -> np.ndarray:
@@ -349,7 +380,8 @@ def fit_magnitude(echoes: np.ndarray, te_ms: Sequence[float], field_t: float, *,
 
     ``echoes``: array (X, Y, Z, N) of magnitudes at ``te_ms``; ``sigma``: the noise standard deviation (estimated
     from the background when None). Each voxel is fitted twice (:func:`fit_magnitude_branch`, FF <= 0.5 and
-    FF >= 0.5); the branch is chosen by :func:`resolve_dominance`.
+    FF >= 0.5); the branch is chosen by :func:`resolve_dominance`, and the other branch is kept
+    (``other_branch``) for :func:`with_fat_dominant`.
     """
     echoes = np.asarray(echoes, np.float32)
     if echoes.ndim != 4 or echoes.shape[-1] < 3:
@@ -383,11 +415,12 @@ def fit_magnitude(echoes: np.ndarray, te_ms: Sequence[float], field_t: float, *,
     fat_dom = resolve_dominance(ev_map, mask, voxel_evidence=voxel_evidence, pool_sigma_px=pool_sigma_px,
                                 pool_fraction=pool_fraction)
     choose = fat_dom[mask]
-    maps = {}
+    maps, others = {}, {}
     for name in ("ff", "r2star", "rho"):
-        arr = np.zeros(mask.shape, np.float32)
+        arr, alt = np.zeros(mask.shape, np.float32), np.zeros(mask.shape, np.float32)
         arr[mask] = np.where(choose, getattr(f, name), getattr(w, name))
-        maps[name] = arr
+        alt[mask] = np.where(choose, getattr(w, name), getattr(f, name))
+        maps[name], others[name] = arr, alt
     return WaterFatMaps(maps["ff"], maps["r2star"], maps["rho"], mask, fat_dom, None,
                         f"magnitude fit of {echoes.shape[-1]} echoes, multi-peak fat, R2*, water/fat dominance "
                         "from unambiguous voxels and their neighbourhood", notes + [f"noise sigma {sigma:.4g}"],
@@ -395,7 +428,8 @@ def fit_magnitude(echoes: np.ndarray, te_ms: Sequence[float], field_t: float, *,
                           "5-35 % voxel by voxel; tissue without nearly pure fat nearby is taken as water-dominant")
                          if echoes.shape[-1] == 3 else
                          ("magnitude-only fit: water/fat dominance rests on the multi-peak fat spectrum and can be "
-                          "wrong near 50 % and at low SNR")])
+                          "wrong near 50 % and at low SNR")],
+                        (others["ff"], others["r2star"], others["rho"]))
 
 
 # -- complex fit -----------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pipeline.calf.legs import sided_label_map
 from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff
 from pipeline.calf.metrics import slice_axis
 from pipeline.calf.qc import REVIEW, flip_agreement, judge_calf, structure_means
-from pipeline.calf.waterfat import fit_echoes
+from pipeline.calf.waterfat import WaterFatMaps, fit_echoes, with_fat_dominant
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
 from pipeline.core.errors import BadInputError, InternalError
@@ -153,6 +153,14 @@ def checked_water_fat(water: Volume, fat: Volume, identity: tuple[str, float | N
     return CalfInputs(water, fat, "scanner water/fat images")
 
 
+@dataclass(frozen=True)
+class EchoFit:
+    """A multi-echo fit of a study: its maps and the grid they lie on (the first echo's)."""
+
+    grid: Volume
+    maps: WaterFatMaps
+
+
 def fit_water_fat(study: StudyDir) -> dict[str, Any]:
     """Fat-fraction map of ``study`` whenever its images allow one, before (and whatever becomes of) segmentation.
 
@@ -160,25 +168,67 @@ def fit_water_fat(study: StudyDir) -> dict[str, Any]:
     ``calf/ff_map.nii.gz``. Three or more calf echoes: the multi-echo fit (:func:`fit_echoes`) writes the FF and R2*
     maps and the fitted water and fat images. Returns facts for provenance.
     """
+    return _fit_water_fat(study)[0]
+
+
+def _save_echo_maps(study: StudyDir, fit: EchoFit) -> None:
+    """The maps of a multi-echo fit as ``calf/ff_map`` (percent), ``calf/r2star_map`` (1/s) and the fitted water and
+    fat images."""
+    ref, maps = fit.grid, fit.maps
+    save_volume(ref.with_array((100.0 * maps.ff).astype(np.float32)), study.calf_ff_map)
+    save_volume(ref.with_array(maps.r2star.astype(np.float32)), study.calf_r2star_map)
+    save_volume(ref.with_array((maps.rho * (1.0 - maps.ff)).astype(np.float32)), study.calf_water_fit)
+    save_volume(ref.with_array((maps.rho * maps.ff).astype(np.float32)), study.calf_fat_fit)
+
+
+def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy: Volume, structures: list[str],
+                         max_entropy: float) -> str | None:
+    """Take the fat-dominant branch of a magnitude-only fit in the voxels that the calf segmentation ``labels``
+    gives to ``structures`` (``calf.water_fat.fat_dominant_structures``: subcutaneous fat and the bones, whose
+    marrow is fat) with a normalised entropy ``entropy`` of the network's probabilities below ``max_entropy``,
+    rewrite the maps, and return the note for provenance (None when nothing applies).
+
+    Three magnitude echoes leave FF of about 80-95 % and its alias at 5-35 % equally likely voxel by voxel
+    (:func:`pipeline.calf.waterfat.fit_magnitude`); subcutaneous fat and yellow marrow are nearly pure fat, so their
+    branch is known from where they are. The entropy bound keeps it to voxels whose label the network is sure of (a
+    muscle taken for subcutaneous fat would otherwise read as fat). Muscle voxels keep the branch the echoes chose: a
+    muscle's FF is never decided by the segmentation.
+    """
+    if fit.maps.other_branch is None or not structures:
+        return None
+    if not (labels.same_grid(fit.grid) and entropy.same_grid(fit.grid)):
+        return "water/fat dominance from the echoes alone: the calf labels are not on the echoes' grid"
+    reg = registry("calf")
+    ids = [lab.id for lab in reg.labels if lab.structure in structures]
+    region = np.isin(np.asarray(labels.array), ids) & (np.asarray(entropy.array) < max_entropy)
+    maps, n = with_fat_dominant(fit.maps, region)
+    _save_echo_maps(study, EchoFit(fit.grid, maps))
+    return (f"water/fat dominance: fat-dominant branch in the {n} fitted voxels of {', '.join(structures)} (calf "
+            f"segmentation, normalised entropy < {max_entropy:g}) that the echoes had left water-dominant; muscles "
+            "as the echoes decide")
+
+
+def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
+    """:func:`fit_water_fat`, with the multi-echo fit itself when there was one."""
     series = study.series()
     cfg = load_config("default")["calf"]
     inputs = _water_fat_inputs(series, None)
     if inputs is not None and inputs.no_ff_reason:
-        return {"status": inputs.no_ff_reason}
+        return {"status": inputs.no_ff_reason}, None
     if inputs is not None:
         inphase, ffmap = series.volume("calf_inphase"), series.volume("calf_ffmap")
         images = CalfImages(inputs.water, inputs.fat, load_volume(inphase) if inphase else None,
                             load_volume(ffmap) if ffmap else None)
         ff, how, _ = voxel_ff(images, cfg)
         save_volume(inputs.water.with_array((100.0 * ff).astype(np.float32)), study.calf_ff_map)
-        return {"status": "ff map", "method": f"{inputs.how}; {how}"}
+        return {"status": "ff map", "method": f"{inputs.how}; {how}"}, None
     echoes = echo_set(study.root)
     if echoes is None or len(echoes.magnitudes) < 3:
-        return {"status": "no calf series for a fat-fraction map"}
+        return {"status": "no calf series for a fat-fraction map"}, None
     wcfg = cfg.get("water_fat", {})
     field_t = echoes.field_strength_t or wcfg.get("default_field_strength_t")
     if not field_t:
-        return {"status": "calf echoes without a field strength (add field_strength_t or MagneticFieldStrength)"}
+        return {"status": "calf echoes without a field strength (add field_strength_t or MagneticFieldStrength)"}, None
     ref = echoes.magnitudes[0]
     if any(not v.same_grid(ref) for v in [*echoes.magnitudes, *(echoes.phases or [])]):
         raise InternalError("calf echoes are not on one grid.")
@@ -187,21 +237,19 @@ def fit_water_fat(study: StudyDir) -> dict[str, Any]:
     start = time.perf_counter()
     maps = fit_echoes(mags, phases, echoes.echo_times_ms, float(field_t), wcfg)
     seconds = round(time.perf_counter() - start, 2)
-    save_volume(ref.with_array((100.0 * maps.ff).astype(np.float32)), study.calf_ff_map)
-    save_volume(ref.with_array(maps.r2star.astype(np.float32)), study.calf_r2star_map)
-    save_volume(ref.with_array((maps.rho * (1.0 - maps.ff)).astype(np.float32)), study.calf_water_fit)
-    save_volume(ref.with_array((maps.rho * maps.ff).astype(np.float32)), study.calf_fat_fit)
+    fit = EchoFit(ref, maps)
+    _save_echo_maps(study, fit)
     facts = {"method": maps.method, "echo_times_ms": echoes.echo_times_ms, "field_strength_t": float(field_t),
              "notes": maps.notes, "limits": maps.limits, "fit_seconds": seconds}
     update_provenance(study.root, water_fat=facts, notes=[f"calf fat fraction: {maps.method}",
                                                           *[f"calf fat fraction limit: {x}" for x in maps.limits]])
-    return {"status": "fitted", **facts}
+    return {"status": "fitted", **facts}, fit
 
 
 def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]:
     """Segment the calf muscles of ``study`` with the bundle of ``models`` (a bundle cache); returns facts for
     provenance."""
-    fit = fit_water_fat(study)
+    fit, echo_fit = _fit_water_fat(study)
     inputs = calf_inputs(study.series(), study)
     if inputs is None:
         return {"status": NO_CALF, "ff_map": fit["status"]}
@@ -224,6 +272,13 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
                                      float(calf_cfg["fold_gastrocnemius_return_fraction"]))
     save_volume(labels, study.calf_labels, dtype=np.int16)
     write_label_tables(study, "calf")
+    if echo_fit is not None:
+        wf_cfg = calf_cfg.get("water_fat", {})
+        dominance = fat_tissue_dominance(study, echo_fit, labels, entropy,
+                                         list(wf_cfg.get("fat_dominant_structures", [])),
+                                         float(wf_cfg.get("fat_dominant_max_entropy", 0.2)))
+        if dominance:
+            update_provenance(study.root, water_fat={"dominance": dominance}, notes=[f"calf fat fraction: {dominance}"])
     legs = without_folds([(leg.side, leg.mask) for leg in sides.legs], folds, slice_axis(labels))
     write_json(study.calf_certainty, certainty_of(bundle, channels, classes, entropy, legs, reg.classes,
                                                   load_config("qc")["calf"], device))

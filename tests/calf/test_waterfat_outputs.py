@@ -77,3 +77,55 @@ def test_water_fat_study_gets_ff_map(tmp_path: Path) -> None:
     facts = fit_water_fat(StudyDir(out))
     assert facts["status"] == "ff map"
     np.testing.assert_allclose(load_volume(StudyDir(out).calf_ff_map).array, 10.0, atol=1e-4)
+
+
+def test_segmented_fat_takes_the_fat_branch_and_muscle_keeps_its_own(tmp_path: Path) -> None:
+    """Three magnitude echoes of muscle (FF 5 %) around a block of subcutaneous-like fat (FF 88 %): the echoes
+    alone cannot tell 88 % from its alias and the fit reads the fat far below 50 %; once the segmentation labels the
+    block subcutaneous fat, the map there is the fat branch's own fit (88 %), and every muscle voxel is unchanged."""
+    from pipeline.core.labels import registry
+    from pipeline.core.volume import Volume
+    from pipeline.workflow.calf import _fit_water_fat, fat_tissue_dominance
+
+    x, y = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
+    fat = (np.abs(x - 20) < 8) & (np.abs(y - 15) < 6)
+    ff = np.where(fat, 0.88, 0.05)[:, :, None].repeat(3, axis=2)
+    te = np.asarray(TES) * 1e-3
+    sig = 1000.0 * np.abs((1 - ff)[..., None] + ff[..., None] * fat_phasors(te, 3.0)) * np.exp(-35.0 * te)
+    sig = np.pad(sig, ((6, 6), (6, 6), (0, 0), (0, 0)))
+    rng = np.random.default_rng(1)
+    study = tmp_path / "study"
+    study.mkdir()
+    lines = ["series:"]
+    for n, t in enumerate(TES):
+        noisy = np.abs(sig[..., n] + 5.0 * (rng.standard_normal(sig.shape[:3]) + 1j * rng.standard_normal(sig.shape[:3])))
+        nib.save(nib.Nifti1Image(noisy.astype(np.float32), AFFINE), str(study / f"echo{n}.nii.gz"))
+        lines.append(f"  - {{file: echo{n}.nii.gz, role: calf_echo, echo_time_ms: {t}, field_strength_t: 3.0}}")
+    (study / "study.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    ingest_study(study, out)
+    d = StudyDir(out)
+    facts, fit = _fit_water_fat(d)
+    assert facts["status"] == "fitted" and fit is not None
+    block = np.pad(fat[:, :, None].repeat(3, axis=2), ((6, 6), (6, 6), (0, 0)))
+    tissue = np.pad(np.ones(fat.shape + (3,), bool), ((6, 6), (6, 6), (0, 0)))
+    muscle = tissue & ~block
+    before = load_volume(d.calf_ff_map).array
+    assert np.median(before[block]) < 50.0  # the alias: what the echoes alone give
+    reg = registry("calf")
+    labels = np.where(block, reg.sided_id("subcutaneous_fat", "left"),
+                      np.where(muscle, reg.sided_id("soleus", "left"), 0)).astype(np.int16)
+    sure = Volume(np.zeros(labels.shape, np.float32), fit.grid.affine)
+    note = fat_tissue_dominance(d, fit, Volume(labels, fit.grid.affine), sure, ["subcutaneous_fat", "tibia", "fibula"],
+                                0.2)
+    after = load_volume(d.calf_ff_map).array
+    assert note and "subcutaneous_fat" in note
+    assert abs(np.median(after[block]) - 88.0) < 3.0
+    np.testing.assert_array_equal(after[muscle], before[muscle])
+    assert abs(np.median(after[muscle]) - 5.0) < 1.0
+    assert fat_tissue_dominance(d, fit, Volume(labels, fit.grid.affine), sure, [], 0.2) is None
+    unsure = Volume(np.full(labels.shape, 0.5, np.float32), fit.grid.affine)  # a label the network doubts: no change
+    before_unsure = load_volume(d.calf_ff_map).array
+    _, fresh = _fit_water_fat(d)
+    fat_tissue_dominance(d, fresh, Volume(labels, fit.grid.affine), unsure, ["subcutaneous_fat"], 0.2)
+    assert np.median(load_volume(d.calf_ff_map).array[block]) < 50.0 < np.median(before_unsure[block])
