@@ -194,6 +194,7 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     d.put("girth_diff_abs_cm", None if g is None else abs(g), "no calf girth")
     d.put("larger_side", "" if g is None else ("right" if g > 0 else "left"))
     status = muscle_status(summary, muscles, thr)
+    unknown = calf_unknown_reason(summary, status)
     affected = {s: sorted(m for m, st in status[s].items() if st["enlarged"] or st["fatty"]) for s in SIDES}
     for s in SIDES:
         d.put(f"n_affected_{s}", float(len(affected[s])))
@@ -240,8 +241,34 @@ def derive(summary: Summary, clinical: Clinical | None, innervation: dict[str, A
     d.territory = {"affected_muscles": affected, "affected_side": side or None, "territory_roots": roots,
                    "territory_fit": fit, "outside_territory": outliers, "contralateral_tolerated": other,
                    "fatty_bilateral": fatty_both, "status": status, "spine_concordant_levels": concordant}
+    if unknown:  # nothing was read: counts of 0 would say "no muscle abnormal" of muscles nobody measured
+        for name in CALF_MUSCLE_SYMBOLS:
+            d.put(name, None, unknown)
+        if spine_ok:
+            d.put("spine_concordant", None, unknown)
     _clinical(d, clinical, side, roots, thr)
     return d
+
+
+#: rule symbols derived from the per-muscle calf values (counts, the affected side, the territory)
+CALF_MUSCLE_SYMBOLS = ("n_affected_left", "n_affected_right", "n_fatty_bilateral", "n_roots_bilateral",
+                       "affected_side", "n_affected_side", "n_enlarged_affected_side", "n_fatty_affected_side",
+                       "n_complete_fatty_affected_side", "n_true_hypertrophy", "n_pseudohypertrophy", "territory_fit",
+                       "single_muscle_enlarged")
+
+
+def calf_unknown_reason(summary: Summary, status: dict[str, dict[str, dict]]) -> str | None:
+    """Why no calf muscle can be judged, or None when at least one muscle of one leg has a fat fraction or a
+    left/right volume index: a study without a calf, or one whose calf values were all held back by QC
+    (:func:`pipeline.rules.qc_gate.gate`). Then the counts over muscles are unknown, not 0."""
+    if any(st["ff_pct"] is not None or st["volume_ai_pct_vs_other"] is not None
+           for side in status.values() for st in side.values()):
+        return None
+    if not summary.get("calf.available"):
+        return summary.missing.get("calf.available") or "no calf measured"
+    reasons = [r for k, r in summary.missing.items() if k.startswith("calf.") and k.endswith((".ff_pct", ".volume_ml",
+                                                                                             ".volume_ai_pct"))]
+    return reasons[0] if reasons else "no calf muscle has a fat fraction or a left/right volume comparison"
 
 
 def _clinical(d: Derived, c: Clinical | None, side: str, roots: list[str], thr: dict[str, float]) -> None:

@@ -115,7 +115,11 @@ def evaluate(ruleset: RuleSet, derived: Derived) -> dict[str, Any]:
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     (top, s1), (second, s2) = ranked[0], ranked[1]
     pol = ruleset.decision
-    if s1 < pol["min_score"]:
+    if not fired and not not_fired:
+        decision = {"hypothesis": None, "status": "not evaluable",
+                    "reason": f"none of the {len(not_evaluable)} rules could be evaluated: their inputs are missing "
+                              "(not_evaluable_rules says which and why)"}
+    elif s1 < pol["min_score"]:
         decision = {"hypothesis": None, "status": "no hypothesis above threshold",
                     "reason": f"highest score {s1:g} ({top}) < {pol['min_score']:g}"}
     elif s1 - s2 < pol["min_margin"]:

@@ -391,6 +391,15 @@ def test_values_of_a_segmentation_that_failed_qc_are_not_used(gt_outputs, tmp_pa
     assert "calf.right.soleus.volume_ml" in held and "calf.asymmetry.soleus.volume_ai_pct" in held
     assert rec["quality_control"]["caveats"]
     assert rec["territory_analysis"]["affected_muscles"] == {"left": [], "right": []}  # no calf value was read
+    # ... and nothing is concluded from them: the counts are unknown, not 0, and the rules on them not evaluable
+    assert rec["derived_inputs"]["n_fatty_bilateral"] is None and rec["derived_inputs"]["n_affected_side"] is None
+    not_evaluable = {r["id"]: r["missing"] for r in rec["not_evaluable_rules"]}
+    assert {"pseudohypertrophy", "fatty_change_in_territory", "single_root_territory"} <= set(not_evaluable)
+    assert "calf segmentation failed QC" in not_evaluable["pseudohypertrophy"]["n_fatty_bilateral"]
+    assert not {"pseudohypertrophy", "fatty_change_in_territory"} & {r["id"] for r in rec["not_fired_rules"]}
+    # without clinical findings no rule has all its inputs here: the decision says so, not "below threshold"
+    bare = evaluate_study(tmp_path, None)
+    assert bare["decision"]["status"] == "not evaluable" and not bare["fired_rules"] and not bare["not_fired_rules"]
     # one failed structure holds back that structure and its asymmetry, nothing else
     s = Summary.load(StudyDir(gt_outputs["nmh_case"]).summary)
     s.set("calf.qc_status", "review")
