@@ -10,7 +10,7 @@ done by the pure functions of :mod:`pipeline.calf` and the bundle's ``predict``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from pipeline.calf.dixon import two_point_dixon, water_fat_identity
 from pipeline.calf.extent import drop_distal_fold, without_folds
 from pipeline.calf.fatfraction import structure_ff_rows
 from pipeline.calf.legs import sided_label_map
-from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff
+from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff, voxel_ff_source
 from pipeline.calf.metrics import slice_axis
 from pipeline.calf.qc import REVIEW, flip_agreement, judge_calf, structure_means
 from pipeline.calf.waterfat import WaterFatMaps, fit_echoes, with_fat_dominant
@@ -155,10 +155,13 @@ def checked_water_fat(water: Volume, fat: Volume, identity: tuple[str, float | N
 
 @dataclass(frozen=True)
 class EchoFit:
-    """A multi-echo fit of a study: its maps and the grid they lie on (the first echo's)."""
+    """The fat-fraction maps of a study computed here from magnitude images, and the grid they lie on: a multi-echo
+    fit (``fitted``; the first echo's grid), or the FF of water and fat from in-phase and opposed-phase images (no
+    R2*, no fitted water and fat; ``other_branch`` the fat-dominant reading 1 - FF)."""
 
     grid: Volume
     maps: WaterFatMaps
+    fitted: bool = True
 
 
 def fit_water_fat(study: StudyDir) -> dict[str, Any]:
@@ -176,6 +179,8 @@ def _save_echo_maps(study: StudyDir, fit: EchoFit) -> None:
     fat images."""
     ref, maps = fit.grid, fit.maps
     save_volume(ref.with_array((100.0 * maps.ff).astype(np.float32)), study.calf_ff_map)
+    if not fit.fitted:
+        return
     save_volume(ref.with_array(maps.r2star.astype(np.float32)), study.calf_r2star_map)
     save_volume(ref.with_array((maps.rho * (1.0 - maps.ff)).astype(np.float32)), study.calf_water_fit)
     save_volume(ref.with_array((maps.rho * maps.ff).astype(np.float32)), study.calf_fat_fit)
@@ -188,9 +193,10 @@ def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy:
     marrow is fat) with a normalised entropy ``entropy`` of the network's probabilities below ``max_entropy``,
     rewrite the maps, and return the note for provenance (None when nothing applies).
 
-    Three magnitude echoes leave FF of about 80-95 % and its alias at 5-35 % equally likely voxel by voxel
-    (:func:`pipeline.calf.waterfat.fit_magnitude`); subcutaneous fat and yellow marrow are nearly pure fat, so their
-    branch is known from where they are. The entropy bound keeps it to voxels whose label the network is sure of (a
+    Magnitude images leave water/fat dominance open voxel by voxel: three echoes fit FF of about 80-95 % and its
+    alias at 5-35 % equally well (:func:`pipeline.calf.waterfat.fit_magnitude`), and in-phase and opposed-phase
+    images give FF or 1 - FF; subcutaneous fat and yellow marrow are nearly pure fat, so their branch is known from
+    where they are. The entropy bound keeps it to voxels whose label the network is sure of (a
     muscle taken for subcutaneous fat would otherwise read as fat). Muscle voxels keep the branch the echoes chose: a
     muscle's FF is never decided by the segmentation.
     """
@@ -202,10 +208,10 @@ def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy:
     ids = [lab.id for lab in reg.labels if lab.structure in structures]
     region = np.isin(np.asarray(labels.array), ids) & (np.asarray(entropy.array) < max_entropy)
     maps, n = with_fat_dominant(fit.maps, region)
-    _save_echo_maps(study, EchoFit(fit.grid, maps))
+    _save_echo_maps(study, replace(fit, maps=maps))
     return (f"water/fat dominance: fat-dominant branch in the {n} fitted voxels of {', '.join(structures)} (calf "
-            f"segmentation, normalised entropy < {max_entropy:g}) that the echoes had left water-dominant; muscles "
-            "as the echoes decide")
+            f"segmentation, normalised entropy < {max_entropy:g}) that the magnitude images had left water-dominant; "
+            "muscles as the images decide")
 
 
 def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
@@ -221,7 +227,16 @@ def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
                             load_volume(ffmap) if ffmap else None)
         ff, how, _ = voxel_ff(images, cfg)
         save_volume(inputs.water.with_array((100.0 * ff).astype(np.float32)), study.calf_ff_map)
-        return {"status": "ff map", "method": f"{inputs.how}; {how}"}, None
+        facts = {"status": "ff map", "method": f"{inputs.how}; {how}"}
+        source = voxel_ff_source(images, cfg)
+        if not inputs.computed or source is None or source.method == "scanner":
+            return facts, None
+        # water-dominant 2-point FF = (IP - OP) / (2 IP); the fat-dominant reading of the same pair is 1 - FF
+        ff = np.asarray(ff, np.float32)
+        zeros = np.zeros_like(ff)
+        maps = WaterFatMaps(ff, zeros, zeros, np.ones(ff.shape, bool), np.zeros(ff.shape, bool),
+                            other_branch=(1.0 - ff, zeros, zeros))
+        return facts, EchoFit(inputs.water, maps, fitted=False)
     echoes = echo_set(study.root)
     if echoes is None or len(echoes.magnitudes) < 3:
         return {"status": "no calf series for a fat-fraction map"}, None

@@ -129,3 +129,36 @@ def test_segmented_fat_takes_the_fat_branch_and_muscle_keeps_its_own(tmp_path: P
     _, fresh = _fit_water_fat(d)
     fat_tissue_dominance(d, fresh, Volume(labels, fit.grid.affine), unsure, ["subcutaneous_fat"], 0.2)
     assert np.median(load_volume(d.calf_ff_map).array[block]) < 50.0 < np.median(before_unsure[block])
+
+
+def test_in_and_opposed_phase_map_reads_segmented_fat_as_fat(tmp_path: Path) -> None:
+    """In-phase + opposed-phase magnitudes give FF or 1 - FF; the map reads water-dominant (a block of 88 % fat as
+    12 %) until the segmentation labels the block subcutaneous fat; muscle (5 %) is untouched, no R2* map appears."""
+    from pipeline.core.labels import registry
+    from pipeline.core.volume import Volume
+    from pipeline.workflow.calf import _fit_water_fat, fat_tissue_dominance
+
+    x, y = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
+    fat = ((np.abs(x - 20) < 8) & (np.abs(y - 15) < 6))[:, :, None].repeat(3, axis=2)
+    ff = np.where(fat, 0.88, 0.05)
+    study = tmp_path / "study"
+    study.mkdir()
+    for name, sig in (("ip", 1000.0 * np.ones_like(ff)), ("op", 1000.0 * np.abs(1 - 2 * ff))):
+        nib.save(nib.Nifti1Image(sig.astype(np.float32), AFFINE), str(study / f"{name}.nii.gz"))
+    (study / "study.yaml").write_text("series:\n  - {file: ip.nii.gz, role: calf_inphase}\n"
+                                      "  - {file: op.nii.gz, role: calf_outphase}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    ingest_study(study, out)
+    d = StudyDir(out)
+    facts, fit = _fit_water_fat(d)
+    assert facts["status"] == "ff map" and fit is not None and not fit.fitted
+    before = load_volume(d.calf_ff_map).array
+    np.testing.assert_allclose(before[fat], 12.0, atol=0.01)
+    reg = registry("calf")
+    labels = np.where(fat, reg.sided_id("subcutaneous_fat", "right"), reg.sided_id("soleus", "right")).astype(np.int16)
+    sure = Volume(np.zeros(ff.shape, np.float32), fit.grid.affine)
+    assert fat_tissue_dominance(d, fit, Volume(labels, fit.grid.affine), sure, ["subcutaneous_fat"], 0.2)
+    after = load_volume(d.calf_ff_map).array
+    np.testing.assert_allclose(after[fat], 88.0, atol=0.01)
+    np.testing.assert_array_equal(after[~fat], before[~fat])
+    assert not d.calf_r2star_map.exists()
