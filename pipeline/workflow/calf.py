@@ -175,8 +175,8 @@ def fit_water_fat(study: StudyDir) -> dict[str, Any]:
 
 
 def _save_echo_maps(study: StudyDir, fit: EchoFit) -> None:
-    """The maps of a multi-echo fit as ``calf/ff_map`` (percent), ``calf/r2star_map`` (1/s) and the fitted water and
-    fat images."""
+    """The maps of ``fit`` as ``calf/ff_map`` (percent) and, for a multi-echo fit, ``calf/r2star_map`` (1/s) and the
+    fitted water and fat images."""
     ref, maps = fit.grid, fit.maps
     save_volume(ref.with_array((100.0 * maps.ff).astype(np.float32)), study.calf_ff_map)
     if not fit.fitted:
@@ -197,13 +197,13 @@ def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy:
     alias at 5-35 % equally well (:func:`pipeline.calf.waterfat.fit_magnitude`), and in-phase and opposed-phase
     images give FF or 1 - FF; subcutaneous fat and yellow marrow are nearly pure fat, so their branch is known from
     where they are. The entropy bound keeps it to voxels whose label the network is sure of (a
-    muscle taken for subcutaneous fat would otherwise read as fat). Muscle voxels keep the branch the echoes chose: a
+    muscle taken for subcutaneous fat would otherwise read as fat). Muscle voxels keep the branch the images chose: a
     muscle's FF is never decided by the segmentation.
     """
     if fit.maps.other_branch is None or not structures:
         return None
     if not (labels.same_grid(fit.grid) and entropy.same_grid(fit.grid)):
-        return "water/fat dominance from the echoes alone: the calf labels are not on the echoes' grid"
+        return "water/fat dominance from the images alone: the calf labels are not on the fat-fraction map's grid"
     reg = registry("calf")
     ids = [lab.id for lab in reg.labels if lab.structure in structures]
     region = np.isin(np.asarray(labels.array), ids) & (np.asarray(entropy.array) < max_entropy)
@@ -215,7 +215,8 @@ def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy:
 
 
 def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
-    """:func:`fit_water_fat`, with the multi-echo fit itself when there was one."""
+    """:func:`fit_water_fat`, with the maps it computed from magnitude images (multi-echo or in-phase + opposed-phase)
+    when it did; None for scanner water/fat, scanner FF maps and studies without a map."""
     series = study.series()
     cfg = load_config("default")["calf"]
     inputs = _water_fat_inputs(series, None)
