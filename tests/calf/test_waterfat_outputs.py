@@ -28,12 +28,15 @@ def _truth() -> tuple[np.ndarray, np.ndarray]:
     return ff, r2
 
 
-def _echo_study(tmp_path: Path) -> Path:
-    ff, r2 = _truth()
+def _echo_study(tmp_path: Path, ff: np.ndarray | None = None, r2: np.ndarray | None = None, seed: int = 0) -> Path:
+    """Three magnitude echoes (TES, 3 T) of the FF and R2* maps (default :func:`_truth`) with Rician noise, padded
+    by 6 empty voxels in-plane, as a NIfTI study folder."""
+    if ff is None or r2 is None:
+        ff, r2 = _truth()
     te = np.asarray(TES) * 1e-3
     sig = 1000.0 * np.abs((1 - ff)[..., None] + ff[..., None] * fat_phasors(te, 3.0)) * np.exp(-r2[..., None] * te)
     sig = np.pad(sig, ((6, 6), (6, 6), (0, 0), (0, 0)))  # empty background around the tissue
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     study = tmp_path / "study"
     study.mkdir()
     lines = ["series:"]
@@ -90,20 +93,8 @@ def test_segmented_fat_takes_the_fat_branch_and_muscle_keeps_its_own(tmp_path: P
     x, y = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
     fat = (np.abs(x - 20) < 8) & (np.abs(y - 15) < 6)
     ff = np.where(fat, 0.88, 0.05)[:, :, None].repeat(3, axis=2)
-    te = np.asarray(TES) * 1e-3
-    sig = 1000.0 * np.abs((1 - ff)[..., None] + ff[..., None] * fat_phasors(te, 3.0)) * np.exp(-35.0 * te)
-    sig = np.pad(sig, ((6, 6), (6, 6), (0, 0), (0, 0)))
-    rng = np.random.default_rng(1)
-    study = tmp_path / "study"
-    study.mkdir()
-    lines = ["series:"]
-    for n, t in enumerate(TES):
-        noisy = np.abs(sig[..., n] + 5.0 * (rng.standard_normal(sig.shape[:3]) + 1j * rng.standard_normal(sig.shape[:3])))
-        nib.save(nib.Nifti1Image(noisy.astype(np.float32), AFFINE), str(study / f"echo{n}.nii.gz"))
-        lines.append(f"  - {{file: echo{n}.nii.gz, role: calf_echo, echo_time_ms: {t}, field_strength_t: 3.0}}")
-    (study / "study.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    ingest_study(study, out)
+    ingest_study(_echo_study(tmp_path, ff, np.full(ff.shape, 35.0), seed=1), out)
     d = StudyDir(out)
     facts, fit = _fit_water_fat(d)
     assert facts["status"] == "fitted" and fit is not None
