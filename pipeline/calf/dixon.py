@@ -45,7 +45,8 @@ def outer_ring_ff_pct(water: Volume, fat: Volume, depth_mm: tuple[float, float])
 
     The outline is Otsu's threshold of W + F (Otsu, IEEE Trans Syst Man Cybern 1979;9:62-66), opened and hole-filled
     per slice; the depth is the in-plane Euclidean distance to the outline. Slices are the last array axis
-    (ingested volumes are RAS+ with axial slices last).
+    (ingested volumes are RAS+ with axial slices last). The work is done inside the in-plane box of the body over all
+    slices with a margin of background, which gives the whole slice's opening, filling and distances exactly.
     """
     from skimage.filters import threshold_otsu
 
@@ -55,6 +56,8 @@ def outer_ring_ff_pct(water: Volume, fat: Volume, depth_mm: tuple[float, float])
     if not np.any(total > 0):
         return None
     body = total > threshold_otsu(total[::2, ::2, ::2])
+    box = _in_plane_box(body, margin=2)
+    body, f, total = body[box], f[box], total[box]
     px = (water.spacing_mm[0], water.spacing_mm[1])
     values = []
     for k in range(body.shape[2]):
@@ -67,6 +70,21 @@ def outer_ring_ff_pct(water: Volume, fat: Volume, depth_mm: tuple[float, float])
     if not values or not sum(v.size for v in values):
         return None
     return 100.0 * float(np.median(np.concatenate(values)))
+
+
+def _in_plane_box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
+    """Rows and columns of ``mask`` (X, Y, slices) that hold any True voxel on any slice, widened by ``margin``
+    background voxels on each side (clipped at the array's edge, where the whole slice ends too); every slice.
+
+    >>> m = np.zeros((6, 5, 2), bool); m[2:4, 1, 1] = True
+    >>> _in_plane_box(m, 1)
+    (slice(1, 5, None), slice(0, 3, None), slice(None, None, None))
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(mask.any(axis=(0, 2)))
+    if not rows.size:
+        return (slice(None), slice(None), slice(None))
+    return (slice(max(int(rows[0]) - margin, 0), int(rows[-1]) + margin + 1),
+            slice(max(int(cols[0]) - margin, 0), int(cols[-1]) + margin + 1), slice(None))
 
 
 def water_fat_identity(water: Volume, fat: Volume, cfg: dict) -> tuple[str, float | None]:
