@@ -32,7 +32,7 @@ def test_ring_fat_fraction_in_the_body_box_equals_the_whole_slices(seed: int):
     """Two legs (fat rim, muscle, a dark marrow hole), one reaching the array's edge, in a wide field of air: the
     ring's median FF computed inside the body's box equals that of whole slices exactly."""
     rng = np.random.default_rng(seed)
-    shape = (120, 90, 8)
+    shape = (120, 90, 9)
     x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     water, fat = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     for cx, cy, r in ((30 + seed, 45, 18), (112, 40 + seed, 20)):  # the second leg runs off the array's edge
