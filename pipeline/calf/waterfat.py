@@ -308,7 +308,8 @@ def with_fat_dominant(maps: WaterFatMaps, region: np.ndarray) -> tuple[WaterFatM
     grid), and the number of voxels that changed branch.
 
     A magnitude-only fit of three echoes cannot tell an FF of about 80-95 % from its alias at 5-35 % voxel by voxel
-    (:func:`fit_magnitude`), so where the tissue is known to be fat (the subcutaneous fat and bone marrow that a
+    (:func:`fit_magnitude`), nor in-phase and opposed-phase magnitudes FF from 1 - FF, so where the tissue is known
+    to be fat (the subcutaneous fat and bone marrow that a
     segmentation labels, say) the branch is taken from that knowledge; FF, R2* and amplitude there are the fat-dominant
     branch's own fit, nothing is refitted. Maps without ``other_branch`` (complex fit) are returned unchanged.
 

@@ -407,8 +407,8 @@ class SynthStream(torch.utils.data.IterableDataset):
     """Endless random-contrast batches for a :class:`torch.utils.data.DataLoader` with worker processes (use
     ``batch_size=None``): each worker builds its own sampler with ``make_sampler(seed)`` and draws
     ``batch_size`` items at a time. Worker w gets the seed ``[seed, w + 1]``, so no two workers draw the same
-    stream and a run with the same number of workers draws the same items (in an order that depends on which
-    worker finishes first)."""
+    stream, and a run with the same number of workers draws the same batches in the same order (the loader takes
+    the workers' batches in turn)."""
 
     def __init__(self, make_sampler: Callable[[list[int]], SynthSampler], batch_size: int, seed: int):
         super().__init__()
