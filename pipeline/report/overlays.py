@@ -33,7 +33,8 @@ SAGITTAL_CODES = ("I", "P", "R")
 
 
 def to_display(volume: Volume, codes: Sequence[str]) -> Volume:
-    """Reorient ``volume`` so that array axes point along ``codes`` (nibabel axis codes); the affine follows.
+    """Reorient ``volume`` so that array axes point along ``codes`` (nibabel axis codes); the affine follows. The
+    array is a view of the volume's (flips and transposes), not a copy: pictures take a few slices of it.
 
     >>> import numpy as np
     >>> v = Volume(np.arange(8.0).reshape(2, 2, 2), np.eye(4))
@@ -44,7 +45,7 @@ def to_display(volume: Volume, codes: Sequence[str]) -> Volume:
     transform = nio.ornt_transform(start, nio.axcodes2ornt(tuple(codes)))
     arr = nio.apply_orientation(np.asarray(volume.array), transform)
     affine = volume.affine @ nio.inv_ornt_aff(transform, volume.array.shape)
-    return Volume(np.ascontiguousarray(arr), affine, dict(volume.meta))
+    return Volume(arr, affine, dict(volume.meta))
 
 
 def _world(volume: Volume, ijk: Sequence[float]) -> np.ndarray:

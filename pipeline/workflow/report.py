@@ -34,11 +34,11 @@ def ff_display(series: SeriesIndex, water: Volume, ff_map: Path | None = None) -
     if ff_map is not None and ff_map.exists():
         ff = load_volume(ff_map)
         if ff.same_grid(water):
-            return ff.with_array(np.asarray(ff.array, dtype=float))
+            return ff.with_array(np.asarray(ff.array, dtype=np.float32))
     ffp = _existing(series, "calf_ffmap")
     if ffp is not None:
         ff = load_volume(ffp)
-        return ff.with_array(np.asarray(ff.array, dtype=float))
+        return ff.with_array(np.asarray(ff.array, dtype=np.float32))
     fp = _existing(series, "calf_fat")
     if fp is None:
         return None
