@@ -20,7 +20,7 @@ from pipeline.calf.dixon import two_point_dixon, water_fat_identity
 from pipeline.calf.extent import drop_distal_fold, without_folds
 from pipeline.calf.fatfraction import structure_ff_rows
 from pipeline.calf.legs import sided_label_map
-from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff, voxel_ff_source
+from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff_source
 from pipeline.calf.metrics import slice_axis
 from pipeline.calf.qc import REVIEW, flip_agreement, judge_calf, structure_means
 from pipeline.calf.waterfat import WaterFatMaps, fit_echoes, with_fat_dominant
@@ -167,7 +167,7 @@ class EchoFit:
 def fit_water_fat(study: StudyDir) -> dict[str, Any]:
     """Fat-fraction map of ``study`` whenever its images allow one, before (and whatever becomes of) segmentation.
 
-    Scanner water/fat or in/opposed-phase images: the voxel FF of the measurements (:func:`voxel_ff`) as
+    Scanner water/fat or in/opposed-phase images: the voxel FF of the measurements (:func:`pipeline.calf.measure.voxel_ff`) as
     ``calf/ff_map.nii.gz``. Three or more calf echoes: the multi-echo fit (:func:`fit_echoes`) writes the FF and R2*
     maps and the fitted water and fat images. Returns facts for provenance.
     """
@@ -226,11 +226,13 @@ def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
         inphase, ffmap = series.volume("calf_inphase"), series.volume("calf_ffmap")
         images = CalfImages(inputs.water, inputs.fat, load_volume(inphase) if inphase else None,
                             load_volume(ffmap) if ffmap else None)
-        ff, how, _ = voxel_ff(images, cfg)
-        save_volume(inputs.water.with_array((100.0 * ff).astype(np.float32)), study.calf_ff_map)
-        facts = {"status": "ff map", "method": f"{inputs.how}; {how}"}
         source = voxel_ff_source(images, cfg)
-        if not inputs.computed or source is None or source.method == "scanner":
+        if source is None:
+            raise ValueError(images.no_ff_reason or "no water and fat images")
+        ff = source.on()
+        save_volume(inputs.water.with_array((100.0 * ff).astype(np.float32)), study.calf_ff_map)
+        facts = {"status": "ff map", "method": f"{inputs.how}; {source.how}"}
+        if not inputs.computed or source.method == "scanner":
             return facts, None
         # water-dominant 2-point FF = (IP - OP) / (2 IP); the fat-dominant reading of the same pair is 1 - FF
         ff = np.asarray(ff, np.float32)
