@@ -59,13 +59,13 @@ class Bundle:
             self.device = device
         return self
 
-    def predict(self, channels: list[Any], device: str | None = None) -> Any:
+    def predict(self, channels: list[Any], device: str | None = None, mirror: bool = True) -> Any:
         """Class map (uint8 Volume) on the grid of ``channels[0]``; see :func:`pipeline.segment.infer.predict`."""
         from pipeline.segment.infer import predict
 
         set_threads_once()
         with self._lock:
-            return predict(self, channels, device=device or self.device)
+            return predict(self, channels, device=device or self.device, mirror=mirror)
 
     def predict_soft(self, channels: list[Any], classes: tuple[str, ...] | list[str], device: str | None = None
                      ) -> tuple[Any, dict[str, Any]]:

@@ -192,9 +192,10 @@ def argmax_classes(probs: torch.Tensor) -> np.ndarray:
     return index.astype(np.uint8) if probs.shape[1] <= 256 else index
 
 
-def predict(bundle: Any, channels: list[Volume], device: str = "cpu") -> Volume:
-    """Class map (uint8) on the grid of ``channels[0]``; ``channels`` follow ``bundle.metadata['input_channels']``."""
-    return predict_soft(bundle, channels, (), device)[0]
+def predict(bundle: Any, channels: list[Volume], device: str = "cpu", mirror: bool = True) -> Volume:
+    """Class map (uint8) on the grid of ``channels[0]``; ``channels`` follow ``bundle.metadata['input_channels']``.
+    ``mirror=False`` leaves out the bundle's test-time mirroring (one pass of the network)."""
+    return _predict(bundle, channels, (), device, entropy=False, mirror=mirror)[0]
 
 
 def predict_soft(bundle: Any, channels: list[Volume], classes: tuple[str, ...] | list[str], device: str = "cpu"
@@ -230,8 +231,8 @@ def normalised_entropy(probs: torch.Tensor) -> np.ndarray:
     return (torch.special.entr(probs).sum(dim=1) / math.log(probs.shape[1])).numpy().astype(np.float32)
 
 
-def _predict(bundle: Any, channels: list[Volume], classes: tuple[str, ...] | list[str], device: str, entropy: bool
-             ) -> tuple[Volume, dict[str, Volume], Volume | None]:
+def _predict(bundle: Any, channels: list[Volume], classes: tuple[str, ...] | list[str], device: str, entropy: bool,
+             mirror: bool = True) -> tuple[Volume, dict[str, Volume], Volume | None]:
     meta = bundle.metadata
     if len(channels) != len(meta["input_channels"]):
         raise BadInputError(f"{bundle.name} needs {len(meta['input_channels'])} channels "
@@ -255,7 +256,7 @@ def _predict(bundle: Any, channels: list[Volume], classes: tuple[str, ...] | lis
     in_plane = tuple(float(spacing[i]) for i in range(3) if i != axis)
     target = tuple(float(v) for v in meta["target_spacing_mm"])
     bundle.to(device)
-    mirror = tuple(int(a) for a in meta.get("inference", {}).get("mirror_axes", ()))
+    mirror_axes = tuple(int(a) for a in meta.get("inference", {}).get("mirror_axes", ())) if mirror else ()
     slices = slices_tensor(canon, axis)
     del canon
     n, h, w = slices.shape[0], slices.shape[2], slices.shape[3]
@@ -264,7 +265,7 @@ def _predict(bundle: Any, channels: list[Volume], classes: tuple[str, ...] | lis
     soft_slices = {c: np.empty((n, h, w), np.float32) for c in classes}
     entropy_slices = np.empty((n, h, w), np.float32) if entropy else None
     start = 0
-    for out in iter_outputs(bundle.network, slices, in_plane, target, device, mirror, probabilities=bool(classes),
+    for out in iter_outputs(bundle.network, slices, in_plane, target, device, mirror_axes, probabilities=bool(classes),
                             entropy=entropy):
         stop = start + out.classes.shape[0]
         label_slices[start:stop] = out.classes

@@ -352,20 +352,28 @@ def flip_check(bundle: Any, channels: list[Volume], classes: Volume, legs: list[
                class_names: tuple[str, ...] | list[str], every: int, device: str) -> dict[str, dict[str, float]]:
     """Test-time flip agreement (:func:`flip_agreement`) on every ``every``-th axial slice: the network's classes of
     the left-right mirrored image, mirrored back, against its classes of the image. The Dice per structure of a
-    systematic subset of slices estimates that of all slices at 1/``every`` of the cost of a second pass."""
+    systematic subset of slices estimates that of all slices at 1/``every`` of the cost of a second pass.
+
+    A bundle that averages its output over mirror images (``metadata.json`` ``inference.mirror_axes``) gives the
+    mirrored image the mirror of its answer by construction, so its agreement would read 1 whatever the network
+    knows; for such a bundle both sides of the comparison are single passes without the averaging."""
     axis = slice_axis(classes)
     take: list[Any] = [slice(None)] * 3
     take[axis] = slice(None, None, every)
     sub = tuple(take)
+    averaged = bool(bundle.metadata.get("inference", {}).get("mirror_axes"))
 
-    def subset(v: Volume) -> Volume:
+    def subset(v: Volume, mirrored: bool) -> Volume:
         affine = v.affine.copy()
         affine[:3, axis] *= every
-        return Volume(np.ascontiguousarray(np.asarray(v.array)[sub][::-1]), affine, dict(v.meta))
+        array = np.asarray(v.array)[sub]
+        return Volume(np.ascontiguousarray(array[::-1] if mirrored else array), affine, dict(v.meta))
 
-    mirrored = bundle.predict([subset(v) for v in channels], device=device)
-    return flip_agreement(np.asarray(classes.array)[sub], np.asarray(mirrored.array)[::-1],
-                          [(side, mask[sub]) for side, mask in legs], class_names)
+    mirrored = bundle.predict([subset(v, True) for v in channels], device=device, mirror=not averaged)
+    plain = (np.asarray(bundle.predict([subset(v, False) for v in channels], device=device, mirror=False).array)
+             if averaged else np.asarray(classes.array)[sub])
+    return flip_agreement(plain, np.asarray(mirrored.array)[::-1], [(side, mask[sub]) for side, mask in legs],
+                          class_names)
 
 
 def network_inputs(names: list[str], inputs: CalfInputs, series: SeriesIndex) -> tuple[list[Volume], str]:
