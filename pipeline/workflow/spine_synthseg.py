@@ -399,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--init-member", type=int, default=None, help="network of an ensemble bundle to start from")
     t.add_argument("--version", default="2.0.0")
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the batches and augmentation (a continuation stage takes a new one)")
     t.add_argument("--patch", type=int, default=176)
     t.add_argument("--validate-every", type=int, default=200)
     t.add_argument("--synth-share", type=float, default=0.5, help="share of each batch drawn from the bank")
@@ -413,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         train_spine_synthseg(args.bank, args.out, minutes=args.minutes, max_iterations=args.iterations,
                              batch_size=args.batch, patch=(args.patch, args.patch), learning_rate=args.lr,
-                             threads=args.threads, init=args.init, init_member=args.init_member,
-                             version=args.version, validate_every=args.validate_every,
+                             seed=args.seed, threads=args.threads, init=args.init,
+                             init_member=args.init_member, version=args.version, validate_every=args.validate_every,
                              synth_share=args.synth_share, sac_fraction=args.sac_fraction,
                              phantom_seeds=_seed_range(args.phantom_seeds), val_seeds=_seed_range(args.val_seeds),
                              cache=args.cache, log=lambda m: print(m, flush=True))
