@@ -54,6 +54,11 @@ def test_seg_segments_match_label_map_and_reference_source(out: Path, tmp_path: 
             n_seg = int(seg.get_pixels_by_source_instance(src["sop_instance_uids"], segment_numbers=[num],
                                                           ignore_spatial_locations=True).sum())
         assert n_seg == n_label, name
+    by_label = {d.SegmentLabel: d.SegmentedPropertyTypeCodeSequence[0] for d in seg.SegmentSequence}
+    gm = by_label["gastrocnemius_medial_right"]
+    assert (gm.CodeValue, gm.CodingSchemeDesignator, gm.CodeMeaning) == (
+        "7:928", "MDC", "Musculus gastrocnemius Caput mediale")
+    assert by_label["soleus_left"].CodeValue == "7:932" and by_label["tibia_left"].CodeValue == "12611008"
     laterality = {d.SegmentLabel: d.AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0].CodeMeaning
                   for d in seg.SegmentSequence if "AnatomicRegionModifierSequence" in d.AnatomicRegionSequence[0]}
     assert laterality["soleus_right"] == "Right" and laterality["soleus_left"] == "Left"
@@ -142,12 +147,12 @@ def test_sr_uses_standard_concepts_sites_with_laterality_and_stable_tracking(out
     first = _sr_groups(pydicom.dcmread(write_sr(values, src["files"][:1], tmp_path / "sr.dcm", segs=[seg])))
     again = _sr_groups(pydicom.dcmread(write_sr(values, src["files"][:1], tmp_path / "sr2.dcm")))
     assert first["soleus_right"]["numbers"] == {"Volume": (412.5, "mL", "SCT")}
-    assert first["soleus_right"]["site"] == ("102292000", "Right")
+    assert first["soleus_right"]["site"] == ("7:932", "Right")
     assert first["soleus_left"]["numbers"]["Fat fraction [Mean]"] == (6.25, "%", "DCM")
     assert first["soleus_left"]["numbers"]["lean_volume_ml"] == (380.0, "mL", "99LEGMRI")
     assert first["leg_right"]["numbers"] == {"Circumference [Maximum]": (402.0, "mm", "SCT")}
     assert first["leg_right"]["site"] == ("30021000", "Right")
-    assert first["soleus_asymmetry"]["site"] == ("102292000", None)
+    assert first["soleus_asymmetry"]["site"] == ("7:932", None)
     assert first["leg_asymmetry"]["numbers"]["girth_diff_cm"] == (0.4, "cm", "99LEGMRI")
     assert first["L4-L5"]["numbers"] == {"Area": (61.0, "mm2", "SCT"), "canal_rsna": ("Severe", "24484000")}
     assert first["L4-L5"]["site"] == ("84020006", None)
