@@ -1,7 +1,7 @@
 """Store the reference outputs of the three sample studies that ``tests/workflow/test_reference_outputs.py``
 compares every run with (tests/data/reference_outputs/<study>/).
 
-Kept per study: the tidy measurement tables (``calf/measurements.csv``, ``calf/slices.csv``,
+Kept per study: the tidy measurement tables (``calf/measurements.csv``, ``legs.csv``, ``asymmetry.csv``, ``slices.csv``,
 ``spine/measurements.csv``), ``spine/levels.json``, ``spine/marks.json``, ``summary.json`` and ``findings.json``
 (without its ``inputs``: file paths of this machine and the rules file's hash, which are not results). Run it after a change that is meant to change
 the numbers, and say in the commit why they changed:
@@ -30,8 +30,8 @@ STUDIES = ("control", "myopathic", "nmh_case")
 
 def kept_files(study: StudyDir) -> list[Path]:
     """The outputs of a study that the reference holds."""
-    return [study.calf_measurements, study.calf_slices, study.spine_measurements, study.spine_levels,
-            study.spine_marks, study.summary, study.findings]
+    return [study.calf_measurements, study.calf_legs, study.calf_asymmetry, study.calf_slices,
+            study.spine_measurements, study.spine_levels, study.spine_marks, study.summary, study.findings]
 
 
 def store(batch_out: Path, dest: Path = DEST) -> None:

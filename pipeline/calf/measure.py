@@ -63,7 +63,9 @@ class CalfImages:
 
 @dataclass
 class CalfMeasurements:
-    rows: list[dict[str, Any]] = field(default_factory=list)  # measurements.csv
+    rows: list[dict[str, Any]] = field(default_factory=list)  # measurements.csv: per side and structure
+    legs: list[dict[str, Any]] = field(default_factory=list)  # legs.csv: per side, the leg outline (girth)
+    asymmetry: list[dict[str, Any]] = field(default_factory=list)  # asymmetry.csv: right against left
     slices: list[dict[str, Any]] = field(default_factory=list)  # slices.csv
     summary: Summary = field(default_factory=Summary)
     notes: list[str] = field(default_factory=list)
@@ -277,6 +279,26 @@ def table_row(side: str, structure: str, metric: str, value: Any) -> dict[str, A
             "flag": None}
 
 
+def leg_row(side: str, metric: str, value: float) -> dict[str, Any]:
+    """One row of ``calf/legs.csv``: a metric of one leg's outline (its girth) with its UCUM unit.
+
+    >>> leg_row("right", "girth_max_mm", 402.0)
+    {'side': 'right', 'metric': 'girth_max_mm', 'value': 402.0, 'unit': 'mm'}
+    """
+    return {"side": side, "metric": metric, "value": round(float(value), 2), "unit": ucum(metric)}
+
+
+def asymmetry_row(structure: str, metric: str, value: float | None) -> dict[str, Any]:
+    """One row of ``calf/asymmetry.csv``: a right-against-left comparison of a structure, muscle group or (structure
+    ``leg``) the leg outline; empty ``value`` where a side lacks the measurement (the reason is in ``summary.json``).
+
+    >>> asymmetry_row("soleus", "volume_ai_pct", 12.0)
+    {'structure': 'soleus', 'metric': 'volume_ai_pct', 'value': 12.0, 'unit': '%'}
+    """
+    return {"structure": structure, "metric": metric, "value": None if value is None else round(float(value), 3),
+            "unit": ucum(metric)}
+
+
 #: the metrics that need a fat fraction: null, with the reason, when the images carry none
 FF_METRICS = ("ff_pct", "ff_median_pct", "ff_p10_pct", "ff_p90_pct", "lean_volume_ml", "fat_volume_ml",
               "mercuri_grade")
@@ -395,8 +417,7 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
         else:
             s.set(f"calf.{side}.girth_max_mm", round(float(g[k]), 2))
             s.set(f"calf.{side}.girth_max_z_mm", round(float(z[k]), 2))
-            res.rows += [table_row(side, "leg", "girth_max_mm", round(float(g[k]), 2)),
-                         table_row(side, "leg", "girth_max_z_mm", round(float(z[k]), 2))]
+            res.legs += [leg_row(side, "girth_max_mm", float(g[k])), leg_row(side, "girth_max_z_mm", float(z[k]))]
         for k in np.nonzero(~np.isnan(girth[side]))[0]:
             res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": "leg_girth",
                                "csa_mm2": None, "ff_pct": None, "girth_mm": round(float(girth[side][k]), 2)})
@@ -433,7 +454,7 @@ def _asymmetry(res: CalfMeasurements, metrics, girth, z, present, names, muscle_
     s.set("calf.girth_matched_z_mm", round(float(z[k]), 2))
     for side in SIDES:
         s.set(f"calf.{side}.girth_matched_mm", round(float(girth[side][k]), 2))
-        res.rows.append(table_row(side, "leg", "girth_matched_mm", round(float(girth[side][k]), 2)))
+        res.legs.append(leg_row(side, "girth_matched_mm", float(girth[side][k])))
     _put(res, "leg", "girth_diff_cm", difference(float(girth["right"][k]), float(girth["left"][k]), 0.1), "")
 
 
@@ -443,4 +464,4 @@ def _put(res: CalfMeasurements, name: str, key: str, value: float | None, reason
         res.summary.set_null(full, reason)
     else:
         res.summary.set(full, round(float(value), 3))
-    res.rows.append(table_row("right_vs_left", name, key, None if value is None else round(float(value), 3)))
+    res.asymmetry.append(asymmetry_row(name, key, value))

@@ -145,7 +145,9 @@ class StudyDir(_Folder):
     calf_r2star_map = _File("calf/r2star_map.nii.gz")
     calf_water_fit = _File("calf/water_fit.nii.gz")  # the multi-echo fit's water and fat: the calf input of
     calf_fat_fit = _File("calf/fat_fit.nii.gz")  # echo-only studies
-    calf_measurements = _File("calf/measurements.csv")
+    calf_measurements = _File("calf/measurements.csv")  # per side, structure and metric
+    calf_legs = _File("calf/legs.csv")  # per side: the leg outline's girth
+    calf_asymmetry = _File("calf/asymmetry.csv")  # per structure and metric: right against left
     calf_slices = _File("calf/slices.csv")
     calf_qc = _File("calf/qc.json")  # segmentation quality control: verdicts, reasons and the evidence
     calf_certainty = _File("calf/certainty.json")  # the network's flip agreement per structure and leg

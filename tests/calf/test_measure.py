@@ -3,6 +3,7 @@ phantom, oblique slices, one-leg studies."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -52,6 +53,11 @@ def test_ground_truth_labels_reproduce_truth(measured, case):
         assert s.get(f"calf.{side}.girth_max_mm") == pytest.approx(truth["calf"]["girth"][side]["max_girth_mm"], abs=3)
 
 
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def test_index_case_findings(measured):
     s, _, out = measured["nmh_case"]
     assert s.get("calf.right.gastrocnemius_medial.ff_pct") > 50 and s.get("calf.left.gastrocnemius_medial.ff_pct") < 15
@@ -60,6 +66,17 @@ def test_index_case_findings(measured):
     assert s.get("calf.right.gastrocnemius_medial.mercuri_grade") == 4
     rows = (out / "calf" / "measurements.csv").read_text().splitlines()
     assert rows[0] == "side,structure,metric,value,unit,flag" and len(rows) > 200
+    # one observational unit per table: structures of a side; the leg outline of a side; right against left
+    reg = registry("calf")
+    assert {r["side"] for r in _csv(out / "calf" / "measurements.csv")} == {"left", "right"}
+    assert {r["structure"] for r in _csv(out / "calf" / "measurements.csv")} <= {*reg.structures, *reg.groups()}
+    legs = {(r["side"], r["metric"]): r for r in _csv(out / "calf" / "legs.csv")}
+    assert float(legs[("right", "girth_max_mm")]["value"]) == s.get("calf.right.girth_max_mm")
+    assert legs[("right", "girth_max_mm")]["unit"] == "mm"
+    asym = {(r["structure"], r["metric"]): r for r in _csv(out / "calf" / "asymmetry.csv")}
+    assert float(asym[("soleus", "volume_ai_pct")]["value"]) == s.get("calf.asymmetry.soleus.volume_ai_pct")
+    assert float(asym[("leg", "girth_diff_cm")]["value"]) == s.get("calf.asymmetry.girth_diff_cm")
+    assert asym[("soleus", "volume_ai_pct")]["unit"] == "%"
     assert (out / "calf" / "slices.csv").read_text().startswith("z_mm,side,muscle,csa_mm2,ff_pct")
 
 

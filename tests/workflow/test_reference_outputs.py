@@ -18,7 +18,8 @@ from pipeline.workflow import stages
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "data" / "reference_outputs"
 #: tidy tables: the columns that name a row (the others are its values)
-TABLE_KEYS = {"calf/measurements.csv": ("side", "structure", "metric"), "calf/slices.csv": ("z_mm", "side", "muscle"),
+TABLE_KEYS = {"calf/measurements.csv": ("side", "structure", "metric"), "calf/legs.csv": ("side", "metric"),
+              "calf/asymmetry.csv": ("structure", "metric"), "calf/slices.csv": ("z_mm", "side", "muscle"),
               "spine/measurements.csv": ("level", "side", "metric")}
 
 
