@@ -237,6 +237,34 @@ def lateral_recess(disc: np.ndarray, posterior: np.ndarray, sac: np.ndarray, vol
     return best
 
 
+def foramen_out_of_view(volume: Volume, axis: int, disc_center: np.ndarray, side: Side, min_lateral_mm: float
+                        ) -> str | None:
+    """Why the ``side`` foramen of a disc is not in these parasagittal slices, or None when some slice lies where
+    the foramen search starts (``min_lateral_mm`` from the disc centre) or beyond: a narrow sagittal slab off the
+    midline shows one foramen or neither, and the missing one is not in the field of view rather than unmeasurable.
+    Reach = the largest distance |x_k - x_disc| of the centre of a slice k on that side.
+
+    >>> from pipeline.core.volume import Volume
+    >>> v = Volume(np.zeros((30, 4, 4)), np.diag([1.0, 1, 1, 1]))   # slices x = 0 .. 29 mm
+    >>> foramen_out_of_view(v, 0, np.array([15.0, 0, 0]), "right", 18.0)
+    'not in the field of view: the sagittal slices reach 14 mm to the right of the disc centre, the foramen search starts at 18 mm'
+    >>> foramen_out_of_view(v, 0, np.array([5.0, 0, 0]), "right", 18.0) is None
+    True
+    """
+    reach = 0.0
+    centre = (np.array(volume.shape, float) - 1) / 2
+    for k in range(volume.shape[axis]):
+        point = centre.copy()
+        point[axis] = k
+        x = float(volume.voxel_to_world(point[None])[0][0])
+        if x != float(disc_center[0]) and side_of_world_x(x, float(disc_center[0])) == side:
+            reach = max(reach, abs(x - float(disc_center[0])))
+    if reach >= min_lateral_mm:
+        return None
+    return (f"not in the field of view: the sagittal slices reach {reach:.0f} mm to the {side} of the disc centre, "
+            f"the foramen search starts at {min_lateral_mm:.0f} mm")
+
+
 def foramen_area_mm2(contents: np.ndarray, volume: Volume, axis: int, disc_center: np.ndarray,
                      disc_normal: np.ndarray, side: Side, min_lateral_mm: float, reach: Reach) -> float | None:
     """Largest foraminal-contents region beside the disc in the parasagittal slices of ``side`` between

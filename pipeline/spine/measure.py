@@ -231,10 +231,15 @@ def _measure_level(res: SpineMeasurements, level: str, disc: Disc, sag: _Sagitta
         half_width = _measure_axial(res, level, disc, *pick, reg, cfg, reach, values, reasons)
     if half_width is None:
         half_width = float(cfg["sac_half_width_mm"])
+    start = half_width + float(cfg["foramen_beyond_sac_mm"])
     for side in SIDES:
+        unseen = canal.foramen_out_of_view(sag.labels, sag.axis, disc.center_ras, side, start)
+        if unseen is not None:
+            values[f"{side}.foramen_area_mm2"] = None
+            reasons[f"{side}.foramen_area_mm2"] = unseen
+            continue
         values[f"{side}.foramen_area_mm2"] = canal.foramen_area_mm2(
-            sag.contents, sag.labels, sag.axis, disc.center_ras, disc.normal_ras, side,
-            half_width + float(cfg["foramen_beyond_sac_mm"]), reach)
+            sag.contents, sag.labels, sag.axis, disc.center_ras, disc.normal_ras, side, start, reach)
     return values, reasons
 
 
