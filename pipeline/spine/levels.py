@@ -4,8 +4,8 @@ The lowest disc above the sacrum is L5-S1, the next L4-L5, and so on up to L1-L2
 L5-S1 is L5, and so on. Discs and bodies are the 3-D connected components of the network's ``disc`` and
 ``vertebral_body`` classes, ordered by height. Components smaller than ``spine.min_disc_ml`` /
 ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``), or than
-``spine.min_component_fraction_of_largest`` of the largest component of their class (configs/default.yaml), are
-segmentation debris and never count as a level. A count other than five lumbar discs above the sacrum is flagged as
+``spine.min_component_fraction_of_largest`` of the largest component of their class (configs/default.yaml; for
+discs, of the largest disc in the gaps of the vertebral column), are segmentation debris and never count as a level. A count other than five lumbar discs above the sacrum is flagged as
 a possible transitional vertebra and lowers the confidence.
 
 Without a sacrum in the field of view no level is named (flagged, not guessed): discs and bodies are still found,
@@ -198,7 +198,9 @@ def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
     vv = classes.voxel_volume_mm3
     frac = float(cfg["min_component_fraction_of_largest"])
     spacing = tuple(float(x) for x in classes.spacing_mm)
-    discs = _components(arr == reg.class_id("disc"), 1000.0 * cfg["min_disc_ml"] / vv, frac)
+    # discs: the fraction-of-largest rule is applied among the discs of the column (:func:`_discs_between_bodies`),
+    # so that a large false disc in the abdomen does not raise the bar for the real ones
+    discs = _components(arr == reg.class_id("disc"), 1000.0 * cfg["min_disc_ml"] / vv)
     discs = _merge_close(discs, [classes.voxel_to_world(np.argwhere(m)).mean(0) for m in discs], cfg["disc_merge_mm"])
     bodies = _split_components(arr == reg.class_id("vertebral_body"), spacing, cfg["vertebral_body_split_mm"],
                                1000.0 * cfg["min_vertebral_body_ml"] / vv, frac)
@@ -265,9 +267,12 @@ def _discs_between_bodies(found: _Found, cfg: Mapping[str, Any]) -> _Found:
     """Only the disc pieces that lie in the gap between two neighbouring vertebral bodies (or within one body
     spacing beyond the lowest or highest body), across the spine: centre within ``disc_axis_max_mm`` of the line
     through the two bodies' centres, plane normal within ``disc_max_tilt_deg`` of that line. The pieces of one gap
-    are one disc. Sheets of disc class along the side of the spine (psoas, vessels) are left out."""
-    if len(found.bodies) < 2:
-        return found
+    are one disc, kept when it holds at least ``min_component_fraction_of_largest`` of the largest such disc.
+    Sheets of disc class along the side of the spine (psoas, vessels) are left out."""
+    if len(found.bodies) < 2:  # no column to place discs in: the fraction rule among all disc pieces
+        sizes = [int(m.sum()) for *_, m in found.discs]
+        floor = float(cfg["min_component_fraction_of_largest"]) * max(sizes, default=0)
+        return _Found([d for d, n in zip(found.discs, sizes) if n >= floor], found.bodies, found.volume)
     centres = np.array([c for c, _ in found.bodies])
     step = float(np.median(np.diff(centres[:, 2])))
     # each gap: (lower centre, upper centre); one virtual gap below the lowest and above the highest body
@@ -285,7 +290,11 @@ def _discs_between_bodies(found: _Found, cfg: Mapping[str, Any]) -> _Found:
                     abs(float(hi[2] - lo[2])) < 2.5 * abs(step):
                 groups.setdefault(g, []).append(m)
                 break
-    discs = {g: (_disc_info(found.volume, np.logical_or.reduce(ms)), False) for g, ms in groups.items()}
+    merged = {g: np.logical_or.reduce(ms) for g, ms in groups.items()}
+    if merged:  # debris: a gap's disc class much smaller than the largest disc of the column
+        floor = float(cfg["min_component_fraction_of_largest"]) * max(int(m.sum()) for m in merged.values())
+        merged = {g: m for g, m in merged.items() if int(m.sum()) >= floor}
+    discs = {g: (_disc_info(found.volume, m), False) for g, m in merged.items()}
     for g in range(1, len(found.bodies)):  # gaps between two bodies found, at the usual spacing, with no disc
         if g not in discs and abs(float(centres[g, 2] - centres[g - 1, 2])) <= float(cfg["body_gap_ratio"]) * abs(step):
             gap = _gap_disc(found.volume, found.bodies[g - 1], found.bodies[g])

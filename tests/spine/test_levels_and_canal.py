@@ -479,3 +479,27 @@ def test_body_and_sacrum_class_off_the_spinal_column_is_not_counted():
     loose = label_levels(classes.with_array(arr), REG, {**CFG, "body_column_max_mm": 1e3})
     assert loose.inferred or list(loose.discs) != list(ref.discs) or any(
         not np.allclose(loose.discs[lv].center_ras, ref.discs[lv].center_ras) for lv in ref.discs)
+
+
+def test_a_large_false_disc_in_front_of_the_spine_does_not_hide_the_real_ones():
+    """Disc class in the abdomen larger than every real disc (as a network leaves on a real T2) is no level, and the
+    rule that drops discs much smaller than the largest compares the real discs with each other, not with it."""
+    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
+    sag = to_closest_canonical(ph.series[0].labels)[0]
+    classes = REG.class_map(sag)
+    ref = label_levels(classes, REG)
+    arr = np.asarray(classes.array).copy()
+    lab = np.asarray(sag.array)
+    idx = np.argwhere(np.isin(lab, [REG.label_id(n) for n in ("disc_L4_L5", "disc_L5_S1", "disc_L3_L4",
+                                                              "vertebral_body_L4")]))
+    shift = np.round(sag.world_to_voxel(sag.voxel_to_world(idx[:1]) + [0.0, 70.0, 0.0])[0] - idx[0]).astype(int)
+    moved = idx + shift
+    ok = np.all((moved >= 0) & (moved < np.array(arr.shape)), axis=1)
+    arr[tuple(moved[ok].T)] = REG.class_id("disc")  # one blob 70 mm in front of the spine
+    blob = int(ok.sum())
+    sizes = [int((lab == REG.label_id(f"disc_{lv.replace('-', '_')}")).sum()) for lv in ref.discs]
+    assert blob * CFG["min_component_fraction_of_largest"] > min(sizes)  # the blob would have dropped a real disc
+    levels = label_levels(classes.with_array(arr), REG)
+    assert list(levels.discs) == list(ref.discs) and not levels.inferred
+    for lv in ref.discs:
+        assert np.allclose(levels.discs[lv].center_ras, ref.discs[lv].center_ras)
