@@ -178,8 +178,8 @@ def _add_model_commands(subs: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--device", default="cpu")
     s.add_argument("--generator", choices=["project", "atlas"], default="project",
-                   help="calf phantoms of the training generator (project) or of the independent atlas generator, "
-                        "never trained on (any seeds)")
+                   help="phantoms of the training generator (project) or of the independent atlas generator, "
+                        "never trained on (any seeds; calf and spine)")
     s.add_argument("--contrasts", help="calf input contrasts, e.g. dixon,inphase,outphase,water,anatomical")
     s.add_argument("--bundle", help="bundle name or folder (default: the configured one)")
     s.add_argument("--qc", action="store_true",
