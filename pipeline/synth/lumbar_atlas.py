@@ -12,11 +12,12 @@ Shape model
     patient's right) by projection on the centre line. Vertebral bodies are superellipse prisms with a concave
     posterior wall and concave endplates; T9-T12 lie above L1 (in view or not, as the field of view falls). Discs
     fill the gaps, bulge posteriorly and may carry a focal paramedian protrusion on one side; their nucleus is bright
-    or, degenerated, dark. The dural sac is a superellipse whose size changes over a raised-cosine profile around each
-    disc, with posterolateral indentations where the ligamentum flavum buckles in; the epidural space, the
-    traversing roots, facets (their anterior margin ``recess_mm`` behind the posterior disc margin, the lateral recess
-    depth of Ciric I et al., J Neurosurg 1980;53:433-443), pedicles, laminae, the spinous process, the foramina with
-    their exiting roots, psoas, paraspinal muscles, the aorta and the abdominal wall surround them.
+    or, degenerated, dark. The dural sac (CSF inside a dark dura) is a superellipse whose size changes over a
+    raised-cosine profile around each disc, with posterolateral indentations where the ligamentum flavum buckles in;
+    the epidural space, the traversing roots, facets (their anterior margin ``recess_mm`` behind the posterior disc
+    margin, the lateral recess depth of Ciric I et al., J Neurosurg 1980;53:433-443), pedicles, laminae, the spinous
+    process, the foramina with their exiting roots, psoas, paraspinal muscles, the aorta and the abdominal wall
+    surround them.
 
 Rendering
     A series is rendered on a grid twice as fine in-plane and three sub-slices across each slice; the sub-slices are
@@ -48,6 +49,7 @@ from pipeline.synth.physics import bias_field, rician
 
 LUMBAR = ("L1", "L2", "L3", "L4", "L5")
 LEVELS = ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
+DURA_MM = 0.6  # thickness of the dura around the sac: dark on T2, the wall between the CSF and the epidural fat
 
 
 @dataclass
@@ -125,7 +127,8 @@ class AtlasLumbarSpec:
                      "annulus": float(rng.uniform(0.12, 0.25)), "fat": float(rng.uniform(0.6, 0.85)),
                      "muscle": float(rng.uniform(0.18, 0.32)), "flavum": float(rng.uniform(0.08, 0.18)),
                      "bone_posterior": float(rng.uniform(0.3, 0.5)), "root": float(rng.uniform(0.2, 0.35)),
-                     "soft": float(rng.uniform(0.15, 0.3)), "vessel": float(rng.uniform(0.0, 0.08))})
+                     "soft": float(rng.uniform(0.15, 0.3)), "vessel": float(rng.uniform(0.0, 0.08)),
+                     "dura": float(rng.uniform(0.05, 0.2))})
 
 
 @dataclass
@@ -258,15 +261,16 @@ class AtlasSpine:
         """a of the sac's anterior wall: 1.2 mm behind the posterior margin of the body or disc at the midline."""
         return self.posterior_margin(s, np.zeros(s.shape), self._in_disc_band(s)) - 1.2
 
-    def sac(self, s: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def sac(self, s: np.ndarray, a: np.ndarray, x: np.ndarray, grow_mm: float = 0.0) -> np.ndarray:
         """Inside the dural sac: a superellipse behind its anterior wall, less two flavum indentations and whatever
-        a paramedian protrusion of the disc takes."""
+        a paramedian protrusion of the disc takes; ``grow_mm`` widens every wall by that much (the dura)."""
         c = self.canal(s)
         ac = self.sac_front(s) - c["ra"]
-        inside = np.abs(x / c["rx"]) ** c["q"] + np.abs((a - ac) / c["ra"]) ** c["q"] <= 1.0
-        inside &= a < self.posterior_margin(s, x, self._in_disc_band(s)) - 0.5
+        rx, ra = c["rx"] + grow_mm, c["ra"] + grow_mm
+        inside = np.abs(x / rx) ** c["q"] + np.abs((a - ac) / ra) ** c["q"] <= 1.0
+        inside &= a < self.posterior_margin(s, x, self._in_disc_band(s)) - 0.5 + grow_mm
         for sign in (-1.0, 1.0):
-            inside &= np.hypot(x - sign * 0.62 * c["rx"], a - (ac - c["ra"])) >= c["fl"]
+            inside &= np.hypot(x - sign * 0.62 * c["rx"], a - (ac - c["ra"])) >= c["fl"] - grow_mm
         return inside
 
     def classify(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -352,6 +356,7 @@ class AtlasSpine:
         put(fora & (np.hypot(c["d"] + 3.0, a - (back - 5.0)) < 2.3), "nerve_root", sig_of["root"])
         # the dural sac, with the cauda equina roots in its dorsal half (signal only; the class stays sac)
         sac = alive & self.sac(s, a, x)
+        sig[alive & ~sac & self.sac(s, a, x, DURA_MM)] = sig_of["dura"]  # the dura: signal only, class unchanged
         put(sac, "dural_sac", sig_of["csf"])
         xs, as_, rx, ra = x[sac], a[sac], c["rx"][sac], c["ra"][sac]
         ac = front[sac] - ra
