@@ -4,11 +4,15 @@ and seeds of the training range are refused."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_training_seeds_are_refused(tmp_path: Path, capsys):
@@ -59,4 +63,20 @@ def test_qc_verdicts_are_set_against_the_truth(tmp_path: Path):
 def test_the_spine_evaluation_uses_the_bundle_asked_for(tmp_path: Path):
     assert main(["evaluate", "spine", "--seeds", "100000", "--out", str(tmp_path), "--bundle",
                  "spine_t2_synth_unet"]) == 0
-    assert (tmp_path / "spine_summary.md").read_text().startswith("Spine bundle spine_t2_synth_unet v0.1.0")
+    version = json.loads((ROOT / "weights" / "spine_t2_synth_unet" / "metadata.json").read_text())["version"]
+    assert (tmp_path / "spine_summary.md").read_text().startswith(f"Spine bundle spine_t2_synth_unet v{version}")
+
+
+def test_the_spine_evaluation_runs_on_the_independent_generator(tmp_path: Path):
+    """One atlas phantom through the spine evaluation: its five lumbar levels, with the truth of that generator and
+    the wider DSCA bar."""
+    from pipeline.synth.lumbar_atlas import AtlasLumbarSpec
+
+    assert main(["evaluate", "spine", "--generator", "atlas", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "spine_cases.csv").open()))
+    assert [r["level"] for r in rows] == ["L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"]
+    spec = AtlasLumbarSpec.random(np.random.default_rng([1, 17]))
+    assert [float(r["ap_true"]) for r in rows] == pytest.approx([spec.levels[r["level"]].ap_mm for r in rows], abs=0.1)
+    assert {r["level"] for r in rows if r["axial"] == "True"} == set(spec.ax_levels)
+    table = (tmp_path / "spine_summary.md").read_text()
+    assert "independent atlas lumbar phantoms" in table and "bar 10 mm2 or 10 %" in table
