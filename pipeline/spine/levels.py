@@ -5,8 +5,9 @@ L5-S1 is L5, and so on. Discs and bodies are the 3-D connected components of the
 ``vertebral_body`` classes, ordered by height. Components smaller than ``spine.min_disc_ml`` /
 ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``), or than
 ``spine.min_component_fraction_of_largest`` of the largest component of their class (configs/default.yaml; for
-discs, of the largest disc in the gaps of the vertebral column), are segmentation debris and never count as a level. A count other than five lumbar discs above the sacrum is flagged as
-a possible transitional vertebra and lowers the confidence.
+discs, of the largest disc in the gaps of the vertebral column), are segmentation debris and never count as a level.
+A count other than five lumbar discs above the sacrum is flagged as a possible transitional vertebra and lowers the
+confidence.
 
 Without a sacrum in the field of view no level is named (flagged, not guessed): discs and bodies are still found,
 numbered from the bottom of the field of view (``disc_1``, ``vertebra_1``) and measured under those names. A reader
