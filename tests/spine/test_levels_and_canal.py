@@ -457,6 +457,16 @@ def test_a_foramen_run_into_the_canals_epidural_space_is_not_measured_as_one():
     assert canal.foramen_area_mm2(leaky, sag, axis, disc.center_ras, disc.normal_ras, "left", 18.0, unbounded) > 2 * clean
 
 
+def _paint_in_front(arr: np.ndarray, sag, idx: np.ndarray, offset_mm: list[float], class_id: int) -> int:
+    """Paint ``class_id`` on the voxels ``idx`` moved by ``offset_mm`` (world; 70 mm anterior puts them in the
+    abdomen), within the grid; returns how many were painted."""
+    shift = np.round(sag.world_to_voxel(sag.voxel_to_world(idx[:1]) + offset_mm)[0] - idx[0]).astype(int)
+    moved = idx + shift
+    ok = np.all((moved >= 0) & (moved < np.array(arr.shape)), axis=1)
+    arr[tuple(moved[ok].T)] = class_id
+    return int(ok.sum())
+
+
 def test_body_and_sacrum_class_off_the_spinal_column_is_not_counted():
     """Pieces of vertebral-body and sacrum class in front of the spine (as a network leaves in the abdomen) are not
     vertebrae and not the sacrum: the names stay those of the clean map."""
@@ -467,11 +477,7 @@ def test_body_and_sacrum_class_off_the_spinal_column_is_not_counted():
     arr = np.asarray(classes.array).copy()
     lab = np.asarray(sag.array)
     for label, cls, dz in (("vertebral_body_L3", "vertebral_body", 0.0), ("sacrum_S1", "sacrum", 60.0)):
-        idx = np.argwhere(lab == REG.label_id(label))
-        shift = np.round(sag.world_to_voxel(sag.voxel_to_world(idx[:1]) + [0.0, 70.0, dz])[0] - idx[0]).astype(int)
-        moved = idx + shift
-        ok = np.all((moved >= 0) & (moved < np.array(arr.shape)), axis=1)
-        arr[tuple(moved[ok].T)] = REG.class_id(cls)  # a copy 70 mm in front of the spine
+        _paint_in_front(arr, sag, np.argwhere(lab == REG.label_id(label)), [0.0, 70.0, dz], REG.class_id(cls))
     levels = label_levels(classes.with_array(arr), REG)
     assert list(levels.discs) == list(ref.discs) and not levels.inferred
     for lv in ref.discs:
@@ -492,11 +498,7 @@ def test_a_large_false_disc_in_front_of_the_spine_does_not_hide_the_real_ones():
     lab = np.asarray(sag.array)
     idx = np.argwhere(np.isin(lab, [REG.label_id(n) for n in ("disc_L4_L5", "disc_L5_S1", "disc_L3_L4",
                                                               "vertebral_body_L4")]))
-    shift = np.round(sag.world_to_voxel(sag.voxel_to_world(idx[:1]) + [0.0, 70.0, 0.0])[0] - idx[0]).astype(int)
-    moved = idx + shift
-    ok = np.all((moved >= 0) & (moved < np.array(arr.shape)), axis=1)
-    arr[tuple(moved[ok].T)] = REG.class_id("disc")  # one blob 70 mm in front of the spine
-    blob = int(ok.sum())
+    blob = _paint_in_front(arr, sag, idx, [0.0, 70.0, 0.0], REG.class_id("disc"))  # one blob in the abdomen
     sizes = [int((lab == REG.label_id(f"disc_{lv.replace('-', '_')}")).sum()) for lv in ref.discs]
     assert blob * CFG["min_component_fraction_of_largest"] > min(sizes)  # the blob would have dropped a real disc
     levels = label_levels(classes.with_array(arr), REG)
