@@ -457,6 +457,15 @@ def test_a_foramen_run_into_the_canals_epidural_space_is_not_measured_as_one():
     assert canal.foramen_area_mm2(leaky, sag, axis, disc.center_ras, disc.normal_ras, "left", 18.0, unbounded) > 2 * clean
 
 
+def _clean_sagittal() -> tuple:
+    """The sagittal truth of phantom seed 1 (no axial stacks): its label map, class map, the levels found on that
+    class map, a copy of the class array to paint on, and the label array."""
+    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
+    sag = to_closest_canonical(ph.series[0].labels)[0]
+    classes = REG.class_map(sag)
+    return sag, classes, label_levels(classes, REG), np.asarray(classes.array).copy(), np.asarray(sag.array)
+
+
 def _paint_in_front(arr: np.ndarray, sag, idx: np.ndarray, offset_mm: list[float], class_id: int) -> int:
     """Paint ``class_id`` on the voxels ``idx`` moved by ``offset_mm`` (world; 70 mm anterior puts them in the
     abdomen), within the grid; returns how many were painted."""
@@ -470,12 +479,7 @@ def _paint_in_front(arr: np.ndarray, sag, idx: np.ndarray, offset_mm: list[float
 def test_body_and_sacrum_class_off_the_spinal_column_is_not_counted():
     """Pieces of vertebral-body and sacrum class in front of the spine (as a network leaves in the abdomen) are not
     vertebrae and not the sacrum: the names stay those of the clean map."""
-    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
-    sag = to_closest_canonical(ph.series[0].labels)[0]
-    classes = REG.class_map(sag)
-    ref = label_levels(classes, REG)
-    arr = np.asarray(classes.array).copy()
-    lab = np.asarray(sag.array)
+    sag, classes, ref, arr, lab = _clean_sagittal()
     for label, cls, dz in (("vertebral_body_L3", "vertebral_body", 0.0), ("sacrum_S1", "sacrum", 60.0)):
         _paint_in_front(arr, sag, np.argwhere(lab == REG.label_id(label)), [0.0, 70.0, dz], REG.class_id(cls))
     levels = label_levels(classes.with_array(arr), REG)
@@ -490,12 +494,7 @@ def test_body_and_sacrum_class_off_the_spinal_column_is_not_counted():
 def test_a_large_false_disc_in_front_of_the_spine_does_not_hide_the_real_ones():
     """Disc class in the abdomen larger than every real disc (as a network leaves on a real T2) is no level, and the
     rule that drops discs much smaller than the largest compares the real discs with each other, not with it."""
-    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
-    sag = to_closest_canonical(ph.series[0].labels)[0]
-    classes = REG.class_map(sag)
-    ref = label_levels(classes, REG)
-    arr = np.asarray(classes.array).copy()
-    lab = np.asarray(sag.array)
+    sag, classes, ref, arr, lab = _clean_sagittal()
     idx = np.argwhere(np.isin(lab, [REG.label_id(n) for n in ("disc_L4_L5", "disc_L5_S1", "disc_L3_L4",
                                                               "vertebral_body_L4")]))
     blob = _paint_in_front(arr, sag, idx, [0.0, 70.0, 0.0], REG.class_id("disc"))  # one blob in the abdomen
