@@ -164,7 +164,6 @@ class AtlasSpine:
         self.s_sacrum = s
         self.length = s + 75.0
         self.disc_s = {name: (a + b) / 2 for kind, name, a, b in segs if kind == "disc"}
-        self.disc_params = {name: spec.levels.get(name) for name in self.disc_s}
         # centre line: tangent angle theta(s) (0 = straight down, > 0 heading anteriorly going down)
         self.ds = 0.25
         self.s_grid = np.arange(segs[0][2] - 40.0, self.length + 40.0, self.ds)
@@ -375,8 +374,7 @@ class AtlasSpine:
         return np.array([t[0] == "disc" for t in self.segments])[seg] & (s >= starts[0])
 
 
-def _render(spine: AtlasSpine, affine: np.ndarray, shape: tuple[int, int, int], rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _render(spine: AtlasSpine, affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Class map (voxel centres) and signal (twice as fine in-plane, three sub-slices, k-space cropped)."""
     n0, n1, nk = shape
     cls = np.zeros(shape, np.int16)
@@ -464,7 +462,7 @@ def generate_atlas_lumbar(seed: int) -> AtlasLumbarPhantom:
                                                                                                    rng)))
     series = []
     for role, plane, aff, shape in grids:
-        cls, img = _render(spine, aff, shape, rng)
+        cls, img = _render(spine, aff, shape)
         img = rician(img * bias_field(shape, spec.bias, rng), 0.5 / spec.snr, rng)
         series.append(SynthSeries(role, Volume(np.round(img * 1000).astype(np.uint16), aff),
                                   Volume(cls, aff, {"anatomy": "spine", "map": "classes"}), role, plane, "t2"))
