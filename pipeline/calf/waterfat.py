@@ -325,11 +325,15 @@ def with_fat_dominant(maps: WaterFatMaps, region: np.ndarray) -> tuple[WaterFatM
     if region.shape != maps.ff.shape:
         raise ValueError(f"region of shape {region.shape} for maps of shape {maps.ff.shape}")
     switch = region & maps.mask & ~maps.fat_dominant
-    chosen = (maps.ff, maps.r2star, maps.rho)
-    new = tuple(np.where(switch, o, c).astype(c.dtype) for c, o in zip(chosen, maps.other_branch))
-    other = tuple(np.where(switch, c, o).astype(o.dtype) for c, o in zip(chosen, maps.other_branch))
+    at = np.flatnonzero(switch)  # the few voxels that change: copy the maps, exchange the values there only
+    new, other = [], []
+    for c, o in zip((maps.ff, maps.r2star, maps.rho), maps.other_branch):
+        n, m = c.copy(), o.copy()
+        n.flat[at], m.flat[at] = o.flat[at], c.flat[at]
+        new.append(n)
+        other.append(m)
     return replace(maps, ff=new[0], r2star=new[1], rho=new[2], fat_dominant=maps.fat_dominant | switch,
-                   other_branch=other), int(switch.sum())
+                   other_branch=tuple(other)), int(at.size)
 
 
 def foreground_mask(echoes: np.ndarray, sigma: float | None, relative_threshold: float) -> np.ndarray:

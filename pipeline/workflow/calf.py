@@ -190,10 +190,20 @@ def _save_echo_maps(study: StudyDir, fit: EchoFit) -> None:
 
 def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy: Volume, structures: list[str],
                          max_entropy: float) -> str | None:
-    """Take the fat-dominant branch of a magnitude-only fit in the voxels that the calf segmentation ``labels``
-    gives to ``structures`` (``calf.water_fat.fat_dominant_structures``: subcutaneous fat and the bones, whose
-    marrow is fat) with a normalised entropy ``entropy`` of the network's probabilities below ``max_entropy``,
-    rewrite the maps, and return the note for provenance (None when nothing applies).
+    """:func:`with_tissue_dominance`, its maps written over the study's (``calf/ff_map`` and, for a multi-echo fit,
+    the others); returns the note for provenance (None when nothing applies, and nothing is written then)."""
+    new_fit, note = with_tissue_dominance(fit, labels, entropy, structures, max_entropy)
+    if new_fit is not fit:
+        _save_echo_maps(study, new_fit)
+    return note
+
+
+def with_tissue_dominance(fit: EchoFit, labels: Volume, entropy: Volume, structures: list[str], max_entropy: float
+                          ) -> tuple[EchoFit, str | None]:
+    """``fit`` with the fat-dominant branch of a magnitude-only fit in the voxels that the calf segmentation
+    ``labels`` gives to ``structures`` (``calf.water_fat.fat_dominant_structures``: subcutaneous fat and the bones,
+    whose marrow is fat) with a normalised entropy ``entropy`` of the network's probabilities below ``max_entropy``,
+    and the note for provenance (``fit`` itself and None when nothing applies).
 
     Magnitude images leave water/fat dominance open voxel by voxel: three echoes fit FF of about 80-95 % and its
     alias at 5-35 % equally well (:func:`pipeline.calf.waterfat.fit_magnitude`), and in-phase and opposed-phase
@@ -203,22 +213,24 @@ def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy:
     muscle's FF is never decided by the segmentation.
     """
     if fit.maps.other_branch is None or not structures:
-        return None
+        return fit, None
     if not (labels.same_grid(fit.grid) and entropy.same_grid(fit.grid)):
-        return "water/fat dominance from the images alone: the calf labels are not on the fat-fraction map's grid"
+        return fit, "water/fat dominance from the images alone: the calf labels are not on the fat-fraction map's grid"
     reg = registry("calf")
     ids = [lab.id for lab in reg.labels if lab.structure in structures]
     region = np.isin(np.asarray(labels.array), ids) & (np.asarray(entropy.array) < max_entropy)
     maps, n = with_fat_dominant(fit.maps, region)
-    _save_echo_maps(study, replace(fit, maps=maps))
-    return (f"water/fat dominance: fat-dominant branch in the {n} fitted voxels of {', '.join(structures)} (calf "
-            f"segmentation, normalised entropy < {max_entropy:g}) that the magnitude images had left water-dominant; "
-            "muscles as the images decide")
+    return replace(fit, maps=maps), (
+        f"water/fat dominance: fat-dominant branch in the {n} fitted voxels of {', '.join(structures)} (calf "
+        f"segmentation, normalised entropy < {max_entropy:g}) that the magnitude images had left water-dominant; "
+        "muscles as the images decide")
 
 
-def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
+def _fit_water_fat(study: StudyDir, write_maps: bool = True) -> tuple[dict[str, Any], EchoFit | None]:
     """:func:`fit_water_fat`, with the maps it computed from magnitude images (multi-echo or in-phase + opposed-phase)
-    when it did; None for scanner water/fat, scanner FF maps and studies without a map."""
+    when it did; None for scanner water/fat, scanner FF maps and studies without a map. ``write_maps=False`` leaves
+    the writing of computed maps to the caller (:func:`segment` writes them once, after the segmentation has decided
+    the dominance of fat tissue); the map of scanner images is written at once."""
     series = study.series()
     cfg = load_config("default")["calf"]
     inputs = _water_fat_inputs(series, None)
@@ -232,16 +244,19 @@ def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
         if source is None:
             raise ValueError(images.no_ff_reason or "no water and fat images")
         ff = source.on()
-        save_volume(inputs.water.with_array((100.0 * ff).astype(np.float32)), study.calf_ff_map)
         facts = {"status": "ff map", "method": f"{inputs.how}; {source.how}"}
         if not inputs.computed or source.method == "scanner":
+            save_volume(inputs.water.with_array((100.0 * ff).astype(np.float32)), study.calf_ff_map)
             return facts, None
         # water-dominant 2-point FF = (IP - OP) / (2 IP); the fat-dominant reading of the same pair is 1 - FF
         ff = np.asarray(ff, np.float32)
         zeros = np.zeros_like(ff)
         maps = WaterFatMaps(ff, zeros, zeros, np.ones(ff.shape, bool), np.zeros(ff.shape, bool),
                             other_branch=(1.0 - ff, zeros, zeros))
-        return facts, EchoFit(inputs.water, maps, fitted=False)
+        fit = EchoFit(inputs.water, maps, fitted=False)
+        if write_maps:
+            _save_echo_maps(study, fit)
+        return facts, fit
     echoes = echo_set(study.root)
     if echoes is None or len(echoes.magnitudes) < 3:
         return {"status": "no calf series for a fat-fraction map"}, None
@@ -258,7 +273,8 @@ def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
     maps = fit_echoes(mags, phases, echoes.echo_times_ms, float(field_t), wcfg)
     seconds = round(time.perf_counter() - start, 2)
     fit = EchoFit(ref, maps)
-    _save_echo_maps(study, fit)
+    if write_maps:
+        _save_echo_maps(study, fit)
     facts = {"method": maps.method, "echo_times_ms": echoes.echo_times_ms, "field_strength_t": float(field_t),
              "notes": maps.notes, "limits": maps.limits, "fit_seconds": seconds}
     update_provenance(study.root, water_fat=facts, notes=[f"calf fat fraction: {maps.method}",
@@ -268,11 +284,23 @@ def _fit_water_fat(study: StudyDir) -> tuple[dict[str, Any], EchoFit | None]:
 
 def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]:
     """Segment the calf muscles of ``study`` with the bundle of ``models`` (a bundle cache); returns facts for
-    provenance."""
-    fit, echo_fit = _fit_water_fat(study)
+    provenance. A fat-fraction map computed from magnitude images is written once, at the end, whatever becomes of the
+    segmentation (with the dominance of fat tissue the segmentation decided, :func:`with_tissue_dominance`)."""
+    fit_facts, echo_fit = _fit_water_fat(study, write_maps=False)
+    try:
+        facts, echo_fit = _segment(study, models, device, fit_facts, echo_fit)
+    finally:
+        if echo_fit is not None:
+            _save_echo_maps(study, echo_fit)
+    return facts
+
+
+def _segment(study: StudyDir, models: Any, device: str, fit_facts: dict[str, Any], echo_fit: EchoFit | None
+             ) -> tuple[dict[str, Any], EchoFit | None]:
+    """:func:`segment` after the water-fat fit: its facts, and the computed maps as the segmentation leaves them."""
     inputs = calf_inputs(study.series(), study)
     if inputs is None:
-        return {"status": NO_CALF, "ff_map": fit["status"]}
+        return {"status": NO_CALF, "ff_map": fit_facts["status"]}, echo_fit
     cfg = load_config("default")["segment"]
     bundle = models.get(calf_bundle_name(inputs, cfg))
     channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series())
@@ -285,7 +313,7 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
         study.calf_labels.unlink(missing_ok=True)
         write_json(study.calf_qc, {"status": "fail", "reasons": [reason], "checks": [], "structures": {}})
         update_provenance(study.root, models={"calf": bundle.provenance()}, notes=[f"calf: {reason}"])
-        return {"status": "failed QC", "reason": reason}
+        return {"status": "failed QC", "reason": reason}, echo_fit
     calf_cfg = load_config("default")["calf"]
     labels, folds = drop_distal_fold(labels, reg, float(calf_cfg["fold_muscle_fraction"]),
                                      float(calf_cfg["fold_gastrocnemius_gap_fraction"]),
@@ -294,9 +322,9 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
     write_label_tables(study, "calf")
     if echo_fit is not None:
         wf_cfg = calf_cfg.get("water_fat", {})
-        dominance = fat_tissue_dominance(study, echo_fit, labels, entropy,
-                                         list(wf_cfg.get("fat_dominant_structures", [])),
-                                         float(wf_cfg.get("fat_dominant_max_entropy", 0.2)))
+        echo_fit, dominance = with_tissue_dominance(echo_fit, labels, entropy,
+                                                    list(wf_cfg.get("fat_dominant_structures", [])),
+                                                    float(wf_cfg.get("fat_dominant_max_entropy", 0.2)))
         if dominance:
             update_provenance(study.root, water_fat={"dominance": dominance}, notes=[f"calf fat fraction: {dominance}"])
     legs = without_folds([(leg.side, leg.mask) for leg in sides.legs], folds, slice_axis(labels))
@@ -308,7 +336,7 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
     return {"status": "segmented", "legs": [{"side": leg.side, "method": leg.method,
                                              "centroid_x_mm": round(float(leg.centroid_ras[0]), 2)}
                                             for leg in sides.legs], "inputs": inputs.how, "warnings": sides.warnings,
-            "left_out": [f.describe() for f in folds]}
+            "left_out": [f.describe() for f in folds]}, echo_fit
 
 
 def calf_bundle_name(inputs: CalfInputs, cfg: dict[str, Any]) -> str:

@@ -159,10 +159,13 @@ def _seg_source(series: SeriesIndex, labels: Volume) -> SeriesEntry | None:
 
 def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
     """Write ``calf/seg.dcm``, ``spine/seg.dcm`` and ``measurements_sr.dcm`` when the study was DICOM
-    (de-identified with ``deidentify``: :func:`pipeline.io.export.deidentify`); returns what was written."""
+    (de-identified with ``deidentify``: :func:`pipeline.io.export.deidentify`); returns what was written. A study
+    without DICOM series writes none (and does not load the DICOM writers)."""
+    series = study.series()
+    if not any(e.is_dicom for e in series.entries):
+        return []
     from pipeline.io.export import sr_groups, write_seg, write_sr
 
-    series = study.series()
     written: list[str] = []
     calf_src = None
     if study.calf_labels.exists():

@@ -153,3 +153,66 @@ def test_in_and_opposed_phase_map_reads_segmented_fat_as_fat(tmp_path: Path) -> 
     np.testing.assert_allclose(after[fat], 88.0, atol=0.01)
     np.testing.assert_array_equal(after[~fat], before[~fat])
     assert not d.calf_r2star_map.exists()
+
+
+def test_a_computed_map_is_written_once_even_when_no_calf_is_segmented(tmp_path: Path, monkeypatch) -> None:
+    """Three echoes of a block of 40 x 30 x 3 voxels, too small for a calf: the segment stage segments nothing, and
+    the fitted FF and R2* maps are there all the same, each written once."""
+    from pipeline.io import nifti
+    from pipeline.workflow import calf, stages
+
+    study = _echo_study(tmp_path)
+    out = tmp_path / "out"
+    stages.ingest(study, out)
+    written: list[str] = []
+    real_save = nifti.save_volume
+
+    def counting_save(volume, path, dtype=None):
+        written.append(Path(path).name)
+        return real_save(volume, path, dtype)
+
+    monkeypatch.setattr(calf, "save_volume", counting_save)
+    stages.segment(out)
+    d = StudyDir(out)
+    assert json.loads(d.segment_record.read_text())["calf"]["status"] != "segmented"
+    assert d.calf_ff_map.exists() and d.calf_r2star_map.exists()
+    assert written.count(d.calf_ff_map.name) == 1 and written.count(d.calf_r2star_map.name) == 1
+    ff = load_volume(d.calf_ff_map).array
+    assert abs(float(np.median(ff[6:-6, 6:-6][:5, :5])) - 5.0) < 2.0  # a muscle corner of the block
+
+
+def test_the_in_and_opposed_phase_map_of_a_segmented_calf_is_written_once_with_fat_read_as_fat(tmp_path: Path,
+                                                                                                 monkeypatch) -> None:
+    """A small in-phase + opposed-phase calf phantom through the segment stage: the FF map is written once, after the
+    segmentation has put the subcutaneous fat on the fat-dominant branch (read > 50 % there)."""
+    from pipeline.core.labels import registry
+    from pipeline.io import nifti
+    from pipeline.synth.calf import CalfSpec, generate_calf
+    from pipeline.workflow import calf, stages
+
+    ph = generate_calf(CalfSpec(n_slices=6, slice_mm=8.0, in_plane_mm=1.5), seed=3, fast=True)
+    study = tmp_path / "study"
+    study.mkdir()
+    for role in ("calf_inphase", "calf_outphase"):
+        v = ph.volume(role)
+        nib.save(nib.Nifti1Image(np.asarray(v.array, np.float32), v.affine), str(study / f"{role}.nii.gz"))
+    (study / "study.yaml").write_text("series:\n  - {file: calf_inphase.nii.gz, role: calf_inphase}\n"
+                                      "  - {file: calf_outphase.nii.gz, role: calf_outphase}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    stages.ingest(study, out)
+    written: list[str] = []
+    real_save = nifti.save_volume
+
+    def counting_save(volume, path, dtype=None):
+        written.append(Path(path).name)
+        return real_save(volume, path, dtype)
+
+    monkeypatch.setattr(calf, "save_volume", counting_save)
+    stages.segment(out)
+    d = StudyDir(out)
+    assert json.loads(d.segment_record.read_text())["calf"]["status"] == "segmented"
+    assert written.count(d.calf_ff_map.name) == 1
+    labels = load_volume(d.calf_labels).array
+    reg = registry("calf")
+    sc = np.isin(labels, [lab.id for lab in reg.labels if lab.structure == "subcutaneous_fat"])
+    assert sc.sum() > 100 and float(np.median(load_volume(d.calf_ff_map).array[sc])) > 50.0
