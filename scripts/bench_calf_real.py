@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.calf.extent import drop_distal_fold, without_folds
+from pipeline.calf.extent import without_folds
 from pipeline.calf.legs import sided_label_map
 from pipeline.calf.metrics import slice_axis
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
 from pipeline.io.nifti import load_volume
 from pipeline.segment.bundle import load_bundle
-from pipeline.workflow.calf import flip_check
+from pipeline.workflow.calf import flip_check, leave_out_slices
 
 INPHASE = "calf_dixon3d_siemens/0028-dix3d_TR23_448m_fa05_460.nii.gz"
 
@@ -37,9 +37,7 @@ def run_once(bundle, image, reg, seg_cfg, calf_cfg, qc_cfg) -> dict[str, float]:
     t["network + entropy"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     labels, sides = sided_label_map(classes, reg, seg_cfg["min_component_ml"])
-    labels, folds = drop_distal_fold(labels, reg, float(calf_cfg["fold_muscle_fraction"]),
-                                     float(calf_cfg["fold_gastrocnemius_gap_fraction"]),
-                                     float(calf_cfg["fold_gastrocnemius_return_fraction"]))
+    labels, folds = leave_out_slices(labels, [image], reg, calf_cfg)
     t["sided label map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     legs = without_folds([(leg.side, leg.mask) for leg in sides.legs], folds, slice_axis(labels))

@@ -193,9 +193,10 @@ class Region:
 
 
 def _structure_metrics(region: Region, ff_box: np.ndarray | None, labels: Volume, axis: int, factor: float,
-                       z: np.ndarray, cfg: dict[str, Any], images: CalfImages, roi_signals: bool
-                       ) -> tuple[dict[str, Any], np.ndarray]:
-    """Size and fat-fraction metrics of one structure, and its CSA (mm2) on every slice.
+                       z: np.ndarray, cfg: dict[str, Any], images: CalfImages, roi_signals: bool,
+                       span: tuple[int, int] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Size and fat-fraction metrics of one structure, and its CSA (mm2) on every slice; ``partial_coverage`` within
+    the leg's measured ``span`` (:func:`pipeline.calf.metrics.coverage`).
 
     CSA_k = n_k x |c_i x c_j| x |n . l| (voxels on slice k, pixel area, obliquity factor; see
     :mod:`pipeline.calf.metrics`); volume = sum_k n_k x voxel volume / 1000 (ml). Fat fraction (``ff_box`` given, muscles
@@ -205,7 +206,7 @@ def _structure_metrics(region: Region, ff_box: np.ndarray | None, labels: Volume
     counts = region.voxels_per_slice(axis, len(z))
     csa = counts * pixel_area_mm2(labels.affine, axis) * factor
     n_voxels = int(counts.sum())
-    cov = coverage(csa)
+    cov = coverage(csa, span)
     m: dict[str, Any] = {"volume_ml": n_voxels * labels.voxel_volume_mm3 / 1000.0 if n_voxels else None}
     if cov.first is None:
         m.update(max_csa_mm2=None, max_csa_z_mm=None, partial_coverage=None, z_first_mm=None, z_last_mm=None)
@@ -318,6 +319,8 @@ def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, B
     csas: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     with_ff = {*reg.muscles, *(m for members in groups.values() for m in members)}
+    leg_box = union_box([boxes[lab.id] for lab in reg.labels if lab.side == side and lab.id in boxes])
+    span = None if leg_box is None else (leg_box[axis].start, leg_box[axis].stop - 1)  # the slices measured
     muscle_box = union_box([boxes[i] for i in (reg.sided_id(m, side) for m in with_ff) if i in boxes])
     ff_muscles = ff.on(muscle_box) if muscle_box is not None and ff is not None else None  # once per side
     for name in [*reg.structures, *groups]:
@@ -328,7 +331,7 @@ def _measure_side(side: str, labels: Volume, arr: np.ndarray, boxes: dict[int, B
             ff_box = ff_muscles[tuple(slice(b.start - m.start, b.stop - m.start)
                                       for b, m in zip(region.box, muscle_box))]
         metrics[name], csas[name] = _structure_metrics(region, ff_box, labels, axis, factor, z, cfg, images,
-                                                       ff is not None and ff.roi_signals)
+                                                       ff is not None and ff.roi_signals, span)
         if is_muscle and ff is None:
             metrics[name].update(dict.fromkeys(FF_METRICS))
         if is_muscle and name not in groups:

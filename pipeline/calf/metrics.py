@@ -100,28 +100,33 @@ def slice_positions_mm(volume: Volume, axis: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Coverage:
-    """Slices a structure occupies; ``partial`` when it touches the first or last slice of the stack (so its
-    volume is only the part inside the field of view)."""
+    """Slices a structure occupies; ``partial`` when it touches the first or last slice of the measured span of its
+    leg (``span``: by default the whole stack), so that its volume is only the part inside the field of view: the
+    ends of the stack, and slices left out of the calf (:mod:`pipeline.calf.extent`) at the ends of the leg."""
 
     first: int | None
     last: int | None
     n_slices: int
+    span: tuple[int, int] | None = None
 
     @property
     def partial(self) -> bool:
-        return self.first is not None and (self.first == 0 or self.last == self.n_slices - 1)
+        lo, hi = self.span if self.span is not None else (0, self.n_slices - 1)
+        return self.first is not None and (self.first <= lo or self.last >= hi)
 
 
-def coverage(csa: np.ndarray) -> Coverage:
-    """Coverage from a CSA profile.
+def coverage(csa: np.ndarray, span: tuple[int, int] | None = None) -> Coverage:
+    """Coverage from a CSA profile, within the measured ``span`` (first and last slice; default the whole stack).
 
     >>> coverage(np.array([0, 5.0, 3.0, 0])).partial, coverage(np.array([2.0, 1.0])).partial
     (False, True)
+    >>> coverage(np.array([0, 5.0, 3.0, 0]), span=(1, 3)).partial
+    True
     """
     nz = np.nonzero(csa > 0)[0]
     if nz.size == 0:
-        return Coverage(None, None, len(csa))
-    return Coverage(int(nz[0]), int(nz[-1]), len(csa))
+        return Coverage(None, None, len(csa), span)
+    return Coverage(int(nz[0]), int(nz[-1]), len(csa), span)
 
 
 def find_boxes(arr: np.ndarray) -> list[tuple[slice, ...] | None]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.calf.dixon import two_point_dixon, water_fat_identity
-from pipeline.calf.extent import drop_distal_fold, without_folds
+from pipeline.calf.extent import Fold, drop_dim_slab_ends, drop_distal_fold, without_folds
 from pipeline.calf.fatfraction import structure_ff_rows
 from pipeline.calf.legs import sided_label_map
 from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff_source
@@ -27,7 +27,7 @@ from pipeline.calf.waterfat import WaterFatMaps, fit_echoes, with_fat_dominant
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
 from pipeline.core.errors import BadInputError, InternalError
-from pipeline.core.labels import registry
+from pipeline.core.labels import Registry, registry
 from pipeline.core.layout import SeriesIndex, StudyDir
 from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
@@ -315,9 +315,7 @@ def _segment(study: StudyDir, models: Any, device: str, fit_facts: dict[str, Any
         update_provenance(study.root, models={"calf": bundle.provenance()}, notes=[f"calf: {reason}"])
         return {"status": "failed QC", "reason": reason}, echo_fit
     calf_cfg = load_config("default")["calf"]
-    labels, folds = drop_distal_fold(labels, reg, float(calf_cfg["fold_muscle_fraction"]),
-                                     float(calf_cfg["fold_gastrocnemius_gap_fraction"]),
-                                     float(calf_cfg["fold_gastrocnemius_return_fraction"]))
+    labels, folds = leave_out_slices(labels, channels, reg, calf_cfg)
     save_volume(labels, study.calf_labels, dtype=np.int16)
     write_label_tables(study, "calf")
     if echo_fit is not None:
@@ -337,6 +335,24 @@ def _segment(study: StudyDir, models: Any, device: str, fit_facts: dict[str, Any
                                              "centroid_x_mm": round(float(leg.centroid_ras[0]), 2)}
                                             for leg in sides.legs], "inputs": inputs.how, "warnings": sides.warnings,
             "left_out": [f.describe() for f in folds]}, echo_fit
+
+
+def leave_out_slices(labels: Volume, channels: list[Volume], reg: Registry, calf_cfg: dict[str, Any]
+                     ) -> tuple[Volume, list[Fold]]:
+    """The sided calf label map without the slices that are not this calf's or too dim to segment, and what was
+    left out: folded-in anatomy at the distal end (:func:`pipeline.calf.extent.drop_distal_fold`), then the dim
+    ends of the stack (:func:`pipeline.calf.extent.drop_dim_slab_ends`) in the total signal of the network's input
+    ``channels`` (their sum: the in-phase signal of water and fat)."""
+    labels, folds = drop_distal_fold(labels, reg, float(calf_cfg["fold_muscle_fraction"]),
+                                     float(calf_cfg["fold_gastrocnemius_gap_fraction"]),
+                                     float(calf_cfg["fold_gastrocnemius_return_fraction"]))
+    total = np.asarray(channels[0].array, np.float32).copy()
+    for c in channels[1:]:
+        total += np.asarray(c.array, np.float32)
+    labels, dim = drop_dim_slab_ends(labels, channels[0].with_array(total), reg,
+                                     float(calf_cfg["slab_edge_signal_fraction"]),
+                                     float(calf_cfg["slab_edge_body_fraction"]), folds)
+    return labels, folds + dim
 
 
 def calf_bundle_name(inputs: CalfInputs, cfg: dict[str, Any]) -> str:

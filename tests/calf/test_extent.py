@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.calf.extent import distal_fold, drop_distal_fold, without_folds
+from pipeline.calf.extent import distal_fold, drop_dim_slab_ends, drop_distal_fold, without_folds
 from pipeline.calf.metrics import slice_axis, slice_positions_mm
 from pipeline.core.labels import registry
 from pipeline.core.volume import Volume
@@ -17,13 +17,21 @@ REG = registry("calf")
 
 
 @pytest.fixture(scope="module", params=["project", "atlas"])
-def knee_to_ankle(request) -> Volume:
-    """True labels of a whole calf, knee to ankle, 10 mm slices, from each phantom generator."""
+def whole_calf(request) -> tuple[Volume, Volume]:
+    """True labels and the in-phase image of a whole calf, knee to ankle, 10 mm slices, from each phantom
+    generator."""
     if request.param == "project":
-        return generate_calf(CalfSpec(n_slices=36, slice_mm=10.0, in_plane_mm=1.5, t_start=0.03), seed=5,
-                             fast=True).labels
-    return generate_atlas_calf(AtlasSpec(t_start=0.03, t_end=0.97, slice_mm=10.0, in_plane_mm=1.5, supersample=1),
-                               seed=2).labels
+        ph = generate_calf(CalfSpec(n_slices=36, slice_mm=10.0, in_plane_mm=1.5, t_start=0.03), seed=5, fast=True)
+    else:
+        ph = generate_atlas_calf(AtlasSpec(t_start=0.03, t_end=0.97, slice_mm=10.0, in_plane_mm=1.5, supersample=1),
+                                 seed=2)
+    return ph.labels, ph.volume("calf_inphase")
+
+
+@pytest.fixture(scope="module")
+def knee_to_ankle(whole_calf) -> Volume:
+    """True labels of :func:`whole_calf`."""
+    return whole_calf[0]
 
 
 def _distal_first(labels: Volume) -> np.ndarray:
@@ -80,3 +88,34 @@ def test_distal_fold_needs_the_gastrocnemius_to_end_and_come_back():
     # muscle comes back but the gastrocnemius does not (a foot, or the soleus alone): nothing dropped
     assert distal_fold(muscle, np.array([0.0, 0.1, 0.2, 0.1, 0.05, 0.5, 0.9, 1.0]), 0.5, 0.1, 0.3) == 0
     assert distal_fold(np.zeros(5), np.zeros(5), 0.5, 0.1, 0.3) == 0
+
+
+def test_a_whole_calf_of_even_signal_keeps_every_slice(whole_calf):
+    labels, image = whole_calf
+    out, dim = drop_dim_slab_ends(labels, image, REG, 0.5, 0.1)
+    assert dim == [] and out is labels
+
+
+def test_the_dim_slices_at_a_slab_edge_are_left_out_of_both_legs(whole_calf):
+    """The signal falling to 0.2-0.4 of the rest over the three most proximal slices (a slab profile's edge): those
+    slices lose their labels in both legs and are reported once per leg; slices already left out are not reported
+    again."""
+    labels, image = whole_calf
+    axis = slice_axis(labels)
+    z = slice_positions_mm(labels, axis)
+    profile = np.ones(len(z))
+    top = np.argsort(z)[-3:]
+    profile[top] = [0.4, 0.3, 0.2]
+    shape = [1, 1, 1]
+    shape[axis] = len(z)
+    dimmed = image.with_array(np.asarray(image.array, np.float32) * profile.reshape(shape))
+    out, dim = drop_dim_slab_ends(labels, dimmed, REG, 0.5, 0.1)
+    assert sorted(f.side for f in dim) == ["left", "right"]
+    assert all(sorted(f.slices) == sorted(int(k) for k in top) and f.end == "proximal" for f in dim)
+    assert "too dim" in dim[0].describe()
+    kept = np.moveaxis(np.asarray(out.array), axis, 0)
+    assert not kept[top].any()
+    rest = np.setdiff1d(np.arange(len(z)), top)
+    assert np.array_equal(kept[rest], np.moveaxis(np.asarray(labels.array), axis, 0)[rest])
+    _, again = drop_dim_slab_ends(labels, dimmed, REG, 0.5, 0.1, already=dim)
+    assert again == []

@@ -127,6 +127,7 @@ def test_oblique_slices_give_the_perpendicular_cross_section():
 
 def test_one_leg_study_has_null_asymmetry_with_reason():
     arr = np.zeros((40, 40, 6), np.int16)
+    arr[6:34, 6:34, :] = REG.sided_id("subcutaneous_fat", "left")  # the leg crosses every slice
     arr[10:30, 10:30, 1:5] = REG.sided_id("soleus", "left")
     arr[12:16, 25:29, 1:5] = REG.sided_id("tibia", "left")
     aff = np.diag([1.0, 1.0, 5.0, 1.0])
@@ -140,6 +141,11 @@ def test_one_leg_study_has_null_asymmetry_with_reason():
     assert "only the left leg" in s.missing["calf.asymmetry.soleus.volume_ai_pct"]
     assert s.get("calf.left.soleus.volume_ml") == pytest.approx((20 * 20 - 4 * 4) * 4 * 5 / 1000)
     assert s.get("calf.left.soleus.partial_coverage") is False
+    assert s.get("calf.left.tibia.partial_coverage") is False
+    arr[:, :, 5] = 0  # the leg's last slice left out: the muscles that reach the slice before it are cut there
+    cut = measure_calf_labels(labels.with_array(arr), CalfImages(water, water.with_array(np.full(arr.shape, 5.0))),
+                              REG, load_config("default")["calf"]).summary
+    assert cut.get("calf.left.soleus.partial_coverage") is True
 
 
 def test_one_weighted_image_gives_sizes_and_girth_but_no_fat_fraction():

@@ -78,9 +78,10 @@ def ref_leg_axis(volume: Volume, mask: np.ndarray, axis: int) -> np.ndarray:
 
 
 def ref_structure(mask: np.ndarray, ff: np.ndarray | None, labels: Volume, axis: int, factor: float, z: np.ndarray,
-                  cfg: dict[str, Any], images: M.CalfImages, roi_signals: bool) -> tuple[dict[str, Any], np.ndarray]:
+                  cfg: dict[str, Any], images: M.CalfImages, roi_signals: bool, span: tuple[int, int]
+                  ) -> tuple[dict[str, Any], np.ndarray]:
     csa = csa_per_slice_mm2(mask, labels.affine, axis, factor)
-    cov = coverage(csa)
+    cov = coverage(csa, span)
     m: dict[str, Any] = {"volume_ml": volume_ml(mask, labels.voxel_volume_mm3) if mask.any() else None}
     if cov.first is None:
         m.update(max_csa_mm2=None, max_csa_z_mm=None, partial_coverage=None, z_first_mm=None, z_last_mm=None)
@@ -124,6 +125,8 @@ def reference_measure(labels: Volume, images: M.CalfImages, reg: Registry, cfg: 
     girth: dict[str, np.ndarray] = {}
     for side in present:
         leg = np.isin(arr, [lab.id for lab in reg.labels if lab.side == side])
+        on = np.flatnonzero(leg.any(axis=tuple(a for a in range(3) if a != axis)))
+        span = (int(on[0]), int(on[-1]))
         factor = obliquity_factor(labels.affine, axis,
                                   ref_leg_axis(labels, arr == reg.sided_id("tibia", side), axis))
         metrics[side], csas[side] = {}, {}
@@ -131,7 +134,7 @@ def reference_measure(labels: Volume, images: M.CalfImages, reg: Registry, cfg: 
             mask = np.isin(arr, [reg.sided_id(mm, side) for mm in groups.get(name, (name,))])
             is_muscle = name in groups or reg.structures[name].get("kind") == "muscle"
             metrics[side][name], csas[side][name] = ref_structure(mask, ff if is_muscle else None, labels, axis,
-                                                                  factor, z, cfg, images, roi_signals)
+                                                                  factor, z, cfg, images, roi_signals, span)
             if is_muscle and name not in groups:
                 for k in np.nonzero(csas[side][name])[0]:
                     sl_mask = np.take(mask, k, axis=axis)
@@ -236,6 +239,19 @@ def compare(labels: Volume, images: M.CalfImages, cfg: dict[str, Any]) -> M.Calf
 @pytest.mark.parametrize("seed", range(6))
 def test_random_two_leg_studies_match_the_reference(seed):
     compare(*random_study(seed), CFG)
+
+
+def test_a_leg_with_slices_left_out_at_its_ends_matches_the_reference():
+    """Slices left out of one leg at both ends (as pipeline.calf.extent does): a structure that reaches the last kept
+    slice is partial, as at the end of the stack."""
+    labels, images = random_study(14, shape=(30, 26, 9))
+    arr = np.array(labels.array)
+    left = np.isin(arr, [lab.id for lab in REG.labels if lab.side == "left"])
+    arr[left & (np.arange(9) < 2)[None, None, :]] = 0
+    arr[left & (np.arange(9) > 7)[None, None, :]] = 0
+    got = compare(labels.with_array(arr), images, CFG)
+    flags = {(r["side"], r["structure"], r["metric"]): r["flag"] for r in got.rows}
+    assert flags[("left", "tibia", "partial_coverage")] is True  # on every kept slice, stack ends never reached
 
 
 def test_one_leg_study_matches_the_reference():
