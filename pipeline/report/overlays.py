@@ -304,14 +304,39 @@ def _centroid_rc(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[float,
     return float(c.mean() * spacing[1]), float(r.mean() * spacing[0])
 
 
+#: midline structures of the lumbar spine: their centre marks the mid-sagittal slice
+MIDLINE = ("vertebral_body", "disc")
+
+
+def midsagittal_slice(labels: Volume, registry: Registry) -> int:
+    """The mid-sagittal slice (index along axis 2) of a lumbar label map on the sagittal display grid: the slice
+    nearest the voxel-weighted mean slice of the vertebral bodies and discs, which lie across the midline, so that a
+    lateral slice does not win by holding more of a falsely labelled band; without bodies or discs the slice with the
+    most dural sac, else the middle slice.
+
+    >>> from pipeline.core.labels import registry as reg_of
+    >>> r = reg_of("spine"); lab = np.zeros((4, 4, 7), np.int16)
+    >>> lab[:, :, 2:5] = r.labels[[l.structure for l in r.labels].index("vertebral_body")].id
+    >>> lab[:, :, 6] = [l.id for l in r.labels if l.kind == "canal"][0]
+    >>> midsagittal_slice(Volume(lab, np.eye(4)), r)
+    3
+    """
+    arr = np.asarray(labels.array)
+    midline = [i.id for i in registry.labels if i.structure in MIDLINE]
+    counts = np.isin(arr, midline).sum(axis=(0, 1)).astype(float)
+    if counts.sum() > 0:
+        return int(round(float(np.average(np.arange(arr.shape[2]), weights=counts))))
+    canal = np.isin(arr, [i.id for i in registry.labels if i.kind == "canal"]).sum(axis=(0, 1))
+    return int(np.argmax(canal)) if canal.any() else arr.shape[2] // 2
+
+
 def lumbar_sagittal(image: Volume, labels: Volume, registry: Registry, path: str | Path, phi: str | None = None,
                     dpi: int = 110) -> Path:
     """Mid-sagittal T2 with vertebral level labels and disc markers (superior up, anterior on the image left)."""
     img, lab = to_display(image, SAGITTAL_CODES), to_display(labels, SAGITTAL_CODES)
     by_id = registry.by_id()
     canal = [i.id for i in registry.labels if i.kind == "canal"]
-    counts = np.isin(lab.array, canal).sum(axis=(0, 1)) if canal else np.zeros(lab.shape[2])
-    k = int(np.argmax(counts)) if counts.any() else lab.shape[2] // 2
+    k = midsagittal_slice(lab, registry)
     fig, ax = plt.subplots(figsize=(5, 6), facecolor="black")
     lo, hi = _window(img.array)
     ax.imshow(img.array[:, :, k], cmap="gray", vmin=lo, vmax=hi, extent=_extent(img))
