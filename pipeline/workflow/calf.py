@@ -77,11 +77,12 @@ def anatomical_role(series: SeriesIndex, roles: list[str]) -> str | None:
     return next((r for r in roles if series.volume(r) is not None), None)
 
 
-def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInputs | None:
+def calf_inputs(series: SeriesIndex, study: StudyDir | None = None, fitted: EchoFit | None = None
+                ) -> CalfInputs | None:
     """The exported Dixon water and fat images, else 2-point Dixon from in-phase / opposed-phase, else the water and
-    fat of the multi-echo fit (:func:`fit_water_fat`) when ``study`` holds them, else one anatomical series (the first
-    of ``calf.anatomical_roles`` present), else None."""
-    inputs = _water_fat_inputs(series, study)
+    fat of the multi-echo fit (``fitted``, a fit not yet written; else :func:`fit_water_fat`'s files when ``study``
+    holds them), else one anatomical series (the first of ``calf.anatomical_roles`` present), else None."""
+    inputs = _water_fat_inputs(series, study, fitted)
     if inputs is None:
         role = anatomical_role(series, list(load_config("default")["calf"]["anatomical_roles"]))
         if role is None:
@@ -92,7 +93,11 @@ def calf_inputs(series: SeriesIndex, study: StudyDir | None = None) -> CalfInput
     return inputs
 
 
-def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs | None:
+MULTI_ECHO = "water/fat of the multi-echo fit (calf/ff_map.nii.gz)"
+
+
+def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None, fitted: EchoFit | None = None
+                      ) -> CalfInputs | None:
     vols = series.volumes()
     if "calf_water" in vols and "calf_fat" in vols:
         w, f = vols["calf_water"], vols["calf_fat"]
@@ -108,9 +113,11 @@ def _water_fat_inputs(series: SeriesIndex, study: StudyDir | None) -> CalfInputs
                     "fat were computed from in-phase/opposed-phase instead (2-point Dixon), whose fat fraction is "
                     "less exact"] if lone else []
         return CalfInputs(w, f, str(w.meta["derived"]), warnings=warnings, roles=("calf_inphase", "calf_outphase"))
+    if fitted is not None and fitted.fitted:  # the arrays _save_echo_maps writes, as float32
+        water, fat = _fitted_water_fat(fitted.maps)
+        return CalfInputs(fitted.grid.with_array(water), fitted.grid.with_array(fat), MULTI_ECHO)
     if study is not None and study.calf_water_fit.exists() and study.calf_fat_fit.exists():
-        return CalfInputs(load_volume(study.calf_water_fit), load_volume(study.calf_fat_fit),
-                          "water/fat of the multi-echo fit (calf/ff_map.nii.gz)")
+        return CalfInputs(load_volume(study.calf_water_fit), load_volume(study.calf_fat_fit), MULTI_ECHO)
     return None
 
 
@@ -184,8 +191,14 @@ def _save_echo_maps(study: StudyDir, fit: EchoFit) -> None:
     if not fit.fitted:
         return
     save_volume(ref.with_array(maps.r2star.astype(np.float32)), study.calf_r2star_map)
-    save_volume(ref.with_array((maps.rho * (1.0 - maps.ff)).astype(np.float32)), study.calf_water_fit)
-    save_volume(ref.with_array((maps.rho * maps.ff).astype(np.float32)), study.calf_fat_fit)
+    water, fat = _fitted_water_fat(maps)
+    save_volume(ref.with_array(water), study.calf_water_fit)
+    save_volume(ref.with_array(fat), study.calf_fat_fit)
+
+
+def _fitted_water_fat(maps: WaterFatMaps) -> tuple[np.ndarray, np.ndarray]:
+    """The water and fat images of a multi-echo fit (float32): rho (1 - FF) and rho FF."""
+    return (maps.rho * (1.0 - maps.ff)).astype(np.float32), (maps.rho * maps.ff).astype(np.float32)
 
 
 def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy: Volume, structures: list[str],
@@ -298,7 +311,7 @@ def segment(study: StudyDir, models: Any, device: str = "cpu") -> dict[str, Any]
 def _segment(study: StudyDir, models: Any, device: str, fit_facts: dict[str, Any], echo_fit: EchoFit | None
              ) -> tuple[dict[str, Any], EchoFit | None]:
     """:func:`segment` after the water-fat fit: its facts, and the computed maps as the segmentation leaves them."""
-    inputs = calf_inputs(study.series(), study)
+    inputs = calf_inputs(study.series(), study, echo_fit)
     if inputs is None:
         return {"status": NO_CALF, "ff_map": fit_facts["status"]}, echo_fit
     cfg = load_config("default")["segment"]
