@@ -157,8 +157,14 @@ def calf_generalisation(bundle_name: str, generator: str, seeds: list[int], cont
                                 "qc_reasons": "; ".join(judged.reasons) if judged is not None else ""}
                     rows.append(row)
     used = [c for c in contrasts if any(r["contrast"] == c for r in rows)]
+    if not used:
+        raise UsageError(f"{bundle.name} takes {' + '.join(bundle.metadata['input_channels'])}: none of the contrasts "
+                         f"{', '.join(contrasts)} can be given to it; evaluate it with --contrasts dixon, or name a "
+                         "one-input bundle with --bundle (e.g. the configured segment.calf_single_contrast_bundle)")
+    left_out = [c for c in contrasts if c not in used]
     lines = [f"Calf bundle {bundle.name} v{bundle.metadata['version']} on {generator} phantoms, seeds "
-             f"{seeds[0]}-{seeds[-1]}; side swaps: {swaps}. Mean Dice per input contrast.", "",
+             f"{seeds[0]}-{seeds[-1]}; side swaps: {swaps}. Mean Dice per input contrast"
+             + (f" (not evaluated: {', '.join(left_out)}, which the bundle cannot take)." if left_out else "."), "",
              "| structure | " + " | ".join(used) + " |", "|---|" + "---|" * len(used)]
     for name in reg.classes[1:]:
         means = [np.mean([r["dice"] for r in rows if r["structure"] == name and r["contrast"] == c] or [np.nan])

@@ -80,3 +80,12 @@ def test_the_spine_evaluation_runs_on_the_independent_generator(tmp_path: Path):
     assert {r["level"] for r in rows if r["axial"] == "True"} == set(spec.ax_levels)
     table = (tmp_path / "spine_summary.md").read_text()
     assert "independent atlas lumbar phantoms" in table and "bar 10 mm2 or 10 %" in table
+
+
+def test_contrasts_the_bundle_cannot_take_are_a_usage_error(tmp_path: Path, capsys):
+    """The configured Dixon bundle takes water + fat: asked for single contrasts only, the evaluation says so and how
+    to ask instead (exit 2), rather than writing empty tables."""
+    assert main(["evaluate", "calf", "--seeds", "100000", "--contrasts", "anatomical", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "water + fat" in err and "--bundle" in err
+    assert not (tmp_path / "calf_cases.csv").exists()
