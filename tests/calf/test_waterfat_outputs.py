@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from pipeline.calf.waterfat import fat_phasors
 from pipeline.core.layout import StudyDir
@@ -17,6 +18,23 @@ from pipeline.workflow.calf import fit_water_fat
 
 TES = (3.45, 4.60, 5.75)
 AFFINE = np.diag([0.9, 0.9, 5.0, 1.0])
+
+
+@pytest.fixture
+def saved_names(monkeypatch) -> list[str]:
+    """The names of the files the calf workflow saves as volumes, in order (``save_volume`` counted)."""
+    from pipeline.io import nifti
+    from pipeline.workflow import calf
+
+    names: list[str] = []
+    real_save = nifti.save_volume
+
+    def counting_save(volume, path, dtype=None):
+        names.append(Path(path).name)
+        return real_save(volume, path, dtype)
+
+    monkeypatch.setattr(calf, "save_volume", counting_save)
+    return names
 
 
 def _truth() -> tuple[np.ndarray, np.ndarray]:
@@ -155,40 +173,30 @@ def test_in_and_opposed_phase_map_reads_segmented_fat_as_fat(tmp_path: Path) -> 
     assert not d.calf_r2star_map.exists()
 
 
-def test_a_computed_map_is_written_once_even_when_no_calf_is_segmented(tmp_path: Path, monkeypatch) -> None:
+def test_a_computed_map_is_written_once_even_when_no_calf_is_segmented(tmp_path: Path, saved_names: list[str]) -> None:
     """Three echoes of a block of 40 x 30 x 3 voxels, too small for a calf: the segment stage segments nothing, and
     the fitted FF and R2* maps are there all the same, each written once."""
-    from pipeline.io import nifti
-    from pipeline.workflow import calf, stages
+    from pipeline.workflow import stages
 
     study = _echo_study(tmp_path)
     out = tmp_path / "out"
     stages.ingest(study, out)
-    written: list[str] = []
-    real_save = nifti.save_volume
-
-    def counting_save(volume, path, dtype=None):
-        written.append(Path(path).name)
-        return real_save(volume, path, dtype)
-
-    monkeypatch.setattr(calf, "save_volume", counting_save)
     stages.segment(out)
     d = StudyDir(out)
     assert json.loads(d.segment_record.read_text())["calf"]["status"] != "segmented"
     assert d.calf_ff_map.exists() and d.calf_r2star_map.exists()
-    assert written.count(d.calf_ff_map.name) == 1 and written.count(d.calf_r2star_map.name) == 1
+    assert saved_names.count(d.calf_ff_map.name) == 1 and saved_names.count(d.calf_r2star_map.name) == 1
     ff = load_volume(d.calf_ff_map).array
     assert abs(float(np.median(ff[6:-6, 6:-6][:5, :5])) - 5.0) < 2.0  # a muscle corner of the block
 
 
-def test_the_in_and_opposed_phase_map_of_a_segmented_calf_is_written_once_with_fat_read_as_fat(tmp_path: Path,
-                                                                                                 monkeypatch) -> None:
+def test_the_in_and_opposed_phase_map_of_a_segmented_calf_is_written_once_with_fat_read_as_fat(
+        tmp_path: Path, saved_names: list[str]) -> None:
     """A small in-phase + opposed-phase calf phantom through the segment stage: the FF map is written once, after the
     segmentation has put the subcutaneous fat on the fat-dominant branch (read > 50 % there)."""
     from pipeline.core.labels import registry
-    from pipeline.io import nifti
     from pipeline.synth.calf import CalfSpec, generate_calf
-    from pipeline.workflow import calf, stages
+    from pipeline.workflow import stages
 
     ph = generate_calf(CalfSpec(n_slices=6, slice_mm=8.0, in_plane_mm=1.5), seed=3, fast=True)
     study = tmp_path / "study"
@@ -200,30 +208,22 @@ def test_the_in_and_opposed_phase_map_of_a_segmented_calf_is_written_once_with_f
                                       "  - {file: calf_outphase.nii.gz, role: calf_outphase}\n", encoding="utf-8")
     out = tmp_path / "out"
     stages.ingest(study, out)
-    written: list[str] = []
-    real_save = nifti.save_volume
-
-    def counting_save(volume, path, dtype=None):
-        written.append(Path(path).name)
-        return real_save(volume, path, dtype)
-
-    monkeypatch.setattr(calf, "save_volume", counting_save)
     stages.segment(out)
     d = StudyDir(out)
     assert json.loads(d.segment_record.read_text())["calf"]["status"] == "segmented"
-    assert written.count(d.calf_ff_map.name) == 1
+    assert saved_names.count(d.calf_ff_map.name) == 1
     labels = load_volume(d.calf_labels).array
     reg = registry("calf")
     sc = np.isin(labels, [lab.id for lab in reg.labels if lab.structure == "subcutaneous_fat"])
     assert sc.sum() > 100 and float(np.median(load_volume(d.calf_ff_map).array[sc])) > 50.0
 
 
-def test_a_three_echo_calf_is_segmented_from_its_fit_and_each_map_written_once(tmp_path: Path, monkeypatch) -> None:
+def test_a_three_echo_calf_is_segmented_from_its_fit_and_each_map_written_once(tmp_path: Path,
+                                                                              saved_names: list[str]) -> None:
     """Three magnitude echoes of a small calf phantom (its water and fat maps, the fat spectrum, R2* 35 1/s): the
     segment stage segments the calf from the fitted water and fat, and writes each fitted map once."""
-    from pipeline.io import nifti
     from pipeline.synth.calf import CalfSpec, generate_calf
-    from pipeline.workflow import calf, stages
+    from pipeline.workflow import stages
 
     ph = generate_calf(CalfSpec(n_slices=6, slice_mm=8.0, in_plane_mm=1.5), seed=3, fast=True)
     water, fat = (np.asarray(ph.water_fat[k].array, np.float64) for k in ("water", "fat"))
@@ -241,17 +241,9 @@ def test_a_three_echo_calf_is_segmented_from_its_fit_and_each_map_written_once(t
     (study / "study.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out"
     stages.ingest(study, out)
-    written: list[str] = []
-    real_save = nifti.save_volume
-
-    def counting_save(volume, path, dtype=None):
-        written.append(Path(path).name)
-        return real_save(volume, path, dtype)
-
-    monkeypatch.setattr(calf, "save_volume", counting_save)
     stages.segment(out)
     d = StudyDir(out)
     record = json.loads(d.segment_record.read_text())["calf"]
     assert record["status"] == "segmented" and "multi-echo fit" in record["inputs"]
     for path in (d.calf_ff_map, d.calf_r2star_map, d.calf_water_fit, d.calf_fat_fit):
-        assert written.count(path.name) == 1, path.name
+        assert saved_names.count(path.name) == 1, path.name
