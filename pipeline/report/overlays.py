@@ -20,8 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel.orientations as nio  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 from pipeline.core.atomic import atomic_path  # noqa: E402
 from pipeline.core.geometry import side_of_world_x  # noqa: E402
@@ -199,6 +201,43 @@ def _crop_extent(display: Volume, crop: tuple[slice, slice]) -> list[float]:
     return [crop[1].start * dc, crop[1].stop * dc, crop[0].stop * dr, crop[0].start * dr]
 
 
+#: opacity of the colour each label tints its voxels with in the calf montage: a structure whose borders are all
+#: shared with others (its own outline drawn over by theirs) still shows as a region of its colour
+MONTAGE_TINT = 0.22
+#: a label region of at least this area (mm2) on a montage slice is named at its interior point
+MONTAGE_NAME_MIN_MM2 = 40.0
+
+
+def label_tint(labels: np.ndarray, by_id: Mapping[int, Any], alpha: float) -> np.ndarray:
+    """RGBA image (rows x columns x 4, float) that tints every voxel of a known label id with its colour at opacity
+    ``alpha``; background and unknown ids are transparent.
+
+    >>> from types import SimpleNamespace
+    >>> label_tint(np.array([[0, 3]]), {3: SimpleNamespace(color="#ff0000")}, 0.5)[0, 1].tolist()
+    [1.0, 0.0, 0.0, 0.5]
+    """
+    lut = np.zeros((int(max([*by_id, int(labels.max(initial=0))])) + 1, 4))
+    for i, info in by_id.items():
+        lut[i, :3], lut[i, 3] = matplotlib.colors.to_rgb(info.color), alpha
+    return lut[np.clip(labels, 0, len(lut) - 1)]
+
+
+def interior_point(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[float, float]:
+    """(x, y) in the millimetres of :func:`_extent` of the point of a 2-D ``mask`` farthest from its border (the
+    maximum of the Euclidean distance transform, in the thickest part; of tied points the one nearest their mean): where a name placed on the region
+    lies inside it, which a centroid of a curved or split region does not.
+
+    >>> m = np.zeros((5, 9), bool); m[1:4, 1:8] = True
+    >>> interior_point(m, (1.0, 2.0))
+    (9.0, 2.5)
+    """
+    rows, cols = outline_box(mask)
+    depth = ndimage.distance_transform_edt(mask[rows, cols], sampling=spacing)
+    deepest = np.argwhere(depth >= depth.max() - 1e-9)  # ties: the one nearest their mean
+    r, c = deepest[np.argmin(((deepest - deepest.mean(axis=0)) ** 2).sum(axis=1))]
+    return float((cols.start + c + 0.5) * spacing[1]), float((rows.start + r + 0.5) * spacing[0])
+
+
 def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: Sequence[float], path: str | Path,
                  phi: str | None = None, dpi: int = 110, window: tuple[float, float] | None = None) -> Path:
     """Axial calf slices at fixed fractions of the labelled length, one full-width row each, cropped to the labelled
@@ -209,16 +248,25 @@ def calf_montage(image: Volume, labels: Volume, registry: Registry, fractions: S
     fig, axes, levels, crop = _level_rows(img, lab, fractions, 12.0, 0.9)
     lo, hi = window or _window(img.array)
     seen: dict[str, str] = {}
+    sp = (img.spacing_mm[0], img.spacing_mm[1])
     for ax, (frac, z, k) in zip(axes, levels):
         ax.imshow(img.array[crop[0], crop[1], k], cmap="gray", vmin=lo, vmax=hi, extent=_crop_extent(img, crop),
                   interpolation="nearest")
         sl = lab.array[:, :, k]
+        ax.imshow(label_tint(sl[crop[0], crop[1]], by_id, MONTAGE_TINT), extent=_crop_extent(img, crop),
+                  interpolation="nearest")
         for lid in np.unique(sl):
             info = by_id.get(int(lid))
             if info is None:
                 continue
-            _contour(ax, sl == lid, (img.spacing_mm[0], img.spacing_mm[1]), info.color, width=1.0)
-            seen[info.abbrev or info.structure] = info.color
+            mask = sl == lid
+            _contour(ax, mask, sp, info.color, width=1.0)
+            name = info.abbrev or info.structure
+            if mask.sum() * sp[0] * sp[1] >= MONTAGE_NAME_MIN_MM2:
+                x, y = interior_point(mask, sp)
+                ax.text(x, y, name, color=info.color, fontsize=7, fontweight="bold", ha="center", va="center",
+                        path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+            seen[name] = info.color
         _mark_sides(ax, img)
         _title(ax, f"{int(round(frac * 100))}% of length, z = {z:.0f} mm")
         ax.axis("off")
