@@ -201,16 +201,6 @@ def _fitted_water_fat(maps: WaterFatMaps) -> tuple[np.ndarray, np.ndarray]:
     return (maps.rho * (1.0 - maps.ff)).astype(np.float32), (maps.rho * maps.ff).astype(np.float32)
 
 
-def fat_tissue_dominance(study: StudyDir, fit: EchoFit, labels: Volume, entropy: Volume, structures: list[str],
-                         max_entropy: float) -> str | None:
-    """:func:`with_tissue_dominance`, its maps written over the study's (``calf/ff_map`` and, for a multi-echo fit,
-    the others); returns the note for provenance (None when nothing applies, and nothing is written then)."""
-    new_fit, note = with_tissue_dominance(fit, labels, entropy, structures, max_entropy)
-    if new_fit is not fit:
-        _save_echo_maps(study, new_fit)
-    return note
-
-
 def with_tissue_dominance(fit: EchoFit, labels: Volume, entropy: Volume, structures: list[str], max_entropy: float
                           ) -> tuple[EchoFit, str | None]:
     """``fit`` with the fat-dominant branch of a magnitude-only fit in the voxels that the calf segmentation

@@ -106,7 +106,7 @@ def test_segmented_fat_takes_the_fat_branch_and_muscle_keeps_its_own(tmp_path: P
     block subcutaneous fat, the map there is the fat branch's own fit (88 %), and every muscle voxel is unchanged."""
     from pipeline.core.labels import registry
     from pipeline.core.volume import Volume
-    from pipeline.workflow.calf import _fit_water_fat, fat_tissue_dominance
+    from pipeline.workflow.calf import _fit_water_fat, with_tissue_dominance
 
     x, y = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
     fat = (np.abs(x - 20) < 8) & (np.abs(y - 15) < 6)
@@ -125,19 +125,17 @@ def test_segmented_fat_takes_the_fat_branch_and_muscle_keeps_its_own(tmp_path: P
     labels = np.where(block, reg.sided_id("subcutaneous_fat", "left"),
                       np.where(muscle, reg.sided_id("soleus", "left"), 0)).astype(np.int16)
     sure = Volume(np.zeros(labels.shape, np.float32), fit.grid.affine)
-    note = fat_tissue_dominance(d, fit, Volume(labels, fit.grid.affine), sure, ["subcutaneous_fat", "tibia", "fibula"],
-                                0.2)
-    after = load_volume(d.calf_ff_map).array
+    dominant, note = with_tissue_dominance(fit, Volume(labels, fit.grid.affine), sure,
+                                           ["subcutaneous_fat", "tibia", "fibula"], 0.2)
+    after = (100.0 * dominant.maps.ff).astype(np.float32)  # as calf/ff_map.nii.gz holds it
     assert note and "subcutaneous_fat" in note
     assert abs(np.median(after[block]) - 88.0) < 3.0
     np.testing.assert_array_equal(after[muscle], before[muscle])
     assert abs(np.median(after[muscle]) - 5.0) < 1.0
-    assert fat_tissue_dominance(d, fit, Volume(labels, fit.grid.affine), sure, [], 0.2) is None
+    assert with_tissue_dominance(fit, Volume(labels, fit.grid.affine), sure, [], 0.2) == (fit, None)
     unsure = Volume(np.full(labels.shape, 0.5, np.float32), fit.grid.affine)  # a label the network doubts: no change
-    before_unsure = load_volume(d.calf_ff_map).array
-    _, fresh = _fit_water_fat(d)
-    fat_tissue_dominance(d, fresh, Volume(labels, fit.grid.affine), unsure, ["subcutaneous_fat"], 0.2)
-    assert np.median(load_volume(d.calf_ff_map).array[block]) < 50.0 < np.median(before_unsure[block])
+    doubted, _ = with_tissue_dominance(fit, Volume(labels, fit.grid.affine), unsure, ["subcutaneous_fat"], 0.2)
+    assert np.median(100.0 * doubted.maps.ff[block]) < 50.0 < np.median(after[block])
 
 
 def test_in_and_opposed_phase_map_reads_segmented_fat_as_fat(tmp_path: Path) -> None:
@@ -145,7 +143,7 @@ def test_in_and_opposed_phase_map_reads_segmented_fat_as_fat(tmp_path: Path) -> 
     12 %) until the segmentation labels the block subcutaneous fat; muscle (5 %) is untouched, no R2* map appears."""
     from pipeline.core.labels import registry
     from pipeline.core.volume import Volume
-    from pipeline.workflow.calf import _fit_water_fat, fat_tissue_dominance
+    from pipeline.workflow.calf import _fit_water_fat, with_tissue_dominance
 
     x, y = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
     fat = ((np.abs(x - 20) < 8) & (np.abs(y - 15) < 6))[:, :, None].repeat(3, axis=2)
@@ -166,8 +164,9 @@ def test_in_and_opposed_phase_map_reads_segmented_fat_as_fat(tmp_path: Path) -> 
     reg = registry("calf")
     labels = np.where(fat, reg.sided_id("subcutaneous_fat", "right"), reg.sided_id("soleus", "right")).astype(np.int16)
     sure = Volume(np.zeros(ff.shape, np.float32), fit.grid.affine)
-    assert fat_tissue_dominance(d, fit, Volume(labels, fit.grid.affine), sure, ["subcutaneous_fat"], 0.2)
-    after = load_volume(d.calf_ff_map).array
+    dominant, note = with_tissue_dominance(fit, Volume(labels, fit.grid.affine), sure, ["subcutaneous_fat"], 0.2)
+    assert note
+    after = (100.0 * dominant.maps.ff).astype(np.float32)  # as calf/ff_map.nii.gz holds it
     np.testing.assert_allclose(after[fat], 88.0, atol=0.01)
     np.testing.assert_array_equal(after[~fat], before[~fat])
     assert not d.calf_r2star_map.exists()
