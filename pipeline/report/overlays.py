@@ -224,8 +224,8 @@ def label_tint(labels: np.ndarray, by_id: Mapping[int, Any], alpha: float) -> np
 
 def interior_point(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[float, float]:
     """(x, y) in the millimetres of :func:`_extent` of the point of a 2-D ``mask`` farthest from its border (the
-    maximum of the Euclidean distance transform, in the thickest part; of tied points the one nearest their mean): where a name placed on the region
-    lies inside it, which a centroid of a curved or split region does not.
+    maximum of the Euclidean distance transform, in the thickest part; of tied points the one nearest their mean):
+    a name placed there lies inside the region, which a centroid of a curved or split region does not.
 
     >>> m = np.zeros((5, 9), bool); m[1:4, 1:8] = True
     >>> interior_point(m, (1.0, 2.0))
