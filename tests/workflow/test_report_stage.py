@@ -79,3 +79,25 @@ def test_outputs_identify_no_one_unless_asked(out: Path, tmp_path: Path):
     assert stages.ingest(study, tmp_path / "phi", show_phi=True) == 0
     kept = json.loads((tmp_path / "phi" / "series.json").read_text())
     assert kept["phi"] == "kept" and kept["patient"]["PatientName"] == name
+
+
+def test_qc_reasons_are_listed_one_per_line(out: Path, tmp_path: Path):
+    """A failed calf QC with three reasons: the verdict box on the first screen lists each reason as its own item."""
+    import shutil
+
+    from pipeline.core.config import load_config
+    from pipeline.core.labels import registry
+    from pipeline.core.layout import StudyDir
+    from pipeline.report.html import render_study_report
+
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    findings = json.loads((copy / "findings.json").read_text())
+    reasons = ["left leg: 3 of the structures every calf holds failed QC", "right leg: soleus fail",
+               "left leg: 10 slices at the proximal end left out"]
+    findings["quality_control"].update(calf_status="fail", calf_reasons="; ".join(reasons))
+    (copy / "findings.json").write_text(json.dumps(findings))
+    creg = registry("calf")
+    html = render_study_report(StudyDir(copy), creg.muscles, tuple(creg.groups()), load_config("report"), [])
+    box = re.search(r'<div class="qc qc-fail">(.*?)</div>', html, re.S).group(1)
+    assert re.findall(r"<li>(.*?)</li>", box) == reasons
