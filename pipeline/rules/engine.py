@@ -87,10 +87,14 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
 
 
 def evaluate(ruleset: RuleSet, derived: Derived) -> dict[str, Any]:
-    """Fire the rules; score the hypotheses; decide by the policy (winner by margin, else indeterminate)."""
+    """Fire the rules; score the hypotheses; decide by the policy (winner by margin, else indeterminate).
+
+    A hypothesis's score is the sum of the points of its fired rules, 0 when its rules were evaluated and none fired,
+    and None when none of the rules that give it points could be evaluated (their inputs missing): an unscored
+    hypothesis is not one that scored nothing. Scores are ranked highest first, the unscored last."""
     env = dict(derived.values)
     env.update({f"thr_{k}": v for k, v in ruleset.thresholds.items()})
-    scores = {h: 0.0 for h in ruleset.hypotheses}
+    scores: dict[str, float | None] = dict.fromkeys(ruleset.hypotheses)
     fired, not_fired, not_evaluable = [], [], []
     for rule in ruleset.rules:
         missing = [s for s in rule.requires if env.get(s) is None]
@@ -103,17 +107,19 @@ def evaluate(ruleset: RuleSet, derived: Derived) -> dict[str, Any]:
         except rule_engine.errors.EvaluationError as exc:
             not_evaluable.append({"id": rule.id, "missing": {"error": str(exc)}})
             continue
+        for h in rule.points:
+            scores[h] = scores[h] or 0.0  # evaluated: a number from here on
         entry = {"id": rule.id, "description": rule.description, "condition": rule.condition,
                  "values": {s: _jsonable(env.get(s)) for s in _symbols_of(rule)}, "points": rule.points,
                  "reference": rule.reference}
         if ok:
             fired.append(entry)
             for h, p in rule.points.items():
-                scores[h] += p
+                scores[h] = (scores[h] or 0.0) + p
         else:
             not_fired.append({"id": rule.id, "values": entry["values"]})
-    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
-    (top, s1), (second, s2) = ranked[0], ranked[1]
+    ranked = sorted(scores.items(), key=lambda kv: (kv[1] is not None, kv[1] or 0.0), reverse=True)
+    (top, s1), (second, s2) = ((h, v or 0.0) for h, v in ranked[:2])
     pol = ruleset.decision
     if not fired and not not_fired:
         decision = {"hypothesis": None, "status": "not evaluable",

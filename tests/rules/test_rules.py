@@ -108,6 +108,31 @@ def test_missing_inputs_make_rules_not_evaluable_with_the_reason():
     assert entry["missing"] == {"ck_x_uln": "CK not given"}
 
 
+def test_a_hypothesis_none_of_whose_rules_could_be_evaluated_has_no_score():
+    """Every input missing: every hypothesis is unscored (None, not 0) and the decision is "not evaluable". Only the
+    rules of one hypothesis evaluable: that hypothesis has a number, the others None, ranked after it."""
+    ruleset = load_rules()
+    nothing = Derived()
+    for k in SYMBOLS:
+        nothing.put(k, None, "withheld in this test")
+    res = evaluate(ruleset, nothing)
+    assert res["decision"]["status"] == "not evaluable"
+    assert set(res["scores"]) == set(ruleset.hypotheses) and all(v is None for v in res["scores"].values())
+    rule = next(r for r in ruleset.rules if len(r.points) == 1)
+    (only,) = rule.points
+    scored = {r.id for r in ruleset.rules if only in r.points}
+    some = Derived()
+    for k in SYMBOLS:
+        needed = any(k in r.requires for r in ruleset.rules if r.id in scored)
+        others = any(k in r.requires for r in ruleset.rules if r.id not in scored)
+        some.put(k, BASELINE[k] if needed and not others else None, "withheld in this test")
+    res = evaluate(ruleset, some)
+    evaluated = {r["id"] for r in res["fired_rules"] + res["not_fired_rules"]}
+    assert evaluated and evaluated <= scored
+    numbers = [h for h, v in res["scores"].items() if v is not None]
+    assert only in numbers and list(res["scores"])[:len(numbers)] == numbers
+
+
 def _broken(tmp_path: Path, edit) -> Path:
     data = yaml.safe_load(RULES.read_text())
     edit(data)
