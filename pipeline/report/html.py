@@ -68,10 +68,12 @@ def _png_data_uri(path: Path) -> str:
 
 def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: Sequence[str],
                 groups: Sequence[str], asym_flag_pct: float, ff_flag_pp: float) -> list[dict[str, Any]]:
-    """One row per muscle/group: right and left metrics and the asymmetry values with flags, from summary values."""
+    """One row per muscle/group: right and left metrics, each side's segmentation QC verdict (``qc``: pass, review,
+    fail or None for groups and studies without QC) and the asymmetry values with flags, from summary values."""
     rows = []
     for name in (*muscles, *groups):
-        r = {"name": name, "group": name in groups, "right": {}, "left": {}, "asym": {}, "flags": [], "why": {}}
+        r = {"name": name, "group": name in groups, "right": {}, "left": {}, "asym": {}, "flags": [], "why": {},
+             "qc": {side: values.get(f"calf.{side}.{name}.qc_status") for side in ("right", "left")}}
         for side in ("right", "left"):
             for m in CALF_METRICS:
                 key = f"calf.{side}.{name}.{m}"

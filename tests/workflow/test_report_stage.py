@@ -101,3 +101,32 @@ def test_qc_reasons_are_listed_one_per_line(out: Path, tmp_path: Path):
     html = render_study_report(StudyDir(copy), creg.muscles, tuple(creg.groups()), load_config("report"), [])
     box = re.search(r'<div class="qc qc-fail">(.*?)</div>', html, re.S).group(1)
     assert re.findall(r"<li>(.*?)</li>", box) == reasons
+
+
+def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, tmp_path: Path):
+    """The right medial gastrocnemius failing QC: its right-side cells and its asymmetry cells carry the struck-through
+    class and its QC column says fail; the soleus row carries none."""
+    import shutil
+
+    from pipeline.core.config import load_config
+    from pipeline.core.labels import registry
+    from pipeline.core.layout import StudyDir
+    from pipeline.report.html import render_study_report
+
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["values"]["calf.right.gastrocnemius_medial.qc_status"] = "fail"
+    summary["values"]["calf.left.gastrocnemius_medial.qc_status"] = "pass"
+    summary["values"]["calf.right.soleus.qc_status"] = "pass"
+    (copy / "summary.json").write_text(json.dumps(summary))
+    creg = registry("calf")
+    html = render_study_report(StudyDir(copy), creg.muscles, tuple(creg.groups()), load_config("report"), [])
+
+    def row(name: str) -> str:
+        return re.search(rf'<tr[^>]*><td class="l">{name}</td>(.*?)</tr>', html, re.S).group(1)
+
+    gm, sol = row("gastrocnemius medial"), row("soleus")
+    assert '<span class="qcv-fail">fail</span>' in gm
+    assert gm.count('class="qc-failed"') == 4 + 4  # four right-side metrics and four asymmetry values
+    assert "qc-failed" not in sol
