@@ -31,7 +31,7 @@ from skimage import measure
 from pipeline.calf.metrics import find_boxes
 from pipeline.core.geometry import SIDES
 from pipeline.core.labels import Registry
-from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, worst
+from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, join_reasons, worst
 from pipeline.core.volume import Volume
 
 #: (a, b, axis, sign): structure ``a`` lies on the ``sign`` side of ``b`` along ``axis`` ("lateral": leg-relative
@@ -75,11 +75,11 @@ class CalfQC:
     def as_summary(self) -> dict[str, Any]:
         """Flat ``summary.json`` values: ``calf.qc_status``, ``calf.qc_reasons`` and
         ``calf.<side>.<structure>.qc_status`` / ``.qc_reasons`` (reasons joined by "; ", empty when none)."""
-        out: dict[str, Any] = {"calf.qc_status": self.status, "calf.qc_reasons": "; ".join(self.reasons)}
+        out: dict[str, Any] = {"calf.qc_status": self.status, "calf.qc_reasons": join_reasons(self.reasons)}
         for side, structs in self.structures.items():
             for name, s in structs.items():
                 out[f"calf.{side}.{name}.qc_status"] = s.status
-                out[f"calf.{side}.{name}.qc_reasons"] = "; ".join(s.reasons)
+                out[f"calf.{side}.{name}.qc_reasons"] = join_reasons(s.reasons)
         return out
 
 

@@ -3,9 +3,12 @@ the calf (:mod:`pipeline.calf.qc`) and spine (:mod:`pipeline.spine.qc`) checks."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 PASS, REVIEW, FAIL = "pass", "review", "fail"
+#: what separates the reasons of a verdict in one ``summary.json`` value (the report lists them one per line by it)
+REASON_SEPARATOR = "; "
 _RANK = {PASS: 0, REVIEW: 1, FAIL: 2}
 
 
@@ -16,6 +19,16 @@ def worst(*statuses: str) -> str:
     ('review', 'pass', 'fail')
     """
     return max(statuses, key=_RANK.__getitem__, default=PASS)
+
+
+def join_reasons(reasons: Iterable[str]) -> str:
+    """Reasons as one ``summary.json`` value, separated by :data:`REASON_SEPARATOR`; a separator inside a reason
+    becomes ", " so that the reason stays one item when the value is split again.
+
+    >>> join_reasons(["disc_4: not labelled; placed in the gap", "disc_5: no sac"])
+    'disc_4: not labelled, placed in the gap; disc_5: no sac'
+    """
+    return REASON_SEPARATOR.join(r.replace(REASON_SEPARATOR, ", ") for r in reasons)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pipeline.core.atomic import write_text
 from pipeline.core.labels import registry
 from pipeline.core.layout import BatchDir, StudyDir
 from pipeline.core.units import split_unit
+from pipeline.core.verdict import REASON_SEPARATOR
 
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
@@ -38,6 +39,7 @@ def _level_order(level: str) -> tuple[int, int]:
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = fmt
+    env.globals["reason_separator"] = REASON_SEPARATOR  # QC reasons are listed one per line
     return env
 
 
@@ -93,12 +95,12 @@ def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: 
 
 def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per lumbar level (named, then the unnamed discs numbered from the bottom of the field of view) with
-    central and per-side measures and grades, from summary values."""
+    its QC verdict (``qc``), central and per-side measures and grades, from summary values."""
     levels = sorted({m.group(1) for k in values if (m := LEVEL_RE.match(k))}, key=_level_order)
     rows = []
     for lv in levels:
         g = lambda k, lv=lv: values.get(f"spine.{lv}.{k}")  # noqa: E731
-        rows.append({"level": lv, "dsca_mm2": g("dsca_mm2"), "ap_diameter_mm": g("ap_diameter_mm"),
+        rows.append({"level": lv, "qc": g("qc_status"), "dsca_mm2": g("dsca_mm2"), "ap_diameter_mm": g("ap_diameter_mm"),
                      "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
                      "canal_rsna": g("canal_rsna"),
                      "sides": {s: {"recess_mm": g(f"{s}.lateral_recess_depth_mm"),

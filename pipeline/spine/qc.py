@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.labels import Registry
-from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, worst
+from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, join_reasons, worst
 from pipeline.core.volume import Volume
 from pipeline.spine import canal
 from pipeline.spine.levels import Disc, disc_label_name, levels_from_labels
@@ -59,10 +59,10 @@ class SpineQC:
 
     def as_summary(self) -> dict[str, Any]:
         """``spine.qc_status``, ``spine.qc_reasons`` and ``spine.<level>.qc_status`` / ``.qc_reasons``."""
-        out: dict[str, Any] = {"spine.qc_status": self.status, "spine.qc_reasons": "; ".join(self.reasons)}
+        out: dict[str, Any] = {"spine.qc_status": self.status, "spine.qc_reasons": join_reasons(self.reasons)}
         for level, q in self.levels.items():
             out[f"spine.{level}.qc_status"] = q.status
-            out[f"spine.{level}.qc_reasons"] = "; ".join(q.reasons)
+            out[f"spine.{level}.qc_reasons"] = join_reasons(q.reasons)
         return out
 
     def as_json(self) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
     for level in discs:
         q = levels.setdefault(level, LevelQC())
         if level in inferred:
-            q.add(REVIEW, f"{level}: the network did not label this disc; it was placed in the gap between the "
+            q.add(REVIEW, f"{level}: the network did not label this disc, which was placed in the gap between the "
                           "neighbouring vertebral bodies")
         z_disc = centres[disc_label_name(level)][0]
         if level in DISC_NEIGHBOURS:

@@ -32,6 +32,7 @@ from pipeline.core.layout import SeriesIndex, StudyDir
 from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.tables import csv_text
+from pipeline.core.verdict import join_reasons
 from pipeline.core.volume import Volume
 from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_volume
@@ -483,9 +484,9 @@ def measure(study: StudyDir) -> dict[str, Any]:
         summary = unavailable_summary(reason)
         failed = study.read_json(study.calf_qc, {}) if inputs is not None else {}
         if failed.get("status") == "fail":
-            summary = unavailable_summary("; ".join(failed["reasons"]))
+            summary = unavailable_summary(join_reasons(failed["reasons"]))
             summary.set("calf.qc_status", "fail")
-            summary.set("calf.qc_reasons", "; ".join(failed["reasons"]))
+            summary.set("calf.qc_reasons", join_reasons(failed["reasons"]))
         update_summary_section(study.root, "calf", summary)
         return {"status": reason}
     labels = load_volume(study.calf_labels)
