@@ -130,3 +130,27 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
     assert '<span class="qcv-fail">fail</span>' in gm
     assert gm.count('class="qc-failed"') == 4 + 4  # four right-side metrics and four asymmetry values
     assert "qc-failed" not in sol
+
+
+def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Path):
+    """L4-L5 failing QC: its QC cell says fail and its measurement cells carry the struck-through class; L3-L4's
+    do not."""
+    import shutil
+
+    from pipeline.core.config import load_config
+    from pipeline.core.labels import registry
+    from pipeline.core.layout import StudyDir
+    from pipeline.report.html import render_study_report
+
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["values"]["spine.L4-L5.qc_status"] = "fail"
+    summary["values"]["spine.L3-L4.qc_status"] = "pass"
+    (copy / "summary.json").write_text(json.dumps(summary))
+    creg = registry("calf")
+    html = render_study_report(StudyDir(copy), creg.muscles, tuple(creg.groups()), load_config("report"), [])
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="l">(L[1-5]-(?:L[1-5]|S1))</td>(.*?)</tr>',
+                                                        html, re.S) if "qcv-" in m.group(2)}
+    assert '<span class="qcv-fail">fail</span>' in rows["L4-L5"] and rows["L4-L5"].count("qc-failed") == 12
+    assert "qc-failed" not in rows["L3-L4"]
