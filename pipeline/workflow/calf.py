@@ -39,7 +39,7 @@ from pipeline.io.nifti import load_volume, save_volume
 from pipeline.io.study import echo_set
 
 KEY_METRICS = ("volume_ml", "ff_pct", "lean_volume_ml", "fat_volume_ml", "max_csa_mm2")
-MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit", "flag"]
+MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit", "flag", "qc_status"]
 LEG_COLUMNS = ["side", "metric", "value", "unit"]
 ASYMMETRY_COLUMNS = ["structure", "metric", "value", "unit"]
 SLICE_COLUMNS = ["z_mm", "side", "muscle", "csa_mm2", "ff_pct", "girth_mm"]
@@ -502,7 +502,9 @@ def measure(study: StudyDir) -> dict[str, Any]:
                                "structures": {side: {n: {"status": q.status, "reasons": q.reasons}
                                                      for n, q in structs.items()}
                                               for side, structs in qc.structures.items()}})
-    rows = res.rows + _ff_map_rows(study, labels)
+    # each row carries its structure's QC verdict (groups are judged through their members: empty)
+    rows = [{**row, "qc_status": qc.structure_status(row["side"], row["structure"])
+             if row["structure"] in reg.structures else ""} for row in res.rows + _ff_map_rows(study, labels)]
     write_text(study.calf_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
     write_text(study.calf_legs, csv_text(res.legs, LEG_COLUMNS))
     write_text(study.calf_asymmetry, csv_text(res.asymmetry, ASYMMETRY_COLUMNS))

@@ -40,7 +40,7 @@ from pipeline.spine.levels import (
 from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
 from pipeline.spine.qc import judge_spine
 
-MEASUREMENT_COLUMNS = ["level", "side", "metric", "value", "unit", "grade", "grade_rsna"]
+MEASUREMENT_COLUMNS = ["level", "side", "metric", "value", "unit", "grade", "grade_rsna", "qc_status"]
 
 
 @dataclass
@@ -170,7 +170,9 @@ def measure(study: StudyDir) -> dict[str, Any]:
     for key, value in qc.as_summary().items():
         res.summary.set(key, value)
     write_json(study.spine_qc, qc.as_json())
-    write_text(study.spine_measurements, csv_text(res.rows, MEASUREMENT_COLUMNS))
+    rows = [{**row, "qc_status": qc.levels[row["level"]].status if row["level"] in qc.levels else ""}
+            for row in res.rows]  # each row carries its level's QC verdict (empty where the level was not judged)
+    write_text(study.spine_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
     write_json(study.spine_marks, {"coordinates": "world RAS, mm", "levels": res.marks})
     update_summary_section(study.root, "spine", res.summary)
     return {"status": "measured", "levels": sorted(levels.discs), "qc_status": qc.status}

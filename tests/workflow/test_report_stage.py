@@ -154,3 +154,21 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
                                                         html, re.S) if "qcv-" in m.group(2)}
     assert '<span class="qcv-fail">fail</span>' in rows["L4-L5"] and rows["L4-L5"].count("qc-failed") == 12
     assert "qc-failed" not in rows["L3-L4"]
+
+
+def test_measurement_rows_carry_their_qc_verdict(out: Path):
+    """Every row of calf/measurements.csv carries its structure's QC verdict as summary.json holds it (groups: empty),
+    and every row of spine/measurements.csv its level's."""
+    import csv
+
+    from pipeline.core.labels import registry
+
+    values = json.loads((out / "summary.json").read_text())["values"]
+    structures = set(registry("calf").structures)
+    calf_rows = list(csv.DictReader((out / "calf" / "measurements.csv").open()))
+    assert calf_rows
+    for r in calf_rows:
+        want = values[f"calf.{r['side']}.{r['structure']}.qc_status"] if r["structure"] in structures else ""
+        assert r["qc_status"] == want, r
+    spine_rows = list(csv.DictReader((out / "spine" / "measurements.csv").open()))
+    assert spine_rows and all(r["qc_status"] == values[f"spine.{r['level']}.qc_status"] for r in spine_rows)
