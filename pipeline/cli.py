@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, LegMRIError
+from pipeline.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LegMRIError
 
 log = logging.getLogger("legmri")
 
@@ -309,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("legmri: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception:  # an unexpected failure is a bug: say so, with the traceback
         traceback.print_exc()
         print(f"legmri {args.command}: internal error (a bug in legmri; please report it with the traceback above).",
@@ -317,5 +318,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def console() -> None:
+    """The ``legmri`` console script: the process exits with :func:`main`'s code.
+
+    An interrupted run exits at once (``os._exit``, after flushing the log and the standard streams, every output
+    already cleaned up by the stages' context managers). CPython 3.11 otherwise kills the process with SIGINT on its
+    way out when the Ctrl-C landed inside an ``exec()`` or ``eval()`` of a library being imported (numpy's
+    ``namedtuple``, scipy's array-API shim), although :func:`main` caught it: the shell or the batch runner would
+    see death by signal instead of exit code 130.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()
