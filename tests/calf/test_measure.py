@@ -65,7 +65,7 @@ def test_index_case_findings(measured):
     assert 4.0 <= s.get("calf.asymmetry.girth_diff_cm") <= 6.0
     assert s.get("calf.right.gastrocnemius_medial.mercuri_grade") == 4
     rows = (out / "calf" / "measurements.csv").read_text().splitlines()
-    assert rows[0] == "side,structure,metric,value,unit,flag" and len(rows) > 200
+    assert rows[0] == "side,structure,metric,value,unit,flag,qc_status" and len(rows) > 200
     # one observational unit per table: structures of a side; the leg outline of a side; right against left
     reg = registry("calf")
     assert {r["side"] for r in _csv(out / "calf" / "measurements.csv")} == {"left", "right"}
