@@ -322,10 +322,10 @@ def console() -> None:
     """The ``legmri`` console script: the process exits with :func:`main`'s code.
 
     An interrupted run exits at once (``os._exit``, after flushing the log and the standard streams, every output
-    already cleaned up by the stages' context managers). CPython 3.11 otherwise kills the process with SIGINT on its
-    way out when the Ctrl-C landed inside an ``exec()`` or ``eval()`` of a library being imported (numpy's
-    ``namedtuple``, scipy's array-API shim), although :func:`main` caught it: the shell or the batch runner would
-    see death by signal instead of exit code 130.
+    already cleaned up by the stages' context managers). Otherwise CPython 3.11 was seen to kill the process with
+    SIGINT on its way out when the Ctrl-C landed inside a library import (in ``exec()``/``eval()`` of scipy's
+    array-API shim and of ``namedtuple``, or in compiling a module), although :func:`main` had caught it: the shell
+    or the batch runner saw death by signal instead of exit code 130.
     """
     code = main()
     if code == EXIT_INTERRUPTED:
