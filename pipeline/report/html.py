@@ -100,8 +100,8 @@ def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for lv in levels:
         g = lambda k, lv=lv: values.get(f"spine.{lv}.{k}")  # noqa: E731
-        rows.append({"level": lv, "qc": g("qc_status"), "dsca_mm2": g("dsca_mm2"), "ap_diameter_mm": g("ap_diameter_mm"),
-                     "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
+        rows.append({"level": lv, "qc": g("qc_status"), "dsca_mm2": g("dsca_mm2"),
+                     "ap_diameter_mm": g("ap_diameter_mm"), "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
                      "canal_rsna": g("canal_rsna"),
                      "sides": {s: {"recess_mm": g(f"{s}.lateral_recess_depth_mm"),
                                    "recess_grade": g(f"{s}.lateral_recess_grade"),

@@ -94,7 +94,8 @@ def evaluate(ruleset: RuleSet, derived: Derived) -> dict[str, Any]:
     hypothesis is not one that scored nothing. Scores are ranked highest first, the unscored last."""
     env = dict(derived.values)
     env.update({f"thr_{k}": v for k, v in ruleset.thresholds.items()})
-    scores: dict[str, float | None] = dict.fromkeys(ruleset.hypotheses)
+    totals = {h: 0.0 for h in ruleset.hypotheses}
+    evaluated: set[str] = set()  # hypotheses with at least one rule that could be evaluated
     fired, not_fired, not_evaluable = [], [], []
     for rule in ruleset.rules:
         missing = [s for s in rule.requires if env.get(s) is None]
@@ -107,17 +108,17 @@ def evaluate(ruleset: RuleSet, derived: Derived) -> dict[str, Any]:
         except rule_engine.errors.EvaluationError as exc:
             not_evaluable.append({"id": rule.id, "missing": {"error": str(exc)}})
             continue
-        for h in rule.points:
-            scores[h] = scores[h] or 0.0  # evaluated: a number from here on
+        evaluated.update(rule.points)
         entry = {"id": rule.id, "description": rule.description, "condition": rule.condition,
                  "values": {s: _jsonable(env.get(s)) for s in _symbols_of(rule)}, "points": rule.points,
                  "reference": rule.reference}
         if ok:
             fired.append(entry)
             for h, p in rule.points.items():
-                scores[h] = (scores[h] or 0.0) + p
+                totals[h] += p
         else:
             not_fired.append({"id": rule.id, "values": entry["values"]})
+    scores = {h: totals[h] if h in evaluated else None for h in ruleset.hypotheses}
     ranked = sorted(scores.items(), key=lambda kv: (kv[1] is not None, kv[1] or 0.0), reverse=True)
     (top, s1), (second, s2) = ((h, v or 0.0) for h, v in ranked[:2])
     pol = ruleset.decision

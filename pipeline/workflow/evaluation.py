@@ -19,6 +19,7 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import EXIT_OK, UsageError
 from pipeline.core.labels import Registry, registry
 from pipeline.core.tables import csv_text
+from pipeline.core.verdict import join_reasons
 from pipeline.segment.bundle import load_bundle
 from pipeline.segment.train import dice_per_class
 from pipeline.workflow.training import EVALUATION_SEED_START
@@ -154,7 +155,7 @@ def calf_generalisation(bundle_name: str, generator: str, seeds: list[int], cont
                     if verdict is not None:
                         judged = verdict.structures.get(side, {}).get(name)
                         row |= {"qc_status": verdict.structure_status(side, name), "study_qc_status": verdict.status,
-                                "qc_reasons": "; ".join(judged.reasons) if judged is not None else ""}
+                                "qc_reasons": join_reasons(judged.reasons) if judged is not None else ""}
                     rows.append(row)
     used = [c for c in contrasts if any(r["contrast"] == c for r in rows)]
     if not used:
