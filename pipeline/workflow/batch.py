@@ -118,8 +118,13 @@ def is_up_to_date(study: Path, out: Path) -> bool:
 
 
 def _init_worker(level: int) -> None:
+    """A batch worker process: its log level, one OpenMP thread, the bundle cache, and no second process for the
+    DICOM exports (the workers already use the cores)."""
+    from pipeline.workflow.report import allow_export_process
+
     logging.basicConfig(level=level)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    allow_export_process(False)
     stages.bundle_cache()
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +191,104 @@ def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
     return written
 
 
+#: Whether this process may start a second one for the DICOM exports (:func:`report`); batch workers that already
+#: use every core turn it off (:func:`allow_export_process`).
+_EXPORT_PROCESS_ALLOWED = True
+
+
+def allow_export_process(allowed: bool) -> None:
+    """Let :func:`report` write the DICOM exports in a second process (``True``, the default) or not."""
+    global _EXPORT_PROCESS_ALLOWED
+    _EXPORT_PROCESS_ALLOWED = allowed
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _exports_child(root: str, deidentify: bool, level: int, conn: Any) -> None:
+    """The second process of :func:`report`: write the DICOM exports of the study at ``root`` and send back
+    ``("ok", written)`` or ``("error", exception)``."""
+    logging.basicConfig(level=level)
+    _die_with_parent()
+    try:
+        conn.send(("ok", dicom_exports(StudyDir(Path(root)), deidentify)))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        conn.send(("error", exc))
+    finally:
+        conn.close()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to end this process when its parent ends (``prctl(PR_SET_PDEATHSIG, SIGTERM)``), so that a killed
+    run leaves no writer behind; elsewhere nothing."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _ExportProcess:
+    """:func:`dicom_exports` of one study in a second (spawned) process while this one draws the QA pictures: the
+    two take about the same time and neither reads what the other writes. :meth:`result` returns what was written
+    or raises what the export raised; leaving the ``with`` block early ends the process."""
+
+    def __init__(self, study: StudyDir, deidentify: bool) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_exports_child, name="legmri-dicom-export", daemon=True,
+                                 args=(str(study.root), deidentify, logging.getLogger().level, child))
+        self._proc.start()
+        child.close()
+
+    def result(self) -> list[str]:
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            self._proc.join()
+            raise RuntimeError(f"the DICOM export process ended without a result (exit code "
+                               f"{self._proc.exitcode})") from None
+        self._proc.join()
+        if status == "error":
+            raise value
+        return list(value)
+
+    def __enter__(self) -> _ExportProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()
+        self._conn.close()
+
+
 def report(study: StudyDir, show_phi: bool = False, deidentify: bool = False) -> dict[str, Any]:
-    """QA pictures, DICOM exports (DICOM studies) and ``report.html`` of ``study``."""
+    """QA pictures, DICOM exports (DICOM studies) and ``report.html`` of ``study``. For a DICOM study the exports
+    are written in a second process while the QA pictures are drawn, when ``report.export_process`` is on, this
+    process may (:func:`allow_export_process`) and more than one CPU is usable."""
     from pipeline.report.html import render_study_report
 
     cfg = load_config("report")
     settings = load_config("default").get("report", {})
-    images = qa_images(study, show_phi=show_phi or bool(settings.get("show_phi", False)))
-    exports = dicom_exports(study, deidentify) if settings.get("dicom_export", True) else []
+    show = show_phi or bool(settings.get("show_phi", False))
+    exporting = settings.get("dicom_export", True) and any(e.is_dicom for e in study.series().entries)
+    if (exporting and settings.get("export_process", True) and _EXPORT_PROCESS_ALLOWED
+            and _usable_cpus() > 1):
+        with _ExportProcess(study, deidentify) as export:
+            images = qa_images(study, show_phi=show)
+            exports = export.result()
+    else:
+        images = qa_images(study, show_phi=show)
+        exports = dicom_exports(study, deidentify) if exporting else []
     creg = registry("calf")
     write_text(study.report_html, render_study_report(study, creg.muscles, tuple(creg.groups()), cfg, images,
                                                       exports))

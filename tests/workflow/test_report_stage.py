@@ -172,3 +172,72 @@ def test_measurement_rows_carry_their_qc_verdict(out: Path):
         assert r["qc_status"] == want, r
     spine_rows = list(csv.DictReader((out / "spine" / "measurements.csv").open()))
     assert spine_rows and all(r["qc_status"] == values[f"spine.{r['level']}.qc_status"] for r in spine_rows)
+
+
+def _sr_numbers(path: Path) -> list[tuple[str, str]]:
+    """(concept name, numeric value) of every NUM item of an SR, in tree order."""
+    import pydicom
+
+    out: list[tuple[str, str]] = []
+
+    def walk(items) -> None:
+        for item in items:
+            if item.ValueType == "NUM":
+                out.append((item.ConceptNameCodeSequence[0].CodeMeaning,
+                            str(item.MeasuredValueSequence[0].NumericValue)))
+            walk(item.get("ContentSequence", []))
+
+    walk(pydicom.dcmread(path).ContentSequence)
+    return out
+
+
+def test_exports_written_in_a_second_process_equal_those_written_here(out: Path, tmp_path: Path, monkeypatch):
+    """The report stage wrote the DICOM exports in a second process (more than one CPU usable here); writing them in
+    this process gives the same segments and the same SR measurements; with the second process not allowed (batch
+    workers) none is started."""
+    import shutil
+
+    import pydicom
+
+    from pipeline.core.layout import StudyDir
+    from pipeline.workflow import report as driver
+
+    if driver._usable_cpus() < 2:
+        pytest.skip("one usable CPU: the exports are written in this process")
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    started = []
+    monkeypatch.setattr(driver, "_ExportProcess", lambda *a: started.append(a) or pytest.fail("process started"))
+    driver.allow_export_process(False)
+    try:
+        assert driver.report(StudyDir(copy))["exports"] == ["calf/seg.dcm", "spine/seg.dcm", "measurements_sr.dcm"]
+    finally:
+        driver.allow_export_process(True)
+    assert not started
+    for name in ("calf/seg.dcm", "spine/seg.dcm"):
+        a, b = pydicom.dcmread(out / name), pydicom.dcmread(copy / name)
+        assert a.PixelData == b.PixelData and a.NumberOfFrames == b.NumberOfFrames
+        assert a.SOPInstanceUID != b.SOPInstanceUID  # written twice, not copied
+    numbers = _sr_numbers(out / "measurements_sr.dcm")
+    assert len(numbers) > 100 and numbers == _sr_numbers(copy / "measurements_sr.dcm")
+
+
+def test_an_export_error_in_the_second_process_is_raised_in_this_one(out: Path, tmp_path: Path):
+    """A label map that cannot be read fails the exports with the same error (type and message) whether they are
+    written in the second process or in this one, and the second process is gone afterwards."""
+    import shutil
+
+    from pipeline.core.layout import StudyDir
+    from pipeline.workflow import report as driver
+
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    (copy / "calf" / "labels.nii.gz").write_bytes(b"not a NIfTI file")
+    with pytest.raises(Exception) as here:
+        driver.dicom_exports(StudyDir(copy))
+    with driver._ExportProcess(StudyDir(copy), False) as export:
+        with pytest.raises(type(here.value)) as there:
+            export.result()
+        proc = export._proc
+    assert str(there.value) == str(here.value) and "labels.nii.gz" in str(there.value)
+    assert not proc.is_alive()
