@@ -209,66 +209,95 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _exports_child(root: str, deidentify: bool, level: int, conn: Any) -> None:
-    """The second process of :func:`report`: write the DICOM exports of the study at ``root`` and send back
-    ``("ok", written)`` or ``("error", exception)``."""
+def export_child_main(argv: list[str] | None = None) -> int:
+    """The second process of :func:`report` (``python -c "from pipeline.workflow.report import export_child_main;
+    export_child_main()" ROOT [--deidentify] LOG_LEVEL``): write the DICOM exports of the study output folder ROOT
+    and print one JSON line, ``{"written": [...]}`` or ``{"error": {"type", "message"}}``."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    root, deidentify, level = args[0], "--deidentify" in args, int(args[-1])
     logging.basicConfig(level=level)
     _die_with_parent()
     try:
-        conn.send(("ok", dicom_exports(StudyDir(Path(root)), deidentify)))
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        conn.send(("error", exc))
-    finally:
-        conn.close()
+        result: dict[str, Any] = {"written": dicom_exports(StudyDir(Path(root)), deidentify)}
+    except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    print(json.dumps(result), flush=True)
+    return 0
 
 
 def _die_with_parent() -> None:
     """Ask Linux to end this process when its parent ends (``prctl(PR_SET_PDEATHSIG, SIGTERM)``), so that a killed
-    run leaves no writer behind; elsewhere nothing."""
+    run leaves no writer behind, and end at once if the parent is already gone; elsewhere nothing."""
+    import signal
+
+    parent = os.getppid()
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _raised(error: dict[str, str]) -> Exception:
+    """The exception of this process for an error the export process reported: the same legmri error class, else
+    an :class:`~pipeline.core.errors.InternalError` naming the type."""
+    from pipeline.core import errors
+
+    kind = getattr(errors, error["type"], None)
+    if isinstance(kind, type) and issubclass(kind, errors.LegMRIError):
+        return kind(error["message"])
+    return errors.InternalError(f"DICOM export: {error['type']}: {error['message']}")
 
 
 class _ExportProcess:
-    """:func:`dicom_exports` of one study in a second (spawned) process while this one draws the QA pictures: the
-    two take about the same time and neither reads what the other writes. :meth:`result` returns what was written
-    or raises what the export raised; leaving the ``with`` block early ends the process."""
+    """:func:`dicom_exports` of one study in a second Python process (:func:`export_child_main`) while this one draws
+    the QA pictures: the two take about the same time and neither reads what the other writes. A fresh interpreter
+    (not ``multiprocessing``), so that nothing of the caller's main script runs again there. :meth:`result` returns
+    what was written or raises what the export raised; leaving the ``with`` block ends the process."""
 
     def __init__(self, study: StudyDir, deidentify: bool) -> None:
-        import multiprocessing
+        import subprocess
+        import sys
 
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_exports_child, name="legmri-dicom-export", daemon=True,
-                                 args=(str(study.root), deidentify, logging.getLogger().level, child))
-        self._proc.start()
-        child.close()
+        import pipeline
+
+        package_root = str(Path(pipeline.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH"))
+                                                           if p)}
+        cmd = [sys.executable, "-c", "from pipeline.workflow.report import export_child_main; export_child_main()",
+               str(study.root), *(["--deidentify"] if deidentify else []), str(logging.getLogger().level)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
 
     def result(self) -> list[str]:
-        try:
-            status, value = self._conn.recv()
-        except EOFError:
-            self._proc.join()
-            raise RuntimeError(f"the DICOM export process ended without a result (exit code "
-                               f"{self._proc.exitcode})") from None
-        self._proc.join()
-        if status == "error":
-            raise value
-        return list(value)
+        import json
+
+        out, _ = self._proc.communicate()
+        lines = out.strip().splitlines()
+        if not lines:
+            from pipeline.core.errors import InternalError
+
+            raise InternalError(f"the DICOM export process ended without a result (exit code "
+                                f"{self._proc.returncode})")
+        result = json.loads(lines[-1])
+        if "error" in result:
+            raise _raised(result["error"])
+        return list(result["written"])
 
     def __enter__(self) -> _ExportProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._proc.is_alive():
+        if self._proc.poll() is None:
             self._proc.terminate()
-        self._proc.join()
-        self._conn.close()
+        self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 def report(study: StudyDir, show_phi: bool = False, deidentify: bool = False) -> dict[str, Any]:

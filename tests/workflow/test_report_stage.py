@@ -223,7 +223,7 @@ def test_exports_written_in_a_second_process_equal_those_written_here(out: Path,
 
 
 def test_an_export_error_in_the_second_process_is_raised_in_this_one(out: Path, tmp_path: Path):
-    """A label map that cannot be read fails the exports with the same error (type and message) whether they are
+    """A label map that cannot be read fails the exports with the same error (class and message) whether they are
     written in the second process or in this one, and the second process is gone afterwards."""
     import shutil
 
@@ -240,4 +240,23 @@ def test_an_export_error_in_the_second_process_is_raised_in_this_one(out: Path, 
             export.result()
         proc = export._proc
     assert str(there.value) == str(here.value) and "labels.nii.gz" in str(there.value)
-    assert not proc.is_alive()
+    assert proc.poll() is not None
+
+
+def test_a_script_without_a_main_guard_can_run_a_dicom_study(tmp_path: Path):
+    """The export process is a fresh interpreter that runs nothing of the caller's script: a script that calls
+    ``stages.run`` at module level (no ``if __name__ == "__main__"``) completes instead of running itself again
+    and waiting for its own output folder."""
+    import subprocess
+    import sys
+
+    from tests.report.study_fixture import SAMPLE
+
+    script = tmp_path / "script.py"
+    script.write_text("from pipeline.workflow import stages\n"
+                      f"stages.run({str(SAMPLE)!r}, {str(tmp_path / 'out')!r})\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root), "LEGMRI_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "measurements_sr.dcm").exists()
