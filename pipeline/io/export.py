@@ -195,31 +195,42 @@ def _unit(key: str) -> tuple[str, str] | None:
     return None if found is None else (found[1], found[2])
 
 
-#: Standard concept names (DICOM PS3.16) of the exported metrics, with the derivation (CID 3488 / 7464 modifiers)
-#: that says which statistic of the structure it is. A metric not listed is named by a private code
+#: Standard concept names (DICOM PS3.16) of the exported metrics: (concept name, derivation, tissue). The derivation
+#: (CID 3488 / 7464 modifiers: Mean, Median, Maximum, 10th and 90th percentile) says which statistic of the structure
+#: it is; the tissue, a finding site of the measurement itself (TID 300), says that a volume is the structure's
+#: muscle (lean) or fat part. A metric not listed (the asymmetry indices, the matched-level CSA, the Mercuri and
+#: foramen grades: this project's own definitions, for which PS3.16 has no concept) is named by a private code
 #: (scheme 99LEGMRI) whose meaning is the metric's name in ``summary.json``.
-METRIC_CONCEPTS: dict[str, tuple[Any, Any]] = {
-    "volume_ml": (codes.SCT.Volume, None),
-    "max_csa_mm2": (codes.SCT.Area, codes.SCT.Maximum),
-    "ff_pct": (codes.DCM.FatFraction, codes.SCT.Mean),
-    "ff_median_pct": (codes.DCM.FatFraction, codes.SCT.Median),
-    "dsca_mm2": (codes.SCT.Area, None),
-    "foramen_area_mm2": (codes.SCT.Area, None),
-    "ap_diameter_mm": (codes.SCT.Diameter, None),
-    "lateral_recess_depth_mm": (codes.SCT.Depth, None),
-    "girth_max_mm": (codes.SCT.Circumference, codes.SCT.Maximum),
-    "girth_matched_mm": (codes.SCT.Circumference, None),
+METRIC_CONCEPTS: dict[str, tuple[Any, Any, Any]] = {
+    "volume_ml": (codes.SCT.Volume, None, None),
+    "lean_volume_ml": (codes.SCT.Volume, None, codes.SCT.MuscleTissue),
+    "fat_volume_ml": (codes.SCT.Volume, None, codes.SCT.AdiposeTissue),
+    "max_csa_mm2": (codes.SCT.Area, codes.SCT.Maximum, None),
+    "ff_pct": (codes.DCM.FatFraction, codes.SCT.Mean, None),
+    "ff_median_pct": (codes.DCM.FatFraction, codes.SCT.Median, None),
+    "ff_p10_pct": (codes.DCM.FatFraction, codes.SCT.TenthPercentile, None),
+    "ff_p90_pct": (codes.DCM.FatFraction, codes.SCT.NinetiethPercentile, None),
+    "dsca_mm2": (codes.SCT.Area, None, None),
+    "foramen_area_mm2": (codes.SCT.Area, None, None),
+    "ap_diameter_mm": (codes.SCT.Diameter, None, None),
+    "lateral_recess_depth_mm": (codes.SCT.Depth, None, None),
+    "girth_max_mm": (codes.SCT.Circumference, codes.SCT.Maximum, None),
+    "girth_matched_mm": (codes.SCT.Circumference, None, None),
 }
+
+
+def _coded(code: Any) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(code.value, code.scheme_designator, code.meaning)
 
 
 def _measurement(metric: str, value: float, unit: tuple[str, str]) -> hd.sr.Measurement:
     """One numeric measurement: the standard concept of :data:`METRIC_CONCEPTS` (else a private one), UCUM unit."""
-    concept, derivation = METRIC_CONCEPTS.get(metric, (None, None))
-    name = (hd.sr.CodedConcept(concept.value, concept.scheme_designator, concept.meaning) if concept is not None
+    concept, derivation, tissue = METRIC_CONCEPTS.get(metric, (None, None, None))
+    name = (_coded(concept) if concept is not None
             else hd.sr.CodedConcept(_short(metric), PRIVATE_SCHEME, metric[:64]))
     return hd.sr.Measurement(
         name=name, value=float(value), unit=hd.sr.CodedConcept(unit[0], "UCUM", unit[1]),
-        derivation=derivation)
+        derivation=derivation, finding_sites=[hd.sr.FindingSite(_coded(tissue))] if tissue is not None else None)
 
 
 def _short(name: str) -> str:
@@ -402,11 +413,13 @@ def write_sr(summary: Mapping[str, Any], evidence_files: Sequence[str | Path], p
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="legmri",
         series_description="legmri measurements", is_complete=True, is_final=False, is_verified=False,
     )
-    scheme = pydicom.Dataset()
-    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
-    scheme.CodingSchemeName = "legmri measurement names (the metric's name in summary.json)"
-    scheme.CodingSchemeResponsibleOrganization = "legmri"
-    sr.CodingSchemeIdentificationSequence = [*sr.get("CodingSchemeIdentificationSequence", []), scheme]
+    private = grades or any(m not in METRIC_CONCEPTS for metrics in numbers.values() for m in metrics)
+    if private:  # declared only where used (PS3.3 C.12.1.1.8)
+        scheme = pydicom.Dataset()
+        scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+        scheme.CodingSchemeName = "legmri measurement names (the metric's name in summary.json)"
+        scheme.CodingSchemeResponsibleOrganization = "legmri"
+        sr.CodingSchemeIdentificationSequence = [*sr.get("CodingSchemeIdentificationSequence", []), scheme]
     if deidentified:
         deidentify(sr)
     with atomic_path(path) as tmp:

@@ -29,9 +29,13 @@ def _source(out: Path) -> dict:
     return next(s for s in index["series"] if s["role"] == "calf_water")
 
 
-def _dciodvfy_errors(path: Path) -> list[str]:
+def _dciodvfy_lines(path: Path, kind: str) -> list[str]:
     res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+    return [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith(kind)]
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    return _dciodvfy_lines(path, "Error")
 
 
 def test_seg_segments_match_label_map_and_reference_source(out: Path, tmp_path: Path):
@@ -104,10 +108,12 @@ def _read_item(g: dict, it: pydicom.Dataset) -> None:
     elif it.ValueType == "IMAGE" and name == "Referenced Segment":
         g["segment"] = int(it.ReferencedSOPSequence[0].ReferencedSegmentNumber)
     elif it.ValueType == "NUM":
-        der = [c.ConceptCodeSequence[0].CodeMeaning for c in it.get("ContentSequence", [])
-               if c.ConceptNameCodeSequence[0].CodeMeaning == "Derivation"]
+        mods = {c.ConceptNameCodeSequence[0].CodeMeaning: c.ConceptCodeSequence[0].CodeMeaning
+                for c in it.get("ContentSequence", []) if c.ValueType == "CODE"}
         mv = it.MeasuredValueSequence[0]
-        g["numbers"][name + (f" [{der[0]}]" if der else "")] = (
+        key = (name + (f" [{mods['Derivation']}]" if "Derivation" in mods else "")
+               + (f" of {mods['Finding Site']}" if "Finding Site" in mods else ""))
+        g["numbers"][key] = (
             float(mv.NumericValue), mv.MeasurementUnitsCodeSequence[0].CodeValue,
             it.ConceptNameCodeSequence[0].CodingSchemeDesignator)
 
@@ -134,7 +140,9 @@ def _sr_groups(ds: pydicom.Dataset) -> dict[str, dict]:
 
 def test_sr_uses_standard_concepts_sites_with_laterality_and_stable_tracking(out: Path, tmp_path: Path):
     values = {"calf.right.soleus.volume_ml": 412.5, "calf.left.soleus.ff_pct": 6.25,
-              "calf.left.soleus.lean_volume_ml": 380.0, "calf.right.girth_max_mm": 402.0,
+              "calf.left.soleus.lean_volume_ml": 380.0, "calf.left.soleus.fat_volume_ml": 26.0,
+              "calf.left.soleus.ff_p10_pct": 2.5, "calf.left.soleus.ff_p90_pct": 11.0,
+              "calf.left.soleus.matched_csa_mm2": 1500.0, "calf.right.girth_max_mm": 402.0,
               "calf.asymmetry.soleus.volume_ai_pct": 12.0, "calf.asymmetry.girth_diff_cm": 0.4,
               "spine.L4-L5.dsca_mm2": 61.0, "spine.L4-L5.right.lateral_recess_depth_mm": 1.7,
               "calf.available": True, "spine.L4-L5.central_grade": "absolute", "spine.L4-L5.canal_rsna": "severe",
@@ -149,7 +157,12 @@ def test_sr_uses_standard_concepts_sites_with_laterality_and_stable_tracking(out
     assert first["soleus_right"]["numbers"] == {"Volume": (412.5, "mL", "SCT")}
     assert first["soleus_right"]["site"] == ("7:932", "Right")
     assert first["soleus_left"]["numbers"]["Fat fraction [Mean]"] == (6.25, "%", "DCM")
-    assert first["soleus_left"]["numbers"]["lean_volume_ml"] == (380.0, "mL", "99LEGMRI")
+    assert first["soleus_left"]["numbers"]["Volume of Muscle"] == (380.0, "mL", "SCT")
+    assert first["soleus_left"]["numbers"]["Volume of Fat"] == (26.0, "mL", "SCT")
+    assert first["soleus_left"]["numbers"]["Fat fraction [Tenth percentile (qualifier value)]"] == (2.5, "%", "DCM")
+    assert first["soleus_left"]["numbers"]["Fat fraction [Ninetieth percentile (qualifier value)]"] == (
+        11.0, "%", "DCM")
+    assert first["soleus_left"]["numbers"]["matched_csa_mm2"] == (1500.0, "mm2", "99LEGMRI")
     assert first["leg_right"]["numbers"] == {"Circumference [Maximum]": (402.0, "mm", "SCT")}
     assert first["leg_right"]["site"] == ("30021000", "Right")
     assert first["soleus_asymmetry"]["site"] == ("7:932", None)
@@ -176,6 +189,24 @@ def test_seg_and_sr_pass_dciodvfy(out: Path, tmp_path: Path):
                   tmp_path / "sr.dcm", segs=[seg])
     assert _dciodvfy_errors(seg) == []
     assert _dciodvfy_errors(sr) == []
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) not installed")
+def test_sr_of_metrics_with_standard_concepts_has_no_dciodvfy_warning(out: Path, tmp_path: Path):
+    """Volumes (whole, lean, fat), areas, fat-fraction statistics, girth and canal sizes carry PS3.16 concepts, so
+    dciodvfy has nothing to warn about; a project-specific metric (an asymmetry index) is the one private code."""
+    side = "calf.left.soleus."
+    values = {side + "volume_ml": 400.0, side + "lean_volume_ml": 380.0, side + "fat_volume_ml": 20.0,
+              side + "max_csa_mm2": 1900.0, side + "ff_pct": 5.0, side + "ff_median_pct": 4.5,
+              side + "ff_p10_pct": 2.0, side + "ff_p90_pct": 9.0, "calf.left.girth_max_mm": 380.0,
+              "spine.L4-L5.dsca_mm2": 61.0, "spine.L4-L5.ap_diameter_mm": 9.0,
+              "spine.L4-L5.right.lateral_recess_depth_mm": 1.7}
+    src = _source(out)
+    standard = write_sr(values, src["files"][:1], tmp_path / "sr.dcm")
+    assert _dciodvfy_lines(standard, "Error") == []
+    assert _dciodvfy_lines(standard, "Warning") == []
+    private = write_sr({**values, "calf.asymmetry.soleus.volume_ai_pct": 5.0}, src["files"][:1], tmp_path / "p.dcm")
+    assert len([ln for ln in _dciodvfy_lines(private, "Warning") if "99LEGMRI" in ln]) == 2  # item + scheme list
 
 
 def _strings(ds: pydicom.Dataset) -> set[str]:
