@@ -3,7 +3,7 @@ the calf (:mod:`pipeline.calf.qc`) and spine (:mod:`pipeline.spine.qc`) checks."
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 PASS, REVIEW, FAIL = "pass", "review", "fail"
@@ -19,6 +19,21 @@ def worst(*statuses: str) -> str:
     ('review', 'pass', 'fail')
     """
     return max(statuses, key=_RANK.__getitem__, default=PASS)
+
+
+def group_verdict(statuses: Sequence[str | None]) -> str | None:
+    """The verdict of a muscle group in one leg from its members' verdicts: the worst of them when one is ``fail`` or
+    ``review``; ``pass`` when every member passed; None when a member has no verdict and none is worse than pass.
+
+    >>> group_verdict(["pass", "fail", None]), group_verdict(["pass", "review"]), group_verdict(["pass", "pass"])
+    ('fail', 'review', 'pass')
+    >>> group_verdict(["pass", None]) is None
+    True
+    """
+    known = [s for s in statuses if s is not None]
+    if any(s != PASS for s in known):
+        return worst(*known)
+    return PASS if statuses and len(known) == len(statuses) else None
 
 
 def join_reasons(reasons: Iterable[str]) -> str:

@@ -23,7 +23,7 @@ from pipeline.core.atomic import write_text
 from pipeline.core.labels import registry
 from pipeline.core.layout import BatchDir, StudyDir
 from pipeline.core.units import split_unit
-from pipeline.core.verdict import REASON_SEPARATOR
+from pipeline.core.verdict import REASON_SEPARATOR, group_verdict
 
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
@@ -69,13 +69,17 @@ def _png_data_uri(path: Path) -> str:
 
 
 def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: Sequence[str],
-                groups: Sequence[str], asym_flag_pct: float, ff_flag_pp: float) -> list[dict[str, Any]]:
+                groups: Mapping[str, Sequence[str]], asym_flag_pct: float, ff_flag_pp: float) -> list[dict[str, Any]]:
     """One row per muscle/group: right and left metrics, each side's segmentation QC verdict (``qc``: pass, review,
-    fail or None for groups and studies without QC) and the asymmetry values with flags, from summary values."""
+    fail, or None for studies without QC; a group's is its members' by
+    :func:`~pipeline.core.verdict.group_verdict`) and the asymmetry values
+    with flags, from summary values. ``groups`` maps a group's name to its member structures."""
     rows = []
     for name in (*muscles, *groups):
+        members = groups.get(name, (name,))
         r = {"name": name, "group": name in groups, "right": {}, "left": {}, "asym": {}, "flags": [], "why": {},
-             "qc": {side: values.get(f"calf.{side}.{name}.qc_status") for side in ("right", "left")}}
+             "qc": {side: group_verdict([values.get(f"calf.{side}.{m}.qc_status") for m in members])
+                    for side in ("right", "left")}}
         for side in ("right", "left"):
             for m in CALF_METRICS:
                 key = f"calf.{side}.{name}.{m}"
@@ -163,7 +167,7 @@ def evidence_line(findings: Mapping[str, Any], values: Mapping[str, Any]) -> str
     return "; ".join(parts)
 
 
-def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Sequence[str],
+def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Mapping[str, Sequence[str]],
                         report_cfg: Mapping[str, Any], qa_images: Sequence[Path], exports: Sequence[str] = ()) -> str:
     """The HTML text of ``report.html`` for the study folder ``study``."""
     series = _read_json(study.series_json)

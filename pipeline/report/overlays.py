@@ -10,7 +10,7 @@ image's edges with :func:`pipeline.core.geometry.side_of_world_x`.
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -500,16 +500,18 @@ def lumbar_axial(image: Volume, labels: Volume, registry: Registry, level: str, 
 
 
 def asymmetry_chart(values: Mapping[str, Any], structures: Sequence[str], flag_pct: float, path: str | Path,
-                    dpi: int = 100) -> Path | None:
+                    dpi: int = 100, failed: Collection[str] = ()) -> Path | None:
     """Horizontal bars of the volume asymmetry index AI = (R - L) / ((R + L) / 2) x 100 per structure (from
     ``calf.asymmetry.<structure>.volume_ai_pct``), bars beyond ``flag_pct`` in red, and the fat-fraction difference
-    R - L (percentage points) beside them; None when the summary has no asymmetry value."""
+    R - L (percentage points) beside them; None when the summary has no asymmetry value. The structures in
+    ``failed`` (whose segmentation failed QC in a leg) are drawn as grey hatched bars named "(QC fail)", never red."""
     rows = [(s, values.get(f"calf.asymmetry.{s}.volume_ai_pct"), values.get(f"calf.asymmetry.{s}.ff_diff_pp"))
             for s in structures]
     rows = [r for r in rows if isinstance(r[1], int | float) or isinstance(r[2], int | float)]
     if not rows:
         return None
-    names = [r[0].replace("_", " ") for r in rows][::-1]
+    bad = [r[0] in failed for r in rows][::-1]
+    names = [r[0].replace("_", " ") + (" (QC fail)" if r[0] in failed else "") for r in rows][::-1]
     height = 0.32 * len(rows) + 1.2
     fig, axes = plt.subplots(1, 2, figsize=(10, height), sharey=True)
     # fixed margins (a tight layout measures every label again): room for the longest name at 8 pt on the left
@@ -518,8 +520,13 @@ def asymmetry_chart(values: Mapping[str, Any], structures: Sequence[str], flag_p
     for ax, k, title, limit in ((axes[0], 1, "volume AI (%), right minus left", flag_pct),
                                 (axes[1], 2, "FF difference (pp), right minus left", None)):
         vals = [float(r[k]) if isinstance(r[k], int | float) else np.nan for r in rows][::-1]
-        colours = ["#c0392b" if limit is not None and abs(v) >= limit else "#5b7fa6" for v in vals]
-        ax.barh(range(len(vals)), np.nan_to_num(vals), color=colours)
+        colours = ["#bbbbbb" if b else "#c0392b" if limit is not None and abs(v) >= limit else "#5b7fa6"
+                   for v, b in zip(vals, bad, strict=True)]
+        bars = ax.barh(range(len(vals)), np.nan_to_num(vals), color=colours)
+        for bar, b in zip(bars, bad, strict=True):
+            if b:
+                bar.set_hatch("///")
+                bar.set_edgecolor("#777777")
         if limit is not None:
             for x in (-limit, limit):
                 ax.axvline(x, color="#999", lw=0.8, ls="--")

@@ -15,6 +15,7 @@ from pipeline.core.atomic import write_text
 from pipeline.core.config import load_config
 from pipeline.core.labels import Registry, registry
 from pipeline.core.layout import SeriesEntry, SeriesIndex, StudyDir
+from pipeline.core.verdict import FAIL, group_verdict
 from pipeline.core.volume import Volume
 from pipeline.io.nifti import load_volume
 
@@ -52,6 +53,15 @@ def ff_display(series: SeriesIndex, water: Volume, ff_map: Path | None = None) -
     return water.with_array(ff)
 
 
+def failed_calf_structures(values: dict[str, Any], creg: Registry) -> set[str]:
+    """Structures and groups whose segmentation failed QC in either leg (a group fails with any member), so that
+    their left/right asymmetry rests on a failed segmentation."""
+    members = {**{name: (name,) for name in creg.structures}, **creg.groups()}
+    return {name for name, parts in members.items()
+            if any(group_verdict([values.get(f"calf.{side}.{m}.qc_status") for m in parts]) == FAIL
+                   for side in ("left", "right"))}
+
+
 def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], phi: str | None) -> list[Path]:
     """The calf montage, FF overlay and CSA plot of the study (those its outputs allow)."""
     from pipeline.report import overlays
@@ -77,8 +87,9 @@ def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], ph
         rows = overlays.read_slices_csv(study.calf_slices)
         if rows:
             made.append(overlays.csa_plot(rows, creg, study.qa("calf_csa_along_z")))
-    chart = overlays.asymmetry_chart(study.summary_values(), [*creg.structures, *creg.groups()],
-                                     cfg["asymmetry_flag_pct"], study.qa("calf_asymmetry"))
+    values = study.summary_values()
+    chart = overlays.asymmetry_chart(values, [*creg.structures, *creg.groups()], cfg["asymmetry_flag_pct"],
+                                     study.qa("calf_asymmetry"), failed=failed_calf_structures(values, creg))
     return made + ([chart] if chart is not None else [])
 
 
@@ -319,6 +330,6 @@ def report(study: StudyDir, show_phi: bool = False, deidentify: bool = False) ->
         images = qa_images(study, show_phi=show)
         exports = dicom_exports(study, deidentify) if exporting else []
     creg = registry("calf")
-    write_text(study.report_html, render_study_report(study, creg.muscles, tuple(creg.groups()), cfg, images,
+    write_text(study.report_html, render_study_report(study, creg.muscles, creg.groups(), cfg, images,
                                                       exports))
     return {"qa_images": [p.name for p in images], "exports": exports, "report": study.relative(study.report_html)}

@@ -16,7 +16,7 @@ def test_asymmetry_flags_follow_the_configured_limit():
               "calf.asymmetry.soleus.volume_ai_pct": 18.2, "calf.asymmetry.soleus.ff_diff_pp": 1.0,
               "calf.right.tibialis_anterior.volume_ml": 100.0,
               "calf.asymmetry.tibialis_anterior.volume_ai_pct": cfg["asymmetry_flag_pct"] - 0.1}
-    rows = {r["name"]: r for r in calf_tables(values, {}, ["soleus", "tibialis_anterior"], [],
+    rows = {r["name"]: r for r in calf_tables(values, {}, ["soleus", "tibialis_anterior"], {},
                                               cfg["asymmetry_flag_pct"], cfg["ff_diff_flag_pp"])}
     assert rows["soleus"]["flags"] == ["volume_ai_pct"]
     assert rows["tibialis_anterior"]["flags"] == []

@@ -132,3 +132,32 @@ def test_outlines_traced_in_their_box_draw_the_pixels_of_whole_grid_outlines(tmp
         return np.asarray(Image.open(path))
 
     assert np.array_equal(draw(tmp_path / "box.png", False), draw(tmp_path / "whole.png", True))
+
+
+def _has_colour(path, rgb: tuple[int, int, int], min_pixels: int = 500) -> bool:
+    """Whether at least ``min_pixels`` pixels (a bar, not the anti-aliased edge of a line) have the colour ``rgb``."""
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int((np.abs(img - np.array(rgb)).sum(axis=-1) < 6).sum()) >= min_pixels
+
+
+def test_asymmetry_of_a_structure_whose_qc_failed_is_grey_not_flagged(tmp_path):
+    """A flagged volume asymmetry (30 %) is a red bar; the same asymmetry of a muscle whose segmentation failed QC in a
+    leg (and of the groups that hold it) is a grey hatched bar, so the picture flags nothing the rules held back."""
+    from pipeline.report.overlays import asymmetry_chart
+    from pipeline.workflow.report import failed_calf_structures
+
+    creg = registry("calf")
+    values = {"calf.asymmetry.gastrocnemius_medial.volume_ai_pct": 30.0,
+              "calf.asymmetry.triceps_surae.volume_ai_pct": 12.0,
+              "calf.asymmetry.tibialis_anterior.volume_ai_pct": 2.0,
+              "calf.right.gastrocnemius_medial.qc_status": "fail", "calf.left.gastrocnemius_medial.qc_status": "pass",
+              "calf.right.tibialis_anterior.qc_status": "pass", "calf.left.tibialis_anterior.qc_status": "review"}
+    failed = failed_calf_structures(values, creg)
+    assert {"gastrocnemius_medial", "triceps_surae", "superficial_posterior"} <= failed
+    assert "tibialis_anterior" not in failed and "anterior" not in failed
+    names = [*creg.structures, *creg.groups()]
+    plain = asymmetry_chart(values, names, 10.0, tmp_path / "plain.png")
+    gated = asymmetry_chart(values, names, 10.0, tmp_path / "gated.png", failed=failed)
+    red, grey = (0xC0, 0x39, 0x2B), (0xBB, 0xBB, 0xBB)
+    assert _has_colour(plain, red) and not _has_colour(plain, grey)
+    assert _has_colour(gated, grey) and not _has_colour(gated, red)

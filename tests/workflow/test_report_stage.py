@@ -98,14 +98,15 @@ def test_qc_reasons_are_listed_one_per_line(out: Path, tmp_path: Path):
     findings["quality_control"].update(calf_status="fail", calf_reasons="; ".join(reasons))
     (copy / "findings.json").write_text(json.dumps(findings))
     creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, tuple(creg.groups()), load_config("report"), [])
+    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
     box = re.search(r'<div class="qc qc-fail">(.*?)</div>', html, re.S).group(1)
     assert re.findall(r"<li>(.*?)</li>", box) == reasons
 
 
 def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, tmp_path: Path):
     """The right medial gastrocnemius failing QC: its right-side cells and its asymmetry cells carry the struck-through
-    class and its QC column says fail; the soleus row carries none."""
+    class and its QC column says fail, and so do those of the groups that hold it (triceps surae); the soleus row and
+    the anterior group carry none."""
     import shutil
 
     from pipeline.core.config import load_config
@@ -121,7 +122,7 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
     summary["values"]["calf.right.soleus.qc_status"] = "pass"
     (copy / "summary.json").write_text(json.dumps(summary))
     creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, tuple(creg.groups()), load_config("report"), [])
+    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
 
     def row(name: str) -> str:
         return re.search(rf'<tr[^>]*><td class="l">{name}</td>(.*?)</tr>', html, re.S).group(1)
@@ -130,6 +131,10 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
     assert '<span class="qcv-fail">fail</span>' in gm
     assert gm.count('class="qc-failed"') == 4 + 4  # four right-side metrics and four asymmetry values
     assert "qc-failed" not in sol
+    # a group that holds the failed muscle fails with it on that side; a group without it does not
+    triceps, anterior = row("triceps surae"), row("anterior")
+    assert '<span class="qcv-fail">fail</span>' in triceps and triceps.count('class="qc-failed"') == 4 + 4
+    assert "qc-failed" not in anterior and '<span class="qcv-pass">pass</span>' in anterior
 
 
 def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Path):
@@ -149,7 +154,7 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
     summary["values"]["spine.L3-L4.qc_status"] = "pass"
     (copy / "summary.json").write_text(json.dumps(summary))
     creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, tuple(creg.groups()), load_config("report"), [])
+    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
     rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="l">(L[1-5]-(?:L[1-5]|S1))</td>(.*?)</tr>',
                                                         html, re.S) if "qcv-" in m.group(2)}
     assert '<span class="qcv-fail">fail</span>' in rows["L4-L5"] and rows["L4-L5"].count("qc-failed") == 12
