@@ -32,7 +32,7 @@ from pipeline.core.layout import SeriesIndex, StudyDir
 from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.tables import csv_text
-from pipeline.core.verdict import join_reasons
+from pipeline.core.verdict import group_verdict, join_reasons
 from pipeline.core.volume import Volume
 from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_volume
@@ -502,9 +502,11 @@ def measure(study: StudyDir) -> dict[str, Any]:
                                "structures": {side: {n: {"status": q.status, "reasons": q.reasons}
                                                      for n, q in structs.items()}
                                               for side, structs in qc.structures.items()}})
-    # each row carries its structure's QC verdict (groups are judged through their members: empty)
-    rows = [{**row, "qc_status": qc.structure_status(row["side"], row["structure"])
-             if row["structure"] in reg.structures else ""} for row in res.rows + _ff_map_rows(study, labels)]
+    # each row carries its structure's QC verdict; a group's is its members' (fail if one failed)
+    members = {**{name: (name,) for name in reg.structures}, **reg.groups()}
+    rows = [{**row, "qc_status": group_verdict([qc.structure_status(row["side"], m)
+                                                for m in members.get(row["structure"], ())]) or ""}
+            for row in res.rows + _ff_map_rows(study, labels)]
     write_text(study.calf_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
     write_text(study.calf_legs, csv_text(res.legs, LEG_COLUMNS))
     write_text(study.calf_asymmetry, csv_text(res.asymmetry, ASYMMETRY_COLUMNS))

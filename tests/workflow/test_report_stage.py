@@ -162,18 +162,20 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
 
 
 def test_measurement_rows_carry_their_qc_verdict(out: Path):
-    """Every row of calf/measurements.csv carries its structure's QC verdict as summary.json holds it (groups: empty),
-    and every row of spine/measurements.csv its level's."""
+    """Every row of calf/measurements.csv carries its structure's QC verdict as summary.json holds it (a group: the
+    worst of its members'), and every row of spine/measurements.csv its level's."""
     import csv
 
     from pipeline.core.labels import registry
+    from pipeline.core.verdict import group_verdict
 
     values = json.loads((out / "summary.json").read_text())["values"]
-    structures = set(registry("calf").structures)
+    reg = registry("calf")
+    members = {**{name: (name,) for name in reg.structures}, **reg.groups()}
     calf_rows = list(csv.DictReader((out / "calf" / "measurements.csv").open()))
-    assert calf_rows
+    assert calf_rows and any(r["structure"] in reg.groups() for r in calf_rows)
     for r in calf_rows:
-        want = values[f"calf.{r['side']}.{r['structure']}.qc_status"] if r["structure"] in structures else ""
+        want = group_verdict([values[f"calf.{r['side']}.{m}.qc_status"] for m in members[r["structure"]]])
         assert r["qc_status"] == want, r
     spine_rows = list(csv.DictReader((out / "spine" / "measurements.csv").open()))
     assert spine_rows and all(r["qc_status"] == values[f"spine.{r['level']}.qc_status"] for r in spine_rows)
