@@ -23,6 +23,7 @@ from pipeline.core.errors import BadInputError
 from pipeline.core.geometry import lps_to_ras_points
 from pipeline.core.labels import Registry, registry
 from pipeline.core.units import split_unit
+from pipeline.core.verdict import group_verdict
 from pipeline.core.volume import Volume
 
 #: Generic anatomy used when a structure has no ``code`` in configs/labels.yaml.
@@ -268,6 +269,64 @@ def sr_grades(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, str
     return out
 
 
+#: legmri's segmentation QC verdicts as the DICOM quality-control standard values (PS3.16 DCM 111237 / 111236 /
+#: 111235) of a "Quality Assessment" (DCM 111050) evaluation: a pass meets the standard, a review is usable but does
+#: not meet it, a fail is not usable (the rules do not use it).
+QC_VALUES: dict[str, Any] = {
+    "pass": codes.DCM.UsableMeetsTheQualityControlStandard,
+    "review": codes.DCM.UsableDoesNotMeetTheQualityControlStandard,
+    "fail": codes.DCM.UnusableQualityRendersImageUnusable,
+}
+
+
+def group_qc(summary: Mapping[str, Any], anatomy: str, tracking: str) -> str | None:
+    """The segmentation QC verdict behind a measurement group (:func:`sr_groups`): a muscle's in its leg, a muscle
+    group's the worst of its members' (:func:`~pipeline.core.verdict.group_verdict`), an asymmetry's the worst of
+    both legs', a lumbar level's (and its sides') the level's; None where the summary holds none (a leg's girth).
+
+    >>> s = {"calf.left.soleus.qc_status": "pass", "calf.right.soleus.qc_status": "fail",
+    ...      "spine.L4-L5.qc_status": "review"}
+    >>> group_qc(s, "calf", "soleus_left"), group_qc(s, "calf", "soleus_asymmetry"), group_qc(s, "spine", "L4-L5_right")
+    ('pass', 'fail', 'review')
+    >>> group_qc({"spine.disc_2.qc_status": "fail"}, "spine", "disc_2_left"), group_qc(s, "calf", "leg_left")
+    ('fail', None)
+    """
+    head, _, side = tracking.rpartition("_")
+    if anatomy == "spine":
+        level = head if side in ("left", "right") else tracking
+        status = summary.get(f"spine.{level}.qc_status")
+        return status if status in QC_VALUES else None
+    members = registry("calf").groups().get(head, (head,))
+    sides = ("left", "right") if side == "asymmetry" else (side,)
+    return group_verdict([summary.get(f"calf.{s}.{m}.qc_status") for s in sides for m in members])
+
+
+def _qc_evaluation(status: str) -> hd.sr.QualitativeEvaluation:
+    return hd.sr.QualitativeEvaluation(_coded(codes.DCM.QualityAssessment), _coded(QC_VALUES[status]))
+
+
+def _qc_list(status: str | None) -> list[hd.sr.QualitativeEvaluation]:
+    return [_qc_evaluation(status)] if status in QC_VALUES else []
+
+
+def _report_texts(impression: str | None, qc_texts: Sequence[str]) -> hd.sr.ContainerContentItem | None:
+    """TID 1500's "Qualitative Evaluations" container (UMLS C0034375) of the report: the study's QC verdicts with
+    their reasons as "Quality Assessment" text and the decision with its evidence as "Impression" text (DCM 121073);
+    None when there is neither."""
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    items = [hd.sr.TextContentItem(name=_coded(codes.DCM.QualityAssessment), value=text, relationship_type=contains)
+             for text in qc_texts]
+    if impression:
+        items.append(hd.sr.TextContentItem(name=_coded(codes.DCM.Impression), value=impression,
+                                           relationship_type=contains))
+    if not items:
+        return None
+    container = hd.sr.ContainerContentItem(
+        name=hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations"), relationship_type=contains)
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
 def _grade(name: str, value: str) -> hd.sr.QualitativeEvaluation:
     code = GRADE_VALUES[value]
     return hd.sr.QualitativeEvaluation(hd.sr.CodedConcept(_short(name), PRIVATE_SCHEME, name[:64]),
@@ -363,7 +422,8 @@ def _segments(segs: Sequence[pydicom.Dataset]) -> dict[str, hd.sr.ReferencedSegm
 
 
 def write_sr(summary: Mapping[str, Any], evidence_files: Sequence[str | Path], path: str | Path,
-             deidentified: bool = False, segs: Sequence[str | Path] = ()) -> Path:
+             deidentified: bool = False, segs: Sequence[str | Path] = (), impression: str | None = None,
+             qc_texts: Sequence[str] = ()) -> Path:
     """Write a Comprehensive 3D SR (TID 1500 Measurement Report) of the per-structure, per-leg and per-level
     measurements and the left/right asymmetry.
 
@@ -371,7 +431,10 @@ def write_sr(summary: Mapping[str, Any], evidence_files: Sequence[str | Path], p
     measurements with the standard concept names of :data:`METRIC_CONCEPTS` and UCUM units, and the level's RSNA
     grades as qualitative evaluations (:data:`GRADE_VALUES`); the finding site is the
     structure's SNOMED CT concept with its laterality (:func:`_finding_site`); tracking UIDs are stable across runs
-    (:func:`_tracking`); a group whose structure has a segment in one of the DICOM SEG files ``segs`` references it.
+    (:func:`_tracking`); a group whose structure has a segment in one of the DICOM SEG files ``segs`` references it;
+    each group carries the segmentation QC verdict it rests on (:func:`group_qc`, :data:`QC_VALUES`). The report's
+    qualitative evaluations hold ``qc_texts`` (the study's QC verdicts and reasons) and ``impression`` (the decision
+    with its evidence) as text (:func:`_report_texts`).
     The evidence is the images ``evidence_files`` (one per source series) and the SEG objects. With
     ``deidentified``, de-identified by :func:`deidentify`.
     """
@@ -388,7 +451,8 @@ def write_sr(summary: Mapping[str, Any], evidence_files: Sequence[str | Path], p
         common = {"tracking_identifier": _tracking(study_uid, anatomy, tracking), "finding_type": finding_type,
                   "finding_sites": [site],
                   "measurements": [_measurement(m, v, _unit(m)) for m, v in sorted(metrics.items())] or None,
-                  "qualitative_evaluations": [_grade(g, v) for g, v in sorted(graded.items())] or None}
+                  "qualitative_evaluations": [*_qc_list(group_qc(summary, anatomy, tracking)),
+                                              *(_grade(g, v) for g, v in sorted(graded.items()))] or None}
         if tracking in segments:  # TID 1411: measurements of the volume a SEG segment outlines
             groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 referenced_segment=segments[tracking], **common))
@@ -408,6 +472,9 @@ def write_sr(summary: Mapping[str, Any], evidence_files: Sequence[str | Path], p
         procedure_reported=hd.sr.CodedConcept("25045-6", "LN", "Unspecified body region MRI"),
         imaging_measurements=groups,
     )
+    texts = _report_texts(impression, qc_texts)
+    if texts is not None:
+        report[0].ContentSequence.append(texts)
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_number=901, series_instance_uid=hd.UID(),
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="legmri",

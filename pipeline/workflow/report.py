@@ -169,6 +169,32 @@ def _seg_source(series: SeriesIndex, labels: Volume) -> SeriesEntry | None:
     return None
 
 
+def sr_texts(findings: dict[str, Any], values: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """The texts of the SR's report-level evaluations from ``findings.json``: the decision with its reason, the
+    evidence line of the report (:func:`pipeline.report.html.evidence_line`) and the caveat; and one line per
+    anatomy with its segmentation QC verdict and reasons.
+
+    >>> sr_texts({"decision": {"statement": "neurogenic muscle hypertrophy, right S1/L5 territory", "status": "decided",
+    ...           "reason": "margin 15"}, "quality_control": {"calf_status": "fail", "calf_reasons": "GM in pieces"}}, {})
+    ('neurogenic muscle hypertrophy, right S1/L5 territory (decided: margin 15).', ['calf segmentation quality control: fail: GM in pieces'])
+    """
+    from pipeline.report.html import evidence_line
+
+    decision = findings.get("decision") or {}
+    impression = None
+    head = decision.get("statement") or decision.get("status")
+    if head:
+        impression = f"{head} ({decision.get('status')}: {decision['reason']})." if decision.get("reason") else f"{head}."
+        evidence = evidence_line(findings, values)
+        impression += f" Evidence: {evidence}." if evidence else ""
+        impression += f" {findings['caveat']}" if findings.get("caveat") else ""
+    qc = findings.get("quality_control") or {}
+    texts = [f"{name} segmentation quality control: {qc[key + '_status']}"
+             + (f": {qc[key + '_reasons']}" if qc.get(key + "_reasons") else "")
+             for key, name in (("calf", "calf"), ("spine", "lumbar spine")) if qc.get(key + "_status")]
+    return impression, texts
+
+
 def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
     """Write ``calf/seg.dcm``, ``spine/seg.dcm`` and ``measurements_sr.dcm`` when the study was DICOM
     (de-identified with ``deidentify``: :func:`pipeline.io.export.deidentify`); returns what was written. A study
@@ -197,7 +223,9 @@ def dicom_exports(study: StudyDir, deidentify: bool = False) -> list[str]:
     evidence = [src.files[0] for src in (calf_src, spine_src) if src is not None and src.files]
     if evidence and sr_groups(values):
         segs = [study.root / w for w in written]
-        write_sr(values, evidence, study.sr, deidentified=deidentify, segs=segs)
+        impression, qc_texts = sr_texts(study.read_json(study.findings, {}) or {}, values)
+        write_sr(values, evidence, study.sr, deidentified=deidentify, segs=segs, impression=impression,
+                 qc_texts=qc_texts)
         written.append(study.relative(study.sr))
     return written
 

@@ -191,18 +191,50 @@ def test_seg_and_sr_pass_dciodvfy(out: Path, tmp_path: Path):
     assert _dciodvfy_errors(sr) == []
 
 
+def test_sr_groups_carry_their_qc_verdict_and_the_report_its_decision_and_qc_texts(out: Path, tmp_path: Path):
+    """Each measurement group has a "Quality Assessment" evaluation with the DICOM QC-standard value of the verdict it
+    rests on (a muscle group and an asymmetry: the worst of their members' and legs'); a leg's girth has none. The
+    report's "Qualitative Evaluations" container holds the QC texts and the decision as "Impression"."""
+    values = {"calf.right.soleus.volume_ml": 412.5, "calf.left.soleus.volume_ml": 380.0,
+              "calf.right.triceps_surae.volume_ml": 900.0, "calf.asymmetry.soleus.volume_ai_pct": 8.2,
+              "calf.right.girth_max_mm": 402.0, "spine.L4-L5.dsca_mm2": 61.0,
+              "spine.L4-L5.right.lateral_recess_depth_mm": 1.7,
+              "calf.right.soleus.qc_status": "fail", "calf.left.soleus.qc_status": "pass",
+              "calf.right.gastrocnemius_medial.qc_status": "pass", "calf.right.gastrocnemius_lateral.qc_status": "pass",
+              "spine.L4-L5.qc_status": "review"}
+    qc_texts = ["calf segmentation quality control: fail: right leg: soleus in pieces"]
+    impression = "not evaluable (not evaluable: none of the rules could be evaluated)."
+    path = write_sr(values, _source(out)["files"][:1], tmp_path / "sr.dcm", impression=impression, qc_texts=qc_texts)
+    ds = pydicom.dcmread(path)
+    groups = _sr_groups(ds)
+    qa = {k: g["numbers"].get("Quality Assessment", (None, None))[1] for k, g in groups.items()}
+    assert qa == {"soleus_right": "111235", "soleus_left": "111237", "triceps_surae_right": "111235",
+                  "soleus_asymmetry": "111235", "leg_right": None, "L4-L5": "111236", "L4-L5_right": "111236"}
+    container = [it for it in ds.ContentSequence
+                 if it.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+    assert len(container) == 1
+    texts = [(it.ConceptNameCodeSequence[0].CodeMeaning, it.TextValue) for it in container[0].ContentSequence]
+    assert texts == [("Quality Assessment", qc_texts[0]), ("Impression", impression)]
+    assert hd.sr.srread(path).content is not None
+    if shutil.which("dciodvfy"):
+        assert _dciodvfy_errors(path) == []
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) not installed")
 def test_sr_of_metrics_with_standard_concepts_has_no_dciodvfy_warning(out: Path, tmp_path: Path):
-    """Volumes (whole, lean, fat), areas, fat-fraction statistics, girth and canal sizes carry PS3.16 concepts, so
-    dciodvfy has nothing to warn about; a project-specific metric (an asymmetry index) is the one private code."""
+    """Volumes (whole, lean, fat), areas, fat-fraction statistics, girth, canal sizes, the QC verdicts and the report
+    texts carry PS3.16 concepts, so dciodvfy has nothing to warn about; a project-specific metric (an asymmetry
+    index) is the one private code."""
     side = "calf.left.soleus."
     values = {side + "volume_ml": 400.0, side + "lean_volume_ml": 380.0, side + "fat_volume_ml": 20.0,
               side + "max_csa_mm2": 1900.0, side + "ff_pct": 5.0, side + "ff_median_pct": 4.5,
               side + "ff_p10_pct": 2.0, side + "ff_p90_pct": 9.0, "calf.left.girth_max_mm": 380.0,
               "spine.L4-L5.dsca_mm2": 61.0, "spine.L4-L5.ap_diameter_mm": 9.0,
-              "spine.L4-L5.right.lateral_recess_depth_mm": 1.7}
+              "spine.L4-L5.right.lateral_recess_depth_mm": 1.7, "calf.left.soleus.qc_status": "pass",
+              "spine.L4-L5.qc_status": "review"}
     src = _source(out)
-    standard = write_sr(values, src["files"][:1], tmp_path / "sr.dcm")
+    standard = write_sr(values, src["files"][:1], tmp_path / "sr.dcm", impression="decided.",
+                        qc_texts=["calf segmentation quality control: pass"])
     assert _dciodvfy_lines(standard, "Error") == []
     assert _dciodvfy_lines(standard, "Warning") == []
     private = write_sr({**values, "calf.asymmetry.soleus.volume_ai_pct": 5.0}, src["files"][:1], tmp_path / "p.dcm")

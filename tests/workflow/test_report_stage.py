@@ -198,6 +198,29 @@ def _sr_numbers(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def test_the_sr_of_a_study_holds_its_decision_with_evidence_and_its_qc_verdicts(out: Path):
+    """The report stage's SR carries findings.json's decision statement and the report's evidence line as
+    "Impression" text, and one "Quality Assessment" text per segmented anatomy with its verdict."""
+    import pydicom
+
+    from pipeline.report.html import evidence_line
+
+    findings = json.loads((out / "findings.json").read_text())
+    values = json.loads((out / "summary.json").read_text())["values"]
+    ds = pydicom.dcmread(out / "measurements_sr.dcm")
+    container = next(it for it in ds.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "C0034375")
+    texts = {}
+    for it in container.ContentSequence:
+        texts.setdefault(it.ConceptNameCodeSequence[0].CodeMeaning, []).append(it.TextValue)
+    impression = texts["Impression"][0]
+    assert impression.startswith(findings["decision"]["statement"])
+    evidence = evidence_line(findings, values)
+    assert evidence and f"Evidence: {evidence}." in impression
+    qc = findings["quality_control"]
+    assert texts["Quality Assessment"] == [f"calf segmentation quality control: {qc['calf_status']}",
+                                           f"lumbar spine segmentation quality control: {qc['spine_status']}"]
+
+
 def test_exports_written_in_a_second_process_equal_those_written_here(out: Path, tmp_path: Path, monkeypatch):
     """The report stage wrote the DICOM exports in a second process (more than one CPU usable here); writing them in
     this process gives the same segments and the same SR measurements; with the second process not allowed (batch
