@@ -128,6 +128,33 @@ class RoleRules:
                 extras.insert(0, (load_config("series_roles", p), str(p)))
         return cls(base, str(base_path), extras)
 
+    def known_roles(self) -> list[str]:
+        """The roles a series can have, before a ``_2``, ``_3`` ... suffix: ``calf_<contrast>`` and
+        ``lumbar_<sag|ax|cor>_<contrast>`` for every contrast the rules name, ``calf_anatomical`` (one anatomical calf
+        series), ``calf_echo`` (an echo of a multi-echo acquisition), ``other`` and ``localizer``.
+
+        >>> roles = RoleRules({"contrast": [{"name": "water", "any": {"ImageType": "^W$"}}]}, "-").known_roles()
+        >>> roles
+        ['calf_water', 'calf_anatomical', 'calf_echo', 'lumbar_ax_water', 'lumbar_sag_water', 'lumbar_cor_water', 'other', 'localizer']
+        """
+        contrasts = self.contrasts()
+        return [*(f"calf_{c}" for c in contrasts), "calf_anatomical", "calf_echo",
+                *(f"lumbar_{p}_{c}" for p in PLANE_ABBREV.values() for c in contrasts), "other", "localizer"]
+
+    def contrasts(self) -> list[str]:
+        """The contrast names of the rules, in their order."""
+        return list(dict.fromkeys(r.name for r in self.sections["contrast"] if r.name))
+
+    def is_known_role(self, role: str) -> bool:
+        """Whether ``role`` is one of :meth:`known_roles`, with or without a ``_<n>`` suffix.
+
+        >>> rules = RoleRules({"contrast": [{"name": "t2", "any": {"SeriesDescription": "t2"}}]}, "-")
+        >>> rules.is_known_role("lumbar_ax_t2_3"), rules.is_known_role("other_1"), rules.is_known_role("calf_opposed")
+        (True, True, False)
+        """
+        base = re2.sub(r"_[0-9]+$", "", role)
+        return base in self.known_roles()
+
     @staticmethod
     def _values(ds: Dataset, keyword: str) -> list[str]:
         v = ds.get(keyword)

@@ -351,6 +351,7 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
     if dup:
         raise BadInputError(f"role(s) {', '.join(dup)} listed more than once.", path=spec_path,
                             fix="give each file its own role (e.g. lumbar_ax_t2 and lumbar_ax_t2_2).")
+    _check_roles(spec["series"], RoleRules.load(study_dir=study), spec_path)
     echo_roles = _echo_entries(spec["series"], spec_path)
     out: list[tuple[dict[str, Any], Volume]] = []
     for pos, item in enumerate(spec["series"]):
@@ -397,6 +398,44 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
         out.append((entry, can))
     _check_echo_grids([(e, v) for e, v in out if "echo_index" in e], spec_path)
     return spec, out
+
+
+#: Words users write for a contrast, and the contrast name of ``configs/series_roles.yaml`` they mean (a hint only).
+CONTRAST_WORDS = {"opposed": "outphase", "opp": "outphase", "op": "outphase", "out": "outphase",
+                  "oppphase": "outphase", "ip": "inphase", "in": "inphase", "w": "water", "f": "fat", "ff": "ffmap",
+                  "t1w": "t1", "t2w": "t2", "pdw": "pd"}
+
+
+def role_hint(role: str, rules: RoleRules) -> str | None:
+    """The known role a misspelt one most likely means: its last word read through :data:`CONTRAST_WORDS`, else the
+    closest known role by spelling.
+
+    >>> rules = RoleRules({"contrast": [{"name": n} for n in ("water", "inphase", "outphase", "t2")]}, "-")
+    >>> role_hint("calf_opposed", rules), role_hint("lumbar_sag_t2w", rules), role_hint("calf_watr", rules)
+    ('calf_outphase', 'lumbar_sag_t2', 'calf_water')
+    """
+    import difflib
+
+    head, _, word = role.rpartition("_")
+    guess = f"{head}_{CONTRAST_WORDS[word]}" if head and word in CONTRAST_WORDS else None
+    if guess is not None and rules.is_known_role(guess):
+        return guess
+    close = difflib.get_close_matches(role, rules.known_roles(), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _check_roles(items: list[dict[str, Any]], rules: RoleRules, spec_path: Path) -> None:
+    """Refuse a study.yaml role that legmri does not know (:meth:`RoleRules.known_roles`): a misspelt role would be
+    ingested and never used, and the study measured without it. The error names the role it most likely means."""
+    for item in items:
+        if not rules.is_known_role(item["role"]):
+            hint = role_hint(item["role"], rules)
+            raise BadInputError(
+                f"file '{item['file']}' has role '{item['role']}', which legmri does not know.", path=spec_path,
+                fix=(f"did you mean '{hint}'? " if hint else "")
+                + f"Roles are calf_<contrast> or lumbar_<sag|ax|cor>_<contrast> with <contrast> one of "
+                f"{', '.join(rules.contrasts())}; calf_anatomical (one anatomical calf series); calf_echo (with "
+                "echo_time_ms); _2, _3 ... for a repeated series; other_<n> for a file to ingest and not use.")
 
 
 def _check_finite(vol: Volume, path: Path, role: str) -> None:

@@ -114,6 +114,26 @@ def test_nifti_qform_sform_mismatch(tmp_path: Path, capsys):
         load_volume(study / "water.nii.gz")
 
 
+@pytest.mark.parametrize(("role", "meant"), [("calf_opposed", "calf_outphase"), ("calf_watr", "calf_water"),
+                                            ("lumbar_sag_t2w", "lumbar_sag_t2"), ("thigh_t1", None)])
+def test_a_nifti_role_legmri_does_not_know_is_refused_with_the_role_it_likely_means(tmp_path: Path, capsys, role,
+                                                                                   meant):
+    """A misspelt study.yaml role would be ingested and never used (the study measured without it): it is refused,
+    naming the file, the role and, where one is close, the role it likely means; known roles pass."""
+    study = tmp_path / "nii"
+    study.mkdir()
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.diag([1.0, 1.0, 3.0, 1.0])), study / "a.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.diag([1.0, 1.0, 3.0, 1.0])), study / "b.nii.gz")
+    (study / "study.yaml").write_text(f"series:\n  - {{file: a.nii.gz, role: calf_inphase}}\n"
+                                      f"  - {{file: b.nii.gz, role: {role}}}\n")
+    err = _run_cli(study, tmp_path / "out", capsys)
+    assert "b.nii.gz" in err and f"'{role}'" in err and "other_<n>" in err
+    assert (f"did you mean '{meant}'" in err) if meant else ("did you mean" not in err)
+    (study / "study.yaml").write_text("series:\n  - {file: a.nii.gz, role: calf_inphase}\n"
+                                      "  - {file: b.nii.gz, role: other_1}\n")
+    assert [s["role"] for s in ingest_study(study, tmp_path / "ok")["series"]] == ["calf_inphase", "other_1"]
+
+
 def test_nifti_study_roundtrip(tmp_path: Path):
     study = tmp_path / "nii"
     study.mkdir()
