@@ -252,22 +252,28 @@ def column_label(key: str) -> str:
 
 def cohort_table(root_out: Path, studies: Sequence[Mapping[str, Any]], columns: Sequence[str], z: float,
                  min_n: int) -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
-    """Rows (one per study: name, status, error, decision and the summary columns) and outliers per column."""
+    """Rows (one per study: name, status, error, decision, the calf and spine segmentation QC verdicts, the summary
+    columns and ``held_back``: the columns whose value the rules held back because its segmentation failed QC,
+    from ``findings.json``) and outliers per column, judged among the values that were not held back."""
     rows = []
     for st in studies:
         out = BatchDir(root_out).study(st["name"])
         measured = st["status"] in ("ok", "up to date")
         values = _read_json(out.summary).get("values", {}) if measured else {}
-        decision = _read_json(out.findings).get("decision", {}) if measured else {}
+        findings = _read_json(out.findings) if measured else {}
+        decision = findings.get("decision", {})
+        held = (findings.get("quality_control") or {}).get("held_back") or {}
         row = {"study": st["name"], "status": st["status"], "error": st.get("error", ""),
-               "decision": decision.get("statement") or decision.get("hypothesis") or ""}
+               "decision": decision.get("statement") or decision.get("hypothesis") or "",
+               "calf_qc": values.get("calf.qc_status"), "spine_qc": values.get("spine.qc_status"),
+               "held_back": [c for c in columns if c in held and values.get(c) is not None]}
         for c in columns:
             row[c] = values.get(c)
         rows.append(row)
     outliers = {}
     for c in columns:
         vals = {r["study"]: float(r[c]) for r in rows
-                if isinstance(r[c], (int, float)) and not isinstance(r[c], bool)}
+                if isinstance(r[c], (int, float)) and not isinstance(r[c], bool) and c not in r["held_back"]}
         outliers[c] = robust_outliers(vals, z, min_n)
     return rows, outliers
 
@@ -279,12 +285,13 @@ def write_cohort(root_out: Path, studies: Sequence[Mapping[str, Any]], report_cf
     rows, outliers = cohort_table(root_out, studies, columns, report_cfg["outlier_robust_z"],
                                   report_cfg["outlier_min_studies"])
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["study", "status", "error", "decision", *columns, "outlier_columns"],
-                       lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=["study", "status", "error", "decision", "calf_qc", "spine_qc", *columns,
+                                        "outlier_columns", "held_back_columns"], lineterminator="\n")
     w.writeheader()
     for r in rows:
         flagged = [c for c in columns if r["study"] in outliers[c]]
-        w.writerow({**{k: ("" if v is None else v) for k, v in r.items()}, "outlier_columns": ";".join(flagged)})
+        w.writerow({**{k: ("" if v is None else v) for k, v in r.items() if k != "held_back"},
+                    "outlier_columns": ";".join(flagged), "held_back_columns": ";".join(r["held_back"])})
     write_text(batch.cohort_csv, buf.getvalue())
     html = _env().get_template("index.html.j2").render(
         rows=rows, columns=columns, labels={c: column_label(c) for c in columns}, outliers=outliers,

@@ -29,12 +29,16 @@ def test_robust_outliers_needs_enough_studies():
     assert robust_outliers({k: vals[k] for k in "abe"}, 3.5, 4) == set()
 
 
-def _study(root: Path, name: str, volume_ai: float) -> None:
+def _study(root: Path, name: str, volume_ai: float, calf_qc: str = "pass") -> None:
+    """A measured study folder; a calf QC fail holds its calf values back from the rules, as findings.json says."""
     d = root / name
     d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({"values": {"calf.asymmetry.triceps_surae.volume_ai_pct": volume_ai},
-                                                "missing": {}}))
-    (d / "findings.json").write_text(json.dumps({"decision": {"statement": f"decision {name}"}}))
+    key = "calf.asymmetry.triceps_surae.volume_ai_pct"
+    (d / "summary.json").write_text(json.dumps({"values": {key: volume_ai, "calf.qc_status": calf_qc,
+                                                           "spine.qc_status": "pass"}, "missing": {}}))
+    held = {key: "calf segmentation failed QC"} if calf_qc == "fail" else {}
+    (d / "findings.json").write_text(json.dumps({"decision": {"statement": f"decision {name}"},
+                                                 "quality_control": {"held_back": held}}))
     (d / "report.html").write_text("<html></html>")
 
 
@@ -69,3 +73,19 @@ def test_cohort_index_reads_like_a_table_for_people(tmp_path):
     assert "legmri cohort: 2 studies" in html and "1 other entry" in html
     assert html.index("notes.txt") > html.index('href="./s1/report.html"')
     assert 'data-v="3.0"' in html and "querySelectorAll(\"#cohort th.sort\")" in html
+
+
+def test_cohort_values_whose_segmentation_failed_qc_are_marked_and_kept_out_of_the_outlier_statistics(tmp_path):
+    """A study whose calf QC failed: its QC verdict is a column, its held-back value is listed in held_back_columns and
+    struck through in the index, and it is neither flagged as an outlier nor counted in the others' statistics."""
+    key = "calf.asymmetry.triceps_surae.volume_ai_pct"
+    for i, ai in enumerate([2.0, 3.0, 2.5, 1.5]):
+        _study(tmp_path, f"s{i}", ai)
+    _study(tmp_path, "failed_qc", 45.0, calf_qc="fail")
+    studies = [{"name": f"s{i}", "status": "ok"} for i in range(4)] + [{"name": "failed_qc", "status": "ok"}]
+    html = write_cohort(tmp_path, studies, load_config("report")).read_text()
+    rows = {r["study"]: r for r in csv.DictReader(open(tmp_path / "cohort.csv"))}
+    assert rows["failed_qc"]["calf_qc"] == "fail" and rows["s0"]["calf_qc"] == "pass"
+    assert rows["failed_qc"]["held_back_columns"] == key and rows["s0"]["held_back_columns"] == ""
+    assert rows["failed_qc"][key] == "45.0" and rows["failed_qc"]["outlier_columns"] == ""
+    assert '<td class="num qc-failed" data-v="45.0">' in html and '<span class="qcv-fail">fail</span>' in html
