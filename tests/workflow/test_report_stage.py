@@ -163,7 +163,8 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
 
 def test_measurement_rows_carry_their_qc_verdict(out: Path):
     """Every row of calf/measurements.csv carries its structure's QC verdict as summary.json holds it (a group: the
-    worst of its members'), and every row of spine/measurements.csv its level's."""
+    worst of its members'), every row of calf/asymmetry.csv the worst over both legs (empty for the leg outline),
+    and every row of spine/measurements.csv its level's."""
     import csv
 
     from pipeline.core.labels import registry
@@ -176,6 +177,12 @@ def test_measurement_rows_carry_their_qc_verdict(out: Path):
     assert calf_rows and any(r["structure"] in reg.groups() for r in calf_rows)
     for r in calf_rows:
         want = group_verdict([values[f"calf.{r['side']}.{m}.qc_status"] for m in members[r["structure"]]])
+        assert r["qc_status"] == want, r
+    asym_rows = list(csv.DictReader((out / "calf" / "asymmetry.csv").open()))
+    assert asym_rows
+    for r in asym_rows:
+        want = group_verdict([values[f"calf.{side}.{m}.qc_status"] for side in ("left", "right")
+                              for m in members.get(r["structure"], ())]) or ""
         assert r["qc_status"] == want, r
     spine_rows = list(csv.DictReader((out / "spine" / "measurements.csv").open()))
     assert spine_rows and all(r["qc_status"] == values[f"spine.{r['level']}.qc_status"] for r in spine_rows)
