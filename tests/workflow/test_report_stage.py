@@ -297,3 +297,86 @@ def test_a_script_without_a_main_guard_can_run_a_dicom_study(tmp_path: Path):
                           env={**__import__("os").environ, "PYTHONPATH": str(root), "LEGMRI_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "measurements_sr.dcm").exists()
+
+
+def _csv_values(out: Path) -> dict[tuple[str, str], dict[str, float]]:
+    """(anatomy, SR tracking id) -> {metric: value} from the study's tables (calf measurements, legs, asymmetry;
+    spine measurements), with the SR's tracking ids (``<structure>_<side>``, ``leg_<side>``,
+    ``<structure>_asymmetry``, ``<level>``, ``<level>_<side>``)."""
+    import csv
+
+    tables = {
+        "calf/measurements.csv": lambda r: ("calf", f"{r['structure']}_{r['side']}"),
+        "calf/legs.csv": lambda r: ("calf", f"leg_{r['side']}"),
+        "calf/asymmetry.csv": lambda r: ("calf", f"{r['structure']}_asymmetry"),
+        "spine/measurements.csv": lambda r: ("spine", r["level"] if r["side"] == "central"
+                                             else f"{r['level']}_{r['side']}"),
+    }
+    # a spine row's numeric grade is the summary's <name>_grade of its measure (the foramen's Lee grade)
+    grade_of = {"foramen_area_mm2": "foramen_grade"}
+    out_values: dict[tuple[str, str], dict[str, float]] = {}
+    for name, group_of in tables.items():
+        for r in csv.DictReader((out / name).open()):
+            if r["value"] not in ("", None):
+                out_values.setdefault(group_of(r), {})[r["metric"]] = float(r["value"])
+            if r.get("grade") and r["metric"] in grade_of:
+                out_values.setdefault(group_of(r), {})[grade_of[r["metric"]]] = float(r["grade"])
+    return out_values
+
+
+def test_every_number_of_the_sr_equals_the_tables(out: Path):
+    """Each numeric item of measurements_sr.dcm, identified by its group's tracking id and its concept (standard:
+    concept, derivation and tissue, as pipeline.io.export.METRIC_CONCEPTS maps them; private: the metric's name),
+    equals the value of that metric in the study's CSV tables (to their rounding)."""
+    import pydicom
+
+    from pipeline.io.export import METRIC_CONCEPTS, PRIVATE_SCHEME
+
+    def key(c) -> str | None:
+        return None if c is None else c.value
+
+    by_concept: dict[tuple, list[str]] = {}
+    for metric, (concept, derivation, tissue) in METRIC_CONCEPTS.items():
+        by_concept.setdefault((concept.value, key(derivation), key(tissue)), []).append(metric)
+    tables = _csv_values(out)
+    checked = 0
+    for group in _sr_measurement_groups(pydicom.dcmread(out / "measurements_sr.dcm")):
+        anatomy = "spine" if any(k[0] == "spine" and k[1] == group["id"] for k in tables) else "calf"
+        have = tables[(anatomy, group["id"])]
+        for item in group["numbers"]:
+            name = item.ConceptNameCodeSequence[0]
+            mods = {c.ConceptNameCodeSequence[0].CodeMeaning: c.ConceptCodeSequence[0].CodeValue
+                    for c in item.get("ContentSequence", []) if c.ValueType == "CODE"}
+            if name.CodingSchemeDesignator == PRIVATE_SCHEME:
+                metric = name.CodeMeaning
+            else:
+                candidates = [m for m in by_concept[(name.CodeValue, mods.get("Derivation"), mods.get("Finding Site"))]
+                              if m in have]
+                assert len(candidates) == 1, (group["id"], name.CodeMeaning, candidates)
+                metric = candidates[0]
+            value = float(item.MeasuredValueSequence[0].NumericValue)
+            assert value == pytest.approx(have[metric], abs=1e-3, rel=1e-6), (group["id"], metric)
+            checked += 1
+    assert checked > 100
+
+
+def _sr_measurement_groups(ds) -> list[dict]:
+    """The measurement groups of an SR: tracking identifier and NUM items."""
+    groups: list[dict] = []
+
+    def walk(items) -> None:
+        for it in items:
+            if it.get("ValueType") == "CONTAINER" and it.ConceptNameCodeSequence[0].CodeMeaning == "Measurement Group":
+                g = {"id": None, "numbers": []}
+                for sub in it.ContentSequence:
+                    meaning = sub.ConceptNameCodeSequence[0].CodeMeaning
+                    if sub.ValueType == "TEXT" and meaning == "Tracking Identifier":
+                        g["id"] = sub.TextValue
+                    elif sub.ValueType == "NUM":
+                        g["numbers"].append(sub)
+                groups.append(g)
+            elif "ContentSequence" in it:
+                walk(it.ContentSequence)
+
+    walk(ds.ContentSequence)
+    return groups
