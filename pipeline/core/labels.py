@@ -96,6 +96,11 @@ class Registry:
                 out.setdefault(g, []).append(name)
         return {k: tuple(v) for k, v in out.items()}
 
+    def members(self) -> dict[str, tuple[str, ...]]:
+        """Every structure and muscle group -> the structures it is made of (a structure: itself), for judging a
+        group by its members' segmentation QC."""
+        return {**{name: (name,) for name in self.structures}, **self.groups()}
+
 
 def _check_consecutive(ids: list[int], what: str, path: Path) -> None:
     if sorted(ids) != list(range(1, len(ids) + 1)):

@@ -296,7 +296,7 @@ def group_qc(summary: Mapping[str, Any], anatomy: str, tracking: str) -> str | N
         level = head if side in ("left", "right") else tracking
         status = summary.get(f"spine.{level}.qc_status")
         return status if status in QC_VALUES else None
-    members = registry("calf").groups().get(head, (head,))
+    members = registry("calf").members().get(head, (head,))
     sides = ("left", "right") if side == "asymmetry" else (side,)
     return group_verdict([summary.get(f"calf.{s}.{m}.qc_status") for s in sides for m in members])
 

@@ -503,7 +503,7 @@ def measure(study: StudyDir) -> dict[str, Any]:
                                                      for n, q in structs.items()}
                                               for side, structs in qc.structures.items()}})
     # each row carries its structure's QC verdict; a group's is its members' (fail if one failed)
-    members = {**{name: (name,) for name in reg.structures}, **reg.groups()}
+    members = reg.members()
     rows = [{**row, "qc_status": group_verdict([qc.structure_status(row["side"], m)
                                                 for m in members.get(row["structure"], ())]) or ""}
             for row in res.rows + _ff_map_rows(study, labels)]

@@ -56,8 +56,7 @@ def ff_display(series: SeriesIndex, water: Volume, ff_map: Path | None = None) -
 def failed_calf_structures(values: dict[str, Any], creg: Registry) -> set[str]:
     """Structures and groups whose segmentation failed QC in either leg (a group fails with any member), so that
     their left/right asymmetry rests on a failed segmentation."""
-    members = {**{name: (name,) for name in creg.structures}, **creg.groups()}
-    return {name for name, parts in members.items()
+    return {name for name, parts in creg.members().items()
             if any(group_verdict([values.get(f"calf.{side}.{m}.qc_status") for m in parts]) == FAIL
                    for side in ("left", "right"))}
 

@@ -172,7 +172,7 @@ def test_measurement_rows_carry_their_qc_verdict(out: Path):
 
     values = json.loads((out / "summary.json").read_text())["values"]
     reg = registry("calf")
-    members = {**{name: (name,) for name in reg.structures}, **reg.groups()}
+    members = reg.members()
     calf_rows = list(csv.DictReader((out / "calf" / "measurements.csv").open()))
     assert calf_rows and any(r["structure"] in reg.groups() for r in calf_rows)
     for r in calf_rows:
