@@ -309,10 +309,13 @@ def read_slices_csv(path: str | Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh))
 
 
-def csa_plot(slices: Sequence[Mapping[str, Any]], registry: Registry, path: str | Path, dpi: int = 100) -> Path:
+def csa_plot(slices: Sequence[Mapping[str, Any]], registry: Registry, path: str | Path, dpi: int = 100,
+             verdicts: Mapping[tuple[str, str], str | None] | None = None) -> Path:
     """CSA (mm2) along z, left vs right, one panel per muscle, from the rows of ``calf/slices.csv``. The panels sit
     on fixed margins with one legend for the figure: matplotlib's tight layout measured every tick label of every
-    panel again and took most of the time of the picture."""
+    panel again and took most of the time of the picture. ``verdicts`` ((muscle, side) -> segmentation QC verdict):
+    a side whose QC failed is drawn grey, and a panel with a verdict other than pass names it in its title."""
+    verdicts = verdicts or {}
     muscles = [m for m in registry.muscles if any(r.get("muscle") == m for r in slices)]
     n = max(len(muscles), 1)
     cols = 3
@@ -331,8 +334,11 @@ def csa_plot(slices: Sequence[Mapping[str, Any]], registry: Registry, path: str 
             pts = sorted(points.get((m, side), []))
             if pts:
                 z, a = zip(*pts)
-                ax.plot(z, a, style, color="C0" if side == "right" else "C1", label=side)
-        ax.set_title(m.replace("_", " "), fontsize=9)
+                colour = "#999999" if verdicts.get((m, side)) == "fail" else "C0" if side == "right" else "C1"
+                ax.plot(z, a, style, color=colour, label=side)
+        qc = [f"{s[0].upper()} {verdicts.get((m, s))}" for s in ("right", "left")
+              if verdicts.get((m, s)) not in (None, "pass")]
+        ax.set_title(m.replace("_", " ") + (f" (QC {', '.join(qc)})" if qc else ""), fontsize=9)
         ax.set_xlabel("z (mm)", fontsize=8)
         ax.set_ylabel("CSA (mm²)", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -82,11 +82,13 @@ def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], ph
                                                 phi=phi, dpi=cfg["dpi"], window=window))
         else:
             log.warning("calf labels are not on the grid of %s; no calf montage", ref.name)
+    values = study.summary_values()
     if study.calf_slices.exists():
         rows = overlays.read_slices_csv(study.calf_slices)
         if rows:
-            made.append(overlays.csa_plot(rows, creg, study.qa("calf_csa_along_z")))
-    values = study.summary_values()
+            verdicts = {(m, side): values.get(f"calf.{side}.{m}.qc_status") for m in creg.muscles
+                        for side in ("left", "right")}
+            made.append(overlays.csa_plot(rows, creg, study.qa("calf_csa_along_z"), verdicts=verdicts))
     chart = overlays.asymmetry_chart(values, [*creg.structures, *creg.groups()], cfg["asymmetry_flag_pct"],
                                      study.qa("calf_asymmetry"), failed=failed_calf_structures(values, creg))
     return made + ([chart] if chart is not None else [])

@@ -101,6 +101,20 @@ def test_csa_plot_from_slices_rows(tmp_path):
     assert Image.open(p).format == "PNG"
 
 
+def test_csa_plot_draws_a_side_whose_qc_failed_grey(tmp_path):
+    """The right soleus failing QC: its curve is grey, not the right side's blue; the left keeps its orange."""
+    rows = [{"z_mm": str(z), "side": s, "muscle": "soleus", "csa_mm2": str(100 + 40 * z)} for z in range(20)
+            for s in ("left", "right")]
+    plain = csa_plot(rows, registry("calf"), tmp_path / "plain.png", dpi=100)
+    gated = csa_plot(rows, registry("calf"), tmp_path / "gated.png", dpi=100,
+                     verdicts={("soleus", "right"): "fail", ("soleus", "left"): "pass"})
+    blue, orange, grey = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x99, 0x99, 0x99)
+    assert _has_colour(plain, blue, 50) and not _has_colour(plain, grey, 50)
+    assert _has_colour(gated, grey, 50) and _has_colour(gated, orange, 50)
+    # the legend's blue line stays; the curve's blue pixels are gone
+    assert _count_colour(gated, blue) < _count_colour(plain, blue) / 2
+
+
 def test_outlines_traced_in_their_box_draw_the_pixels_of_whole_grid_outlines(tmp_path):
     """Label outlines (pieces, holes, touching the edges) traced in their box give the picture drawn from the whole
     slice, pixel for pixel."""
@@ -134,10 +148,14 @@ def test_outlines_traced_in_their_box_draw_the_pixels_of_whole_grid_outlines(tmp
     assert np.array_equal(draw(tmp_path / "box.png", False), draw(tmp_path / "whole.png", True))
 
 
+def _count_colour(path, rgb: tuple[int, int, int]) -> int:
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int((np.abs(img - np.array(rgb)).sum(axis=-1) < 6).sum())
+
+
 def _has_colour(path, rgb: tuple[int, int, int], min_pixels: int = 500) -> bool:
     """Whether at least ``min_pixels`` pixels (a bar, not the anti-aliased edge of a line) have the colour ``rgb``."""
-    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    return int((np.abs(img - np.array(rgb)).sum(axis=-1) < 6).sum()) >= min_pixels
+    return _count_colour(path, rgb) >= min_pixels
 
 
 def test_asymmetry_of_a_structure_whose_qc_failed_is_grey_not_flagged(tmp_path):
