@@ -21,15 +21,19 @@ def worst(*statuses: str) -> str:
     return max(statuses, key=_RANK.__getitem__, default=PASS)
 
 
-def group_verdict(statuses: Sequence[str | None]) -> str | None:
-    """The verdict of a muscle group in one leg from its members' verdicts: the worst of them when one is ``fail`` or
-    ``review``; ``pass`` when every member passed; None when a member has no verdict and none is worse than pass.
+def group_verdict(statuses: Sequence[str | None], study: str | None = None) -> str | None:
+    """The verdict that decides whether a value is used, from the verdicts of the structures it rests on (a muscle
+    group's members, both legs of an asymmetry) and the study's: ``fail`` when the study failed (the rules then use
+    none of its values); else the worst of them when one is ``fail`` or ``review``; ``pass`` when every one passed;
+    None when one has no verdict and none is worse than pass.
 
     >>> group_verdict(["pass", "fail", None]), group_verdict(["pass", "review"]), group_verdict(["pass", "pass"])
     ('fail', 'review', 'pass')
-    >>> group_verdict(["pass", None]) is None
-    True
+    >>> group_verdict(["pass", None]) is None, group_verdict(["pass"], study="fail")
+    (True, 'fail')
     """
+    if study == FAIL:
+        return FAIL
     known = [s for s in statuses if s is not None]
     if any(s != PASS for s in known):
         return worst(*known)

@@ -282,7 +282,8 @@ QC_VALUES: dict[str, Any] = {
 def group_qc(summary: Mapping[str, Any], anatomy: str, tracking: str) -> str | None:
     """The segmentation QC verdict behind a measurement group (:func:`sr_groups`): a muscle's in its leg, a muscle
     group's the worst of its members' (:func:`~pipeline.core.verdict.group_verdict`), an asymmetry's the worst of
-    both legs', a lumbar level's (and its sides') the level's; None where the summary holds none (a leg's girth).
+    both legs', a lumbar level's (and its sides') the level's; fail for every group when the study failed (the rules
+    then use none of its values); None where the summary holds none (a leg's girth in a study that passed).
 
     >>> s = {"calf.left.soleus.qc_status": "pass", "calf.right.soleus.qc_status": "fail",
     ...      "spine.L4-L5.qc_status": "review"}
@@ -290,15 +291,19 @@ def group_qc(summary: Mapping[str, Any], anatomy: str, tracking: str) -> str | N
     ('pass', 'fail', 'review')
     >>> group_qc({"spine.disc_2.qc_status": "fail"}, "spine", "disc_2_left"), group_qc(s, "calf", "leg_left")
     ('fail', None)
+    >>> group_qc({**s, "calf.qc_status": "fail"}, "calf", "soleus_left")
+    'fail'
+
     """
     head, _, side = tracking.rpartition("_")
     if anatomy == "spine":
         level = head if side in ("left", "right") else tracking
-        status = summary.get(f"spine.{level}.qc_status")
+        status = group_verdict([summary.get(f"spine.{level}.qc_status")], study=summary.get("spine.qc_status"))
         return status if status in QC_VALUES else None
     members = registry("calf").members().get(head, (head,))
     sides = ("left", "right") if side == "asymmetry" else (side,)
-    return group_verdict([summary.get(f"calf.{s}.{m}.qc_status") for s in sides for m in members])
+    return group_verdict([summary.get(f"calf.{s}.{m}.qc_status") for s in sides for m in members],
+                         study=summary.get("calf.qc_status"))
 
 
 def _qc_evaluation(status: str) -> hd.sr.QualitativeEvaluation:

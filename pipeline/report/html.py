@@ -71,15 +71,15 @@ def _png_data_uri(path: Path) -> str:
 def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: Sequence[str],
                 groups: Mapping[str, Sequence[str]], asym_flag_pct: float, ff_flag_pp: float) -> list[dict[str, Any]]:
     """One row per muscle/group: right and left metrics, each side's segmentation QC verdict (``qc``: pass, review,
-    fail, or None for studies without QC; a group's is its members' by
+    fail, or None for studies without QC; a group's is its members', and every one fails when the study failed:
     :func:`~pipeline.core.verdict.group_verdict`) and the asymmetry values
     with flags, from summary values. ``groups`` maps a group's name to its member structures."""
     rows = []
     for name in (*muscles, *groups):
         members = groups.get(name, (name,))
         r = {"name": name, "group": name in groups, "right": {}, "left": {}, "asym": {}, "flags": [], "why": {},
-             "qc": {side: group_verdict([values.get(f"calf.{side}.{m}.qc_status") for m in members])
-                    for side in ("right", "left")}}
+             "qc": {side: group_verdict([values.get(f"calf.{side}.{m}.qc_status") for m in members],
+                                        study=values.get("calf.qc_status")) for side in ("right", "left")}}
         for side in ("right", "left"):
             for m in CALF_METRICS:
                 key = f"calf.{side}.{name}.{m}"
@@ -99,12 +99,14 @@ def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: 
 
 def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per lumbar level (named, then the unnamed discs numbered from the bottom of the field of view) with
-    its QC verdict (``qc``), central and per-side measures and grades, from summary values."""
+    its QC verdict (``qc``; fail for every level when the spine study failed), central and per-side measures and
+    grades, from summary values."""
     levels = sorted({m.group(1) for k in values if (m := LEVEL_RE.match(k))}, key=_level_order)
     rows = []
     for lv in levels:
         g = lambda k, lv=lv: values.get(f"spine.{lv}.{k}")  # noqa: E731
-        rows.append({"level": lv, "qc": g("qc_status"), "dsca_mm2": g("dsca_mm2"),
+        rows.append({"level": lv, "qc": group_verdict([g("qc_status")], study=values.get("spine.qc_status")),
+                     "dsca_mm2": g("dsca_mm2"),
                      "ap_diameter_mm": g("ap_diameter_mm"), "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
                      "canal_rsna": g("canal_rsna"),
                      "sides": {s: {"recess_mm": g(f"{s}.lateral_recess_depth_mm"),

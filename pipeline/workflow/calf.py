@@ -502,15 +502,16 @@ def measure(study: StudyDir) -> dict[str, Any]:
                                "structures": {side: {n: {"status": q.status, "reasons": q.reasons}
                                                      for n, q in structs.items()}
                                               for side, structs in qc.structures.items()}})
-    # each row carries its structure's QC verdict; a group's is its members' (fail if one failed)
+    # each row carries the QC verdict that decides its use: its structure's (a group's members'), fail when the
+    # study failed
     members = reg.members()
     rows = [{**row, "qc_status": group_verdict([qc.structure_status(row["side"], m)
-                                                for m in members.get(row["structure"], ())]) or ""}
+                                                for m in members.get(row["structure"], ())], study=qc.status) or ""}
             for row in res.rows + _ff_map_rows(study, labels)]
     write_text(study.calf_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
     write_text(study.calf_legs, csv_text(res.legs, LEG_COLUMNS))
     asym = [{**row, "qc_status": group_verdict([qc.structure_status(side, m) for side in ("left", "right")
-                                                for m in members.get(row["structure"], ())]) or ""}
+                                                for m in members.get(row["structure"], ())], study=qc.status) or ""}
             for row in res.asymmetry]
     write_text(study.calf_asymmetry, csv_text(asym, ASYMMETRY_COLUMNS))
     write_text(study.calf_slices, csv_text(res.slices, SLICE_COLUMNS))

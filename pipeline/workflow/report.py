@@ -54,11 +54,11 @@ def ff_display(series: SeriesIndex, water: Volume, ff_map: Path | None = None) -
 
 
 def failed_calf_structures(values: dict[str, Any], creg: Registry) -> set[str]:
-    """Structures and groups whose segmentation failed QC in either leg (a group fails with any member), so that
-    their left/right asymmetry rests on a failed segmentation."""
+    """Structures and groups whose segmentation failed QC in either leg (a group fails with any member; all of them
+    when the study failed), so that their left/right asymmetry rests on a failed segmentation."""
     return {name for name, parts in creg.members().items()
-            if any(group_verdict([values.get(f"calf.{side}.{m}.qc_status") for m in parts]) == FAIL
-                   for side in ("left", "right"))}
+            if any(group_verdict([values.get(f"calf.{side}.{m}.qc_status") for m in parts],
+                                 study=values.get("calf.qc_status")) == FAIL for side in ("left", "right"))}
 
 
 def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], phi: str | None) -> list[Path]:
@@ -86,8 +86,9 @@ def _calf_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], ph
     if study.calf_slices.exists():
         rows = overlays.read_slices_csv(study.calf_slices)
         if rows:
-            verdicts = {(m, side): values.get(f"calf.{side}.{m}.qc_status") for m in creg.muscles
-                        for side in ("left", "right")}
+            verdicts = {(m, side): group_verdict([values.get(f"calf.{side}.{m}.qc_status")],
+                                                 study=values.get("calf.qc_status"))
+                        for m in creg.muscles for side in ("left", "right")}
             made.append(overlays.csa_plot(rows, creg, study.qa("calf_csa_along_z"), verdicts=verdicts))
     chart = overlays.asymmetry_chart(values, [*creg.structures, *creg.groups()], cfg["asymmetry_flag_pct"],
                                      study.qa("calf_asymmetry"), failed=failed_calf_structures(values, creg))

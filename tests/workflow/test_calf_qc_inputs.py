@@ -1,8 +1,10 @@
 """Calf QC through the pipeline: inputs that are not calves, given as calf images, fail QC and the rules decide
-nothing from their calf values (segment, measure and rules stages with the shipped calf bundle)."""
+nothing from their calf values, and their measurement tables mark every row failed (segment, measure and rules stages
+with the shipped calf bundle)."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -28,3 +30,8 @@ def test_not_a_calf_fails_qc(kind, tmp_path):
     held = findings["quality_control"]["held_back"]
     assert all(v is None or k in held for k, v in values.items()
                if k.startswith("calf.") and k.endswith(("volume_ml", "ff_pct", "girth_max_mm")))
+    # the tables say the same: every structure's and group's row fails with the study (the outline's has no verdict)
+    measured = list(csv.DictReader(d.calf_measurements.open()))
+    assert measured
+    for r in measured + list(csv.DictReader(d.calf_asymmetry.open())):  # one leg: no asymmetry rows
+        assert r["structure"] == "leg" or r["qc_status"] == "fail", r

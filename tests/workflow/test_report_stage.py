@@ -137,6 +137,29 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
     assert "qc-failed" not in anterior and '<span class="qcv-pass">pass</span>' in anterior
 
 
+def test_every_calf_value_is_struck_through_when_the_calf_study_failed_qc(out: Path, tmp_path: Path):
+    """The study's calf QC failing (the rules then use none of its calf values): the soleus, whose own verdict is pass,
+    shows fail and its cells are struck through like every other row's."""
+    import shutil
+
+    from pipeline.core.config import load_config
+    from pipeline.core.labels import registry
+    from pipeline.core.layout import StudyDir
+    from pipeline.report.html import render_study_report
+
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["values"]["calf.qc_status"] = "fail"
+    summary["values"]["calf.right.soleus.qc_status"] = "pass"
+    (copy / "summary.json").write_text(json.dumps(summary))
+    creg = registry("calf")
+    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    sol = re.search(r'<tr[^>]*><td class="l">soleus</td>(.*?)</tr>', html, re.S).group(1)
+    assert sol.count('<span class="qcv-fail">fail</span>') == 2 and "qcv-pass" not in sol
+    assert sol.count('class="qc-failed"') == 4 + 4 + 4  # right, left and asymmetry cells
+
+
 def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Path):
     """L4-L5 failing QC: its QC cell says fail and its measurement cells carry the struck-through class; L3-L4's
     do not."""
