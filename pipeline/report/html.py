@@ -27,6 +27,9 @@ from pipeline.core.verdict import REASON_SEPARATOR, group_verdict
 
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
+#: The leg outline's values in the report's girth line.
+GIRTH_KEYS = ("calf.right.girth_max_mm", "calf.left.girth_max_mm", "calf.girth_matched_z_mm",
+              "calf.right.girth_matched_mm", "calf.left.girth_matched_mm", "calf.asymmetry.girth_diff_cm")
 AI_METRICS = ("volume_ai_pct", "max_csa_ai_pct", "matched_csa_ai_pct", "lean_volume_ai_pct", "ff_diff_pp")
 LEVEL_RE = re.compile(r"^spine\.((?:L[1-5])-(?:L[1-5]|S1)|disc_[0-9]+)\.")
 
@@ -178,12 +181,12 @@ def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Mapping
     prov = _read_json(study.provenance)
     prov["configs"] = {k: v.get("sha256") if isinstance(v, dict) else v for k, v in prov.get("configs", {}).items()}
     values, missing = summary.get("values", {}), summary.get("missing", {})
+    held = (findings.get("quality_control") or {}).get("held_back") or {}
     return _env().get_template("report.html.j2").render(
         study_name=study.root.name, series=series.get("series", []), skipped=series.get("skipped", []),
         calf_available=values.get("calf.available"), legs=values.get("calf.legs_present"),
-        girth={k: values.get(k) for k in ("calf.right.girth_max_mm", "calf.left.girth_max_mm",
-                                          "calf.girth_matched_z_mm", "calf.right.girth_matched_mm",
-                                          "calf.left.girth_matched_mm", "calf.asymmetry.girth_diff_cm")},
+        girth={k: values.get(k) for k in GIRTH_KEYS},
+        girth_held=any(k in held for k in GIRTH_KEYS),
         calf_rows=calf_tables(values, missing, muscles, groups, report_cfg["asymmetry_flag_pct"],
                               report_cfg["ff_diff_flag_pp"]),
         asym_flag_pct=report_cfg["asymmetry_flag_pct"], ff_flag_pp=report_cfg["ff_diff_flag_pp"],

@@ -160,6 +160,29 @@ def test_every_calf_value_is_struck_through_when_the_calf_study_failed_qc(out: P
     assert sol.count('class="qc-failed"') == 4 + 4 + 4  # right, left and asymmetry cells
 
 
+def test_the_girth_line_is_struck_through_when_the_rules_held_the_girth_back(out: Path, tmp_path: Path):
+    """findings.json holding back the girth difference (calf QC failed): the report's girth line is struck through and
+    says why; with nothing held back it is not."""
+    import shutil
+
+    from pipeline.core.config import load_config
+    from pipeline.core.labels import registry
+    from pipeline.core.layout import StudyDir
+    from pipeline.report.html import render_study_report
+
+    creg = registry("calf")
+    plain = render_study_report(StudyDir(out), creg.muscles, creg.groups(), load_config("report"), [])
+    assert '<s class="held">' not in plain
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    findings = json.loads((copy / "findings.json").read_text())
+    findings["quality_control"]["held_back"] = {"calf.asymmetry.girth_diff_cm": "calf segmentation failed QC: GM"}
+    (copy / "findings.json").write_text(json.dumps(findings))
+    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    assert re.search(r'<s class="held">Max girth right .*?</s> <span class="small">The girth was held back from the '
+                     r'rules: the segmentation it rests on failed quality control', html, re.S)
+
+
 def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Path):
     """L4-L5 failing QC: its QC cell says fail and its measurement cells carry the struck-through class; L3-L4's
     do not."""
