@@ -27,6 +27,8 @@ from pipeline.core.verdict import REASON_SEPARATOR, group_verdict
 
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
+#: How many muscles fatty on both sides the evidence line names (:func:`evidence_line`).
+BILATERAL_SHOWN = 4
 #: The leg outline's values in the report's girth line.
 GIRTH_KEYS = ("calf.right.girth_max_mm", "calf.left.girth_max_mm", "calf.girth_matched_z_mm",
               "calf.right.girth_matched_mm", "calf.left.girth_matched_mm", "calf.asymmetry.girth_diff_cm")
@@ -141,6 +143,7 @@ def short_name(structure: str) -> str:
 def evidence_line(findings: Mapping[str, Any], values: Mapping[str, Any]) -> str:
     """One line of the imaging evidence behind the findings, for the report's first screen: each affected muscle of
     the affected side (fat fraction against the other side's when it is fatty; volume asymmetry when it is enlarged),
+    or, with no affected side, the first :data:`BILATERAL_SHOWN` muscles fatty on both sides with their fat fractions;
     then each spine level that agrees with it (DSCA and lateral recess depth on that side). Empty when there is none.
 
     >>> evidence_line({"territory_analysis": {"affected_side": "right", "status": {"right": {
@@ -150,6 +153,9 @@ def evidence_line(findings: Mapping[str, Any], values: Mapping[str, Any]) -> str
     ...                                    "lateral_recess_depth_mm": 1.7}]},
     ...     {"calf.left.gastrocnemius_medial.ff_pct": 3.1})
     'right GM fat fraction 82 % vs 3 %; right soleus volume +25 % vs left; L4-L5 DSCA 68 mm², right recess 1.7 mm'
+    >>> evidence_line({"territory_analysis": {"affected_side": None, "fatty_bilateral": ["gastrocnemius_medial"]}},
+    ...               {"calf.right.gastrocnemius_medial.ff_pct": 42.4, "calf.left.gastrocnemius_medial.ff_pct": 42.5})
+    'bilateral fatty change, fat fraction right / left: GM 42 / 42 %'
     """
     parts = []
     territory = findings.get("territory_analysis") or {}
@@ -164,6 +170,15 @@ def evidence_line(findings: Mapping[str, Any], values: Mapping[str, Any]) -> str
                              + (f" vs {theirs:.0f} %" if isinstance(theirs, int | float) else ""))
             elif st.get("enlarged") and st.get("volume_ai_pct_vs_other") is not None:
                 parts.append(f"{name} volume {st['volume_ai_pct_vs_other']:+.0f} % vs {other}")
+    elif territory.get("fatty_bilateral"):
+        ffs = [(short_name(m), values.get(f"calf.right.{m}.ff_pct"), values.get(f"calf.left.{m}.ff_pct"))
+               for m in territory["fatty_bilateral"][:BILATERAL_SHOWN]]
+        shown = [f"{n} {r:.0f} / {lf:.0f} %" for n, r, lf in ffs if isinstance(r, int | float)
+                 and isinstance(lf, int | float)]
+        if shown:
+            more = len(territory["fatty_bilateral"]) - BILATERAL_SHOWN
+            parts.append("bilateral fatty change, fat fraction right / left: " + ", ".join(shown)
+                         + (f" and {more} more" if more > 0 else ""))
     for c in findings.get("concordant_spine_findings") or []:
         bits = [f"{c['level']} DSCA {c['dsca_mm2']:.0f} mm²" if c.get("dsca_mm2") is not None else c["level"]]
         if c.get("lateral_recess_depth_mm") is not None:
