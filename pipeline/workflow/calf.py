@@ -40,9 +40,9 @@ from pipeline.io.study import echo_set
 
 KEY_METRICS = ("volume_ml", "ff_pct", "lean_volume_ml", "fat_volume_ml", "max_csa_mm2")
 MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit", "flag", "qc_status"]
-LEG_COLUMNS = ["side", "metric", "value", "unit"]
+LEG_COLUMNS = ["side", "metric", "value", "unit", "qc_status"]
 ASYMMETRY_COLUMNS = ["structure", "metric", "value", "unit", "qc_status"]
-SLICE_COLUMNS = ["z_mm", "side", "muscle", "csa_mm2", "ff_pct", "girth_mm"]
+SLICE_COLUMNS = ["z_mm", "side", "muscle", "csa_mm2", "ff_pct", "girth_mm", "qc_status"]
 NO_CALF = ("no calf series (needs calf_water + calf_fat, calf_inphase + calf_outphase, three or more calf echoes "
            "with their field strength, or one anatomical calf series: calf_anatomical, calf_t1, calf_t2, calf_stir)")
 NO_FF = ("no fat fraction: the study has one weighted calf image ({role}) and no Dixon or multi-echo acquisition, "
@@ -509,12 +509,16 @@ def measure(study: StudyDir) -> dict[str, Any]:
                                                 for m in members.get(row["structure"], ())], study=qc.status) or ""}
             for row in res.rows + _ff_map_rows(study, labels)]
     write_text(study.calf_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
-    write_text(study.calf_legs, csv_text(res.legs, LEG_COLUMNS))
+    # the leg outline rests on the whole segmentation: the study's verdict
+    write_text(study.calf_legs, csv_text([{**row, "qc_status": qc.status} for row in res.legs], LEG_COLUMNS))
     asym = [{**row, "qc_status": group_verdict([qc.structure_status(side, m) for side in ("left", "right")
                                                 for m in members.get(row["structure"], ())], study=qc.status) or ""}
             for row in res.asymmetry]
     write_text(study.calf_asymmetry, csv_text(asym, ASYMMETRY_COLUMNS))
-    write_text(study.calf_slices, csv_text(res.slices, SLICE_COLUMNS))
+    slices = [{**row, "qc_status": group_verdict([qc.structure_status(row["side"], m)
+                                                  for m in members.get(row["muscle"], ())], study=qc.status)
+               or qc.status} for row in res.slices]
+    write_text(study.calf_slices, csv_text(slices, SLICE_COLUMNS))
     update_summary_section(study.root, "calf", res.summary)
     update_provenance(study.root, notes=[f"calf inputs: {inputs.how}", *[f"calf: {n}" for n in res.notes]])
     return {"status": "measured", "legs": res.summary.get("calf.legs_present"), "qc_status": qc.status}

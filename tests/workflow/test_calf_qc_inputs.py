@@ -35,3 +35,5 @@ def test_not_a_calf_fails_qc(kind, tmp_path):
     assert measured
     for r in measured + list(csv.DictReader(d.calf_asymmetry.open())):  # one leg: no asymmetry rows
         assert r["structure"] == "leg" or r["qc_status"] == "fail", r
+    for table in (d.calf_slices, d.calf_legs):
+        assert {r["qc_status"] for r in csv.DictReader(table.open())} <= {"fail"}, table.name

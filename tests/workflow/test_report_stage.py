@@ -210,7 +210,8 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
 def test_measurement_rows_carry_their_qc_verdict(out: Path):
     """Every row of calf/measurements.csv carries its structure's QC verdict as summary.json holds it (a group: the
     worst of its members'), every row of calf/asymmetry.csv the worst over both legs (empty for the leg outline),
-    and every row of spine/measurements.csv its level's."""
+    calf/slices.csv its muscle's (the leg outline's rows and calf/legs.csv the study's), and every row of
+    spine/measurements.csv its level's."""
     import csv
 
     from pipeline.core.labels import registry
@@ -224,6 +225,11 @@ def test_measurement_rows_carry_their_qc_verdict(out: Path):
     for r in calf_rows:
         want = group_verdict([values[f"calf.{r['side']}.{m}.qc_status"] for m in members[r["structure"]]])
         assert r["qc_status"] == want, r
+    for r in csv.DictReader((out / "calf" / "slices.csv").open()):
+        want = values["calf.qc_status"] if r["muscle"] == "leg_girth" else group_verdict(
+            [values[f"calf.{r['side']}.{r['muscle']}.qc_status"]], study=values["calf.qc_status"])
+        assert r["qc_status"] == want, r
+    assert {r["qc_status"] for r in csv.DictReader((out / "calf" / "legs.csv").open())} == {values["calf.qc_status"]}
     asym_rows = list(csv.DictReader((out / "calf" / "asymmetry.csv").open()))
     assert asym_rows
     for r in asym_rows:
