@@ -208,6 +208,8 @@ def render_study_report(study: StudyDir, muscles: Sequence[str], groups: Mapping
         spine_available=values.get("spine.available"), spine_rows=spine_rows(values),
         spine_method=values.get("spine.levels_method"), spine_conf=values.get("spine.levels_confidence"),
         spine_flags=values.get("spine.levels_flags"),
+        spine_missing=missing.get("spine.levels_method") or next(
+            (why for key, why in missing.items() if key.startswith("spine.")), "no lumbar series"),
         findings=findings, evidence=evidence_line(findings, values),
         images=[(p.stem.replace("_", " "), _png_data_uri(p)) for p in qa_images],
         provenance=prov, exports=list(exports), missing=missing,

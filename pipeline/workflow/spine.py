@@ -150,12 +150,27 @@ def _saved_levels(study: StudyDir) -> LevelResult:
                               info.get("confidence", 1.0), info.get("flags"), info.get("inferred"))
 
 
+def no_sagittal_reason(axial_roles: list[str]) -> str:
+    """Why a study without a sagittal lumbar T2 has no spine measurement, naming the axial stacks it does have.
+
+    >>> no_sagittal_reason([])
+    'no lumbar sagittal T2 series in the study'
+    >>> no_sagittal_reason(["lumbar_ax_t2"])
+    'no lumbar sagittal T2 series in the study: the axial stack(s) lumbar_ax_t2 are not measured without one (the disc levels are found on the sagittal image)'
+    """
+    reason = "no lumbar sagittal T2 series in the study"
+    if axial_roles:
+        reason += (f": the axial stack(s) {', '.join(axial_roles)} are not measured without one (the disc levels are "
+                   "found on the sagittal image)")
+    return reason
+
+
 def measure(study: StudyDir) -> dict[str, Any]:
     """Measure the canal at every disc level of ``study``."""
     series = study.series()
     no_series = series.volume("lumbar_sag_t2") is None
     if no_series or not study.spine_labels_sag.exists():
-        reason = "no lumbar sagittal T2 series in the study" if no_series else "spine not segmented"
+        reason = no_sagittal_reason([s.role for s in series.axial_stacks()]) if no_series else "spine not segmented"
         update_summary_section(study.root, "spine", unavailable_summary(reason))
         return {"status": reason}
     levels = _saved_levels(study)

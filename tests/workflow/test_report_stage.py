@@ -432,3 +432,28 @@ def _sr_measurement_groups(ds) -> list[dict]:
 
     walk(ds.ContentSequence)
     return groups
+
+
+def test_a_study_without_spine_measurement_says_why_in_the_report(out: Path, tmp_path: Path):
+    """No sagittal T2 but an axial stack: the report's lumbar section gives summary.json's reason (which names the
+    axial stack), not "no lumbar series"."""
+    import shutil
+
+    from pipeline.core.config import load_config
+    from pipeline.core.labels import registry
+    from pipeline.core.layout import StudyDir
+    from pipeline.report.html import render_study_report
+    from pipeline.workflow.spine import no_sagittal_reason
+
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    reason = no_sagittal_reason(["lumbar_ax_t2"])
+    summary["values"] = {k: v for k, v in summary["values"].items() if not k.startswith("spine.")}
+    summary["values"]["spine.available"] = False
+    summary["missing"] = {k: v for k, v in summary["missing"].items() if not k.startswith("spine.")}
+    summary["missing"]["spine.L4-L5.dsca_mm2"] = reason
+    (copy / "summary.json").write_text(json.dumps(summary))
+    creg = registry("calf")
+    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    assert f"<p>Not available: {reason}</p>" in html and "no lumbar series" not in html
