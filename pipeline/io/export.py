@@ -102,8 +102,9 @@ def deidentify(ds: pydicom.Dataset) -> pydicom.Dataset:
     * Retain UIDs (PS3.15 Annex E; CID 7050 code 113110): study, series, instance and frame-of-reference UIDs are kept, because a SEG or SR
       that no longer names its source images cannot be used beside them;
     * Clean Structured Content (code 113104), for an SR: its content tree is legmri's own (measurement names,
-      values, units, codes, tracking identifiers and image references, no text from the source headers), so it is
-      kept as the measurements it is, where the basic profile alone would remove it.
+      values, units, codes, tracking identifiers, image references, and the QC and decision texts legmri writes from
+      its measurements; no text from the source headers), so it is kept as the measurements it is, where the basic
+      profile alone would remove it.
 
     The dataset records what was done (PatientIdentityRemoved YES, DeidentificationMethod and its code sequence)."""
     from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
