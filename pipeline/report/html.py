@@ -103,15 +103,24 @@ def calf_tables(values: Mapping[str, Any], missing: Mapping[str, str], muscles: 
 
 
 def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per lumbar level (named, then the unnamed discs numbered from the bottom of the field of view) with
-    its QC verdict (``qc``; fail for every level when the spine study failed), central and per-side measures and
-    grades, from summary values."""
+    """One row per lumbar level with a verdict or a value (named, then the unnamed discs numbered from the bottom of
+    the field of view) with its QC verdict (``qc``; fail for every level with a verdict when the spine study
+    failed), central and per-side measures and grades, from summary values.
+
+    >>> rows = spine_rows({"spine.qc_status": "fail", "spine.L4-L5.dsca_mm2": None, "spine.disc_1.dsca_mm2": 60.0,
+    ...                    "spine.disc_1.qc_status": "pass"})
+    >>> [(r["level"], r["qc"]) for r in rows]
+    [('disc_1', 'fail')]
+    """
     levels = sorted({m.group(1) for k in values if (m := LEVEL_RE.match(k))}, key=_level_order)
     rows = []
     for lv in levels:
         g = lambda k, lv=lv: values.get(f"spine.{lv}.{k}")  # noqa: E731
-        rows.append({"level": lv, "qc": group_verdict([g("qc_status")], study=values.get("spine.qc_status")),
-                     "dsca_mm2": g("dsca_mm2"),
+        own = g("qc_status")  # a level without its own verdict (named but not in this study) takes none
+        if own is None and all(v is None for k, v in values.items() if k.startswith(f"spine.{lv}.")):
+            continue  # a named level of a study whose levels are numbered: nothing to show
+        qc = None if own is None else group_verdict([own], study=values.get("spine.qc_status"))
+        rows.append({"level": lv, "qc": qc, "dsca_mm2": g("dsca_mm2"),
                      "ap_diameter_mm": g("ap_diameter_mm"), "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
                      "canal_rsna": g("canal_rsna"),
                      "sides": {s: {"recess_mm": g(f"{s}.lateral_recess_depth_mm"),

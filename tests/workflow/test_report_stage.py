@@ -184,8 +184,9 @@ def test_the_girth_line_is_struck_through_when_the_rules_held_the_girth_back(out
 
 
 def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Path):
-    """L4-L5 failing QC: its QC cell says fail and its measurement cells carry the struck-through class; L3-L4's
-    do not."""
+    """L4-L5 failing QC: its QC cell says fail and its measurement and RSNA grade cells carry the struck-through
+    class; L3-L4's do not. With the spine study failed, every level with a verdict fails and a level without one
+    shows none."""
     import shutil
 
     from pipeline.core.config import load_config
@@ -205,6 +206,20 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
                                                         html, re.S) if "qcv-" in m.group(2)}
     assert '<span class="qcv-fail">fail</span>' in rows["L4-L5"] and rows["L4-L5"].count("qc-failed") == 12
     assert "qc-failed" not in rows["L3-L4"]
+    # the level's RSNA grades are struck through too (never flagged), L3-L4's are not
+    grades = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="l">(L[1-5]-(?:L[1-5]|S1))</td>(.*?)</tr>',
+                                                          html, re.S) if "qcv-" not in m.group(2)}
+    assert grades["L4-L5"].count("qc-failed") == 5 and "flag" not in grades["L4-L5"]
+    assert "qc-failed" not in grades["L3-L4"]
+    # a failed spine study: every level with a verdict fails; a named level without one (not in the study) shows none
+    summary["values"]["spine.qc_status"] = "fail"
+    summary["values"].pop("spine.L1-L2.qc_status", None)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="l">(L[1-5]-(?:L[1-5]|S1))</td>(.*?)</tr>',
+                                                        html, re.S) if "qcv-" in m.group(2)}
+    assert '<span class="qcv-fail">fail</span>' in rows["L3-L4"]
+    assert '<span class="qcv-none">' in rows["L1-L2"] and "qcv-fail" not in rows["L1-L2"]
 
 
 def test_measurement_rows_carry_their_qc_verdict(out: Path):
