@@ -543,23 +543,36 @@ def asymmetry_chart(values: Mapping[str, Any], structures: Sequence[str], flag_p
     return _save(fig, path, dpi, facecolor="white")
 
 
-def canal_chart(values: Mapping[str, Any], levels: Sequence[str], path: str | Path, dpi: int = 100) -> Path | None:
+def canal_chart(values: Mapping[str, Any], levels: Sequence[str], path: str | Path, dpi: int = 100,
+                failed: Collection[str] = ()) -> Path | None:
     """Dural sac cross-sectional area (mm²) and lateral recess depth per side (mm) at each disc level, from
-    ``spine.<level>.dsca_mm2`` and ``spine.<level>.<side>.lateral_recess_depth_mm``; None when none was measured."""
+    ``spine.<level>.dsca_mm2`` and ``spine.<level>.<side>.lateral_recess_depth_mm``; None when none was measured.
+    Only the levels with a measurement are drawn, in the order of ``levels``. The levels in ``failed`` (whose QC
+    failed) are drawn grey and hatched and named "(QC fail)"."""
+    keys = ("dsca_mm2", "right.lateral_recess_depth_mm", "left.lateral_recess_depth_mm")
+    levels = [lv for lv in levels if any(isinstance(values.get(f"spine.{lv}.{k}"), int | float) for k in keys)]
     dsca = [values.get(f"spine.{lv}.dsca_mm2") for lv in levels]
     recess = {s: [values.get(f"spine.{lv}.{s}.lateral_recess_depth_mm") for lv in levels] for s in ("right", "left")}
     if not any(isinstance(v, int | float) for v in [*dsca, *recess["right"], *recess["left"]]):
         return None
     x = np.arange(len(levels))
+    bad = [lv in failed for lv in levels]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    axes[0].bar(x, [v if isinstance(v, int | float) else 0 for v in dsca], color="#5b7fa6")
+    bars = [axes[0].bar(x, [v if isinstance(v, int | float) else 0 for v in dsca], color="#5b7fa6")]
     axes[0].set_title("dural sac area (mm²)", fontsize=9)
     for k, (side, colour) in enumerate((("right", "#c0392b"), ("left", "#2e86c1"))):
-        axes[1].bar(x + (k - 0.5) * 0.38, [v if isinstance(v, int | float) else 0 for v in recess[side]], 0.38,
-                    color=colour, label=side)
+        bars.append(axes[1].bar(x + (k - 0.5) * 0.38, [v if isinstance(v, int | float) else 0 for v in recess[side]],
+                                0.38, color=colour, label=side))
+    for group in bars:
+        for bar, b in zip(group, bad, strict=True):
+            if b:
+                bar.set_facecolor("#bbbbbb")
+                bar.set_hatch("///")
+                bar.set_edgecolor("#777777")
     axes[1].set_title("lateral recess depth (mm)", fontsize=9)
     axes[1].legend(fontsize=8)
+    names = [f"{lv}\n(QC fail)" if b else lv for lv, b in zip(levels, bad, strict=True)]
     for ax in axes:
-        ax.set_xticks(x, levels, fontsize=8)
+        ax.set_xticks(x, names, fontsize=8)
     fig.tight_layout()
     return _save(fig, path, dpi, facecolor="white")

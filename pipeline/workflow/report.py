@@ -118,8 +118,10 @@ def _spine_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], p
             if picture is not None:
                 made.append(picture)
                 break
-    chart = overlays.canal_chart(values, [lab.level for lab in sreg.labels if lab.kind == "disc"],
-                                 study.qa("spine_canal_levels"))
+    levels = [lab.level for lab in sreg.labels if lab.kind == "disc"]
+    failed = {lv for lv in levels if values.get(f"spine.{lv}.qc_status") is not None and group_verdict(
+        [values.get(f"spine.{lv}.qc_status")], study=values.get("spine.qc_status")) == FAIL}
+    chart = overlays.canal_chart(values, levels, study.qa("spine_canal_levels"), failed=failed)
     return made + ([chart] if chart is not None else [])
 
 

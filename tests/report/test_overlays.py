@@ -179,3 +179,17 @@ def test_asymmetry_of_a_structure_whose_qc_failed_is_grey_not_flagged(tmp_path):
     red, grey = (0xC0, 0x39, 0x2B), (0xBB, 0xBB, 0xBB)
     assert _has_colour(plain, red) and not _has_colour(plain, grey)
     assert _has_colour(gated, grey) and not _has_colour(gated, red)
+
+
+def test_canal_chart_draws_a_level_whose_qc_failed_grey(tmp_path):
+    """L4-L5 failing QC: its DSCA and recess bars are grey and hatched instead of blue / red / light blue."""
+    from pipeline.report.overlays import canal_chart
+
+    levels = ["L3-L4", "L4-L5", "L5-S1"]
+    values = {f"spine.{lv}.dsca_mm2": 150.0 for lv in levels}
+    values |= {f"spine.{lv}.{s}.lateral_recess_depth_mm": 4.0 for lv in levels for s in ("left", "right")}
+    plain = canal_chart(values, levels, tmp_path / "plain.png")
+    gated = canal_chart(values, levels, tmp_path / "gated.png", failed={"L4-L5"})
+    grey, blue = (0xBB, 0xBB, 0xBB), (0x5B, 0x7F, 0xA6)
+    assert not _has_colour(plain, grey) and _has_colour(gated, grey)
+    assert _count_colour(gated, blue) < _count_colour(plain, blue) * 0.8
