@@ -40,6 +40,16 @@ def group_verdict(statuses: Sequence[str | None], study: str | None = None) -> s
     return PASS if statuses and len(known) == len(statuses) else None
 
 
+def level_verdict(own: str | None, study: str | None) -> str | None:
+    """The verdict of a lumbar level that decides whether its values are used: its own, ``fail`` when the study
+    failed; None for a level without a verdict of its own (named, but not found in this study).
+
+    >>> level_verdict("pass", "fail"), level_verdict("review", "pass"), level_verdict(None, "fail") is None
+    ('fail', 'review', True)
+    """
+    return None if own is None else group_verdict([own], study=study)
+
+
 def join_reasons(reasons: Iterable[str]) -> str:
     """Reasons as one ``summary.json`` value, separated by :data:`REASON_SEPARATOR`; a separator inside a reason
     becomes ", " so that the reason stays one item when the value is split again.

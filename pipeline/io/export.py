@@ -23,7 +23,7 @@ from pipeline.core.errors import BadInputError
 from pipeline.core.geometry import lps_to_ras_points
 from pipeline.core.labels import Registry, registry
 from pipeline.core.units import split_unit
-from pipeline.core.verdict import group_verdict
+from pipeline.core.verdict import group_verdict, level_verdict
 from pipeline.core.volume import Volume
 
 #: Generic anatomy used when a structure has no ``code`` in configs/labels.yaml.
@@ -299,7 +299,7 @@ def group_qc(summary: Mapping[str, Any], anatomy: str, tracking: str) -> str | N
     head, _, side = tracking.rpartition("_")
     if anatomy == "spine":
         level = head if side in ("left", "right") else tracking
-        status = group_verdict([summary.get(f"spine.{level}.qc_status")], study=summary.get("spine.qc_status"))
+        status = level_verdict(summary.get(f"spine.{level}.qc_status"), summary.get("spine.qc_status"))
         return status if status in QC_VALUES else None
     members = registry("calf").members().get(head, (head,))
     sides = ("left", "right") if side == "asymmetry" else (side,)

@@ -23,7 +23,7 @@ from pipeline.core.atomic import write_text
 from pipeline.core.labels import registry
 from pipeline.core.layout import BatchDir, StudyDir
 from pipeline.core.units import split_unit
-from pipeline.core.verdict import REASON_SEPARATOR, group_verdict
+from pipeline.core.verdict import REASON_SEPARATOR, group_verdict, level_verdict
 
 TEMPLATES = Path(__file__).with_name("templates")
 CALF_METRICS = ("volume_ml", "lean_volume_ml", "ff_pct", "max_csa_mm2", "matched_csa_mm2", "mercuri_grade")
@@ -119,8 +119,7 @@ def spine_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
         own = g("qc_status")  # a level without its own verdict (named but not in this study) takes none
         if own is None and all(v is None for k, v in values.items() if k.startswith(f"spine.{lv}.")):
             continue  # a named level of a study whose levels are numbered: nothing to show
-        qc = None if own is None else group_verdict([own], study=values.get("spine.qc_status"))
-        rows.append({"level": lv, "qc": qc, "dsca_mm2": g("dsca_mm2"),
+        rows.append({"level": lv, "qc": level_verdict(own, values.get("spine.qc_status")), "dsca_mm2": g("dsca_mm2"),
                      "ap_diameter_mm": g("ap_diameter_mm"), "central_grade": g("central_grade"), "roots_at_risk": g("roots_at_risk"),
                      "canal_rsna": g("canal_rsna"),
                      "sides": {s: {"recess_mm": g(f"{s}.lateral_recess_depth_mm"),

@@ -15,7 +15,7 @@ from pipeline.core.atomic import write_text
 from pipeline.core.config import load_config
 from pipeline.core.labels import Registry, registry
 from pipeline.core.layout import SeriesEntry, SeriesIndex, StudyDir
-from pipeline.core.verdict import FAIL, group_verdict
+from pipeline.core.verdict import FAIL, group_verdict, level_verdict
 from pipeline.core.volume import Volume
 from pipeline.io.nifti import load_volume
 
@@ -119,8 +119,8 @@ def _spine_pictures(study: StudyDir, series: SeriesIndex, cfg: dict[str, Any], p
                 made.append(picture)
                 break
     levels = [lab.level for lab in sreg.labels if lab.kind == "disc"]
-    failed = {lv for lv in levels if values.get(f"spine.{lv}.qc_status") is not None and group_verdict(
-        [values.get(f"spine.{lv}.qc_status")], study=values.get("spine.qc_status")) == FAIL}
+    failed = {lv for lv in levels
+              if level_verdict(values.get(f"spine.{lv}.qc_status"), values.get("spine.qc_status")) == FAIL}
     chart = overlays.canal_chart(values, levels, study.qa("spine_canal_levels"), failed=failed)
     return made + ([chart] if chart is not None else [])
 

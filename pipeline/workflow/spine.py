@@ -25,7 +25,7 @@ from pipeline.core.layout import StudyDir
 from pipeline.core.provenance import update_provenance
 from pipeline.core.summary import Summary, update_summary_section
 from pipeline.core.tables import csv_text
-from pipeline.core.verdict import REVIEW, group_verdict, worst
+from pipeline.core.verdict import REVIEW, level_verdict, worst
 from pipeline.core.volume import Volume
 from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_probability, save_volume
@@ -185,8 +185,8 @@ def measure(study: StudyDir) -> dict[str, Any]:
     for key, value in qc.as_summary().items():
         res.summary.set(key, value)
     write_json(study.spine_qc, qc.as_json())
-    rows = [{**row, "qc_status": group_verdict([qc.levels[row["level"]].status], study=qc.status) or ""
-             if row["level"] in qc.levels else ""}
+    rows = [{**row, "qc_status": level_verdict(qc.levels[row["level"]].status if row["level"] in qc.levels else None,
+                                               qc.status) or ""}
             for row in res.rows]  # each row carries its level's QC verdict (empty where the level was not judged)
     write_text(study.spine_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
     write_json(study.spine_marks, {"coordinates": "world RAS, mm", "levels": res.marks})
