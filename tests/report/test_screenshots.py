@@ -3,7 +3,6 @@ its QC verdict boxes on the first screen (skipped where Chromium is not installe
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,9 @@ from PIL import Image
 
 from pipeline.workflow import stages
 from tests.report.study_fixture import ground_truth_out
+from tests.scripts_module import load_script
 
-
-def _script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "screenshots.py"
-    spec = importlib.util.spec_from_file_location("screenshots", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shots = _script()
+shots = load_script("screenshots")
 needs_browser = pytest.mark.skipif(shots.find_browser() is None, reason="Chromium not installed")
 
 

@@ -3,7 +3,6 @@ contrast-randomised sampler, and the reference Dice script (scripts/reference_di
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pipeline.workflow.calf_reference import (
     tissue_maps,
 )
 from pipeline.workflow.calf_synthseg import load_bank_groups, main, subject_weights, write_subject
+from tests.scripts_module import load_script
 
 REG = registry("calf")
 GM, SOL, TIB, FAT = (REG.class_id(n) for n in ("gastrocnemius_medial", "soleus", "tibia", "subcutaneous_fat"))
@@ -183,11 +183,7 @@ def test_bank_groups_and_shares(tmp_path: Path):
 
 
 def _dice_script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "reference_dice.py"
-    spec = importlib.util.spec_from_file_location("reference_dice", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("reference_dice")
 
 
 def _sided(ref: np.ndarray, names: dict[str, str]) -> Volume:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from pipeline.core.config import load_config
+from pipeline.core.labels import registry
+from pipeline.core.layout import StudyDir
+from pipeline.report.html import render_study_report
 from pipeline.workflow import stages
 from tests.report.study_fixture import ground_truth_out
 
@@ -19,6 +24,19 @@ def out(tmp_path_factory) -> Path:
     o = ground_truth_out(tmp_path_factory.mktemp("report") / "nmh")
     assert stages.report(o) == 0
     return o
+
+
+def _study_copy(out: Path, tmp_path: Path) -> Path:
+    """A copy of the report fixture's study folder, whose summary.json and findings.json a test may edit."""
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    return copy
+
+
+def _render(study: Path) -> str:
+    """The text of report.html for ``study`` (calf registry, configs/report.yaml, no QA pictures)."""
+    creg = registry("calf")
+    return render_study_report(StudyDir(study), creg.muscles, creg.groups(), load_config("report"), [])
 
 
 def test_pictures_and_exports(out: Path):
@@ -83,22 +101,13 @@ def test_outputs_identify_no_one_unless_asked(out: Path, tmp_path: Path):
 
 def test_qc_reasons_are_listed_one_per_line(out: Path, tmp_path: Path):
     """A failed calf QC with three reasons: the verdict box on the first screen lists each reason as its own item."""
-    import shutil
-
-    from pipeline.core.config import load_config
-    from pipeline.core.labels import registry
-    from pipeline.core.layout import StudyDir
-    from pipeline.report.html import render_study_report
-
-    copy = tmp_path / "study"
-    shutil.copytree(out, copy)
+    copy = _study_copy(out, tmp_path)
     findings = json.loads((copy / "findings.json").read_text())
     reasons = ["left leg: 3 of the structures every calf holds failed QC", "right leg: soleus fail",
                "left leg: 10 slices at the proximal end left out"]
     findings["quality_control"].update(calf_status="fail", calf_reasons="; ".join(reasons))
     (copy / "findings.json").write_text(json.dumps(findings))
-    creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    html = _render(copy)
     box = re.search(r'<div class="qc qc-fail">(.*?)</div>', html, re.S).group(1)
     assert re.findall(r"<li>(.*?)</li>", box) == reasons
 
@@ -107,22 +116,13 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
     """The right medial gastrocnemius failing QC: its right-side cells and its asymmetry cells carry the struck-through
     class and its QC column says fail, and so do those of the groups that hold it (triceps surae); the soleus row and
     the anterior group carry none."""
-    import shutil
-
-    from pipeline.core.config import load_config
-    from pipeline.core.labels import registry
-    from pipeline.core.layout import StudyDir
-    from pipeline.report.html import render_study_report
-
-    copy = tmp_path / "study"
-    shutil.copytree(out, copy)
+    copy = _study_copy(out, tmp_path)
     summary = json.loads((copy / "summary.json").read_text())
     summary["values"]["calf.right.gastrocnemius_medial.qc_status"] = "fail"
     summary["values"]["calf.left.gastrocnemius_medial.qc_status"] = "pass"
     summary["values"]["calf.right.soleus.qc_status"] = "pass"
     (copy / "summary.json").write_text(json.dumps(summary))
-    creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    html = _render(copy)
 
     def row(name: str) -> str:
         return re.search(rf'<tr[^>]*><td class="l">{name}</td>(.*?)</tr>', html, re.S).group(1)
@@ -140,21 +140,12 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
 def test_every_calf_value_is_struck_through_when_the_calf_study_failed_qc(out: Path, tmp_path: Path):
     """The study's calf QC failing (the rules then use none of its calf values): the soleus, whose own verdict is pass,
     shows fail and its cells are struck through like every other row's."""
-    import shutil
-
-    from pipeline.core.config import load_config
-    from pipeline.core.labels import registry
-    from pipeline.core.layout import StudyDir
-    from pipeline.report.html import render_study_report
-
-    copy = tmp_path / "study"
-    shutil.copytree(out, copy)
+    copy = _study_copy(out, tmp_path)
     summary = json.loads((copy / "summary.json").read_text())
     summary["values"]["calf.qc_status"] = "fail"
     summary["values"]["calf.right.soleus.qc_status"] = "pass"
     (copy / "summary.json").write_text(json.dumps(summary))
-    creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    html = _render(copy)
     sol = re.search(r'<tr[^>]*><td class="l">soleus</td>(.*?)</tr>', html, re.S).group(1)
     assert sol.count('<span class="qcv-fail">fail</span>') == 2 and "qcv-pass" not in sol
     assert sol.count('class="qc-failed"') == 4 + 4 + 4  # right, left and asymmetry cells
@@ -163,22 +154,13 @@ def test_every_calf_value_is_struck_through_when_the_calf_study_failed_qc(out: P
 def test_the_girth_line_is_struck_through_when_the_rules_held_the_girth_back(out: Path, tmp_path: Path):
     """findings.json holding back the girth difference (calf QC failed): the report's girth line is struck through and
     says why; with nothing held back it is not."""
-    import shutil
-
-    from pipeline.core.config import load_config
-    from pipeline.core.labels import registry
-    from pipeline.core.layout import StudyDir
-    from pipeline.report.html import render_study_report
-
-    creg = registry("calf")
-    plain = render_study_report(StudyDir(out), creg.muscles, creg.groups(), load_config("report"), [])
+    plain = _render(out)
     assert '<s class="held">' not in plain
-    copy = tmp_path / "study"
-    shutil.copytree(out, copy)
+    copy = _study_copy(out, tmp_path)
     findings = json.loads((copy / "findings.json").read_text())
     findings["quality_control"]["held_back"] = {"calf.asymmetry.girth_diff_cm": "calf segmentation failed QC: GM"}
     (copy / "findings.json").write_text(json.dumps(findings))
-    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    html = _render(copy)
     assert re.search(r'<s class="held">Max girth right .*?</s> <span class="small">The girth was held back from the '
                      r'rules: the segmentation it rests on failed quality control', html, re.S)
 
@@ -187,21 +169,12 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
     """L4-L5 failing QC: its QC cell says fail and its measurement and RSNA grade cells carry the struck-through
     class; L3-L4's do not. With the spine study failed, every level with a verdict fails and a level without one
     shows none."""
-    import shutil
-
-    from pipeline.core.config import load_config
-    from pipeline.core.labels import registry
-    from pipeline.core.layout import StudyDir
-    from pipeline.report.html import render_study_report
-
-    copy = tmp_path / "study"
-    shutil.copytree(out, copy)
+    copy = _study_copy(out, tmp_path)
     summary = json.loads((copy / "summary.json").read_text())
     summary["values"]["spine.L4-L5.qc_status"] = "fail"
     summary["values"]["spine.L3-L4.qc_status"] = "pass"
     (copy / "summary.json").write_text(json.dumps(summary))
-    creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    html = _render(copy)
     rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="l">(L[1-5]-(?:L[1-5]|S1))</td>(.*?)</tr>',
                                                         html, re.S) if "qcv-" in m.group(2)}
     assert '<span class="qcv-fail">fail</span>' in rows["L4-L5"] and rows["L4-L5"].count("qc-failed") == 12
@@ -215,7 +188,7 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
     summary["values"]["spine.qc_status"] = "fail"
     summary["values"].pop("spine.L1-L2.qc_status", None)
     (copy / "summary.json").write_text(json.dumps(summary))
-    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    html = _render(copy)
     rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="l">(L[1-5]-(?:L[1-5]|S1))</td>(.*?)</tr>',
                                                         html, re.S) if "qcv-" in m.group(2)}
     assert '<span class="qcv-fail">fail</span>' in rows["L3-L4"]
@@ -452,16 +425,9 @@ def _sr_measurement_groups(ds) -> list[dict]:
 def test_a_study_without_spine_measurement_says_why_in_the_report(out: Path, tmp_path: Path):
     """No sagittal T2 but an axial stack: the report's lumbar section gives summary.json's reason (which names the
     axial stack), not "no lumbar series"."""
-    import shutil
-
-    from pipeline.core.config import load_config
-    from pipeline.core.labels import registry
-    from pipeline.core.layout import StudyDir
-    from pipeline.report.html import render_study_report
     from pipeline.workflow.spine import no_sagittal_reason
 
-    copy = tmp_path / "study"
-    shutil.copytree(out, copy)
+    copy = _study_copy(out, tmp_path)
     summary = json.loads((copy / "summary.json").read_text())
     reason = no_sagittal_reason(["lumbar_ax_t2"])
     summary["values"] = {k: v for k, v in summary["values"].items() if not k.startswith("spine.")}
@@ -469,6 +435,5 @@ def test_a_study_without_spine_measurement_says_why_in_the_report(out: Path, tmp
     summary["missing"] = {k: v for k, v in summary["missing"].items() if not k.startswith("spine.")}
     summary["missing"]["spine.L4-L5.dsca_mm2"] = reason
     (copy / "summary.json").write_text(json.dumps(summary))
-    creg = registry("calf")
-    html = render_study_report(StudyDir(copy), creg.muscles, creg.groups(), load_config("report"), [])
+    html = _render(copy)
     assert f"<p>Not available: {reason}</p>" in html and "no lumbar series" not in html
