@@ -42,8 +42,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-#: Proton gyromagnetic ratio / 2 pi in MHz/T (CODATA 2018).
-GAMMA_MHZ_PER_T = 42.577478
+from pipeline.core.units import PROTON_GAMMA_MHZ_PER_T
+
+#: Proton gyromagnetic ratio / 2 pi in MHz/T (:data:`pipeline.core.units.PROTON_GAMMA_MHZ_PER_T`).
+GAMMA_MHZ_PER_T = PROTON_GAMMA_MHZ_PER_T
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+#: Proton gyromagnetic ratio / 2 pi in MHz/T (CODATA 2018): a field strength B0 in T gives the imaging frequency
+#: ``f0 = 42.577478 * B0`` MHz, and an imaging frequency the field ``B0 = f0 / 42.577478``.
+PROTON_GAMMA_MHZ_PER_T = 42.577478
+
 #: name suffix -> (UCUM code, UCUM name). A difference of two percentages (``_pp``, percentage points) is in ``%``;
 #: a semi-quantitative grade is the dimensionless annotation ``{grade}``.
 SUFFIX_UNITS: tuple[tuple[str, str, str], ...] = (

@@ -72,6 +72,7 @@ class SeriesInfo:
     repetition_time_ms: float = 6.0
     flip_angle_deg: float = 10.0
     field_strength_t: float = 3.0
+    imaging_frequency_mhz: float | None = None  # ImagingFrequency (0018,0084); left out when None
     slice_thickness_mm: float | None = None  # defaults to the slice step
     series_instance_uid: str = field(default_factory=generate_uid)
 
@@ -183,6 +184,8 @@ def write_series(volume: Volume, out_dir: str | Path, study: StudyInfo, series: 
         ds.RepetitionTime = _ds_str(series.repetition_time_ms)
         ds.FlipAngle = _ds_str(series.flip_angle_deg)
         ds.MagneticFieldStrength = _ds_str(series.field_strength_t)
+        if series.imaging_frequency_mhz is not None:
+            ds.ImagingFrequency = _ds_str(series.imaging_frequency_mhz)
         ds.EchoTrainLength = 1
         ds.SliceThickness = _ds_str(thickness)
         ds.SpacingBetweenSlices = _ds_str(float(np.linalg.norm(step)))

@@ -23,6 +23,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.config import load_config, read_yaml, validate
 from pipeline.core.errors import BadInputError
 from pipeline.core.provenance import file_sha256, update_provenance
+from pipeline.core.units import PROTON_GAMMA_MHZ_PER_T
 from pipeline.core.volume import Volume
 from pipeline.io.classify import Classification, RoleRules, plane_of
 from pipeline.io.dicom_read import (
@@ -64,6 +65,7 @@ STUDY_YAML_SCHEMA: dict[str, Any] = {
                            "echo_time_ms": {"type": "number", "exclusiveMinimum": 0},
                            "part": {"enum": ["magnitude", "phase"]},
                            "field_strength_t": {"type": "number", "exclusiveMinimum": 0},
+                           "imaging_frequency_mhz": {"type": "number", "exclusiveMinimum": 0},
                            "phase_range": {"type": "array", "items": {"type": "number"}, "minItems": 2,
                                            "maxItems": 2}}}},
         "patient": {"type": "object"},
@@ -171,6 +173,7 @@ def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
                 best = [*best, info]
                 have_phase.add(te)
     field_t = _float(_text(best[0].header, "MagneticFieldStrength"))
+    frequency = _float(_text(best[0].header, "ImagingFrequency"))
     for info in best:
         te = round(info.stack.first.echo_time or 0.0, 3)
         if te not in te_index:
@@ -179,7 +182,7 @@ def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
         part = "phase" if rules.is_phase_image(info.stack.first.image_type) else "magnitude"
         info.role = echo_role(te_index[te], part)
         info.echo = {"echo_index": te_index[te], "echo_time_ms": float(info.stack.first.echo_time or 0.0),
-                     "part": part, "field_strength_t": field_t}
+                     "part": part, "field_strength_t": field_t, "imaging_frequency_mhz": frequency}
 
 
 def _float(text: str) -> float | None:
@@ -370,7 +373,8 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
             role, n = echo_roles[pos]
             part = item.get("part", "magnitude")
             extra = {"echo_index": n, "echo_time_ms": float(item["echo_time_ms"]), "part": part,
-                     "field_strength_t": item.get("field_strength_t")}
+                     "field_strength_t": item.get("field_strength_t"),
+                     "imaging_frequency_mhz": item.get("imaging_frequency_mhz")}
             if part == "phase":
                 try:
                     rad = phase_to_radians(vol.array, item.get("phase_range"))
@@ -468,8 +472,9 @@ def _flag_echo_limits(series: list[dict[str, Any]]) -> None:
     else:
         notes.append("complex echoes: a field map changing by more than half an echo-spacing period between "
                      "neighbouring regions (phase wraps) can swap water and fat")
-    if not any(e.get("field_strength_t") for e in mags):
-        notes.append("field strength unknown (no MagneticFieldStrength / field_strength_t): no multi-echo fit")
+    if not any(e.get("field_strength_t") or e.get("imaging_frequency_mhz") for e in mags):
+        notes.append("field strength unknown (no MagneticFieldStrength / ImagingFrequency, no field_strength_t / "
+                     "imaging_frequency_mhz): no multi-echo fit")
     for e in mags:
         e.setdefault("warnings", []).extend(notes)
 
@@ -654,10 +659,23 @@ class EchoSet:
     """The echoes of one multi-echo calf acquisition, read back from an ingested study (echo-time order)."""
 
     echo_times_ms: list[float]
-    field_strength_t: float | None
+    field_strength_t: float | None  # nominal (MagneticFieldStrength, study.yaml field_strength_t)
     magnitudes: list[Volume]
     phases: list[Volume] | None  # radians; None unless every echo has its phase image
     roles: list[str]
+    imaging_frequency_mhz: float | None = None  # the proton resonance frequency (ImagingFrequency)
+
+    @property
+    def chemical_shift_field_t(self) -> float | None:
+        """The field strength that sets the fat-water frequency shifts: ``f0 / (gamma / 2 pi)`` from the imaging
+        frequency when it is known (a nominal 3 T system may run at 2.89 T: 123.2 MHz), else the nominal field.
+
+        >>> EchoSet([], 3.0, [], None, [], 123.25).chemical_shift_field_t
+        2.8947...
+        """
+        if self.imaging_frequency_mhz:
+            return self.imaging_frequency_mhz / PROTON_GAMMA_MHZ_PER_T
+        return self.field_strength_t
 
 
 def echo_set(out: Path) -> EchoSet | None:
@@ -683,11 +701,13 @@ def echo_set(out: Path) -> EchoSet | None:
             field = float(hdr) if hdr not in (None, "") else None
         except (TypeError, ValueError):
             field = None
+    frequency = next((float(e["imaging_frequency_mhz"]) for e in mags.values() if e.get("imaging_frequency_mhz")),
+                     None)
     have_phase = all(n in phases for n in order)
     return EchoSet([float(mags[n]["echo_time_ms"]) for n in order], field,
                    [load_volume(Path(out) / mags[n]["volume"]) for n in order],
                    [load_volume(Path(out) / phases[n]["volume"]) for n in order] if have_phase else None,
-                   [mags[n]["role"] for n in order])
+                   [mags[n]["role"] for n in order], frequency)
 
 
 __all__ = ["inspect_study", "ingest_study", "format_inspect_table", "volumes_by_role", "role_pattern", "plane_of",

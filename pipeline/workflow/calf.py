@@ -265,9 +265,10 @@ def _fit_water_fat(study: StudyDir, write_maps: bool = True) -> tuple[dict[str, 
     if echoes is None or len(echoes.magnitudes) < 3:
         return {"status": "no calf series for a fat-fraction map"}, None
     wcfg = cfg.get("water_fat", {})
-    field_t = echoes.field_strength_t or wcfg.get("default_field_strength_t")
+    field_t = echoes.chemical_shift_field_t or wcfg.get("default_field_strength_t")
     if not field_t:
-        return {"status": "calf echoes without a field strength (add field_strength_t or MagneticFieldStrength)"}, None
+        return {"status": "calf echoes without a field strength (add field_strength_t or imaging_frequency_mhz; "
+                          "DICOM: MagneticFieldStrength or ImagingFrequency)"}, None
     ref = echoes.magnitudes[0]
     if any(not v.same_grid(ref) for v in [*echoes.magnitudes, *(echoes.phases or [])]):
         raise InternalError("calf echoes are not on one grid.")
@@ -280,6 +281,7 @@ def _fit_water_fat(study: StudyDir, write_maps: bool = True) -> tuple[dict[str, 
     if write_maps:
         _save_echo_maps(study, fit)
     facts = {"method": maps.method, "echo_times_ms": echoes.echo_times_ms, "field_strength_t": float(field_t),
+             "nominal_field_strength_t": echoes.field_strength_t, "imaging_frequency_mhz": echoes.imaging_frequency_mhz,
              "notes": maps.notes, "limits": maps.limits, "fit_seconds": seconds}
     update_provenance(study.root, water_fat=facts, notes=[f"calf fat fraction: {maps.method}",
                                                           *[f"calf fat fraction limit: {x}" for x in maps.limits]])

@@ -104,6 +104,40 @@ def test_dicom_multi_echo_series_grouped_into_echoes(tmp_path: Path) -> None:
     np.testing.assert_allclose(es.phases[0].array, -np.pi + 2 * np.pi * 1024 / 4096, atol=1e-5)
 
 
+def test_the_imaging_frequency_sets_the_chemical_shift_field(tmp_path: Path) -> None:
+    """A nominal 3 T system that runs at 123.25 MHz is a 2.895 T field for the fat-water shifts; the nominal field
+    stays on record. Without the frequency, the nominal field is used."""
+    study_dir = tmp_path / "study"
+    aff = np.diag([0.9, 0.9, 5.0, 1.0])
+    study, uid = StudyInfo(), "1.2.826.0.1.3680043.8.498.1234568"
+    for n, te in enumerate(TES):
+        write_series(Volume(np.full((8, 6, 4), 200 + 10 * n, np.uint16), aff), study_dir / f"m{n}", study,
+                     SeriesInfo("calf ME GRE", series_number=5, echo_time_ms=te, series_instance_uid=uid,
+                                imaging_frequency_mhz=123.25))
+    ingest_study(study_dir, tmp_path / "out")
+    es = echo_set(tmp_path / "out")
+    assert es is not None and es.field_strength_t == 3.0 and es.imaging_frequency_mhz == pytest.approx(123.25)
+    assert es.chemical_shift_field_t == pytest.approx(123.25 / 42.577478)
+    (tmp_path / "nifti").mkdir()
+    ingest_study(_nifti_study(tmp_path / "nifti", phase=False), tmp_path / "out2")
+    es = echo_set(tmp_path / "out2")
+    assert es is not None and es.imaging_frequency_mhz is None and es.chemical_shift_field_t == 3.0
+
+
+def test_study_yaml_imaging_frequency_alone_gives_the_field(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    lines = ["series:"]
+    for n, te in enumerate((2.38, 4.76, 7.14)):
+        _save(study / f"mag{n}.nii.gz", np.full((6, 5, 4), 100 + n, np.int16))
+        lines.append(f"  - {{file: mag{n}.nii.gz, role: calf_echo, echo_time_ms: {te}, imaging_frequency_mhz: 63.87}}")
+    (study / "study.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    index = ingest_study(study, tmp_path / "out")
+    assert not any("field strength unknown" in w for e in index["series"] for w in e["warnings"])
+    es = echo_set(tmp_path / "out")
+    assert es is not None and es.field_strength_t is None and es.chemical_shift_field_t == pytest.approx(1.5, abs=0.01)
+
+
 def test_multi_echo_spin_echo_series_is_not_water_fat_data(tmp_path: Path) -> None:
     study_dir = tmp_path / "study"
     aff = np.diag([0.9, 0.9, 5.0, 1.0])
