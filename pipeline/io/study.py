@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.multival import MultiValue
 
 from pipeline.core.atomic import write_json
 from pipeline.core.config import load_config, read_yaml, validate
@@ -173,7 +174,7 @@ def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
                 best = [*best, info]
                 have_phase.add(te)
     field_t = _float(_text(best[0].header, "MagneticFieldStrength"))
-    frequency = _float(_text(best[0].header, "ImagingFrequency"))
+    frequency = imaging_frequency_mhz(best[0].header)
     for info in best:
         te = round(info.stack.first.echo_time or 0.0, 3)
         if te not in te_index:
@@ -183,6 +184,32 @@ def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
         info.role = echo_role(te_index[te], part)
         info.echo = {"echo_index": te_index[te], "echo_time_ms": float(info.stack.first.echo_time or 0.0),
                      "part": part, "field_strength_t": field_t, "imaging_frequency_mhz": frequency}
+
+
+def imaging_frequency_mhz(ds: Any) -> float | None:
+    """The proton imaging frequency (MHz) of a DICOM header: ImagingFrequency (0018,0084) of an MR Image, or the
+    TransmitterFrequency (0018,9098) of the MR Imaging Modifier functional group of an Enhanced MR Image (shared,
+    else the first frame's); None when neither is given.
+
+    >>> from pydicom import Dataset
+    >>> mod, group, ds = Dataset(), Dataset(), Dataset()
+    >>> mod.TransmitterFrequency = [123.2, 32.4]
+    >>> group.MRImagingModifierSequence = [mod]
+    >>> ds.SharedFunctionalGroupsSequence = [group]
+    >>> imaging_frequency_mhz(ds), imaging_frequency_mhz(Dataset())
+    (123.2, None)
+    """
+    direct = _float(_text(ds, "ImagingFrequency"))
+    if direct:
+        return direct
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in (ds.get(groups) or [])[:1]:
+            for modifier in (group.get("MRImagingModifierSequence") or [])[:1]:
+                value = modifier.get("TransmitterFrequency")  # FD, VM 1-2 (the second for a second nucleus)
+                if value is not None:
+                    first = float(value[0] if isinstance(value, MultiValue) else value)
+                    return first if first > 0 else None
+    return None
 
 
 def _float(text: str) -> float | None:
