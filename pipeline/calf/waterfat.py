@@ -111,6 +111,47 @@ def main_peak_phase_deg(te_ms: float, field_t: float, spectrum: FatSpectrum = HA
     return float(-((-ph + 180.0) % 360.0 - 180.0))
 
 
+def spoiled_gre_weight(tr_ms: float, flip_deg: float, t1_ms: float) -> float:
+    """Steady-state signal of a spoiled gradient echo per unit proton density (Ernst):
+    ``sin(a) (1 - E1) / (1 - cos(a) E1)`` with ``E1 = exp(-TR / T1)``.
+
+    >>> round(spoiled_gre_weight(23.0, 5.0, 382.0) / spoiled_gre_weight(23.0, 5.0, 1412.0), 2)
+    1.16
+    """
+    e1 = math.exp(-tr_ms / t1_ms)
+    a = math.radians(flip_deg)
+    return math.sin(a) * (1.0 - e1) / (1.0 - math.cos(a) * e1)
+
+
+def t1_weighted_ff(pdff: float, fat_to_water_weight: float) -> float:
+    """The fat fraction a T1-weighted acquisition reads for a proton-density fat fraction ``pdff`` (0-1) when fat
+    signal is weighted ``fat_to_water_weight`` times water signal: ``r p / (r p + 1 - p)`` (Liu et al., Magn Reson Med
+    2007;58:354-364).
+
+    >>> round(t1_weighted_ff(0.2, 1.16), 3)
+    0.225
+    """
+    r = fat_to_water_weight
+    return r * pdff / (r * pdff + 1.0 - pdff)
+
+
+def t1_bias_statement(tr_ms: float | None, flip_deg: float | None, field_t: float,
+                      t1_ms: dict[str, dict[str, float]]) -> dict[str, Any] | None:
+    """How much the T1 weighting of the acquisition raises the fitted fat fraction above the proton-density fat
+    fraction, for provenance; None without TR, flip angle or T1 values. ``t1_ms`` maps a field strength (T, as text)
+    to ``{"water": T1, "fat": T1}`` of muscle water and fat; the nearest field is taken. The fit does not correct
+    it: the T1 of a muscle's water changes with disease, and a low flip angle keeps the bias small.
+    """
+    if not tr_ms or not flip_deg or not t1_ms:
+        return None
+    key = min(t1_ms, key=lambda k: abs(float(k) - field_t))
+    t1 = t1_ms[key]
+    ratio = spoiled_gre_weight(tr_ms, flip_deg, t1["fat"]) / spoiled_gre_weight(tr_ms, flip_deg, t1["water"])
+    reads = {f"{p:g}": round(100.0 * t1_weighted_ff(p / 100.0, ratio), 1) for p in (5, 20, 50, 80)}
+    return {"repetition_time_ms": tr_ms, "flip_angle_deg": flip_deg, "t1_ms": dict(t1), "t1_field_t": float(key),
+            "fat_to_water_signal_weight": round(ratio, 3), "ff_pct_read_at_pdff_pct": reads}
+
+
 def echo_phase_label(te_ms: float, field_t: float, tolerance_deg: float,
                      spectrum: FatSpectrum = HAMILTON_2011) -> str:
     """``in``, ``opposed`` or ``other``: where the main fat peak stands relative to water at this echo.

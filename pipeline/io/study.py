@@ -67,6 +67,8 @@ STUDY_YAML_SCHEMA: dict[str, Any] = {
                            "part": {"enum": ["magnitude", "phase"]},
                            "field_strength_t": {"type": "number", "exclusiveMinimum": 0},
                            "imaging_frequency_mhz": {"type": "number", "exclusiveMinimum": 0},
+                           "repetition_time_ms": {"type": "number", "exclusiveMinimum": 0},
+                           "flip_angle_deg": {"type": "number", "exclusiveMinimum": 0, "maximum": 180},
                            "phase_range": {"type": "array", "items": {"type": "number"}, "minItems": 2,
                                            "maxItems": 2}}}},
         "patient": {"type": "object"},
@@ -175,6 +177,7 @@ def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
                 have_phase.add(te)
     field_t = _float(_text(best[0].header, "MagneticFieldStrength"))
     frequency = imaging_frequency_mhz(best[0].header)
+    tr_ms, flip_deg = (mr_timing(best[0].header, kw) for kw in ("RepetitionTime", "FlipAngle"))
     for info in best:
         te = round(info.stack.first.echo_time or 0.0, 3)
         if te not in te_index:
@@ -183,7 +186,8 @@ def _assign_echo_roles(infos: list[StackInfo], rules: RoleRules) -> None:
         part = "phase" if rules.is_phase_image(info.stack.first.image_type) else "magnitude"
         info.role = echo_role(te_index[te], part)
         info.echo = {"echo_index": te_index[te], "echo_time_ms": float(info.stack.first.echo_time or 0.0),
-                     "part": part, "field_strength_t": field_t, "imaging_frequency_mhz": frequency}
+                     "part": part, "field_strength_t": field_t, "imaging_frequency_mhz": frequency,
+                     "repetition_time_ms": tr_ms, "flip_angle_deg": flip_deg}
 
 
 def imaging_frequency_mhz(ds: Any) -> float | None:
@@ -209,6 +213,30 @@ def imaging_frequency_mhz(ds: Any) -> float | None:
                 if value is not None:
                     first = float(value[0] if isinstance(value, MultiValue) else value)
                     return first if first > 0 else None
+    return None
+
+
+def mr_timing(ds: Any, keyword: str) -> float | None:
+    """RepetitionTime (ms) or FlipAngle (degrees) of a DICOM header: top level (MR Image), else the MR Timing and
+    Related Parameters functional group of an Enhanced MR Image (shared, else the first frame's); None if absent.
+
+    >>> from pydicom import Dataset
+    >>> timing, group, ds = Dataset(), Dataset(), Dataset()
+    >>> timing.RepetitionTime, timing.FlipAngle = 23.0, 5.0
+    >>> group.MRTimingAndRelatedParametersSequence = [timing]
+    >>> ds.SharedFunctionalGroupsSequence = [group]
+    >>> mr_timing(ds, "RepetitionTime"), mr_timing(ds, "FlipAngle"), mr_timing(Dataset(), "FlipAngle")
+    (23.0, 5.0, None)
+    """
+    direct = _float(_text(ds, keyword))
+    if direct:
+        return direct
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in (ds.get(groups) or [])[:1]:
+            for timing in (group.get("MRTimingAndRelatedParametersSequence") or [])[:1]:
+                value = _float(_text(timing, keyword))
+                if value:
+                    return value
     return None
 
 
@@ -401,7 +429,8 @@ def _nifti_study(study: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any]
             part = item.get("part", "magnitude")
             extra = {"echo_index": n, "echo_time_ms": float(item["echo_time_ms"]), "part": part,
                      "field_strength_t": item.get("field_strength_t"),
-                     "imaging_frequency_mhz": item.get("imaging_frequency_mhz")}
+                     "imaging_frequency_mhz": item.get("imaging_frequency_mhz"),
+                     "repetition_time_ms": item.get("repetition_time_ms"), "flip_angle_deg": item.get("flip_angle_deg")}
             if part == "phase":
                 try:
                     rad = phase_to_radians(vol.array, item.get("phase_range"))
@@ -691,6 +720,8 @@ class EchoSet:
     phases: list[Volume] | None  # radians; None unless every echo has its phase image
     roles: list[str]
     imaging_frequency_mhz: float | None = None  # the proton resonance frequency (ImagingFrequency)
+    repetition_time_ms: float | None = None
+    flip_angle_deg: float | None = None
 
     @property
     def chemical_shift_field_t(self) -> float | None:
@@ -721,20 +752,23 @@ def echo_set(out: Path) -> EchoSet | None:
     if not mags:
         return None
     order = sorted(mags)
-    field = next((float(e["field_strength_t"]) for e in mags.values() if e.get("field_strength_t")), None)
+
+    def first(key: str) -> float | None:
+        return next((float(e[key]) for e in mags.values() if e.get(key)), None)
+
+    field = first("field_strength_t")
     if field is None:
         hdr = (index.get("patient") or {}).get("MagneticFieldStrength")
         try:
             field = float(hdr) if hdr not in (None, "") else None
         except (TypeError, ValueError):
             field = None
-    frequency = next((float(e["imaging_frequency_mhz"]) for e in mags.values() if e.get("imaging_frequency_mhz")),
-                     None)
     have_phase = all(n in phases for n in order)
     return EchoSet([float(mags[n]["echo_time_ms"]) for n in order], field,
                    [load_volume(Path(out) / mags[n]["volume"]) for n in order],
                    [load_volume(Path(out) / phases[n]["volume"]) for n in order] if have_phase else None,
-                   [mags[n]["role"] for n in order], frequency)
+                   [mags[n]["role"] for n in order], first("imaging_frequency_mhz"), first("repetition_time_ms"),
+                   first("flip_angle_deg"))
 
 
 __all__ = ["inspect_study", "ingest_study", "format_inspect_table", "volumes_by_role", "role_pattern", "plane_of",

@@ -23,7 +23,7 @@ from pipeline.calf.legs import sided_label_map
 from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff_source
 from pipeline.calf.metrics import slice_axis
 from pipeline.calf.qc import REVIEW, flip_agreement, judge_calf, structure_means
-from pipeline.calf.waterfat import WaterFatMaps, fit_echoes, with_fat_dominant
+from pipeline.calf.waterfat import WaterFatMaps, fit_echoes, t1_bias_statement, with_fat_dominant
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
 from pipeline.core.errors import BadInputError, InternalError
@@ -280,11 +280,18 @@ def _fit_water_fat(study: StudyDir, write_maps: bool = True) -> tuple[dict[str, 
     fit = EchoFit(ref, maps)
     if write_maps:
         _save_echo_maps(study, fit)
+    t1_bias = t1_bias_statement(echoes.repetition_time_ms, echoes.flip_angle_deg, float(field_t), wcfg.get("t1_ms", {}))
+    limits = list(maps.limits)
+    if t1_bias is not None:
+        reads = t1_bias["ff_pct_read_at_pdff_pct"]
+        limits.append(f"T1 weighting (TR {t1_bias['repetition_time_ms']:g} ms, flip angle {t1_bias['flip_angle_deg']:g} "
+                      f"deg) is not corrected: with literature T1 of muscle water and fat the fitted FF reads "
+                      f"{reads['5']:g} / {reads['20']:g} / {reads['50']:g} % where the proton-density FF is 5 / 20 / 50 %")
     facts = {"method": maps.method, "echo_times_ms": echoes.echo_times_ms, "field_strength_t": float(field_t),
              "nominal_field_strength_t": echoes.field_strength_t, "imaging_frequency_mhz": echoes.imaging_frequency_mhz,
-             "notes": maps.notes, "limits": maps.limits, "fit_seconds": seconds}
+             "t1_weighting": t1_bias, "notes": maps.notes, "limits": limits, "fit_seconds": seconds}
     update_provenance(study.root, water_fat=facts, notes=[f"calf fat fraction: {maps.method}",
-                                                          *[f"calf fat fraction limit: {x}" for x in maps.limits]])
+                                                          *[f"calf fat fraction limit: {x}" for x in limits]])
     return {"status": "fitted", **facts}, fit
 
 

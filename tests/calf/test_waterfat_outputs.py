@@ -84,6 +84,28 @@ def test_echo_study_gets_ff_and_r2star_maps(tmp_path: Path) -> None:
     assert prov["water_fat"]["field_strength_t"] == 3.0 and prov["water_fat"]["limits"]
 
 
+def test_a_t1_weighted_acquisition_states_its_bias_in_provenance(tmp_path: Path) -> None:
+    """With TR and flip angle known (TR 23 ms, 5 degrees at 3 T, the real calf study's protocol) provenance says how
+    far the fitted FF reads above the proton-density FF; without them it says nothing of it."""
+    study = _echo_study(tmp_path)
+    spec = (study / "study.yaml").read_text(encoding="utf-8")
+    (study / "study.yaml").write_text(spec.replace("field_strength_t: 3.0}", "field_strength_t: 3.0, "
+                                                   "repetition_time_ms: 23, flip_angle_deg: 5}"), encoding="utf-8")
+    out = tmp_path / "out"
+    ingest_study(study, out)
+    facts = fit_water_fat(StudyDir(out))
+    t1 = facts["t1_weighting"]
+    assert t1["repetition_time_ms"] == 23 and 1.1 < t1["fat_to_water_signal_weight"] < 1.25
+    assert 20.0 < t1["ff_pct_read_at_pdff_pct"]["20"] < 24.0
+    assert any("T1 weighting" in x for x in facts["limits"])
+    other = tmp_path / "other"
+    other.mkdir()
+    plain = tmp_path / "out_plain"
+    ingest_study(_echo_study(other), plain)
+    facts = fit_water_fat(StudyDir(plain))
+    assert facts["t1_weighting"] is None and not any("T1 weighting" in x for x in facts["limits"])
+
+
 def test_water_fat_study_gets_ff_map(tmp_path: Path) -> None:
     study = tmp_path / "study"
     study.mkdir()

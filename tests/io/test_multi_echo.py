@@ -118,6 +118,7 @@ def test_the_imaging_frequency_sets_the_chemical_shift_field(tmp_path: Path) -> 
     es = echo_set(tmp_path / "out")
     assert es is not None and es.field_strength_t == 3.0 and es.imaging_frequency_mhz == pytest.approx(123.25)
     assert es.chemical_shift_field_t == pytest.approx(123.25 / 42.577478)
+    assert (es.repetition_time_ms, es.flip_angle_deg) == (6.0, 10.0)  # RepetitionTime, FlipAngle of the series
     (tmp_path / "nifti").mkdir()
     ingest_study(_nifti_study(tmp_path / "nifti", phase=False), tmp_path / "out2")
     es = echo_set(tmp_path / "out2")
