@@ -361,8 +361,10 @@ def _seed_range(text: str) -> range:
     return range(int(a), int(b or a) + 1)
 
 
-def _prior(fatty_septa: float | None, dark_septa: float | None) -> Any:
-    """The contrast prior with the septa shares given on the command line (the module's defaults otherwise)."""
+def _prior(fatty_septa: float | None, dark_septa: float | None, border_shift: float | None = None,
+           border_shift_mm: list[float] | None = None) -> Any:
+    """The contrast prior with the septa shares and the border shifts given on the command line (the module's
+    defaults otherwise)."""
     from dataclasses import replace
 
     from pipeline.segment.synthseg import ContrastPrior
@@ -372,6 +374,10 @@ def _prior(fatty_septa: float | None, dark_septa: float | None) -> Any:
         prior = replace(prior, p_fatty_septa=fatty_septa)
     if dark_septa is not None:
         prior = replace(prior, p_dark_septa=dark_septa)
+    if border_shift is not None:
+        prior = replace(prior, p_border_shift=border_shift)
+    if border_shift_mm is not None:
+        prior = replace(prior, border_shift_mm=(float(border_shift_mm[0]), float(border_shift_mm[1])))
     return prior
 
 
@@ -403,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--fatty-septa", type=float, default=None,
                    help="share of samples whose septa take the fat's signal (default: ContrastPrior's)")
     t.add_argument("--dark-septa", type=float, default=None, help="share of samples with dark septa")
+    t.add_argument("--border-shift", type=float, default=None,
+                   help="share of samples in which borders between neighbouring muscles move, septa along "
+                        "(synthseg.shift_borders; default: none)")
+    t.add_argument("--border-shift-mm", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="range of the border shifts (mm; default: ContrastPrior's 1-8)")
     t.add_argument("--bank-shares", type=float, nargs="+", default=None,
                    help="probability of drawing from each --bank folder (one per folder; default: every subject "
                         "equally often)")
@@ -454,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         train_synthseg(args.bank, args.out, minutes=args.minutes, max_iterations=args.iterations,
                        batch_size=args.batch, patch=(args.patch, args.patch), learning_rate=args.lr, init=args.init or None, version=args.version,
                        threads=args.threads, validate_every=args.validate_every,
-                       log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa),
+                       log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa, args.border_shift,
+                                                                   args.border_shift_mm),
                        bank_shares=args.bank_shares, real=real, real_share=args.reference_share,
                        real_validation=held_out, device=args.device, workers=args.workers)
     return 0

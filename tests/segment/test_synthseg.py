@@ -160,3 +160,22 @@ def test_worker_processes_draw_distinct_reproducible_streams():
     assert len({round(x.sum().item(), 4) for x in a}) == 4
     own = sampler_for(bank, (64, 64), 1.25, [3, 1]).batch(2)[0]
     assert any(torch.allclose(own, x) for x in a)
+
+
+def test_a_shifted_border_takes_its_septum_along() -> None:
+    """Two muscles side by side with a septum on their border: muscle 1 grows 6 pixels into muscle 2, the septum
+    moves with the border and none is left where the border was."""
+    from pipeline.segment.synthseg import shift_borders
+
+    muscle, septa = 1, 2
+    classes = np.zeros((3, 80, 60), np.int64)
+    classes[:, 10:70, 5:30], classes[:, 10:70, 30:55] = 1, 2
+    tissue = np.where(classes > 0, muscle, 0)
+    tissue[:, 10:70, 29:31] = septa
+    shift_borders(classes, tissue, [1, 2], septa, muscle, np.random.default_rng(0), (6.0, 6.0), moves=1)
+    rows = slice(20, 60)
+    grown = 1 if (classes[1, rows, 33] == 1).all() else 2
+    assert grown in (1, 2) and (classes[1, rows, 30:36] == grown).all()  # the border moved by 6 pixels
+    cols = np.where((tissue[1, rows] == septa).any(axis=0))[0]
+    assert cols.size and (np.abs(cols - (36 if grown == 1 else 24)) <= 3).all(), cols  # the septum is on it
+    assert not (tissue[1, rows, 28:32] == septa).any()  # and gone from the old border
