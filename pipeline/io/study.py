@@ -203,17 +203,7 @@ def imaging_frequency_mhz(ds: Any) -> float | None:
     >>> imaging_frequency_mhz(ds), imaging_frequency_mhz(Dataset())
     (123.2, None)
     """
-    direct = _float(_text(ds, "ImagingFrequency"))
-    if direct:
-        return direct
-    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        for group in (ds.get(groups) or [])[:1]:
-            for modifier in (group.get("MRImagingModifierSequence") or [])[:1]:
-                value = modifier.get("TransmitterFrequency")  # FD, VM 1-2 (the second for a second nucleus)
-                if value is not None:
-                    first = float(value[0] if isinstance(value, MultiValue) else value)
-                    return first if first > 0 else None
-    return None
+    return _header_number(ds, "ImagingFrequency", "MRImagingModifierSequence", "TransmitterFrequency")
 
 
 def mr_timing(ds: Any, keyword: str) -> float | None:
@@ -228,15 +218,23 @@ def mr_timing(ds: Any, keyword: str) -> float | None:
     >>> mr_timing(ds, "RepetitionTime"), mr_timing(ds, "FlipAngle"), mr_timing(Dataset(), "FlipAngle")
     (23.0, 5.0, None)
     """
+    return _header_number(ds, keyword, "MRTimingAndRelatedParametersSequence", keyword)
+
+
+def _header_number(ds: Any, keyword: str, group_sequence: str, group_keyword: str) -> float | None:
+    """A positive number of a DICOM header: ``keyword`` at the top level, else ``group_keyword`` in the functional
+    group ``group_sequence`` of an Enhanced image (shared, else the first frame's; the first value of a
+    multi-valued one); None when absent."""
     direct = _float(_text(ds, keyword))
     if direct:
         return direct
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         for group in (ds.get(groups) or [])[:1]:
-            for timing in (group.get("MRTimingAndRelatedParametersSequence") or [])[:1]:
-                value = _float(_text(timing, keyword))
-                if value:
-                    return value
+            for item in (group.get(group_sequence) or [])[:1]:
+                value = item.get(group_keyword)
+                if value is not None:
+                    first = float(value[0] if isinstance(value, MultiValue) else value)
+                    return first if first > 0 else None
     return None
 
 
