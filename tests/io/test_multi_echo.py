@@ -107,13 +107,12 @@ def test_dicom_multi_echo_series_grouped_into_echoes(tmp_path: Path) -> None:
 def test_the_imaging_frequency_sets_the_chemical_shift_field(tmp_path: Path) -> None:
     """A nominal 3 T system that runs at 123.25 MHz is a 2.895 T field for the fat-water shifts; the nominal field
     stays on record. Without the frequency, the nominal field is used."""
-    study_dir = tmp_path / "study"
-    aff = np.diag([0.9, 0.9, 5.0, 1.0])
-    study, uid = StudyInfo(), "1.2.826.0.1.3680043.8.498.1234568"
+    study_dir, study = tmp_path / "study", StudyInfo()
     for n, te in enumerate(TES):
-        write_series(Volume(np.full((8, 6, 4), 200 + 10 * n, np.uint16), aff), study_dir / f"m{n}", study,
-                     SeriesInfo("calf ME GRE", series_number=5, echo_time_ms=te, series_instance_uid=uid,
-                                imaging_frequency_mhz=123.25))
+        write_series(Volume(np.full((8, 6, 4), 200 + 10 * n, np.uint16), np.diag([0.9, 0.9, 5.0, 1.0])),
+                     study_dir / f"m{n}", study, SeriesInfo("calf ME GRE", series_number=5, echo_time_ms=te,
+                                                            series_instance_uid="1.2.826.0.1.3680043.8.498.1234568",
+                                                            imaging_frequency_mhz=123.25))
     ingest_study(study_dir, tmp_path / "out")
     es = echo_set(tmp_path / "out")
     assert es is not None and es.field_strength_t == 3.0 and es.imaging_frequency_mhz == pytest.approx(123.25)
