@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import __version__
+from pipeline.core import interrupt
 from pipeline.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LegMRIError
 
 log = logging.getLogger("legmri")
@@ -304,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)  # also when logging was configured before (an embedding program, tests)
     try:
-        return HANDLERS[args.command](args)
+        with interrupt.watching():
+            code = HANDLERS[args.command](args)
+            interrupt.check()  # a Ctrl-C that some library swallowed
+        return code
     except LegMRIError as exc:
         print(f"legmri {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

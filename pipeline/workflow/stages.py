@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import interrupt
 from pipeline.core.atomic import folder_lock, write_json
 from pipeline.core.config import load_config, resolved_config_record
 from pipeline.core.errors import EXIT_OK, BadInputError
@@ -227,11 +228,12 @@ def run(study: Path, out: Path, clinical: Path | None = None, device: str = "cpu
                                                  file=sys.stderr)):
         claim_out(Path(out))
         start_ns = time.time_ns()
-        ingest(study, out, show_phi=show_phi)
-        segment(out, device=device, models=models, anchor_level=anchor_level)
-        measure(out)
-        rules(out, clinical=clinical)
-        report(out, show_phi=show_phi, deidentify=deidentify)
+        for stage in (lambda: ingest(study, out, show_phi=show_phi),
+                      lambda: segment(out, device=device, models=models, anchor_level=anchor_level),
+                      lambda: measure(out), lambda: rules(out, clinical=clinical),
+                      lambda: report(out, show_phi=show_phi, deidentify=deidentify)):
+            stage()
+            interrupt.check()  # a Ctrl-C swallowed inside the stage stops the run before the next one
         removed = remove_stale(Path(out), start_ns)
         if removed:
             update_provenance(Path(out), notes=[f"removed {len(removed)} file(s) of an earlier run that this run did "

@@ -86,3 +86,24 @@ def test_two_runs_at_once_into_one_folder_end_clean(bases, clean, tmp_path):  # 
     after = _tree(out)
     assert set(after) == set(clean)
     assert _reproducible(after) == _reproducible(clean)
+
+
+def test_a_ctrl_c_that_a_library_swallows_still_stops_the_run(bases, tmp_path, monkeypatch):  # noqa: F811
+    """Code that catches every exception (a bare ``except:`` around an optional import, say) can swallow the
+    KeyboardInterrupt of a Ctrl-C: the run must still stop with 130 before the next stage writes anything."""
+    from pipeline.workflow import stages
+
+    real_ingest = stages.ingest
+
+    def ingest_swallowing_a_ctrl_c(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+        except BaseException:  # noqa: BLE001  the library's bare except
+            pass
+        return real_ingest(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "ingest", ingest_swallowing_a_ctrl_c)
+    out = tmp_path / "out"
+    assert main(["run", str(bases["nifti"]), "--out", str(out)]) == 130
+    assert (out / "series.json").exists() and not (out / "calf").exists() and not (out / "summary.json").exists()
