@@ -44,9 +44,6 @@ from scipy import ndimage
 
 from pipeline.core.units import PROTON_GAMMA_MHZ_PER_T
 
-#: Proton gyromagnetic ratio / 2 pi in MHz/T (:data:`pipeline.core.units.PROTON_GAMMA_MHZ_PER_T`).
-GAMMA_MHZ_PER_T = PROTON_GAMMA_MHZ_PER_T
-
 
 @dataclass(frozen=True)
 class FatSpectrum:
@@ -93,7 +90,7 @@ def fat_phasors(te_s: Sequence[float] | np.ndarray, field_t: float,
     0.56
     """
     te = np.asarray(te_s, np.float64)
-    f_hz = GAMMA_MHZ_PER_T * field_t * np.asarray(spectrum.ppm_rel_water)
+    f_hz = PROTON_GAMMA_MHZ_PER_T * field_t * np.asarray(spectrum.ppm_rel_water)
     amps = np.asarray(spectrum.rel_amplitudes) / float(np.sum(spectrum.rel_amplitudes))
     return np.sum(amps[None, :] * np.exp(2j * np.pi * f_hz[None, :] * te[:, None]), axis=1)
 
@@ -107,7 +104,7 @@ def main_peak_phase_deg(te_ms: float, field_t: float, spectrum: FatSpectrum = HA
     >>> round(abs(main_peak_phase_deg(2.3, 1.5)), 1)
     179.8
     """
-    ph = 360.0 * GAMMA_MHZ_PER_T * field_t * spectrum.main_peak_ppm * 1e-3 * te_ms
+    ph = 360.0 * PROTON_GAMMA_MHZ_PER_T * field_t * spectrum.main_peak_ppm * 1e-3 * te_ms
     return float(-((-ph + 180.0) % 360.0 - 180.0))
 
 
@@ -150,6 +147,14 @@ def t1_bias_statement(tr_ms: float | None, flip_deg: float | None, field_t: floa
     reads = {f"{p:g}": round(100.0 * t1_weighted_ff(p / 100.0, ratio), 1) for p in (5, 20, 50, 80)}
     return {"repetition_time_ms": tr_ms, "flip_angle_deg": flip_deg, "t1_ms": dict(t1), "t1_field_t": float(key),
             "fat_to_water_signal_weight": round(ratio, 3), "ff_pct_read_at_pdff_pct": reads}
+
+
+def t1_bias_limit(statement: dict[str, Any]) -> str:
+    """The known limit that a :func:`t1_bias_statement` puts in provenance, in words."""
+    reads = statement["ff_pct_read_at_pdff_pct"]
+    return (f"T1 weighting (TR {statement['repetition_time_ms']:g} ms, flip angle {statement['flip_angle_deg']:g} deg) "
+            f"is not corrected: with literature T1 of muscle water and fat the fitted FF reads {reads['5']:g} / "
+            f"{reads['20']:g} / {reads['50']:g} % where the proton-density FF is 5 / 20 / 50 %")
 
 
 def echo_phase_label(te_ms: float, field_t: float, tolerance_deg: float,

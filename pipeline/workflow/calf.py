@@ -23,7 +23,13 @@ from pipeline.calf.legs import sided_label_map
 from pipeline.calf.measure import CalfImages, measure_calf_labels, voxel_ff_source
 from pipeline.calf.metrics import slice_axis
 from pipeline.calf.qc import REVIEW, flip_agreement, judge_calf, structure_means
-from pipeline.calf.waterfat import WaterFatMaps, fit_echoes, t1_bias_statement, with_fat_dominant
+from pipeline.calf.waterfat import (
+    WaterFatMaps,
+    fit_echoes,
+    t1_bias_limit,
+    t1_bias_statement,
+    with_fat_dominant,
+)
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import load_config
 from pipeline.core.errors import BadInputError, InternalError
@@ -281,12 +287,7 @@ def _fit_water_fat(study: StudyDir, write_maps: bool = True) -> tuple[dict[str, 
     if write_maps:
         _save_echo_maps(study, fit)
     t1_bias = t1_bias_statement(echoes.repetition_time_ms, echoes.flip_angle_deg, float(field_t), wcfg.get("t1_ms", {}))
-    limits = list(maps.limits)
-    if t1_bias is not None:
-        reads = t1_bias["ff_pct_read_at_pdff_pct"]
-        limits.append(f"T1 weighting (TR {t1_bias['repetition_time_ms']:g} ms, flip angle {t1_bias['flip_angle_deg']:g} "
-                      f"deg) is not corrected: with literature T1 of muscle water and fat the fitted FF reads "
-                      f"{reads['5']:g} / {reads['20']:g} / {reads['50']:g} % where the proton-density FF is 5 / 20 / 50 %")
+    limits = [*maps.limits, *([t1_bias_limit(t1_bias)] if t1_bias is not None else [])]
     facts = {"method": maps.method, "echo_times_ms": echoes.echo_times_ms, "field_strength_t": float(field_t),
              "nominal_field_strength_t": echoes.field_strength_t, "imaging_frequency_mhz": echoes.imaging_frequency_mhz,
              "t1_weighting": t1_bias, "notes": maps.notes, "limits": limits, "fit_seconds": seconds}

@@ -33,6 +33,15 @@ def _study_copy(out: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def _with_values(out: Path, tmp_path: Path, values: dict[str, object]) -> Path:
+    """A copy of the report fixture's study folder whose summary.json holds ``values`` over its own."""
+    copy = _study_copy(out, tmp_path)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["values"].update(values)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    return copy
+
+
 def _render(study: Path) -> str:
     """The text of report.html for ``study`` (calf registry, configs/report.yaml, no QA pictures)."""
     creg = registry("calf")
@@ -116,12 +125,9 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
     """The right medial gastrocnemius failing QC: its right-side cells and its asymmetry cells carry the struck-through
     class and its QC column says fail, and so do those of the groups that hold it (triceps surae); the soleus row and
     the anterior group carry none."""
-    copy = _study_copy(out, tmp_path)
-    summary = json.loads((copy / "summary.json").read_text())
-    summary["values"]["calf.right.gastrocnemius_medial.qc_status"] = "fail"
-    summary["values"]["calf.left.gastrocnemius_medial.qc_status"] = "pass"
-    summary["values"]["calf.right.soleus.qc_status"] = "pass"
-    (copy / "summary.json").write_text(json.dumps(summary))
+    copy = _with_values(out, tmp_path, {"calf.right.gastrocnemius_medial.qc_status": "fail",
+                                        "calf.left.gastrocnemius_medial.qc_status": "pass",
+                                        "calf.right.soleus.qc_status": "pass"})
     html = _render(copy)
 
     def row(name: str) -> str:
@@ -140,11 +146,7 @@ def test_values_whose_qc_failed_are_struck_through_in_the_calf_table(out: Path, 
 def test_every_calf_value_is_struck_through_when_the_calf_study_failed_qc(out: Path, tmp_path: Path):
     """The study's calf QC failing (the rules then use none of its calf values): the soleus, whose own verdict is pass,
     shows fail and its cells are struck through like every other row's."""
-    copy = _study_copy(out, tmp_path)
-    summary = json.loads((copy / "summary.json").read_text())
-    summary["values"]["calf.qc_status"] = "fail"
-    summary["values"]["calf.right.soleus.qc_status"] = "pass"
-    (copy / "summary.json").write_text(json.dumps(summary))
+    copy = _with_values(out, tmp_path, {"calf.qc_status": "fail", "calf.right.soleus.qc_status": "pass"})
     html = _render(copy)
     sol = re.search(r'<tr[^>]*><td class="l">soleus</td>(.*?)</tr>', html, re.S).group(1)
     assert sol.count('<span class="qcv-fail">fail</span>') == 2 and "qcv-pass" not in sol
@@ -169,11 +171,7 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
     """L4-L5 failing QC: its QC cell says fail and its measurement and RSNA grade cells carry the struck-through
     class; L3-L4's do not. With the spine study failed, every level with a verdict fails and a level without one
     shows none."""
-    copy = _study_copy(out, tmp_path)
-    summary = json.loads((copy / "summary.json").read_text())
-    summary["values"]["spine.L4-L5.qc_status"] = "fail"
-    summary["values"]["spine.L3-L4.qc_status"] = "pass"
-    (copy / "summary.json").write_text(json.dumps(summary))
+    copy = _with_values(out, tmp_path, {"spine.L4-L5.qc_status": "fail", "spine.L3-L4.qc_status": "pass"})
     html = _render(copy)
     rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="l">(L[1-5]-(?:L[1-5]|S1))</td>(.*?)</tr>',
                                                         html, re.S) if "qcv-" in m.group(2)}
@@ -185,6 +183,7 @@ def test_a_spine_level_whose_qc_failed_is_struck_through(out: Path, tmp_path: Pa
     assert grades["L4-L5"].count("qc-failed") == 5 and "flag" not in grades["L4-L5"]
     assert "qc-failed" not in grades["L3-L4"]
     # a failed spine study: every level with a verdict fails; a named level without one (not in the study) shows none
+    summary = json.loads((copy / "summary.json").read_text())
     summary["values"]["spine.qc_status"] = "fail"
     summary["values"].pop("spine.L1-L2.qc_status", None)
     (copy / "summary.json").write_text(json.dumps(summary))
