@@ -211,28 +211,33 @@ def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
     return _Found(disc_info, _column(body_info, float(cfg["body_column_max_mm"])), classes)
 
 
-def _under_column(classes: Volume, parts: list[np.ndarray], found: _Found, max_mm: float) -> list[np.ndarray]:
-    """The sacrum pieces whose centre lies below the lowest vertebral body and within ``max_mm`` of the column's
-    line carried down (with two or more bodies; else every piece)."""
+def _under_column(classes: Volume, parts: list[np.ndarray], found: _Found, max_mm: float, lowest: int = 3
+                  ) -> list[np.ndarray]:
+    """The sacrum pieces whose centre lies below the lowest vertebral body and within ``max_mm`` of the line through
+    the centres of the ``lowest`` bodies carried down (with two or more bodies; else every piece).
+
+    The line follows the lower lumbar spine, not the whole column: in a lordotic spine the lowest bodies turn
+    backwards and the sacrum continues that turn, so a straight line through every body in view (thoracolumbar
+    ones included) passes 30-45 mm in front of the sacrum, while a false sacrum in the abdomen or the back muscles
+    stays far from either line."""
     if len(found.bodies) < 2:
         return parts
-    c = np.array([b[0] for b in found.bodies])
-    a = np.stack([c[:, 2], np.ones(len(c))], axis=1)
-    coef, *_ = np.linalg.lstsq(a, c[:, :2], rcond=None)
+    c = np.array([b[0] for b in found.bodies[:max(lowest, 2)]])
     kept = []
     for m in parts:
         p = classes.voxel_to_world(np.argwhere(m)).mean(0)
-        line = np.array([p[2], 1.0]) @ coef
+        line = _column_fit(c[:, 2], c[:, :2], at=np.array([p[2]]))[0]
         if p[2] < c[0, 2] and float(np.linalg.norm(p[:2] - line)) <= max_mm:
             kept.append(m)
     return kept
 
 
-def _column_fit(z: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Horizontal (x, y) of the straight line through points (z, xy) by least squares, at each z."""
+def _column_fit(z: np.ndarray, xy: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+    """Horizontal (x, y) of the straight line through points (z, xy) by least squares, at each z (or at the
+    heights ``at``)."""
     a = np.stack([z, np.ones_like(z)], axis=1)
     coef, *_ = np.linalg.lstsq(a, xy, rcond=None)
-    return a @ coef
+    return a @ coef if at is None else np.stack([at, np.ones_like(at)], axis=1) @ coef
 
 
 def _column(bodies: list[tuple[np.ndarray, np.ndarray]], max_mm: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -412,7 +417,7 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     out = _base_map(arr, reg)
     found = _find(classes, reg, cfg)
     sacrum_parts = _under_column(classes, _components(arr == reg.class_id("sacrum"), 1000.0 * cfg["min_sacrum_ml"] / vv),
-                                 found, float(cfg["body_column_max_mm"]))
+                                 found, float(cfg["body_column_max_mm"]), int(cfg["sacrum_line_bodies"]))
     unused: list[str] = []
     between = _discs_between_bodies(found, cfg)
     if anchor is not None:

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
+from pipeline.core.volume import Volume
 from pipeline.io.nifti import load_volume, to_closest_canonical
 from pipeline.spine import canal
 from pipeline.spine.levels import Anchor, label_levels
@@ -489,6 +490,35 @@ def test_body_and_sacrum_class_off_the_spinal_column_is_not_counted():
     loose = label_levels(classes.with_array(arr), REG, {**CFG, "body_column_max_mm": 1e3})
     assert loose.inferred or list(loose.discs) != list(ref.discs) or any(
         not np.allclose(loose.discs[lv].center_ras, ref.discs[lv].center_ras) for lv in ref.discs)
+
+
+def _lordotic_column(sacrum_y: int) -> Volume:
+    """Class map (1 mm voxels) of eight vertebral bodies with their discs, the lowest three turning backwards (a
+    lordotic lower lumbar spine under a straight thoracolumbar column) and the sacrum below them at ``sacrum_y``."""
+    arr = np.zeros((24, 170, 340), np.uint8)
+    zs, ys = [88 + 32 * i for i in range(8)], [60, 80, 94, 102, 106, 108, 108, 108]
+
+    def box(name: str, yc: int, zc: int, hy: int, hz: int) -> None:
+        arr[4:20, yc - hy:yc + hy, zc - hz:zc + hz] = REG.class_id(name)
+
+    for i, (y, z) in enumerate(zip(ys, zs)):
+        box("vertebral_body", y, z, 17, 12)
+        box("disc", (y + (ys[i - 1] if i else sacrum_y)) // 2, z - 16, 17, 3)
+    box("sacrum", sacrum_y, zs[0] - 40, 20, 20)
+    return Volume(arr, np.eye(4))
+
+
+def test_the_sacrum_of_a_lordotic_spine_is_found_along_the_lower_lumbar_bodies():
+    """Where the lowest bodies turn backwards and the sacrum continues the turn, the sacrum lies 30-45 mm behind the
+    straight line through every body in view: it is judged against the line of the lowest bodies, so the levels are
+    counted from it (with the whole column's line it would be missed and the levels left unnamed)."""
+    for sacrum_y in (20, 30):
+        classes = _lordotic_column(sacrum_y)
+        levels = label_levels(classes, REG)
+        assert levels.method.startswith("count from the sacrum"), levels.flags
+        assert levels.discs["L5-S1"].center_ras[2] == pytest.approx(72.0, abs=1.0)
+        whole_column = label_levels(classes, REG, {**CFG, "sacrum_line_bodies": 8})
+        assert "L5-S1" not in whole_column.discs and whole_column.flags[0].startswith("no sacrum")
 
 
 def test_a_large_false_disc_in_front_of_the_spine_does_not_hide_the_real_ones():
