@@ -1,15 +1,21 @@
-"""Calf girth: the circumference of a leg's outline on every slice.
+"""Calf girth: the length of a tape measure laid around a leg, on every slice.
 
-Each leg's body mask (all of its labels, holes filled per slice) is smoothed with a Gaussian of ``smoothing_px``
-pixels and its outline traced at the 0.5 level with sub-pixel precision (marching squares,
-``skimage.measure.find_contours``); the outline vertices are mapped to millimetres through the in-plane affine columns,
-so anisotropic and rotated pixels are measured correctly. Circumference = sum of the polygon's edge lengths.
+Each leg's body mask (all of its labels) is opened in-plane by a disc of ``opening_mm`` (:func:`open_in_plane`: what
+a segmentation that frays into the background noise at the skin adds outside the leg, scattered voxels and strands
+narrower than the disc, is removed; a leg's outline, curved over tens of millimetres, is not changed), its holes are
+filled per slice, it is smoothed with a Gaussian of ``smoothing_px`` pixels and its outline traced at the 0.5 level
+with sub-pixel precision (marching squares, ``skimage.measure.find_contours``). A tape held around the calf lies on
+the convex hull of its cross-section: it bridges the hollows between the muscle bellies and does not follow a ragged
+outline. Girth = the perimeter of the convex hull of the largest outline (``scipy.spatial.ConvexHull``, Qhull), its
+vertices mapped to millimetres through the in-plane affine columns, so anisotropic and rotated pixels are measured
+correctly (an affine map carries a convex hull to the convex hull of the mapped points).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull
 from skimage import measure
 
 
@@ -23,6 +29,18 @@ def polygon_perimeter_mm(points_ij: np.ndarray, affine: np.ndarray, axes: tuple[
     m = affine[:3, list(axes)]
     d = np.diff(np.vstack([points_ij, points_ij[:1]]), axis=0)
     return float(np.linalg.norm(d @ m.T, axis=1).sum())
+
+
+def tape_perimeter_mm(points_ij: np.ndarray, affine: np.ndarray, axes: tuple[int, int]) -> float:
+    """Length (mm) of a tape laid around the outline ``points_ij`` (pixel coordinates along ``axes``): the perimeter
+    of its convex hull (:func:`polygon_perimeter_mm` of the hull's vertices, which Qhull returns in order around it).
+
+    >>> notch = np.array([[0, 0], [0, 10], [5, 8], [10, 10], [10, 0]], float)  # a square with a hollow in one side
+    >>> round(polygon_perimeter_mm(notch, np.eye(4), (0, 1)), 2), tape_perimeter_mm(notch, np.eye(4), (0, 1))
+    (40.77, 40.0)
+    """
+    hull = ConvexHull(points_ij)
+    return polygon_perimeter_mm(points_ij[hull.vertices], affine, axes)
 
 
 def fill_holes_in_plane(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -48,14 +66,35 @@ def fill_holes_in_plane(mask: np.ndarray, axis: int) -> np.ndarray:
     return ~outside[background]
 
 
-def girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoothing_px: float = 1.0) -> np.ndarray:
-    """Outline circumference (mm) of the largest outline on each slice; NaN where the leg is absent.
+def open_in_plane(mask: np.ndarray, affine: np.ndarray, axis: int, radius_mm: float) -> np.ndarray:
+    """Binary opening of every slice of ``mask`` across ``axis`` by a disc of ``radius_mm`` (an ellipse in pixels
+    when the in-plane spacings differ, from the affine's column lengths): a flat structuring element, so no slice
+    touches its neighbours. ``radius_mm`` 0 returns ``mask``.
 
-    Holes are filled (:func:`fill_holes_in_plane`) and the Gaussian applied in-plane (sigma 0 across ``axis``) to all
-    slices at once; both act within each slice only."""
+    >>> m = np.zeros((12, 12, 1), bool); m[2:10, 2:10] = True; m[0, 5] = True  # a square and a stray voxel
+    >>> int(open_in_plane(m, np.eye(4), 2, 1.0).sum()), int(m.sum())  # the voxel goes, and the square's corners
+    (60, 65)
+    """
+    if radius_mm <= 0:
+        return np.asarray(mask, bool)
+    axes = [a for a in range(3) if a != axis]
+    r = [radius_mm / float(np.linalg.norm(affine[:3, a])) for a in axes]
+    n = [int(np.floor(v)) for v in r]
+    grid = np.ogrid[-n[0]:n[0] + 1, -n[1]:n[1] + 1]
+    disc = (grid[0] / r[0]) ** 2 + (grid[1] / r[1]) ** 2 <= 1.0
+    return ndimage.binary_opening(mask, structure=np.expand_dims(disc, axis))
+
+
+def girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoothing_px: float = 1.0,
+                       opening_mm: float = 0.0) -> np.ndarray:
+    """Tape girth (mm, :func:`tape_perimeter_mm`) of the largest outline on each slice; NaN where the leg is absent.
+
+    The mask is opened (:func:`open_in_plane`; before the holes are filled, which would close the gaps between
+    stray voxels at the skin into solid fringe), its holes filled (:func:`fill_holes_in_plane`) and the Gaussian
+    applied in-plane (sigma 0 across ``axis``) to all slices at once; all act within each slice only."""
     axes = tuple(a for a in range(3) if a != axis)
     out = np.full(leg_mask.shape[axis], np.nan)
-    filled = fill_holes_in_plane(leg_mask, axis)
+    filled = fill_holes_in_plane(open_in_plane(leg_mask, affine, axis, opening_mm), axis)
     counts = np.count_nonzero(filled, axis=axes)
     smooth = filled.astype(float)
     if smoothing_px > 0:
@@ -67,7 +106,7 @@ def girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoo
         if not contours:
             continue
         best = max(contours, key=len) - 2
-        out[k] = polygon_perimeter_mm(best, affine, axes)  # type: ignore[arg-type]
+        out[k] = tape_perimeter_mm(best, affine, axes)  # type: ignore[arg-type]
     return out
 
 

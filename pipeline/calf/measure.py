@@ -249,7 +249,7 @@ def slice_ff_means(region: Region, ff_box: np.ndarray, axis: int, slices: np.nda
 
 
 def _girth(arr: np.ndarray, boxes: dict[int, Box], ids: list[int], affine: np.ndarray, axis: int,
-           smoothing_px: float) -> np.ndarray:
+           smoothing_px: float, opening_mm: float) -> np.ndarray:
     """Girth per slice of the leg made of labels ``ids``, traced in the leg's bounding box widened in-plane by more
     than the reach of the smoothing kernel (4 sigma, scipy's default truncation) and clipped to the array: the mask is
     zero outside its box, so the smoothed image, and the outline, are the same there as on the whole slice."""
@@ -261,7 +261,7 @@ def _girth(arr: np.ndarray, boxes: dict[int, Box], ids: list[int], affine: np.nd
     box = grow_box(leg_box, int(4.0 * smoothing_px + 0.5) + 3, arr.shape, in_plane)
     mask = np.isin(arr[box], ids)
     k0, k1 = box[axis].start, box[axis].stop
-    out[k0:k1] = girth_per_slice_mm(mask, affine, axis, smoothing_px)
+    out[k0:k1] = girth_per_slice_mm(mask, affine, axis, smoothing_px, opening_mm)
     return out
 
 
@@ -382,7 +382,8 @@ def measure_calf_labels(labels: Volume, images: CalfImages, reg: Registry, cfg: 
         metrics[side], csas[side], slice_rows = _measure_side(side, labels, arr, boxes, ff, reg, cfg, axis, z, images)
         res.slices += slice_rows
         ids = [lab.id for lab in reg.labels if lab.side == side]
-        girth[side] = _girth(arr, boxes, ids, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
+        girth[side] = _girth(arr, boxes, ids, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)),
+                             float(cfg.get("girth_opening_mm", 0.0)))
     muscle_csa = {side: shaft_level_muscle_csa(sum(csas[side][m] for m in reg.muscles),
                                                csas[side]["tibia"] + csas[side]["fibula"],
                                                sum(csas[side][n] for n in structures),

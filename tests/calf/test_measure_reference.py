@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scipy import ndimage
+from scipy.spatial import ConvexHull
 from skimage import measure as skmeasure
 
 from pipeline.calf import measure as M
@@ -47,18 +48,27 @@ def ref_erode_in_plane(mask: np.ndarray, axis: int, erode_mm: float, pixel_mm: t
     return ndimage.binary_erosion(mask, structure=struct)
 
 
-def ref_girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoothing_px: float) -> np.ndarray:
-    """Girth slice by slice: holes filled, Gaussian and outline of each slice on its own."""
+def ref_girth_per_slice_mm(leg_mask: np.ndarray, affine: np.ndarray, axis: int, smoothing_px: float,
+                           opening_mm: float = 0.0) -> np.ndarray:
+    """Girth slice by slice: opening by a disc, holes filled, Gaussian, outline and its convex hull of each slice on
+    its own."""
     axes = tuple(a for a in range(3) if a != axis)
     out = np.full(leg_mask.shape[axis], np.nan)
+    r = [opening_mm / float(np.linalg.norm(affine[:3, a])) for a in axes]
+    yy, xx = np.mgrid[-int(r[0]):int(r[0]) + 1, -int(r[1]):int(r[1]) + 1] if opening_mm > 0 else (0, 0)
+    disc = (yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0 if opening_mm > 0 else None
     for k in range(leg_mask.shape[axis]):
-        sl = ndimage.binary_fill_holes(np.take(leg_mask, k, axis=axis))
+        sl = np.take(leg_mask, k, axis=axis)
+        if disc is not None:
+            sl = ndimage.binary_opening(sl, structure=disc)
+        sl = ndimage.binary_fill_holes(sl)
         if sl.sum() < 10:
             continue
         img = ndimage.gaussian_filter(sl.astype(float), smoothing_px) if smoothing_px > 0 else sl.astype(float)
         contours = skmeasure.find_contours(np.pad(img, 2), 0.5)
         if contours:
-            out[k] = polygon_perimeter_mm(max(contours, key=len) - 2, affine, axes)  # type: ignore[arg-type]
+            best = max(contours, key=len) - 2
+            out[k] = polygon_perimeter_mm(best[ConvexHull(best).vertices], affine, axes)  # type: ignore[arg-type]
     return out
 
 
@@ -141,7 +151,8 @@ def reference_measure(labels: Volume, images: M.CalfImages, reg: Registry, cfg: 
                     res.slices.append({"z_mm": round(float(z[k]), 3), "side": side, "muscle": name,
                                        "csa_mm2": round(float(csas[side][name][k]), 3),
                                        "ff_pct": round(100 * float(np.take(ff, k, axis=axis)[sl_mask].mean()), 3)})
-        girth[side] = ref_girth_per_slice_mm(leg, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)))
+        girth[side] = ref_girth_per_slice_mm(leg, labels.affine, axis, float(cfg.get("girth_smoothing_px", 1.0)),
+                                             float(cfg.get("girth_opening_mm", 0.0)))
     for name in names:
         total = sum(csas[sd][name] for sd in present)
         if np.any(total > 0):
@@ -332,9 +343,9 @@ def test_girth_of_all_slices_at_once_matches_slice_by_slice(axis):
         mask[2:4, 30:34, k] = k % 2 == 0  # a second piece
     mask = np.moveaxis(mask, 2, axis)
     affine = oblique_affine() if axis == 2 else slices_along_axis0()
-    for smoothing in (0.0, 1.0, 1.5):
-        assert np.array_equal(girth_per_slice_mm(mask, affine, axis, smoothing),
-                              ref_girth_per_slice_mm(mask, affine, axis, smoothing), equal_nan=True)
+    for smoothing, opening in ((0.0, 0.0), (1.0, 0.0), (1.5, 0.0), (1.5, 2.0)):
+        assert np.array_equal(girth_per_slice_mm(mask, affine, axis, smoothing, opening),
+                              ref_girth_per_slice_mm(mask, affine, axis, smoothing, opening), equal_nan=True)
 
 
 def test_ff_map_rows_match_whole_volume_masks():
