@@ -209,17 +209,24 @@ def judge_calf(labels: Volume, reg: Registry, cfg: dict[str, Any],
 
 
 def _study_status(structures: dict[str, dict[str, StructureQC]], reasons: list[str], cfg: dict[str, Any]) -> str:
-    """Fail when a leg is not a calf or lost ``study_fail_structures`` required structures to QC; review when any
-    structure is not a pass (its failed values are left out of the rules); else pass. ``reasons`` holds, on entry,
-    only the leg-level failures (no calf, too little coverage, too wide); the per-structure summaries are added
-    here."""
+    """Fail when a leg is not a calf, lost ``study_fail_structures`` required structures to QC, or has
+    ``study_fail_doubted_structures`` required structures that are not a pass (marked for review or failed: doubts
+    about many structures of one leg say that the leg's segmentation as a whole is not to be trusted, and the passes
+    among them are no safer); review when any structure is not a pass (its failed values are left out of the
+    rules); else pass. ``reasons`` holds, on entry, only the leg-level failures (no calf, too little coverage, too
+    wide); the per-structure summaries are added here."""
     status = FAIL if reasons else PASS
     for side, structs in structures.items():
         failed = [n for n in cfg["required"] if structs[n].status == FAIL]
+        doubted = [n for n in cfg["required"] if structs[n].status != PASS]
         if len(failed) >= cfg["study_fail_structures"]:
             status = FAIL
             reasons.append(f"{side} leg: {len(failed)} of the structures every calf holds failed QC "
                            f"({', '.join(failed)}): the segmentation is not to be trusted")
+        elif len(doubted) >= cfg["study_fail_doubted_structures"]:
+            status = FAIL
+            reasons.append(f"{side} leg: {len(doubted)} of the structures every calf holds are in doubt "
+                           f"({', '.join(doubted)}): the segmentation of the leg is not to be trusted")
         bad = [n for n, s in structs.items() if s.status != PASS]
         if bad and status == PASS:
             status = REVIEW

@@ -119,3 +119,18 @@ def test_component_fractions_from_one_labelling_match_one_mask_at_a_time():
         want = {i: largest_component_fraction(arr[boxes[i - 1]] == i) for i in ids
                 if i <= len(boxes) and boxes[i - 1] is not None}
         assert largest_component_fractions(arr, boxes, ids) == want
+
+
+def test_doubts_about_many_structures_of_one_leg_fail_the_study(truth):
+    """Three required structures of one leg marked for review (each by one kind of check, so none fails on its own)
+    fail the study: the leg's segmentation as a whole is in doubt, and its passes with it. Two ask for review."""
+    reg, cfg = registry("calf"), _cfg()
+    doubt = {"flip_dice": 0.97, "entropy": 0.15}
+    two = {"left": {"soleus": doubt, "gastrocnemius_lateral": doubt}}
+    three = {"left": {"soleus": doubt, "gastrocnemius_lateral": doubt, "tibialis_posterior": doubt}}
+    assert judge_calf(truth, reg, cfg, two).status == REVIEW
+    qc = judge_calf(truth, reg, cfg, three)
+    assert [qc.structure_status("left", n) for n in ("soleus", "gastrocnemius_lateral", "tibialis_posterior")] \
+        == [REVIEW] * 3
+    assert qc.status == FAIL and any("3 of the structures every calf holds are in doubt" in r for r in qc.reasons)
+    assert judge_calf(truth, reg, {**cfg, "study_fail_doubted_structures": 4}, three).status == REVIEW
