@@ -18,6 +18,10 @@ As for the calf (:mod:`pipeline.calf.qc`), every spine segmentation carries a ve
   not labelled as sac and its size is not measured there (the level fails);
 * **plausible sizes**: dural sac area, AP diameter and foraminal area inside adult ranges (review only: stenosis and
   a capacious canal are real).
+* **the network's certainty of the sac**: the mean binary entropy of the sagittal dural-sac probability over the
+  voxels it gives some belief (p > 0.05) within ``sac_window_mm`` of the disc plane (:func:`sac_entropy`); above
+  ``sac_entropy_review`` the level is marked for review (where the network hesitates between sac and its
+  neighbours, the canal measurements at that level rest on its guess).
 
 A study whose every level failed fails.
 
@@ -95,11 +99,39 @@ def _sac_near(labels: Volume, reg: Registry, z_mm: float, window_mm: float) -> b
     return bool(np.any(np.abs(z - z_mm) <= window_mm))
 
 
+def sac_entropy(sac_probability: Volume, disc: Disc, window_mm: float, min_p: float = 0.05) -> float | None:
+    """Mean binary entropy (bits) of the dural-sac probability p over the voxels with p > ``min_p`` whose distance
+    from the plane of ``disc`` (through its centre, along its normal) is under ``window_mm``:
+    H = -(p log2 p + (1 - p) log2 (1 - p)), 0 where the network is certain, 1 at p = 0.5 (the voxel-wise
+    uncertainty of Kendall & Gal, NeurIPS 2017, for one class against the rest). Voxels at the sac's edge are
+    uncertain in any segmentation (partial volume), so the mean is not 0 even for a right one. None when no voxel
+    qualifies.
+
+    >>> from pipeline.core.volume import Volume
+    >>> p = np.zeros((1, 1, 21)); p[0, 0, 5:16] = 1.0; p[0, 0, [5, 15]] = 0.5
+    >>> d = Disc("L4-L5", np.zeros((1, 1, 21), bool), np.array([0.0, 0, 10]), np.array([0.0, 0, 1]))
+    >>> round(sac_entropy(Volume(p, np.eye(4)), d, 6.0), 3)   # 9 certain voxels and 2 at p = 0.5
+    0.182
+    """
+    prob = np.asarray(sac_probability.array, np.float32)
+    idx = np.argwhere(prob > min_p)
+    if not len(idx):
+        return None
+    along = (sac_probability.voxel_to_world(idx) - disc.center_ras) @ disc.normal_ras
+    p = np.clip(prob[tuple(idx[np.abs(along) < window_mm].T)].astype(np.float64), 1e-9, 1 - 1e-9)
+    if not p.size:
+        return None
+    return float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
+
+
 def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags: list[str],
-                values: dict[str, Any], inferred: Collection[str] = ()) -> SpineQC:
+                values: dict[str, Any], inferred: Collection[str] = (), sac_probability: Volume | None = None
+                ) -> SpineQC:
     """The QC verdict of a level-labelled sagittal map (``spine/labels_sag.nii.gz``); ``level_flags`` are the
     level labelling's flags (why levels are not named), ``values`` the summary values measured from it,
-    ``inferred`` the discs placed in a gap between two bodies because the network did not label them (review)."""
+    ``inferred`` the discs placed in a gap between two bodies because the network did not label them (review),
+    ``sac_probability`` the network's dural-sac probability on the sagittal grid (its certainty is judged when
+    given)."""
     centres = _z_centres(labels, reg)
     by_name = {lab.name: lab for lab in reg.labels}
     discs = sorted(by_name[n].level for n in centres if by_name[n].structure == "disc")
@@ -128,10 +160,7 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
                 q.add(FAIL, f"{level}: the disc does not lie between {below} and {above}")
         elif not (any(centres[b][0] < z_disc for b in bodies) and any(centres[b][0] > z_disc for b in bodies)):
             q.add(REVIEW, f"{level}: no vertebral body on both sides of the disc")
-        if not _sac_near(labels, reg, z_disc, cfg["sac_window_mm"]):
-            q.add(FAIL, f"{level}: no dural sac within {cfg['sac_window_mm']:g} mm of the disc")
-        elif level in planes:
-            _sac_behind_disc(q, level, labels, reg, planes[level], cfg["max_disc_to_sac_mm"])
+        _judge_sac(q, level, labels, reg, z_disc, planes.get(level), sac_probability, cfg)
         _plausible(q, level, values, cfg)
     failed = [lv for lv, q in levels.items() if q.status == FAIL]
     if failed:
@@ -141,6 +170,22 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
         status = worst(status, REVIEW)
     reasons += [r for q in levels.values() for r in q.reasons]
     return SpineQC(status, reasons, levels)
+
+
+def _judge_sac(q: LevelQC, level: str, labels: Volume, reg: Registry, z_disc: float, plane: Disc | None,
+               sac_probability: Volume | None, cfg: dict[str, Any]) -> None:
+    """The dural sac at one disc: labelled near it (else fail), beginning right behind it (:func:`_sac_behind_disc`)
+    and, with the network's probability given, labelled with certainty (:func:`sac_entropy`; else review)."""
+    if not _sac_near(labels, reg, z_disc, cfg["sac_window_mm"]):
+        q.add(FAIL, f"{level}: no dural sac within {cfg['sac_window_mm']:g} mm of the disc")
+    elif plane is not None:
+        _sac_behind_disc(q, level, labels, reg, plane, cfg["max_disc_to_sac_mm"])
+    if sac_probability is not None and plane is not None:
+        entropy = sac_entropy(sac_probability, plane, cfg["sac_window_mm"])
+        if entropy is not None and entropy > cfg["sac_entropy_review"]:
+            q.add(REVIEW, f"{level}: the network is unsure of the dural sac here (mean entropy {entropy:.2f} of its "
+                          f"sac probability within {cfg['sac_window_mm']:g} mm of the disc, above "
+                          f"{cfg['sac_entropy_review']:g})")
 
 
 def _sac_behind_disc(q: LevelQC, level: str, labels: Volume, reg: Registry, disc: Disc, max_gap_mm: float) -> None:

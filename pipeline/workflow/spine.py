@@ -175,11 +175,11 @@ def measure(study: StudyDir) -> dict[str, Any]:
         return {"status": reason}
     levels = _saved_levels(study)
     labels = [p for p in (study.spine_labels_for(s.role) for s in series.axial_stacks()) if p.exists()]
+    sac_sag = _optional_volume(study.spine_probability(study.spine_labels_sag))
     res = measure_levels(levels, [_saved_stack(study, p) for p in labels], registry("spine"),
-                         load_config("default")["spine"], load_config("innervation"),
-                         sac_sag=_optional_volume(study.spine_probability(study.spine_labels_sag)))
+                         load_config("default")["spine"], load_config("innervation"), sac_sag=sac_sag)
     qc = judge_spine(load_volume(study.spine_labels_sag), registry("spine"), load_config("qc")["spine"],
-                     levels.flags, res.summary.values, inferred=levels.inferred)
+                     levels.flags, res.summary.values, inferred=levels.inferred, sac_probability=sac_sag)
     for warning in series.repeat_warnings(["lumbar_sag_t2"], "spine"):
         qc.status, qc.reasons = worst(qc.status, REVIEW), [*qc.reasons, warning]
     for key, value in qc.as_summary().items():

@@ -66,3 +66,35 @@ def test_a_sagittal_image_without_named_levels_fails(tmp_path):
     measured = [k for k in v if k.startswith("spine.L") and v[k] not in (None, "")
                 and not k.endswith(("qc_status", "qc_reasons"))]
     assert all(k in qc["held_back"] for k in measured)
+
+
+def test_a_level_where_the_network_hesitates_over_the_sac_is_marked_for_review(tmp_path):
+    """The index case's true labels with a dural-sac probability beside them: certain everywhere, every level passes;
+    the network undecided (p = 0.5) over the sac within 8 mm of the L4-L5 disc, that level (and only it) is marked
+    for review with the reason, and its values still reach the rules (review, not fail)."""
+    from pipeline.io.nifti import save_probability
+
+    out = ground_truth_out(tmp_path / "nmh", measure=False)
+    d = StudyDir(out)
+    reg = registry("spine")
+    sag = load_volume(d.spine_labels_sag)
+    arr = np.asarray(sag.array)
+    sac = arr == reg.label_id("dural_sac")
+    save_probability(sag.with_array(sac.astype(np.float32)), d.spine_probability(d.spine_labels_sag))
+    stages.measure(out)
+    v = _summary(out)
+    assert v["spine.qc_status"] == "pass"
+    disc = np.argwhere(arr == reg.label_id("disc_L4_L5"))
+    z_disc = sag.voxel_to_world(disc)[:, 2].mean()
+    idx = np.argwhere(sac)
+    near = np.abs(sag.voxel_to_world(idx)[:, 2] - z_disc) <= 8.0
+    prob = sac.astype(np.float32)
+    prob[tuple(idx[near].T)] = 0.5
+    save_probability(sag.with_array(prob), d.spine_probability(d.spine_labels_sag))
+    stages.measure(out)
+    stages.rules(out)
+    v = _summary(out)
+    assert v["spine.L4-L5.qc_status"] == "review" and "unsure of the dural sac" in v["spine.L4-L5.qc_reasons"]
+    assert all(v[f"spine.{lv}.qc_status"] == "pass" for lv in ("L1-L2", "L2-L3", "L3-L4", "L5-S1"))
+    held = json.loads(d.findings.read_text())["quality_control"]["held_back"]
+    assert not any(k.startswith("spine.L4-L5.") for k in held)
