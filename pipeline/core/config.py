@@ -101,21 +101,24 @@ def validate(data: Any, schema: dict, *, path: str | Path, name: str = "") -> No
         )
 
 
-def schema_path(name: str, directory: Path | None = None) -> Path:
-    """Path of the schema of configuration ``name``; the schema is looked up in the active folder first."""
-    for d in (directory or config_dir(), DEFAULT_CONFIG_DIR):
-        p = d / "schemas" / f"{name}.schema.yaml"
-        if p.exists():
-            return p
-    raise ConfigError(f"no schema for configuration '{name}'.", path=DEFAULT_CONFIG_DIR / "schemas",
-                      fix=f"add schemas/{name}.schema.yaml.")
+def schema_paths(name: str, directory: Path | None = None) -> list[Path]:
+    """The schemas configuration ``name`` must match: this legmri's own (``configs/schemas`` of the package: it
+    states every key this version reads, so a configuration folder copied from an older legmri is refused with the
+    missing keys named, not met by a KeyError mid-run), then the active folder's, where it has another one."""
+    own = DEFAULT_CONFIG_DIR / "schemas" / f"{name}.schema.yaml"
+    local = (directory or config_dir()) / "schemas" / f"{name}.schema.yaml"
+    out = [p for p in (own, local) if p.exists()]
+    if not out:
+        raise ConfigError(f"no schema for configuration '{name}'.", path=DEFAULT_CONFIG_DIR / "schemas",
+                          fix=f"add schemas/{name}.schema.yaml.")
+    return out if len(out) < 2 or out[0].resolve() != out[1].resolve() else out[:1]
 
 
 @lru_cache(maxsize=64)
-def _load_cached(path_str: str, mtime_ns: int, schema_str: str, schema_mtime_ns: int, name: str) -> Any:
+def _load_cached(path_str: str, mtime_ns: int, schemas: tuple[tuple[str, int], ...], name: str) -> Any:
     data = read_yaml(path_str)
-    schema = read_yaml(schema_str)
-    validate(data, schema, path=path_str, name=name)
+    for schema_str, _ in schemas:
+        validate(data, read_yaml(schema_str), path=path_str, name=name)
     return data
 
 
@@ -128,8 +131,8 @@ def load_config(name: str, path: str | Path | None = None) -> Any:
     if not cfg_path.exists():
         raise ConfigError("configuration file not found.", path=cfg_path,
                           fix=f"restore configs/{name}.yaml or point LEGMRI_CONFIG_DIR at a folder holding it.")
-    sch = schema_path(name, cfg_path.parent)
-    data = _load_cached(str(cfg_path.resolve()), cfg_path.stat().st_mtime_ns, str(sch), sch.stat().st_mtime_ns, name)
+    schemas = tuple((str(p), p.stat().st_mtime_ns) for p in schema_paths(name, cfg_path.parent))
+    data = _load_cached(str(cfg_path.resolve()), cfg_path.stat().st_mtime_ns, schemas, name)
     return copy.deepcopy(data)
 
 

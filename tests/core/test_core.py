@@ -95,6 +95,32 @@ def test_a_default_yaml_without_keys_read_without_a_default_is_refused(tmp_path:
     assert str(old) in str(exc.value) and "fold_gastrocnemius_return_fraction" in str(exc.value)
 
 
+def test_a_whole_configuration_folder_from_an_older_legmri_is_refused(tmp_path: Path):
+    """A copy of configs/ made by an older legmri carries its own schemas, which do not ask for the keys this
+    version reads: the folder is still refused against this legmri's schema, with the file and key named."""
+    import shutil
+
+    import yaml
+
+    from pipeline.core.config import DEFAULT_CONFIG_DIR
+
+    old = tmp_path / "configs"
+    shutil.copytree(DEFAULT_CONFIG_DIR, old)
+    for name, section, key in (("qc.yaml", "spine", "sac_entropy_review"),
+                               ("schemas/qc.schema.yaml", None, "sac_entropy_review")):
+        path = old / name
+        if section:
+            data = yaml.safe_load(path.read_text())
+            del data[section][key]
+            path.write_text(yaml.safe_dump(data))
+        else:
+            path.write_text(path.read_text().replace(f", {key}]", "]"))
+    assert "sac_entropy_review]" not in (old / "schemas/qc.schema.yaml").read_text()
+    with pytest.raises(ConfigError) as exc:
+        load_config("qc", old / "qc.yaml")
+    assert str(old / "qc.yaml") in str(exc.value) and "sac_entropy_review" in str(exc.value)
+
+
 def test_config_yaml_syntax_error_names_line(tmp_path: Path):
     bad = tmp_path / "labels.yaml"
     bad.write_text("version: 1\ncalf: [\n")
