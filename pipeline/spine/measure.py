@@ -238,9 +238,28 @@ def _measure_level(res: SpineMeasurements, level: str, disc: Disc, sag: _Sagitta
             values[f"{side}.foramen_area_mm2"] = None
             reasons[f"{side}.foramen_area_mm2"] = unseen
             continue
-        values[f"{side}.foramen_area_mm2"] = canal.foramen_area_mm2(
-            sag.contents, sag.labels, sag.axis, disc.center_ras, disc.normal_ras, side, start, reach)
+        area = canal.foramen_area_mm2(sag.contents, sag.labels, sag.axis, disc.center_ras, disc.normal_ras, side,
+                                      start, reach)
+        values[f"{side}.foramen_area_mm2"], why = plausible_foramen_area(area, float(cfg["foramen_min_area_mm2"]))
+        if why:
+            reasons[f"{side}.foramen_area_mm2"] = why
     return values, reasons
+
+
+def plausible_foramen_area(area_mm2: float | None, min_area_mm2: float) -> tuple[float | None, str | None]:
+    """The foraminal area, or None with the reason when the region found is smaller than any foramen can be: a
+    foramen holds its nerve root, so a region of a few mm2 is a fragment at the edge of the segmentation or of the
+    field of view, not a foramen narrowed to that size (graded, it would read as severe narrowing).
+
+    >>> plausible_foramen_area(72.0, 12.0), plausible_foramen_area(None, 12.0)
+    ((72.0, None), (None, None))
+    >>> plausible_foramen_area(3.0, 12.0)[1]
+    'the foraminal region found (3 mm2) is smaller than a foramen holding its nerve root can be (12 mm2): not a foramen'
+    """
+    if area_mm2 is None or area_mm2 >= min_area_mm2:
+        return area_mm2, None
+    return None, (f"the foraminal region found ({area_mm2:g} mm2) is smaller than a foramen holding its nerve root "
+                  f"can be ({min_area_mm2:g} mm2): not a foramen")
 
 
 def _measure_axial(res: SpineMeasurements, level: str, disc: Disc, stack: AxialStack, p: canal.SlicePick,

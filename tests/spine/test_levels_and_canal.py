@@ -534,3 +534,24 @@ def test_a_large_false_disc_in_front_of_the_spine_does_not_hide_the_real_ones():
     assert list(levels.discs) == list(ref.discs) and not levels.inferred
     for lv in ref.discs:
         assert np.allclose(levels.discs[lv].center_ras, ref.discs[lv].center_ras)
+
+
+def test_a_foraminal_fragment_smaller_than_any_foramen_is_not_graded():
+    """The index case's left L4-L5 foramen cut down to a 2 x 2-voxel fragment of foraminal contents (4 mm2): the area
+    is null with the reason, so no grade (which would read as severe narrowing); the right side is still measured."""
+    sag, _, levels = _index_case_labels()
+    _, s = _measure(sag, [])
+    assert s.get("spine.L4-L5.left.foramen_area_mm2") > 40 and s.get("spine.L4-L5.right.foramen_area_mm2") > 40
+    arr = np.asarray(sag.array).copy()
+    disc = levels.discs["L4-L5"]
+    contents = np.isin(arr, [REG.label_id("epidural_fat"), REG.label_id("nerve_root")])
+    idx = np.argwhere(contents)
+    w = sag.voxel_to_world(idx) - disc.center_ras
+    left = (w[:, 0] < -10.0) & (np.abs(w @ disc.normal_ras) < 25.0)
+    arr[tuple(idx[left].T)] = 0
+    keep = idx[left][np.argmin(np.abs(w[left, 0] + 22.0) + np.abs(w[left] @ disc.normal_ras))]
+    arr[keep[0], keep[1]:keep[1] + 2, keep[2]:keep[2] + 2] = REG.label_id("nerve_root")
+    _, s = _measure(sag.with_array(arr), [])
+    assert s.get("spine.L4-L5.left.foramen_area_mm2") is None and s.get("spine.L4-L5.left.foramen_grade") is None
+    assert "smaller than a foramen" in s.missing["spine.L4-L5.left.foramen_area_mm2"]
+    assert s.get("spine.L4-L5.right.foramen_area_mm2") > 40
