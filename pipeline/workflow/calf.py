@@ -44,7 +44,7 @@ from pipeline.core.verdict import group_verdict, join_reasons
 from pipeline.core.volume import Volume
 from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_volume
-from pipeline.io.study import echo_set
+from pipeline.io.study import EchoSet, echo_set
 
 KEY_METRICS = ("volume_ml", "ff_pct", "lean_volume_ml", "fat_volume_ml", "max_csa_mm2")
 MEASUREMENT_COLUMNS = ["side", "structure", "metric", "value", "unit", "flag", "qc_status"]
@@ -180,6 +180,7 @@ class EchoFit:
     grid: Volume
     maps: WaterFatMaps
     fitted: bool = True
+    inphase_echo: tuple[Volume, str] | None = None  # the acquired in-phase echo and its description (:func:`in_phase_echo`)
 
 
 def fit_water_fat(study: StudyDir) -> dict[str, Any]:
@@ -285,7 +286,7 @@ def _fit_water_fat(study: StudyDir, write_maps: bool = True) -> tuple[dict[str, 
     start = time.perf_counter()
     maps = fit_echoes(mags, phases, echoes.echo_times_ms, float(field_t), wcfg)
     seconds = round(time.perf_counter() - start, 2)
-    fit = EchoFit(ref, maps)
+    fit = EchoFit(ref, maps, inphase_echo=in_phase_echo(echoes, float(field_t), wcfg))
     if write_maps:
         _save_echo_maps(study, fit)
     t1_bias = t1_bias_statement(echoes.repetition_time_ms, echoes.flip_angle_deg, float(field_t), wcfg.get("t1_ms", {}))
@@ -319,7 +320,7 @@ def _segment(study: StudyDir, models: Any, device: str, fit_facts: dict[str, Any
         return {"status": NO_CALF, "ff_map": fit_facts["status"]}, echo_fit
     cfg = load_config("default")["segment"]
     bundle = models.get(calf_bundle_name(inputs, cfg))
-    echo = in_phase_echo(study) if inputs.how == MULTI_ECHO else None
+    echo = echo_fit.inphase_echo if echo_fit is not None and inputs.how == MULTI_ECHO else None
     channels, how = network_inputs(bundle.metadata["input_channels"], inputs, study.series(), echo)
     classes, entropy = bundle.predict_entropy(channels, device=device)
     reg = registry("calf")
@@ -439,20 +440,13 @@ def flip_check(bundle: Any, channels: list[Volume], classes: Volume, legs: list[
                           class_names)
 
 
-def in_phase_echo(study: StudyDir) -> tuple[Volume, str] | None:
-    """The first acquired echo of the study's multi-echo calf acquisition at which the main fat peak is in phase
-    with water (:func:`pipeline.calf.waterfat.echo_phase_label` from its echo time and the field that sets the
-    chemical shift; never from names), with a description; None when the study has no such echo or no field."""
-    echoes = echo_set(study.root)
-    if echoes is None:
-        return None
-    wcfg = load_config("default")["calf"].get("water_fat", {})
-    field_t = echoes.chemical_shift_field_t or wcfg.get("default_field_strength_t")
-    if not field_t:
-        return None
-    tolerance, spectrum = float(wcfg.get("echo_phase_tolerance_deg", 30.0)), spectrum_from_config(wcfg)
+def in_phase_echo(echoes: EchoSet, field_t: float, cfg: dict[str, Any]) -> tuple[Volume, str] | None:
+    """The first acquired echo of a multi-echo calf acquisition at which the main fat peak is in phase with water
+    (:func:`pipeline.calf.waterfat.echo_phase_label` from its echo time and ``field_t``, the field that sets the
+    chemical shift; never from names), with a description; None when no echo is. ``cfg``: ``calf.water_fat``."""
+    tolerance, spectrum = float(cfg.get("echo_phase_tolerance_deg", 30.0)), spectrum_from_config(cfg)
     for te, volume in zip(echoes.echo_times_ms, echoes.magnitudes):
-        if echo_phase_label(te, float(field_t), tolerance, spectrum) == "in":
+        if echo_phase_label(te, field_t, tolerance, spectrum) == "in":
             return volume, f"in-phase echo (TE {te:g} ms) of the multi-echo acquisition"
     return None
 
@@ -461,7 +455,7 @@ def network_inputs(names: list[str], inputs: CalfInputs, series: SeriesIndex,
                    echo: tuple[Volume, str] | None = None) -> tuple[list[Volume], str]:
     """The images a calf bundle takes, by its ``input_channels``: ``water`` and ``fat`` (Dixon bundles), or one
     ``image`` of any contrast (contrast-randomised bundles): an acquired image where the study has one, the in-phase
-    image, else ``echo`` (the in-phase echo of a multi-echo acquisition, :func:`in_phase_echo`); else the sum of
+    image, else ``echo`` (the in-phase echo of a multi-echo acquisition, :func:`in_phase_echo`), else the sum of
     water and fat (which is the in-phase signal, but of a fit: on the real three-echo calf study the network reads
     it worse than the acquired in-phase echo, mean Dice of GM/GL/SOL against the reference annotation 0.69 / 0.82
     against 0.75 / 0.88 for the left / right leg); else the anatomical image."""
