@@ -192,11 +192,15 @@ def _segment_and_judge(bundle: Any, chans: list[Any], reg: Registry, min_ml: flo
 
 def qc_against_truth(rows: list[dict[str, Any]], structures: tuple[str, ...] | list[str]) -> str:
     """How the per-structure QC verdicts of ``rows`` (muscles in ``structures``) stand against the truth: for each
-    verdict, the structures with Dice >= :data:`QC_WRONG_DICE` (right) and under it (wrong). A wrong structure that
-    QC passed is a confident wrong number, the outcome the QC exists to prevent.
+    verdict, the structures with Dice >= :data:`QC_WRONG_DICE` (right) and under it (wrong); and the muscles whose
+    values reach the rules (the structure passed or is under review in a study whose calf QC did not fail,
+    :mod:`pipeline.rules.qc_gate`), with how many of them are wrong: the confident wrong numbers the QC exists to
+    prevent.
 
-    >>> print(qc_against_truth([{"structure": "soleus", "dice": 0.5, "qc_status": "pass"}], ["soleus"]))
-    QC verdicts against the truth (muscles; wrong = Dice < 0.8): 1 passed (1 wrong), 0 review (0 wrong), 0 fail (0 wrong).
+    >>> rows = [{"structure": "soleus", "dice": 0.5, "qc_status": "pass", "study_qc_status": "review"},
+    ...         {"structure": "soleus", "dice": 0.6, "qc_status": "pass", "study_qc_status": "fail"}]
+    >>> print(qc_against_truth(rows, ["soleus"]))
+    QC verdicts against the truth (muscles; wrong = Dice < 0.8): 2 passed (2 wrong), 0 review (0 wrong), 0 fail (0 wrong); muscles whose values reach the rules: 1 (1 wrong).
     """
     mus = [r for r in rows if r["structure"] in structures and "qc_status" in r]
     parts = []
@@ -204,7 +208,9 @@ def qc_against_truth(rows: list[dict[str, Any]], structures: tuple[str, ...] | l
         sel = [r for r in mus if r["qc_status"] == status]
         wrong = sum(r["dice"] < QC_WRONG_DICE for r in sel)
         parts.append(f"{len(sel)} {'passed' if status == 'pass' else status} ({wrong} wrong)")
-    return f"QC verdicts against the truth (muscles; wrong = Dice < {QC_WRONG_DICE}): " + ", ".join(parts) + "."
+    used = [r for r in mus if r["qc_status"] != "fail" and r.get("study_qc_status") != "fail"]
+    return (f"QC verdicts against the truth (muscles; wrong = Dice < {QC_WRONG_DICE}): " + ", ".join(parts)
+            + f"; muscles whose values reach the rules: {len(used)} ({sum(r['dice'] < QC_WRONG_DICE for r in used)} wrong).")
 
 
 def _registry_config_bundle(anatomy: str, device: str, name: str | None = None
