@@ -185,7 +185,8 @@ def _add_model_commands(subs: argparse._SubParsersAction) -> None:
     s.add_argument("--contrasts", help="calf input contrasts, e.g. dixon,inphase,outphase,water,anatomical")
     s.add_argument("--bundle", help="bundle name or folder (default: the configured one)")
     s.add_argument("--qc", action="store_true",
-                   help="calf: also run the segmentation QC and set its verdicts against the truth")
+                   help="also run the segmentation QC and set its verdicts against the truth (calf: per structure; "
+                        "spine: per level)")
 
 
 def _inspect(a: argparse.Namespace) -> int:

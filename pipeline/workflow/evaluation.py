@@ -52,7 +52,7 @@ def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator
     volume and FF errors; :func:`evaluate_calf`); with ``generator="atlas"`` (the independent generator, never
     trained on), ``contrasts``, a one-input ``bundle`` or ``qc``, Dice per input contrast and, with ``qc``, the
     segmentation QC verdicts against the truth (:func:`calf_generalisation`). Spine: ``bundle`` or the configured
-    one (:func:`evaluate_spine`)."""
+    one (:func:`evaluate_spine`; with ``qc`` the level QC verdicts against the truth)."""
     seed_list = parse_seeds(seeds)
     if generator == "project" and min(seed_list) < EVALUATION_SEED_START:
         raise UsageError(f"evaluation seeds must be >= {EVALUATION_SEED_START} (lower seeds are used in training).")
@@ -64,7 +64,7 @@ def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator
     elif anatomy == "calf":
         rows, table = evaluate_calf(seed_list, device)
     elif anatomy == "spine":
-        rows, table = evaluate_spine(seed_list, device, bundle, generator)
+        rows, table = evaluate_spine(seed_list, device, bundle, generator, qc)
     else:
         raise UsageError(f"unknown anatomy '{anatomy}'")
     write_text(out / f"{anatomy}_cases.csv", csv_text(rows, list(rows[0].keys())))
@@ -322,13 +322,18 @@ def _lumbar_phantom(generator: str, seed: int) -> Any:
 
 
 def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | None = None,
-                   generator: str = "project") -> tuple[list[dict[str, Any]], str]:
+                   generator: str = "project", qc: bool = False) -> tuple[list[dict[str, Any]], str]:
     """Per case and level: level naming and canal measurement errors of the spine bundle (the configured one unless
     ``bundle_name``) on the phantoms of ``generator`` (the project's, or the independent atlas generator of
     :mod:`pipeline.synth.lumbar_atlas`); and the summary table. The levels of a case are right when every lumbar
-    disc is found and named within 8 mm of its true centre (discs above L1-L2 may be in view and go unnamed)."""
+    disc is found and named within 8 mm of its true centre (discs above L1-L2 may be in view and go unnamed).
+
+    With ``qc`` each case also runs the spine QC of ``legmri run`` (:func:`pipeline.spine.qc.judge_spine`, with the
+    network's sac probability) and the rows carry each level's verdict and the study's, so that the summary can say
+    how many levels whose values reach the rules are wrong (:func:`spine_qc_against_truth`)."""
     from pipeline.io.nifti import to_closest_canonical
     from pipeline.spine.measure import measure_levels
+    from pipeline.spine.qc import judge_spine
     from pipeline.workflow.spine import segment_series
 
     reg, cfg, bundle = _registry_config_bundle("spine", device, bundle_name)
@@ -343,6 +348,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
         levels = seg.levels
         s = measure_levels(levels, seg.axials, reg, cfg["spine"], load_config("innervation"),
                            sac_sag=seg.sac_sag).summary
+        verdict = judge_spine(levels.labels, reg, load_config("qc")["spine"], levels.flags, s.values,
+                              inferred=levels.inferred, sac_probability=seg.sac_sag) if qc else None
         ok = all(lv in levels.discs and np.linalg.norm(levels.discs[lv].center_ras - np.array(t["disc_center_ras"]))
                  < 8.0 for lv, t in ph.truth["levels"].items())
         levels_ok += ok
@@ -353,6 +360,9 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
             for side in ("left", "right"):
                 row[f"recess_{side}_true"] = t["lateral_recess_depth_mm"][side]
                 row[f"recess_{side}"] = s.get(f"spine.{lv}.{side}.lateral_recess_depth_mm")
+            if verdict is not None:
+                judged = verdict.levels.get(lv)
+                row |= {"qc_status": judged.status if judged is not None else "", "study_qc_status": verdict.status}
             rl, rr = row["recess_left"], row["recess_right"]
             tl, tr = row["recess_left_true"], row["recess_right_true"]
             if None not in (rl, rr) and abs(tl - tr) > 1.5 and (rl - rr) * (tl - tr) < 0:
@@ -381,4 +391,44 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
         f"| - on the sagittal image only | {err('ap', 'ap_true', lambda t: 1.0, axial=False)} |",
         f"| lateral recess left (mm; bar 1 mm) | {err('recess_left', 'recess_left_true', lambda t: 1.0)} |",
         f"| lateral recess right (mm; bar 1 mm) | {err('recess_right', 'recess_right_true', lambda t: 1.0)} |"]) + "\n"
+    if qc:
+        table += "\n" + spine_qc_against_truth(rows, DSCA_BARS[generator]) + "\n"
     return rows, table
+
+
+def level_wrong(row: dict[str, Any], dsca_bar: tuple[float, float]) -> bool:
+    """Whether a level's measurements are wrong against the truth: its disc not named where it is (``levels_ok``
+    false), the DSCA outside the bar (``dsca_bar``: mm2, fraction) or the AP diameter off by more than 1 mm.
+
+    >>> level_wrong({"levels_ok": True, "dsca": 155.0, "dsca_true": 140.0, "ap": 12.0, "ap_true": 12.5}, (8.0, 0.08))
+    True
+    >>> level_wrong({"levels_ok": True, "dsca": None, "dsca_true": 140.0, "ap": 12.0, "ap_true": 12.5}, (8.0, 0.08))
+    False
+    """
+    if not row["levels_ok"]:
+        return True
+    if row["dsca"] is not None and abs(row["dsca"] - row["dsca_true"]) > max(dsca_bar[0], dsca_bar[1] * row["dsca_true"]):
+        return True
+    return row["ap"] is not None and abs(row["ap"] - row["ap_true"]) > 1.0
+
+
+def spine_qc_against_truth(rows: list[dict[str, Any]], dsca_bar: tuple[float, float]) -> str:
+    """How the level QC verdicts of ``rows`` stand against the truth (:func:`level_wrong`), per verdict, and the
+    levels whose values reach the rules (level not failed, study not failed; :mod:`pipeline.rules.qc_gate`) with how
+    many of them are wrong.
+
+    >>> rows = [{"levels_ok": True, "dsca": 200.0, "dsca_true": 140.0, "ap": 12.0, "ap_true": 12.0,
+    ...          "qc_status": "review", "study_qc_status": "review"}]
+    >>> print(spine_qc_against_truth(rows, (10.0, 0.1)))
+    Level QC verdicts against the truth (wrong = not named where it is, DSCA outside the bar or AP off by more than 1 mm): 0 passed (0 wrong), 1 review (1 wrong), 0 fail (0 wrong); levels whose values reach the rules: 1 (1 wrong).
+    """
+    judged = [r for r in rows if r.get("qc_status")]
+    parts = []
+    for status in ("pass", "review", "fail"):
+        sel = [r for r in judged if r["qc_status"] == status]
+        parts.append(f"{len(sel)} {'passed' if status == 'pass' else status} "
+                     f"({sum(level_wrong(r, dsca_bar) for r in sel)} wrong)")
+    used = [r for r in judged if r["qc_status"] != "fail" and r["study_qc_status"] != "fail"]
+    return ("Level QC verdicts against the truth (wrong = not named where it is, DSCA outside the bar or AP off by "
+            "more than 1 mm): " + ", ".join(parts) + f"; levels whose values reach the rules: {len(used)} "
+            f"({sum(level_wrong(r, dsca_bar) for r in used)} wrong).")

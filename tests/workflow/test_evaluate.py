@@ -60,6 +60,17 @@ def test_qc_verdicts_are_set_against_the_truth(tmp_path: Path):
     assert passed and all(float(r["dice"]) >= 0.8 for r in passed)
 
 
+def test_spine_level_qc_verdicts_are_set_against_the_truth(tmp_path: Path):
+    """``legmri evaluate spine --qc`` runs the spine QC of ``legmri run`` on each case: every level row carries its
+    verdict and the study's, and the summary counts the levels whose values reach the rules; on a fresh project
+    phantom none of them is wrong."""
+    assert main(["evaluate", "spine", "--seeds", "100001", "--qc", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "spine_cases.csv").open()))
+    assert len(rows) == 5 and all(r["qc_status"] in ("pass", "review", "fail") for r in rows)
+    assert all(r["study_qc_status"] == rows[0]["study_qc_status"] != "fail" for r in rows)
+    assert "levels whose values reach the rules: 5 (0 wrong)" in (tmp_path / "spine_summary.md").read_text()
+
+
 def test_the_spine_evaluation_uses_the_bundle_asked_for(tmp_path: Path):
     assert main(["evaluate", "spine", "--seeds", "100000", "--out", str(tmp_path), "--bundle",
                  "spine_t2_synth_unet"]) == 0
