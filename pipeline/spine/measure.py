@@ -28,6 +28,9 @@ class SpineMeasurements:
     #: per level, where each value was measured (world RAS mm), for the QA pictures: ``slice_point_ras`` (a point
     #: on the axial slice measured), ``ap_line_ras`` and ``<side>.lateral_recess_line_ras`` ([start, end])
     marks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per level measured on an axial slice, the sac's AP diameter (mm) there and on the sagittal image: two views,
+    #: two network passes, whose disagreement the spine QC judges (:func:`pipeline.spine.qc.judge_spine`)
+    ap_views: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def central_grade(dsca: float | None, cfg: dict[str, Any]) -> str | None:
@@ -218,17 +221,19 @@ def _measure_level(res: SpineMeasurements, level: str, disc: Disc, sag: _Sagitta
     reasons: dict[str, str] = {}
     pick = _nearest_stack(axials, disc, cfg)
     half_width: float | None = None
+    ap = canal.ap_line(sag.sac_wall, sag.labels, disc.center_ras, disc.normal_ras, reach, cfg["ap_bridge_gap_mm"],
+                       behind=True, level=sag.wall_level)
     if pick is None:
         no_ax = f"no axial slice within {cfg['max_disc_distance_mm']} mm of the {level} disc plane"
         reasons["dsca_mm2"] = no_ax
         for side in SIDES:
             reasons[f"{side}.lateral_recess_depth_mm"] = no_ax
-        ap = canal.ap_line(sag.sac_wall, sag.labels, disc.center_ras, disc.normal_ras, reach, cfg["ap_bridge_gap_mm"],
-                           behind=True, level=sag.wall_level)
         if ap is not None:
             values["ap_diameter_mm"] = ap[0]
     else:
         half_width = _measure_axial(res, level, disc, *pick, reg, cfg, reach, values, reasons)
+        if ap is not None and values.get("ap_diameter_mm") is not None:
+            res.ap_views[level] = (float(values["ap_diameter_mm"]), float(ap[0]))
     if half_width is None:
         half_width = float(cfg["sac_half_width_mm"])
     start = half_width + float(cfg["foramen_beyond_sac_mm"])

@@ -18,6 +18,9 @@ As for the calf (:mod:`pipeline.calf.qc`), every spine segmentation carries a ve
   not labelled as sac and its size is not measured there (the level fails);
 * **plausible sizes**: dural sac area, AP diameter and foraminal area inside adult ranges (review only: stenosis and
   a capacious canal are real).
+* **two views agree**: where a level is measured on an axial slice, the sac's AP diameter there and on the sagittal
+  image (two images, two network passes) differ by at most ``max_view_ap_difference_mm``; more, and one of the two
+  segmentations is wrong without telling which: the level fails;
 * **the network's certainty of the sac**: the mean binary entropy of the sagittal dural-sac probability over the
   voxels it gives some belief (p > 0.05) within ``sac_window_mm`` of the disc plane (:func:`sac_entropy`); above
   ``sac_entropy_review`` the level is marked for review (where the network hesitates between sac and its
@@ -125,13 +128,14 @@ def sac_entropy(sac_probability: Volume, disc: Disc, window_mm: float, min_p: fl
 
 
 def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags: list[str],
-                values: dict[str, Any], inferred: Collection[str] = (), sac_probability: Volume | None = None
-                ) -> SpineQC:
+                values: dict[str, Any], inferred: Collection[str] = (), sac_probability: Volume | None = None,
+                ap_views: dict[str, tuple[float, float]] | None = None) -> SpineQC:
     """The QC verdict of a level-labelled sagittal map (``spine/labels_sag.nii.gz``); ``level_flags`` are the
     level labelling's flags (why levels are not named), ``values`` the summary values measured from it,
     ``inferred`` the discs placed in a gap between two bodies because the network did not label them (review),
     ``sac_probability`` the network's dural-sac probability on the sagittal grid (its certainty is judged when
-    given)."""
+    given), ``ap_views`` the sac's AP diameter on the axial slice and on the sagittal image per level
+    (:attr:`pipeline.spine.measure.SpineMeasurements.ap_views`; their agreement is judged when given)."""
     centres = _z_centres(labels, reg)
     by_name = {lab.name: lab for lab in reg.labels}
     discs = sorted(by_name[n].level for n in centres if by_name[n].structure == "disc")
@@ -161,6 +165,8 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
         elif not (any(centres[b][0] < z_disc for b in bodies) and any(centres[b][0] > z_disc for b in bodies)):
             q.add(REVIEW, f"{level}: no vertebral body on both sides of the disc")
         _judge_sac(q, level, labels, reg, z_disc, planes.get(level), sac_probability, cfg)
+        if ap_views and level in ap_views:
+            _views_agree(q, level, *ap_views[level], cfg["max_view_ap_difference_mm"])
         _plausible(q, level, values, cfg)
     failed = [lv for lv, q in levels.items() if q.status == FAIL]
     if failed:
@@ -186,6 +192,20 @@ def _judge_sac(q: LevelQC, level: str, labels: Volume, reg: Registry, z_disc: fl
             q.add(REVIEW, f"{level}: the network is unsure of the dural sac here (mean entropy {entropy:.2f} of its "
                           f"sac probability within {cfg['sac_window_mm']:g} mm of the disc, above "
                           f"{cfg['sac_entropy_review']:g})")
+
+
+def _views_agree(q: LevelQC, level: str, ap_axial_mm: float, ap_sagittal_mm: float, max_difference_mm: float
+                 ) -> None:
+    """Fail the level when the sac's AP diameter on the axial slice and on the sagittal image differ by more than
+    ``max_difference_mm``.
+
+    >>> q = LevelQC(); _views_agree(q, "L4-L5", 12.0, 8.7, 2.5); print(q.status, q.reasons[0])
+    fail L4-L5: the dural sac is 12.0 mm deep (AP) on the axial slice and 8.7 mm on the sagittal image, 3.3 mm apart (more than 2.5 mm): one of the two segmentations is wrong
+    """
+    if abs(ap_axial_mm - ap_sagittal_mm) > max_difference_mm:
+        q.add(FAIL, f"{level}: the dural sac is {ap_axial_mm:.1f} mm deep (AP) on the axial slice and "
+                    f"{ap_sagittal_mm:.1f} mm on the sagittal image, {abs(ap_axial_mm - ap_sagittal_mm):.1f} mm apart "
+                    f"(more than {max_difference_mm:g} mm): one of the two segmentations is wrong")
 
 
 def _sac_behind_disc(q: LevelQC, level: str, labels: Volume, reg: Registry, disc: Disc, max_gap_mm: float) -> None:

@@ -346,10 +346,12 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
         vols = [to_closest_canonical(s.volume)[0] for s in ph.series]
         seg = segment_series(bundle, vols[0], vols[1:], device=device)
         levels = seg.levels
-        s = measure_levels(levels, seg.axials, reg, cfg["spine"], load_config("innervation"),
-                           sac_sag=seg.sac_sag).summary
+        measured = measure_levels(levels, seg.axials, reg, cfg["spine"], load_config("innervation"),
+                                  sac_sag=seg.sac_sag)
+        s = measured.summary
         verdict = judge_spine(levels.labels, reg, load_config("qc")["spine"], levels.flags, s.values,
-                              inferred=levels.inferred, sac_probability=seg.sac_sag) if qc else None
+                              inferred=levels.inferred, sac_probability=seg.sac_sag,
+                              ap_views=measured.ap_views) if qc else None
         ok = all(lv in levels.discs and np.linalg.norm(levels.discs[lv].center_ras - np.array(t["disc_center_ras"]))
                  < 8.0 for lv, t in ph.truth["levels"].items())
         levels_ok += ok

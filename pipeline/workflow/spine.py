@@ -179,7 +179,8 @@ def measure(study: StudyDir) -> dict[str, Any]:
     res = measure_levels(levels, [_saved_stack(study, p) for p in labels], registry("spine"),
                          load_config("default")["spine"], load_config("innervation"), sac_sag=sac_sag)
     qc = judge_spine(load_volume(study.spine_labels_sag), registry("spine"), load_config("qc")["spine"],
-                     levels.flags, res.summary.values, inferred=levels.inferred, sac_probability=sac_sag)
+                     levels.flags, res.summary.values, inferred=levels.inferred, sac_probability=sac_sag,
+                     ap_views=res.ap_views)
     for warning in series.repeat_warnings(["lumbar_sag_t2"], "spine"):
         qc.status, qc.reasons = worst(qc.status, REVIEW), [*qc.reasons, warning]
     for key, value in qc.as_summary().items():

@@ -98,3 +98,35 @@ def test_a_level_where_the_network_hesitates_over_the_sac_is_marked_for_review(t
     assert all(v[f"spine.{lv}.qc_status"] == "pass" for lv in ("L1-L2", "L2-L3", "L3-L4", "L5-S1"))
     held = json.loads(d.findings.read_text())["quality_control"]["held_back"]
     assert not any(k.startswith("spine.L4-L5.") for k in held)
+
+
+def test_a_level_whose_axial_and_sagittal_sac_disagree_fails(tmp_path):
+    """The index case's true labels with the back 45 % of the dural sac relabelled epidural fat on every axial
+    slice: at the three levels measured on axial slices the sac is several millimetres shallower there than on the
+    sagittal image, so those levels fail (one of the two segmentations is wrong) and are held back; the two levels
+    measured on the sagittal image alone pass."""
+    out = ground_truth_out(tmp_path / "nmh", measure=False)
+    d = StudyDir(out)
+    reg = registry("spine")
+    sac, fat = reg.label_id("dural_sac"), reg.label_id("epidural_fat")
+    for name in ("labels_ax.nii.gz", "labels_ax_2.nii.gz", "labels_ax_3.nii.gz"):
+        vol = load_volume(out / "spine" / name)
+        arr = np.asarray(vol.array).copy()
+        idx = np.argwhere(arr == sac)
+        y = vol.voxel_to_world(idx)[:, 1]  # RAS: posterior is low y
+        k = idx[:, 2]
+        for s in np.unique(k):
+            on = k == s
+            cut = y[on].min() + 0.45 * (y[on].max() - y[on].min())
+            back = idx[on][y[on] < cut]
+            arr[tuple(back.T)] = fat
+        save_volume(vol.with_array(arr), out / "spine" / name)
+    stages.measure(out)
+    stages.rules(out)
+    v = _summary(out)
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        assert v[f"spine.{level}.qc_status"] == "fail", level
+        assert "on the sagittal image" in v[f"spine.{level}.qc_reasons"] and "apart" in v[f"spine.{level}.qc_reasons"]
+    assert v["spine.L1-L2.qc_status"] == v["spine.L2-L3.qc_status"] == "pass"
+    held = json.loads(d.findings.read_text())["quality_control"]["held_back"]
+    assert any(k.startswith("spine.L4-L5.") for k in held)
