@@ -364,7 +364,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
                 row[f"recess_{side}"] = s.get(f"spine.{lv}.{side}.lateral_recess_depth_mm")
             if verdict is not None:
                 judged = verdict.levels.get(lv)
-                row |= {"qc_status": judged.status if judged is not None else "", "study_qc_status": verdict.status}
+                row |= {"qc_status": judged.status if judged is not None else "", "study_qc_status": verdict.status,
+                        "qc_reasons": join_reasons(judged.reasons) if judged is not None else ""}
             rl, rr = row["recess_left"], row["recess_right"]
             tl, tr = row["recess_left_true"], row["recess_right_true"]
             if None not in (rl, rr) and abs(tl - tr) > 1.5 and (rl - rr) * (tl - tr) < 0:
