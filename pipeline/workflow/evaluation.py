@@ -9,6 +9,7 @@ Writes ``<out>/<anatomy>_cases.csv`` (one row per case and structure) and ``<out
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +204,25 @@ def qc_against_truth(rows: list[dict[str, Any]], structures: tuple[str, ...] | l
     QC verdicts against the truth (muscles; wrong = Dice < 0.8): 2 passed (2 wrong), 0 review (0 wrong), 0 fail (0 wrong); muscles whose values reach the rules: 1 (1 wrong).
     """
     mus = [r for r in rows if r["structure"] in structures and "qc_status" in r]
+    return (f"QC verdicts against the truth (muscles; wrong = Dice < {QC_WRONG_DICE}): "
+            + verdict_counts(mus, lambda r: r["dice"] < QC_WRONG_DICE, "muscles") + ".")
+
+
+def verdict_counts(rows: list[dict[str, Any]], wrong: Callable[[dict[str, Any]], bool], what: str) -> str:
+    """Per QC verdict (``qc_status``) the rows and how many of them are ``wrong``; then the rows whose values reach
+    the rules (not failed, in a study, ``study_qc_status``, that did not fail; :mod:`pipeline.rules.qc_gate`) and
+    how many of those are wrong.
+
+    >>> rows = [{"qc_status": "pass", "study_qc_status": "review", "x": 1}, {"qc_status": "fail", "x": 0}]
+    >>> verdict_counts(rows, lambda r: r["x"] == 1, "levels")
+    '1 passed (1 wrong), 0 review (0 wrong), 1 fail (0 wrong); levels whose values reach the rules: 1 (1 wrong)'
+    """
     parts = []
     for status in ("pass", "review", "fail"):
-        sel = [r for r in mus if r["qc_status"] == status]
-        wrong = sum(r["dice"] < QC_WRONG_DICE for r in sel)
-        parts.append(f"{len(sel)} {'passed' if status == 'pass' else status} ({wrong} wrong)")
-    used = [r for r in mus if r["qc_status"] != "fail" and r.get("study_qc_status") != "fail"]
-    return (f"QC verdicts against the truth (muscles; wrong = Dice < {QC_WRONG_DICE}): " + ", ".join(parts)
-            + f"; muscles whose values reach the rules: {len(used)} ({sum(r['dice'] < QC_WRONG_DICE for r in used)} wrong).")
+        sel = [r for r in rows if r["qc_status"] == status]
+        parts.append(f"{len(sel)} {'passed' if status == 'pass' else status} ({sum(map(wrong, sel))} wrong)")
+    used = [r for r in rows if r["qc_status"] != "fail" and r.get("study_qc_status") != "fail"]
+    return ", ".join(parts) + f"; {what} whose values reach the rules: {len(used)} ({sum(map(wrong, used))} wrong)"
 
 
 def _registry_config_bundle(anatomy: str, device: str, name: str | None = None
@@ -388,7 +400,7 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
         f"{seeds[0]}-{seeds[-1]}): levels right in {levels_ok}/{len(seeds)}; recess side swaps: {swaps}.", "",
         "| measure | mean abs error | max abs error | within the bar |", "|---|---|---|---|",
         f"| DSCA (mm2; bar {bar_mm2:g} mm2 or {100 * bar_frac:g} %) | "
-        f"{err('dsca', 'dsca_true', lambda t: max(bar_mm2, bar_frac * t))} |",
+        f"{err('dsca', 'dsca_true', lambda t: dsca_tolerance_mm2(t, (bar_mm2, bar_frac)))} |",
         f"| AP diameter (mm; bar 1 mm) | {err('ap', 'ap_true', lambda t: 1.0)} |",
         f"| - on axial slices | {err('ap', 'ap_true', lambda t: 1.0, axial=True)} |",
         f"| - on the sagittal image only | {err('ap', 'ap_true', lambda t: 1.0, axial=False)} |",
@@ -397,6 +409,15 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
     if qc:
         table += "\n" + spine_qc_against_truth(rows, DSCA_BARS[generator]) + "\n"
     return rows, table
+
+
+def dsca_tolerance_mm2(true_mm2: float, dsca_bar: tuple[float, float]) -> float:
+    """The DSCA error allowed at a true area: the bar's millimetres or its fraction of the area, whichever is larger.
+
+    >>> dsca_tolerance_mm2(50.0, (8.0, 0.08)), dsca_tolerance_mm2(200.0, (8.0, 0.08))
+    (8.0, 16.0)
+    """
+    return max(dsca_bar[0], dsca_bar[1] * true_mm2)
 
 
 def level_wrong(row: dict[str, Any], dsca_bar: tuple[float, float]) -> bool:
@@ -410,7 +431,7 @@ def level_wrong(row: dict[str, Any], dsca_bar: tuple[float, float]) -> bool:
     """
     if not row["levels_ok"]:
         return True
-    if row["dsca"] is not None and abs(row["dsca"] - row["dsca_true"]) > max(dsca_bar[0], dsca_bar[1] * row["dsca_true"]):
+    if row["dsca"] is not None and abs(row["dsca"] - row["dsca_true"]) > dsca_tolerance_mm2(row["dsca_true"], dsca_bar):
         return True
     return row["ap"] is not None and abs(row["ap"] - row["ap_true"]) > 1.0
 
@@ -426,12 +447,5 @@ def spine_qc_against_truth(rows: list[dict[str, Any]], dsca_bar: tuple[float, fl
     Level QC verdicts against the truth (wrong = not named where it is, DSCA outside the bar or AP off by more than 1 mm): 0 passed (0 wrong), 1 review (1 wrong), 0 fail (0 wrong); levels whose values reach the rules: 1 (1 wrong).
     """
     judged = [r for r in rows if r.get("qc_status")]
-    parts = []
-    for status in ("pass", "review", "fail"):
-        sel = [r for r in judged if r["qc_status"] == status]
-        parts.append(f"{len(sel)} {'passed' if status == 'pass' else status} "
-                     f"({sum(level_wrong(r, dsca_bar) for r in sel)} wrong)")
-    used = [r for r in judged if r["qc_status"] != "fail" and r["study_qc_status"] != "fail"]
     return ("Level QC verdicts against the truth (wrong = not named where it is, DSCA outside the bar or AP off by "
-            "more than 1 mm): " + ", ".join(parts) + f"; levels whose values reach the rules: {len(used)} "
-            f"({sum(level_wrong(r, dsca_bar) for r in used)} wrong).")
+            "more than 1 mm): " + verdict_counts(judged, lambda r: level_wrong(r, dsca_bar), "levels") + ".")
