@@ -12,6 +12,14 @@ area ``dsca_mm2`` and AP diameter ``ap_mm`` (narrowing focally around the disc w
 superior articular facet's anterior margin lies ``recess_mm`` behind the posterior disc margin on each side (lateral
 recess depth, Ciric et al., J Neurosurg 1980;53:433-443), and each foramen is an ellipse of area ``foramen_mm2`` in
 the parasagittal plane through it. These are the analytic truth written to ground_truth.json.
+
+Behind the sac (knobs of :class:`LumbarSpec`, drawn by :meth:`LumbarSpec.random`): the dorsal epidural fat between the
+sac and the ligamentum flavum (``dorsal_fat_mm``; a few millimetres at the lower lumbar levels, Beaujeux et al.,
+Radiology 1997;204:225-230), a dura of low T2 signal round the sac (``dura_signal``), and the cauda equina roots
+sedimented into the dorsal part of the sac (``cauda_sediment``, the share of the sac's depth they fill), as they lie
+in a supine patient without stenosis (the sedimentation sign, Barz et al., Spine 2010;35:892-897). On a sagittal
+slice 3-4 mm thick the sedimented roots and the CSF between them average to a band of intermediate signal, like the
+epidural fat behind the dura; the class there stays dural sac.
 """
 
 from __future__ import annotations
@@ -34,12 +42,14 @@ T2_SIGNAL = {"background": 0.0, "soft": 0.22, "subcutaneous_fat": 0.75, "paraspi
              "cortex": 0.06, "nucleus": 0.85, "annulus": 0.2, "csf": 1.0, "root": 0.3, "epidural_fat": 0.72,
              "flavum": 0.12, "posterior": 0.4}
 #: Tissue ids of :meth:`SpineAnatomy.classify_tissue`: the tissues of :data:`T2_SIGNAL` in order, then the cauda equina
-#: roots inside the dural sac (``cauda``, labelled dural sac, with the T2 signal of ``root``).
-TISSUES = (*T2_SIGNAL, "cauda")
+#: roots inside the dural sac (``cauda``, labelled dural sac, with the T2 signal of ``root``) and the dura round it
+#: (``dura``, drawn where ``LumbarSpec.dura_signal`` is set, with that signal; it keeps the class of what it covers).
+TISSUES = (*T2_SIGNAL, "cauda", "dura")
 TISSUE_IDS = {name: i for i, name in enumerate(TISSUES)}
 SAC_PROFILE_MM = 10.0  # half-width (1/e) of the focal narrowing of the sac around a disc
 FORAMEN_X_MM = 24.0  # |x| of the foraminal mid-plane
 FORAMEN_SLAB_MM = 5.0  # half-thickness (x) of the foramen
+DURA_MM = 0.4  # thickness of the dura drawn round the sac (LumbarSpec.dura_signal)
 
 
 @dataclass
@@ -74,6 +84,12 @@ class LumbarSpec:
     snr: float = 30.0
     bias: float = 0.2
     vendor: str = "siemens"
+    # behind the sac (module docstring): epidural fat depth (mm), dura T2 signal (None: no dura drawn), dorsal share
+    # of the sac's depth holding sedimented roots (0: the roots are sparse strands only) and their layout's seed
+    dorsal_fat_mm: float = 0.5
+    dura_signal: float | None = None
+    cauda_sediment: float = 0.0
+    cauda_seed: int = 0
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> LumbarSpec:
@@ -87,7 +103,33 @@ class LumbarSpec:
                    vendor=str(rng.choice(["siemens", "philips", "ge"])))
         for lv in LEVELS:
             spec.levels[lv] = _random_level(rng)
+        # drawn after everything else, so that the anatomy and acquisition of a seed are those of generator 1.1
+        spec.dorsal_fat_mm = float(rng.uniform(0.5, 4.0))
+        spec.dura_signal = float(rng.uniform(0.05, 0.25)) if rng.uniform() < 0.6 else None
+        spec.cauda_sediment = float(rng.uniform(0.15, 0.5)) if rng.uniform() < 0.75 else 0.0
+        spec.cauda_seed = int(rng.integers(2**31))
         return spec
+
+
+def sedimented_roots(share: float, seed: int) -> np.ndarray:
+    """The sedimented cauda equina roots of a sac: rows (u, v, r_mm), the centre in the sac's normalised
+    cross-section (u = x / rx, v = (a - a_sac) / ra; v = -1 is the dorsal wall) and the radius. The roots fill the
+    dorsal ``share`` of the sac's depth (none for 0): about 8 to 26 roots of 0.45-0.8 mm radius, placed at random
+    within the sac's dorsal band.
+
+    >>> sedimented_roots(0.0, 1).shape, sedimented_roots(0.4, 1).shape[1]
+    ((0, 3), 3)
+    >>> bool(np.all(sedimented_roots(0.4, 1)[:, 1] <= -1 + 2 * 0.4))
+    True
+    """
+    if share <= 0:
+        return np.zeros((0, 3))
+    rng = np.random.default_rng([seed, 11])
+    n = int(round(8 + 45 * share))
+    v = rng.uniform(-0.95, -1 + 2 * share, n)
+    half_width = np.sqrt(np.clip(1 - v**2, 0, 1)) * 0.85  # stay inside the ellipse
+    u = rng.uniform(-1, 1, n) * half_width
+    return np.column_stack([u, v, rng.uniform(0.45, 0.8, n)])
 
 
 def _random_level(rng: np.random.Generator) -> LevelSpec:
@@ -151,6 +193,7 @@ class SpineAnatomy:
         self.length = s + 60.0
         self.phi_top = 110.0 / self.R  # top of L1 ~110 mm above the arc's anterior point
         self.disc_s = {name: (a + b) / 2 for kind, name, a, b in segs if kind == "disc"}
+        self.roots = sedimented_roots(spec.cauda_sediment, spec.cauda_seed)
 
     # coordinates ----------------------------------------------------------------------------------------------
     def phi(self, s: np.ndarray | float) -> np.ndarray:
@@ -249,7 +292,8 @@ class SpineAnatomy:
         # the epidural space (fat, veins, the traversing root; bright on T2) fills the canal up to it, so the disc
         # margin stays visible against it as on a real T2 image
         disc_back = -wa * np.sqrt(np.clip(1 - (x / wx) ** 2, 0, 1))
-        in_canal = (np.abs(x) < canal_x) & (a < disc_back) & (a > a_sac - ra - 6.0) & (s > -20)
+        back = a_sac - ra - self.spec.dorsal_fat_mm  # front of the ligamentum flavum
+        in_canal = (np.abs(x) < canal_x) & (a < disc_back) & (a > back - 5.5) & (s > -20)
         put(in_canal, reg.label_id("epidural_fat"), "epidural_fat")
         # traversing roots in the lateral recesses (drawn before the bone so that a narrow recess stays bony)
         trav = (np.hypot(np.abs(x) - (rx + 2.6), a - (post_margin - 2.4)) < 2.0) & (s > -20) & (s < self.length - 60)
@@ -260,8 +304,8 @@ class SpineAnatomy:
         # the facet's anterior margin follows the posterior disc margin at the same x, ``rec`` mm behind it
         facet_front = disc_back - rec
         facet = (np.abs(x) > rx + 1.0) & (np.abs(x) < rx + 18.0) & (a < facet_front) & (a > facet_front - 16.0)
-        lamina = (np.abs(x) <= rx + 1.0) & (a < a_sac - ra - 3.0) & (a > a_sac - ra - 10.0)
-        spinous = (np.abs(x) < 3.5) & (a <= a_sac - ra - 10.0) & (a > a_sac - ra - 38.0) & (np.abs(lp["d"]) > 4)
+        lamina = (np.abs(x) <= rx + 1.0) & (a < back - 2.5) & (a > back - 9.5)
+        spinous = (np.abs(x) < 3.5) & (a <= back - 9.5) & (a > back - 37.5) & (np.abs(lp["d"]) > 4)
         is_body_level = np.zeros(shape, bool)
         for kind, name, s0, s1 in self.segments:
             if kind == "body" and name != "S1":
@@ -270,8 +314,8 @@ class SpineAnatomy:
             a >= facet_front)
         pe = (facet | lamina | spinous | pedicle) & (s > -20) & (s < self.length - 40)
         put(pe, reg.label_id("posterior_elements"), "posterior")
-        # ligamentum flavum: 3 mm band behind the sac between the facets
-        flavum = (np.abs(x) <= rx + 1.0) & (a <= a_sac - ra - 0.5) & (a > a_sac - ra - 3.0) & (s > -20) & (
+        # ligamentum flavum: 2.5 mm band behind the dorsal epidural fat between the facets
+        flavum = (np.abs(x) <= rx + 1.0) & (a <= back) & (a > back - 2.5) & (s > -20) & (
             s < self.length - 40)
         put(flavum, reg.label_id("ligamentum_flavum"), "flavum")
         # foramina: ellipse of the given area in the parasagittal plane at |x| = FORAMEN_X_MM
@@ -288,9 +332,23 @@ class SpineAnatomy:
         put(fora, reg.label_id("epidural_fat"), "epidural_fat")
         put(fora & (np.hypot(lp["d"] + hs * 0.35, a - a_f) < 2.2), reg.label_id("nerve_root"), "root")
         # dural sac (CSF with cauda equina roots) and the traversing roots in the lateral recesses
-        sac = ((x / rx) ** 2 + ((a - a_sac) / ra) ** 2 <= 1.0) & (s > -20) & (s < self.length - 35)  # ends at S2
+        along = (s > -20) & (s < self.length - 35)  # the sac ends at S2
+        sac = ((x / rx) ** 2 + ((a - a_sac) / ra) ** 2 <= 1.0) & along
+        if self.spec.dura_signal is not None:  # the dura's voxels keep the class of what they cover
+            dura = ((x / (rx + DURA_MM)) ** 2 + ((a - a_sac) / (ra + DURA_MM)) ** 2 <= 1.0) & along & ~sac
+            sig[dura] = self.spec.dura_signal
+            tissue[dura] = TISSUE_IDS["dura"]
         put(sac, reg.label_id("dural_sac"), "csf")
         cauda = sac & (np.abs(np.sin(x * 1.3) * np.sin((a - a_sac) * 1.3)) > 0.93) & (a < a_sac)
+        if self.roots.size:
+            idx = np.nonzero(sac)
+            rxi, rai = np.broadcast_to(rx, shape)[idx], np.broadcast_to(ra, shape)[idx]
+            u, v = x[idx] / rxi, (a[idx] - np.broadcast_to(a_sac, shape)[idx]) / rai
+            # root k: a cylinder along s of radius r_k mm at (u_k rx, a_sac + v_k ra), following the sac's shape
+            near = np.zeros(u.shape, bool)
+            for uk, vk, rk in self.roots:
+                near |= np.hypot((u - uk) * rxi, (v - vk) * rai) < rk
+            cauda[tuple(i[near] for i in idx)] = True
         sig[cauda] = T2_SIGNAL["root"]
         tissue[cauda] = TISSUE_IDS["cauda"]
         return lab, sig, tissue

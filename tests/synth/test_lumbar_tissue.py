@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.labels import registry
-from pipeline.synth.lumbar import T2_SIGNAL, TISSUE_IDS, TISSUES, LumbarSpec, SpineAnatomy
+from pipeline.synth.lumbar import LEVELS, T2_SIGNAL, TISSUE_IDS, TISSUES, LumbarSpec, SpineAnatomy
 
 
 def _sagittal_points(spine: SpineAnatomy, x: float) -> np.ndarray:
@@ -20,7 +20,9 @@ def test_tissue_ids_give_the_signal_and_agree_with_labels():
     lab, sig, tissue = spine.classify_tissue(_sagittal_points(spine, 1.2))
     lab2, sig2 = spine.classify(_sagittal_points(spine, 1.2))
     assert np.array_equal(lab, lab2) and np.array_equal(sig, sig2)
-    signal = np.array([T2_SIGNAL["root"] if t == "cauda" else T2_SIGNAL[t] for t in TISSUES])
+    assert spine.spec.dura_signal is not None and spine.spec.cauda_sediment > 0  # seed 4 draws both
+    signal = np.array([T2_SIGNAL["root"] if t == "cauda" else spine.spec.dura_signal if t == "dura" else T2_SIGNAL[t]
+                       for t in TISSUES])
     assert np.array_equal(signal[tissue], sig)
     structure = np.array([""] + [reg.by_id()[i].structure if i in reg.by_id() else "" for i in range(1, lab.max() + 1)],
                          dtype=object)[lab]
@@ -30,3 +32,53 @@ def test_tissue_ids_give_the_signal_and_agree_with_labels():
     assert set(np.unique(structure[np.isin(tissue, [TISSUE_IDS["nucleus"], TISSUE_IDS["annulus"]])])) == {"disc"}
     assert set(np.unique(structure[tissue == TISSUE_IDS["marrow"]])) <= {"vertebral_body", "sacrum"}
     assert set(np.unique(lab[np.isin(tissue, [TISSUE_IDS[t] for t in ("paraspinal", "soft", "background")])])) == {0}
+
+
+def _midline_profile(spec: LumbarSpec, slice_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Structure names, signal averaged over a sagittal slice of ``slice_mm`` (x within +-slice_mm / 2) and tissue
+    on the midline, along the anterior axis ``a`` (0.05 mm steps) through the middle of the L3 body."""
+    reg = registry("spine")
+    spine = SpineAnatomy(spec)
+    s = next((a + b) / 2 for kind, name, a, b in spine.segments if name == "L3")
+    a = np.arange(-60.0, 0.0, 0.05)
+    xs = np.linspace(-slice_mm / 2, slice_mm / 2, 17)
+    pts = np.stack([[spine.point(s, ai, x) for ai in a] for x in xs])
+    lab, sig, tissue = spine.classify_tissue(pts)
+    names = np.array([reg.by_id()[i].structure if i in reg.by_id() else "" for i in lab[len(xs) // 2]], dtype=object)
+    return a, names, sig.mean(axis=0), tissue[len(xs) // 2]
+
+
+def test_sedimented_roots_darken_the_dorsal_sac_and_stay_sac():
+    """The cauda equina sedimented into the dorsal share of the sac (LumbarSpec.cauda_sediment) lowers the signal of
+    that part of the sac on a 4 mm sagittal slice, as in a supine patient (Barz et al., Spine 2010); every point of it
+    is still dural sac, so the truth the canal is measured against is unchanged."""
+    plain = LumbarSpec(levels={lv: LumbarSpec().levels[lv] for lv in LEVELS})
+    sedimented = LumbarSpec(cauda_sediment=0.4, cauda_seed=7)
+    a0, names0, sig0, _ = _midline_profile(plain)
+    a1, names1, sig1, tissue1 = _midline_profile(sedimented)
+    assert np.array_equal(names0, names1)
+    sac = np.nonzero(names1 == "dural_sac")[0]
+    depth = a1[sac[-1]] - a1[sac[0]]
+    dorsal = sac[a1[sac] < a1[sac[0]] + 0.3 * depth]
+    ventral = sac[a1[sac] > a1[sac[-1]] - 0.3 * depth]
+    assert sig0[dorsal].mean() > 0.95 * T2_SIGNAL["csf"]
+    assert sig1[dorsal].mean() < 0.85 * T2_SIGNAL["csf"]
+    assert sig1[ventral].mean() > 0.95 * T2_SIGNAL["csf"]
+    assert set(names1[tissue1 == TISSUE_IDS["cauda"]]) == {"dural_sac"}
+
+
+def test_dorsal_epidural_fat_and_dura_behind_the_sac():
+    """``dorsal_fat_mm`` of epidural fat lies between the sac and the ligamentum flavum on the midline; the dura is a
+    thin rim of its own signal round the sac that keeps the class of what it covers."""
+    for fat_mm in (0.5, 3.0):
+        a, names, _, tissue = _midline_profile(LumbarSpec(dorsal_fat_mm=fat_mm, dura_signal=0.1), slice_mm=0.0)
+        sac_back = a[np.nonzero(names == "dural_sac")[0][0]]
+        behind = (a < sac_back) & (a > sac_back - fat_mm - 2.0)
+        fat = a[behind & (names == "epidural_fat")]
+        flavum_front = a[behind & (names == "ligamentum_flavum")].max()
+        assert abs((sac_back - flavum_front) - fat_mm) < 0.15
+        assert abs(fat.max() - fat.min() + 0.05 - fat_mm) < 0.15
+        dura = a[tissue == TISSUE_IDS["dura"]]
+        dorsal_dura = dura[dura < sac_back]
+        assert dorsal_dura.size and sac_back - 0.5 < dorsal_dura.min()
+        assert set(names[tissue == TISSUE_IDS["dura"]]) == {"epidural_fat"}

@@ -25,9 +25,11 @@ def test_parallel_generation_gives_the_same_cases_in_seed_order():
 
 def test_supersampled_rendering_has_partial_volume_at_the_sac_border():
     """Fast rendering samples one point per voxel: a voxel on the dural sac's border is either CSF or not. The
-    supersampled phantom averages 8 points, so some border voxels take values between CSF and the tissue beside it."""
+    supersampled phantom averages 8 points, so some border voxels take values between CSF and the tissue beside it.
+    Seed 2's sac holds no sedimented roots (``LumbarSpec.cauda_sediment`` 0), whose own signal would darken the
+    border voxels beside them in either rendering."""
     def border_values(fast: bool) -> np.ndarray:
-        img, lab = synthetic_spine_cases([5], fast=fast)[0]  # the sagittal stack
+        img, lab = synthetic_spine_cases([2], fast=fast)[0]  # the sagittal stack
         a, c = np.asarray(img[0].array, float), np.asarray(lab.array)
         sac = c == registry("spine").class_id("dural_sac")
         inner = sac & np.roll(sac, 1, 0) & np.roll(sac, -1, 0)
