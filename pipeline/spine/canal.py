@@ -155,6 +155,40 @@ def lateral_direction(disc_normal: np.ndarray, side: Side) -> np.ndarray:
     return x if side == "right" else -x
 
 
+def canal_sac(sac: np.ndarray, volume: Volume, axis: int, k: int, disc_center: np.ndarray,
+              disc_normal: np.ndarray, reach_mm: float) -> np.ndarray:
+    """``sac`` with its slice ``k`` reduced to the connected piece that lies in the canal: the first piece met on the
+    posterior ray (:func:`posterior_direction`) from the disc centre, projected onto the slice, within ``reach_mm``.
+    The dural sac lies behind the disc on the midline; pieces of "sac" off that ray (fluid lateral of the canal, a
+    cyst, bowel) are not the sac and would otherwise be counted in its area and pull its centroid. Unchanged when the
+    slice holds one piece or the ray meets none.
+
+    >>> from pipeline.core.volume import Volume
+    >>> m = np.zeros((40, 40, 1), bool); m[18:22, 5:10] = True; m[30:36, 5:10] = True  # canal piece, lateral piece
+    >>> out = canal_sac(m, Volume(m.astype(np.uint8), np.eye(4)), 2, 0, np.array([20.0, 20.0, 0.0]),
+    ...                 np.array([0.0, 0.0, 1.0]), 30.0)
+    >>> int(out.sum()), bool(out[20, 7, 0]), bool(out[33, 7, 0])
+    (20, True, False)
+    """
+    pieces, n = ndimage.label(np.take(sac, k, axis=axis))
+    if n <= 1:
+        return sac
+    normal = slice_normal(volume, axis)
+    on_slice = volume.voxel_to_world(np.insert(np.zeros(2), axis, k)[None])[0]
+    start = disc_center - ((disc_center - on_slice) @ normal) * normal
+    post = posterior_direction(disc_normal)
+    post = post - (post @ normal) * normal
+    t = np.arange(0.0, reach_mm, STEP_MM)
+    ijk = np.rint(volume.world_to_voxel(start[None] + t[:, None] * (post / np.linalg.norm(post))[None])).astype(int)
+    inside = np.all((ijk >= 0) & (ijk < np.array(sac.shape)), axis=1)
+    hit = pieces[tuple(np.delete(ijk[inside], axis, axis=1).T)]
+    if not hit.any():
+        return sac
+    out = sac.copy()
+    out[tuple(k if d == axis else slice(None) for d in range(sac.ndim))] = pieces == hit[np.nonzero(hit)[0][0]]
+    return out
+
+
 def sac_centroid(sac: np.ndarray, volume: Volume, axis: int, k: int) -> np.ndarray | None:
     sl = np.take(sac, k, axis=axis)
     if not sl.any():

@@ -273,7 +273,8 @@ def _measure_axial(res: SpineMeasurements, level: str, disc: Disc, stack: AxialS
     """DSCA, AP diameter and lateral recesses on the axial slice ``p`` of ``stack`` into ``values`` (and where
     they were measured into ``res.marks``); returns the half width of the sac (mm) when found."""
     vol = stack.labels
-    sac = _mask(stack.array, reg, "dural_sac")
+    sac = canal.canal_sac(_mask(stack.array, reg, "dural_sac"), vol, stack.axis, p.k, disc.center_ras,
+                          disc.normal_ras, reach.ap_sagittal)
     values["dsca_mm2"] = canal.dsca_mm2(sac, vol, stack.axis, p)
     c = canal.sac_centroid(sac, vol, stack.axis, p.k)
     if c is None:

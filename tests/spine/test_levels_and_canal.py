@@ -555,3 +555,20 @@ def test_a_foraminal_fragment_smaller_than_any_foramen_is_not_graded():
     assert s.get("spine.L4-L5.left.foramen_area_mm2") is None and s.get("spine.L4-L5.left.foramen_grade") is None
     assert "smaller than a foramen" in s.missing["spine.L4-L5.left.foramen_area_mm2"]
     assert s.get("spine.L4-L5.right.foramen_area_mm2") > 40
+
+
+def test_sac_pieces_outside_the_canal_are_not_counted():
+    """A piece labelled dural sac 45 mm lateral of the canal (fluid, a cyst, a network's false positive) changes
+    neither the sac area nor the AP diameter of the level: only the piece behind the disc is the sac."""
+    sag, axs, _ = _index_case_labels()
+    _, plain = _measure(sag, axs)
+    stack = axs[1]  # L4-L5
+    arr = np.asarray(stack.array).copy()
+    sac_id = REG.label_id("dural_sac")
+    x_axis = int(np.argmax(np.abs(stack.affine[0, :3])))
+    shift = int(round(45.0 / stack.spacing_mm[x_axis]))
+    arr[np.roll(arr == sac_id, shift, axis=x_axis)] = sac_id
+    _, spilled = _measure(sag, [axs[0], stack.with_array(arr), axs[2]])
+    for key in ("spine.L4-L5.dsca_mm2", "spine.L4-L5.ap_diameter_mm"):
+        assert spilled.get(key) == pytest.approx(plain.get(key), abs=0.01), key
+    assert plain.get("spine.L4-L5.dsca_mm2") == pytest.approx(70.0, rel=0.08)
