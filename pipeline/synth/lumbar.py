@@ -14,8 +14,8 @@ recess depth, Ciric et al., J Neurosurg 1980;53:433-443), and each foramen is an
 the parasagittal plane through it. These are the analytic truth written to ground_truth.json.
 
 Behind the sac (knobs of :class:`LumbarSpec`, drawn by :meth:`LumbarSpec.random`): the dorsal epidural fat between the
-sac and the ligamentum flavum (``dorsal_fat_mm``; a few millimetres at the lower lumbar levels, Beaujeux et al.,
-Radiology 1997;204:225-230), a dura of low T2 signal round the sac (``dura_signal``), and the cauda equina roots
+sac and the ligamentum flavum (``dorsal_fat_mm``, drawn 0.5-4 mm), a dura of low T2 signal round the sac
+(``dura_signal``), and the cauda equina roots
 sedimented into the dorsal part of the sac (``cauda_sediment``, the share of the sac's depth they fill), as they lie
 in a supine patient without stenosis (the sedimentation sign, Barz et al., Spine 2010;35:892-897). On a sagittal
 slice 3-4 mm thick the sedimented roots and the CSF between them average to a band of intermediate signal, like the
@@ -103,7 +103,7 @@ class LumbarSpec:
                    vendor=str(rng.choice(["siemens", "philips", "ge"])))
         for lv in LEVELS:
             spec.levels[lv] = _random_level(rng)
-        # drawn after everything else, so that the anatomy and acquisition of a seed are those of generator 1.1
+        # drawn after everything else, so that every earlier draw of a seed keeps its value
         spec.dorsal_fat_mm = float(rng.uniform(0.5, 4.0))
         spec.dura_signal = float(rng.uniform(0.05, 0.25)) if rng.uniform() < 0.6 else None
         spec.cauda_sediment = float(rng.uniform(0.15, 0.5)) if rng.uniform() < 0.75 else 0.0
