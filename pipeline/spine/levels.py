@@ -1,8 +1,11 @@
 """Level labelling of a sagittal lumbar class map: count from the sacrum upwards, or from a reader's anchor.
 
 The lowest disc above the sacrum is L5-S1, the next L4-L5, and so on up to L1-L2; the vertebral body above disc
-L5-S1 is L5, and so on. Discs and bodies are the 3-D connected components of the network's ``disc`` and
-``vertebral_body`` classes, ordered by height. Components smaller than ``spine.min_disc_ml`` /
+L5-S1 is L5, and so on. Discs are the 3-D connected components of the network's ``disc`` class; vertebral bodies
+are the pieces of bone (``vertebral_body`` or ``sacrum`` class) cut apart at every disc's plane, of which only those
+at the bottom of the stack, mostly of sacrum class and with no disc below them, are the sacrum (a network that has
+not seen an image's contrast may call lumbar vertebrae 'sacrum'; the sacrum lies below every lumbar vertebra and
+disc). Both are ordered by height. Components smaller than ``spine.min_disc_ml`` /
 ``spine.min_vertebral_body_ml`` (the sacrum: ``spine.min_sacrum_ml``), or than
 ``spine.min_component_fraction_of_largest`` of the largest component of their class (configs/default.yaml; for
 discs, of the largest disc in the gaps of the vertebral column), are segmentation debris and never count as a level.
@@ -203,12 +206,102 @@ def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
     # so that a large false disc in the abdomen does not raise the bar for the real ones
     discs = _components(arr == reg.class_id("disc"), 1000.0 * cfg["min_disc_ml"] / vv)
     discs = _merge_close(discs, [classes.voxel_to_world(np.argwhere(m)).mean(0) for m in discs], cfg["disc_merge_mm"])
-    bodies = _split_components(arr == reg.class_id("vertebral_body"), spacing, cfg["vertebral_body_split_mm"],
-                               1000.0 * cfg["min_vertebral_body_ml"] / vv, frac)
     # order along the spine by height (world S): the lumbar spine rises monotonically, lordosis or not
     disc_info = sorted(((*disc_plane(classes, m), m) for m in discs), key=lambda t: t[0][2])
+    min_body = 1000.0 * cfg["min_vertebral_body_ml"] / vv
+    bone = _split_components((arr == reg.class_id("vertebral_body")) | (arr == reg.class_id("sacrum")), spacing,
+                             cfg["vertebral_body_split_mm"], min_body, 0.0)
+    bone = cut_at_discs(classes, bone, disc_info, min_body, float(cfg["disc_axis_max_mm"]),
+                        float(cfg["body_cut_reach_mm"]), float(cfg["body_cut_min_disc_extent"]))
+    bodies = _above_sacrum(classes, bone, arr == reg.class_id("sacrum"), _major_disc_centres(disc_info, frac),
+                           float(cfg["disc_axis_max_mm"]))
+    floor = frac * max((int(m.sum()) for m in bodies), default=0)
+    bodies = [m for m in bodies if int(m.sum()) >= floor]
     body_info = sorted(((classes.voxel_to_world(np.argwhere(m)).mean(0), m) for m in bodies), key=lambda t: t[0][2])
     return _Found(disc_info, _column(body_info, float(cfg["body_column_max_mm"])), classes)
+
+
+def cut_at_discs(volume: Volume, pieces: list[np.ndarray], discs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 min_voxels: float, axis_mm: float, reach_mm: float, min_extent: float = 0.5) -> list[np.ndarray]:
+    """Bone pieces cut at the plane of every disc that runs through them: a disc separates two vertebrae, so a piece
+    whose centre line (through its centroid along the disc's normal) passes within ``axis_mm`` of the disc's centre
+    and that has at least ``min_voxels`` on each side of the disc's plane, counted within ``axis_mm`` of the disc's
+    centre across the spine and ``reach_mm`` along it, is two vertebral bodies that the network joined (through
+    bridges of bone class round the disc, thicker than :func:`split_touching` parts). A disc cuts only where it spans
+    at least ``min_extent`` of the piece's width at its plane (the 90th percentile of the disc voxels' distances from
+    its centre within its plane against the 80th of the piece's voxels counted): a fleck of disc class inside a body
+    cuts nothing. Each disc is a (centre, unit normal, mask) in world RAS.
+
+    >>> from pipeline.core.volume import Volume
+    >>> vol = Volume(np.zeros((1, 1, 90)), np.eye(4))
+    >>> stack = np.zeros((1, 1, 90), bool); stack[0, 0, 5:85] = True
+    >>> disc, up = np.zeros_like(stack), np.array([0.0, 0.0, 1.0]); disc[0, 0, 45] = True
+    >>> [int(m.sum()) for m in cut_at_discs(vol, [stack], [(np.array([0.0, 0.0, 45.0]), up, disc)], 10, 20.0, 40.0)]
+    [40, 40]
+    >>> [int(m.sum()) for m in cut_at_discs(vol, [stack], [(np.array([0.0, 0.0, 80.0]), up, disc)], 10, 20.0, 40.0)]
+    [80]
+    """
+    out = list(pieces)
+    for c, n, disc in discs:
+        rel_d = volume.voxel_to_world(np.argwhere(disc)) - c
+        disc_r = float(np.percentile(np.linalg.norm(rel_d - np.outer(rel_d @ n, n), axis=1), 90))
+        nxt: list[np.ndarray] = []
+        for m in out:
+            idx = np.argwhere(m)
+            rel = volume.voxel_to_world(idx) - c
+            s = rel @ n
+            r = np.linalg.norm(rel - np.outer(s, n), axis=1)
+            off_axis = float(np.linalg.norm(rel.mean(0) - (rel.mean(0) @ n) * n))  # disc centre from the piece's axis
+            near = (r <= axis_mm) & (np.abs(s) <= reach_mm)
+            if off_axis > axis_mm or min(int((near & (s > 0)).sum()), int((near & (s < 0)).sum())) < min_voxels or \
+                    disc_r < min_extent * float(np.percentile(r[near], 80)):
+                nxt.append(m)
+                continue
+            for side in (s >= 0, s < 0):
+                part = np.zeros(m.shape, bool)
+                part[tuple(idx[side].T)] = True
+                nxt.append(part)
+        out = nxt
+    return out
+
+
+def _major_disc_centres(discs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], frac: float) -> list[np.ndarray]:
+    """Centres of the discs of at least ``frac`` of the largest disc's size: whether a disc lies under a piece of
+    bone is judged among these, so that a fleck of disc class in or under the sacrum (a network's debris, or a
+    rudimentary S1-S2 disc) does not make the sacrum a vertebra."""
+    largest = max((int(m.sum()) for *_, m in discs), default=0)
+    return [c for c, _, m in discs if int(m.sum()) >= frac * largest]
+
+
+def _disc_below(volume: Volume, mask: np.ndarray, disc_centres: list[np.ndarray], axis_mm: float) -> bool:
+    """Whether a disc centre lies lower than the centre of ``mask`` and within ``axis_mm`` of it across the spine."""
+    c = volume.voxel_to_world(np.argwhere(mask)).mean(0)
+    return any(d[2] < c[2] and float(np.linalg.norm(d[:2] - c[:2])) <= axis_mm for d in disc_centres)
+
+
+def _above_sacrum(volume: Volume, pieces: list[np.ndarray], sacrum_class: np.ndarray,
+                  disc_centres: list[np.ndarray], axis_mm: float) -> list[np.ndarray]:
+    """The vertebral bodies among pieces of bone (vertebral body or sacrum class): all but the pieces at the bottom
+    of the stack whose voxels are mostly of sacrum class and under which no disc lies (no disc centre lower than the
+    piece's centre within ``axis_mm`` of it across the spine). A piece of sacrum class above a piece of body class,
+    or above a disc, is a vertebral body whatever the network called it: the sacrum lies below every lumbar
+    vertebra and disc.
+
+    >>> from pipeline.core.volume import Volume
+    >>> vol, sac = Volume(np.zeros((1, 1, 90)), np.eye(4)), np.zeros((1, 1, 90), bool)
+    >>> low, high = np.zeros_like(sac), np.zeros_like(sac); low[0, 0, 5:30] = True; high[0, 0, 40:70] = True
+    >>> sac[0, 0, 5:30] = sac[0, 0, 40:70] = True  # both pieces of sacrum class
+    >>> [int(m.sum()) for m in _above_sacrum(vol, [high, low], sac, [np.array([0.0, 0.0, 35.0])], 20.0)]
+    [30]
+    >>> [int(m.sum()) for m in _above_sacrum(vol, [high, low], sac, [np.array([0.0, 0.0, 2.0])], 20.0)]
+    [25, 30]
+    """
+    order = sorted(pieces, key=lambda m: float(volume.voxel_to_world(np.argwhere(m)).mean(0)[2]))
+    k = 0
+    while k < len(order) and float(sacrum_class[order[k]].mean()) >= 0.5 and \
+            not _disc_below(volume, order[k], disc_centres, axis_mm):
+        k += 1
+    return order[k:]
 
 
 def _under_column(classes: Volume, parts: list[np.ndarray], found: _Found, max_mm: float, lowest: int = 3
@@ -416,7 +509,14 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     vv = classes.voxel_volume_mm3
     out = _base_map(arr, reg)
     found = _find(classes, reg, cfg)
-    sacrum_parts = _under_column(classes, _components(arr == reg.class_id("sacrum"), 1000.0 * cfg["min_sacrum_ml"] / vv),
+    # sacrum-class voxels of a vertebral body with a disc below it (a vertebra the network called sacrum) are not the
+    # sacrum; those of the lowest body with no disc below may be (a sacrum the network called mostly body)
+    below = _major_disc_centres(found.discs, float(cfg["min_component_fraction_of_largest"]))
+    vertebrae = [m for i, (_, m) in enumerate(found.bodies)
+                 if i > 0 or _disc_below(classes, m, below, float(cfg["disc_axis_max_mm"]))]
+    in_bodies = np.logical_or.reduce(vertebrae) if vertebrae else np.zeros(arr.shape, bool)
+    sacrum_parts = _under_column(classes, _components((arr == reg.class_id("sacrum")) & ~in_bodies,
+                                                      1000.0 * cfg["min_sacrum_ml"] / vv),
                                  found, float(cfg["body_column_max_mm"]), int(cfg["sacrum_line_bodies"]))
     unused: list[str] = []
     between = _discs_between_bodies(found, cfg)
