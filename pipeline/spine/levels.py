@@ -273,10 +273,9 @@ def _major_disc_centres(discs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     return [c for c, _, m in discs if int(m.sum()) >= frac * largest]
 
 
-def _disc_below(volume: Volume, mask: np.ndarray, disc_centres: list[np.ndarray], axis_mm: float) -> bool:
-    """Whether a disc centre lies lower than the centre of ``mask`` and within ``axis_mm`` of it across the spine."""
-    c = volume.voxel_to_world(np.argwhere(mask)).mean(0)
-    return any(d[2] < c[2] and float(np.linalg.norm(d[:2] - c[:2])) <= axis_mm for d in disc_centres)
+def _disc_below(centre: np.ndarray, disc_centres: list[np.ndarray], axis_mm: float) -> bool:
+    """Whether a disc centre lies lower than ``centre`` (world RAS) and within ``axis_mm`` of it across the spine."""
+    return any(d[2] < centre[2] and float(np.linalg.norm(d[:2] - centre[:2])) <= axis_mm for d in disc_centres)
 
 
 def _above_sacrum(volume: Volume, pieces: list[np.ndarray], sacrum_class: np.ndarray,
@@ -296,12 +295,12 @@ def _above_sacrum(volume: Volume, pieces: list[np.ndarray], sacrum_class: np.nda
     >>> [int(m.sum()) for m in _above_sacrum(vol, [high, low], sac, [np.array([0.0, 0.0, 2.0])], 20.0)]
     [25, 30]
     """
-    order = sorted(pieces, key=lambda m: float(volume.voxel_to_world(np.argwhere(m)).mean(0)[2]))
+    order = sorted(((volume.voxel_to_world(np.argwhere(m)).mean(0), m) for m in pieces), key=lambda t: t[0][2])
     k = 0
-    while k < len(order) and float(sacrum_class[order[k]].mean()) >= 0.5 and \
-            not _disc_below(volume, order[k], disc_centres, axis_mm):
+    while k < len(order) and float(sacrum_class[order[k][1]].mean()) >= 0.5 and \
+            not _disc_below(order[k][0], disc_centres, axis_mm):
         k += 1
-    return order[k:]
+    return [m for _, m in order[k:]]
 
 
 def _under_column(classes: Volume, parts: list[np.ndarray], found: _Found, max_mm: float, lowest: int = 3
@@ -512,8 +511,8 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     # sacrum-class voxels of a vertebral body with a disc below it (a vertebra the network called sacrum) are not the
     # sacrum; those of the lowest body with no disc below may be (a sacrum the network called mostly body)
     below = _major_disc_centres(found.discs, float(cfg["min_component_fraction_of_largest"]))
-    vertebrae = [m for i, (_, m) in enumerate(found.bodies)
-                 if i > 0 or _disc_below(classes, m, below, float(cfg["disc_axis_max_mm"]))]
+    vertebrae = [m for i, (c, m) in enumerate(found.bodies)
+                 if i > 0 or _disc_below(c, below, float(cfg["disc_axis_max_mm"]))]
     in_bodies = np.logical_or.reduce(vertebrae) if vertebrae else np.zeros(arr.shape, bool)
     sacrum_parts = _under_column(classes, _components((arr == reg.class_id("sacrum")) & ~in_bodies,
                                                       1000.0 * cfg["min_sacrum_ml"] / vv),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from pipeline.core.config import load_config
 from pipeline.core.labels import registry
@@ -574,6 +575,15 @@ def test_sac_pieces_outside_the_canal_are_not_counted():
     assert plain.get("spine.L4-L5.dsca_mm2") == pytest.approx(70.0, rel=0.08)
 
 
+def _disc_rim(sag: Volume, disc_label: str) -> tuple[np.ndarray, ...]:
+    """Index of the outer two thirds of a disc of a sagittal label map (by distance from its centre across the spine):
+    a ring many millimetres thick."""
+    idx = np.argwhere(np.asarray(sag.array) == REG.label_id(disc_label))
+    pts = sag.voxel_to_world(idx)
+    r = np.linalg.norm((pts - pts.mean(0))[:, :2], axis=1)
+    return tuple(idx[r > np.percentile(r, 35)].T)
+
+
 def _body_names(levels) -> set[str]:
     return {REG.by_id()[int(x)].name for x in np.unique(np.asarray(levels.labels.array)) if x} - {
         "dural_sac", "posterior_elements", "ligamentum_flavum", "epidural_fat", "nerve_root"}
@@ -622,14 +632,8 @@ def test_bodies_joined_round_a_disc_are_cut_at_its_plane():
     ref = label_levels(REG.class_map(sag), REG)
     lab = np.asarray(sag.array)
     arr = np.asarray(REG.class_map(sag).array).copy()
-    disc = lab == REG.label_id("disc_L3_L4")
-    pts = sag.voxel_to_world(np.argwhere(disc))
-    r = np.linalg.norm((pts - pts.mean(0))[:, :2], axis=1)
-    rim = np.argwhere(disc)[r > np.percentile(r, 35)]  # the outer two thirds of the disc, many mm thick
-    arr[tuple(rim.T)] = REG.class_id("vertebral_body")
-    joined = REG.class_id("vertebral_body")
-    from scipy import ndimage
-    lab3, _ = ndimage.label(arr == joined)
+    arr[_disc_rim(sag, "disc_L3_L4")] = REG.class_id("vertebral_body")
+    lab3, _ = ndimage.label(arr == REG.class_id("vertebral_body"))
     assert lab3[lab == REG.label_id("vertebral_body_L3")].max() == lab3[lab == REG.label_id("vertebral_body_L4")].max()
     levels = label_levels(sag.with_array(arr), REG)
     assert list(levels.discs) == list(ref.discs)
@@ -652,10 +656,7 @@ def test_a_fifth_lumbar_vertebra_called_sacrum_and_joined_to_it_is_cut_off_and_c
     lab = np.asarray(sag.array)
     arr = np.asarray(REG.class_map(sag).array).copy()
     arr[lab == REG.label_id("vertebral_body_L5")] = REG.class_id("sacrum")
-    disc = lab == REG.label_id("disc_L5_S1")
-    pts = sag.voxel_to_world(np.argwhere(disc))
-    r = np.linalg.norm((pts - pts.mean(0))[:, :2], axis=1)
-    arr[tuple(np.argwhere(disc)[r > np.percentile(r, 35)].T)] = REG.class_id("sacrum")
+    arr[_disc_rim(sag, "disc_L5_S1")] = REG.class_id("sacrum")
     levels = label_levels(sag.with_array(arr), REG)
     assert list(levels.discs) == list(ref.discs)
     for lv in ("L4-L5", "L3-L4", "L2-L3", "L1-L2"):
