@@ -197,6 +197,35 @@ class _Found:
     inferred: list[bool] = field(default_factory=list)  # per disc: placed in a gap, not labelled by the network
 
 
+#: the classes the level counter reads (:func:`_find`): the bones and the discs
+LEVEL_CLASSES = ("vertebral_body", "sacrum", "disc")
+
+
+def with_level_classes(canal: Volume, level: Volume, reg: Registry) -> Volume:
+    """The class map the levels are counted on when a second network (``segment.spine_level_bundle``) finds the
+    bones and discs: the vertebral body, sacrum and disc voxels of ``level`` wherever ``canal`` has background, bone
+    or disc, and every other class of ``canal`` (dural sac, epidural fat, ligamentum flavum, posterior elements,
+    nerve roots) where ``canal`` has it. Bone and disc voxels of ``canal`` that ``level`` does not confirm become
+    background. Both maps lie on one grid.
+
+    >>> from pipeline.core.labels import registry
+    >>> reg = registry("spine")
+    >>> body, disc, sac = (reg.class_id(n) for n in ("vertebral_body", "disc", "dural_sac"))
+    >>> canal = Volume(np.array([[[body, body, sac, 0]]], np.uint8), np.eye(4))
+    >>> level = Volume(np.array([[[disc, 0, disc, body]]], np.uint8), np.eye(4))
+    >>> np.asarray(with_level_classes(canal, level, reg).array).ravel().tolist() == [disc, 0, sac, body]
+    True
+    """
+    a, b = np.asarray(canal.array), np.asarray(level.array)
+    if a.shape != b.shape:
+        raise ValueError(f"the level network's class map {b.shape} is not on the canal network's grid {a.shape}")
+    ids = [reg.class_id(n) for n in LEVEL_CLASSES]
+    out = np.where(np.isin(a, ids), 0, a).astype(a.dtype)
+    take = np.isin(b, ids) & (out == 0)
+    out[take] = b[take]
+    return canal.with_array(out)
+
+
 def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
     arr = np.asarray(classes.array)
     vv = classes.voxel_volume_mm3
@@ -511,12 +540,15 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     # sacrum-class voxels of a vertebral body with a disc below it (a vertebra the network called sacrum) are not the
     # sacrum; those of the lowest body with no disc below may be (a sacrum the network called mostly body)
     below = _major_disc_centres(found.discs, float(cfg["min_component_fraction_of_largest"]))
-    vertebrae = [m for i, (c, m) in enumerate(found.bodies)
+    vertebrae = [(c, m) for i, (c, m) in enumerate(found.bodies)
                  if i > 0 or _disc_below(c, below, float(cfg["disc_axis_max_mm"]))]
-    in_bodies = np.logical_or.reduce(vertebrae) if vertebrae else np.zeros(arr.shape, bool)
+    in_bodies = np.logical_or.reduce([m for _, m in vertebrae]) if vertebrae else np.zeros(arr.shape, bool)
+    # the sacrum lies below the vertebrae, on the line of the lowest ones; a lowest piece with no disc below it is
+    # not one of them (it may be the sacrum itself, which the line must not be drawn through)
     sacrum_parts = _under_column(classes, _components((arr == reg.class_id("sacrum")) & ~in_bodies,
                                                       1000.0 * cfg["min_sacrum_ml"] / vv),
-                                 found, float(cfg["body_column_max_mm"]), int(cfg["sacrum_line_bodies"]))
+                                 _Found(found.discs, vertebrae, found.volume), float(cfg["body_column_max_mm"]),
+                                 int(cfg["sacrum_line_bodies"]))
     unused: list[str] = []
     between = _discs_between_bodies(found, cfg)
     if anchor is not None:
