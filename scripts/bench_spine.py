@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.core.config import load_config
 from pipeline.core.layout import StudyDir
 from pipeline.io.study import ingest_study
 from pipeline.workflow import spine, stages
@@ -32,7 +33,10 @@ def main() -> None:
         ingest_study(args.study, out)
         t0 = time.perf_counter()
         models = stages.bundle_cache()
-        models.get("spine_t2_unet")
+        segment_cfg = load_config("default")["segment"]
+        for key in ("spine_bundle", "spine_level_bundle"):  # the configured bundles, loaded before the timing
+            if segment_cfg.get(key):
+                models.get(segment_cfg[key])
         load = time.perf_counter() - t0
         seg, meas = [], []
         for _ in range(args.repeats):

@@ -11,7 +11,8 @@ from pipeline.core.errors import BundleError
 
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 #: the keys of ``segment`` in configs/default.yaml that name a bundle
-BUNDLE_KEYS = ("calf_bundle", "calf_single_contrast_bundle", "calf_computed_water_fat_bundle", "spine_bundle")
+BUNDLE_KEYS = ("calf_bundle", "calf_single_contrast_bundle", "calf_computed_water_fat_bundle", "spine_bundle",
+               "spine_level_bundle")
 
 
 def resolve(name_or_path: str | Path) -> Path:

@@ -349,6 +349,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
     from pipeline.workflow.spine import segment_series
 
     reg, cfg, bundle = _registry_config_bundle("spine", device, bundle_name)
+    level_name = cfg["segment"].get("spine_level_bundle")
+    level_bundle = load_bundle(level_name, device=device) if level_name else None
     rows: list[dict[str, Any]] = []
     levels_ok = 0
     swaps = 0
@@ -356,7 +358,7 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
         ph = _lumbar_phantom(generator, seed)
         spec = ph.spec
         vols = [to_closest_canonical(s.volume)[0] for s in ph.series]
-        seg = segment_series(bundle, vols[0], vols[1:], device=device)
+        seg = segment_series(bundle, vols[0], vols[1:], device=device, level_bundle=level_bundle)
         levels = seg.levels
         measured = measure_levels(levels, seg.axials, reg, cfg["spine"], load_config("innervation"),
                                   sac_sag=seg.sac_sag)
@@ -393,10 +395,12 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
         return f"{np.mean(e):.2f} | {np.max(e):.2f} | {within}/{len(pairs)}"
 
     bar_mm2, bar_frac = DSCA_BARS[generator]
+    counted_on = ("" if level_bundle is None else
+                  f" (levels counted on {level_bundle.name} v{level_bundle.metadata['version']})")
     which = ("fresh lumbar phantoms" if generator == "project"
              else "independent atlas lumbar phantoms (never trained on)")
     table = "\n".join([
-        f"Spine bundle {bundle.name} v{bundle.metadata['version']} on {len(seeds)} {which} (seeds "
+        f"Spine bundle {bundle.name} v{bundle.metadata['version']}{counted_on} on {len(seeds)} {which} (seeds "
         f"{seeds[0]}-{seeds[-1]}): levels right in {levels_ok}/{len(seeds)}; recess side swaps: {swaps}.", "",
         "| measure | mean abs error | max abs error | within the bar |", "|---|---|---|---|",
         f"| DSCA (mm2; bar {bar_mm2:g} mm2 or {100 * bar_frac:g} %) | "

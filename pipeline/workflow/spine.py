@@ -36,6 +36,7 @@ from pipeline.spine.levels import (
     label_levels,
     levels_from_labels,
     name_axial_discs,
+    with_level_classes,
 )
 from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
 from pipeline.spine.qc import judge_spine
@@ -54,10 +55,15 @@ class SpineSegmentation:
 
 
 def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str = "cpu",
-                   anchor: Anchor | None = None) -> SpineSegmentation:
-    """Segment a sagittal T2 and its axial stacks, name (or number) the levels and name the axial discs."""
+                   anchor: Anchor | None = None, level_bundle: Any = None) -> SpineSegmentation:
+    """Segment a sagittal T2 and its axial stacks, name (or number) the levels and name the axial discs. With
+    ``level_bundle`` (``segment.spine_level_bundle``) the levels are counted on that network's bones and discs of
+    the sagittal image and ``bundle``'s canal (:func:`~pipeline.spine.levels.with_level_classes`); ``bundle`` alone
+    segments the canal and the axial stacks."""
     reg = registry("spine")
     classes, soft = bundle.predict_soft([sag], ("dural_sac",), device=device)
+    if level_bundle is not None:
+        classes = with_level_classes(classes, level_bundle.predict([sag], device=device), reg)
     levels = label_levels(classes, reg, load_config("default")["spine"], anchor=anchor)
     stacks = []
     for vol in axials:
@@ -106,12 +112,15 @@ def segment(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str
         return {"status": "no sagittal lumbar T2 series"}
     anchor = anchor_of(study, anchor_level)
     stacks = series.axial_stacks()
-    bundle = models.get(load_config("default")["segment"]["spine_bundle"])
+    cfg = load_config("default")["segment"]
+    bundle = models.get(cfg["spine_bundle"])
+    level_bundle = models.get(cfg["spine_level_bundle"]) if cfg.get("spine_level_bundle") else None
     seg = segment_series(bundle, load_volume(sag), [load_volume(s.volume) for s in stacks], device=device,
-                         anchor=anchor)
+                         anchor=anchor, level_bundle=level_bundle)
     _save(study, [s.role for s in stacks], seg)
     levels = seg.levels
-    update_provenance(study.root, models={"spine": bundle.provenance()}, notes=[f"spine: {f}" for f in levels.flags])
+    used = {"spine": bundle.provenance()} | ({} if level_bundle is None else {"spine_levels": level_bundle.provenance()})
+    update_provenance(study.root, models=used, notes=[f"spine: {f}" for f in levels.flags])
     return {"status": "segmented", "levels": sorted(levels.discs), "confidence": levels.confidence,
             "flags": levels.flags, "anchor": None if anchor is None else str(anchor)}
 
