@@ -621,9 +621,11 @@ def _count_from_sacrum(classes: Volume, reg: Registry, cfg: Mapping[str, Any], f
     res.flags += _inferred_flag(res)
     floor_z = disc_info[0][0][2] if disc_info else sac_z  # vertebral bodies lie above the L5-S1 disc
     body_info = [t for t in found.bodies if t[0][2] > floor_z]
-    for (_, m), level in zip(body_info, BODY_LEVELS):
-        out[m] = reg.label_id(f"vertebral_body_{level}")
     n_discs = len(disc_info)
+    # a body is named only above a named disc (L2 above L2-L3): above the highest disc found the next piece of
+    # bone may be anything the network called bone (a strip in front of the spine, on an atlas phantom)
+    for (_, m), level in zip(body_info[:n_discs], BODY_LEVELS):
+        out[m] = reg.label_id(f"vertebral_body_{level}")
     conf = cfg["level_confidence"]
     res.confidence = 1.0
     if n_discs < 5:

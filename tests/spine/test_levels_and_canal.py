@@ -699,3 +699,25 @@ def test_a_sacrum_called_body_but_for_its_top_still_anchors_the_count():
     assert list(levels.discs) == list(ref.discs) == ["L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2"]
     for lv, d in ref.discs.items():
         assert np.allclose(levels.discs[lv].center_ras, d.center_ras)
+
+
+def test_no_body_is_named_above_the_highest_disc_found():
+    """The L1-L2 disc is missed and the next piece of bone lies 30 mm higher than L1 would (too far up for a disc to be
+    placed in the gap): four discs are named from the sacrum, the body above L2-L3 is L2, and the piece above is not
+    named L1. Above the highest disc found the next piece of bone may be anything the network called bone (on an
+    atlas phantom a 270 mm strip of body class in front of the spine was named L1)."""
+    ph = generate_lumbar(LumbarSpec(ax_levels=()), seed=1, fast=True)
+    sag = to_closest_canonical(ph.series[0].labels)[0]
+    lab = np.asarray(sag.array)
+    arr = np.asarray(REG.class_map(sag).array).copy()
+    arr[lab == REG.label_id("disc_L1_L2")] = 0
+    l1 = lab == REG.label_id("vertebral_body_L1")
+    arr[l1] = 0
+    z_axis = int(np.argmax(np.abs(sag.affine[2, :3])))
+    piece = np.roll(l1, int(round(30.0 / sag.affine[2, z_axis])), axis=z_axis)
+    arr[piece & (arr == 0)] = REG.class_id("vertebral_body")
+    levels = label_levels(sag.with_array(arr), REG)
+    assert list(levels.discs) == ["L5-S1", "L4-L5", "L3-L4", "L2-L3"] and not levels.inferred
+    assert any("only 4 lumbar disc" in f for f in levels.flags)
+    names = _body_names(levels)
+    assert {f"vertebral_body_L{k}" for k in range(2, 6)} <= names and "vertebral_body_L1" not in names
