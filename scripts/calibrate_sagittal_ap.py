@@ -21,13 +21,12 @@ import numpy as np
 import torch
 
 from pipeline.core.config import load_config
-from pipeline.core.labels import registry
 from pipeline.io.nifti import to_closest_canonical
 from pipeline.segment.bundle import load_bundle
 from pipeline.spine import canal
-from pipeline.spine.levels import label_levels
 from pipeline.synth.lumbar import random_lumbar
 from pipeline.workflow.evaluation import parse_seeds
+from pipeline.workflow.spine import segment_series
 
 LEVELS = tuple(round(v, 2) for v in np.arange(0.30, 0.501, 0.05))
 
@@ -36,15 +35,16 @@ def chord_errors(seeds: list[int], levels: tuple[float, ...] = LEVELS) -> tuple[
     """(N discs x len(levels)) sagittal AP error (mm, measured - true) and the disc names ("seed level")."""
     cfg = load_config("default")
     bundle = load_bundle(cfg["segment"]["spine_bundle"])
-    reg = registry("spine")
+    level_name = cfg["segment"].get("spine_level_bundle")
+    level_bundle = load_bundle(level_name) if level_name else None
     reach = canal.Reach.from_config(cfg["spine"])
     errors, names = [], []
     for seed in seeds:
         ph = random_lumbar(seed)
         sag = to_closest_canonical(ph.series[0].volume)[0]
-        classes, soft = bundle.predict_soft([sag], ("dural_sac",))
-        found = label_levels(classes, reg, cfg["spine"]).discs
-        prob = np.asarray(soft["dural_sac"].array, np.float32)
+        seg = segment_series(bundle, sag, [], level_bundle=level_bundle)  # discs found as `legmri run` finds them
+        found = seg.levels.discs
+        prob = np.asarray(seg.sac_sag.array, np.float32)
         for name, truth in ph.truth["levels"].items():
             disc = found.get(name)
             if disc is None:
