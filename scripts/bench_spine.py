@@ -33,10 +33,8 @@ def main() -> None:
         ingest_study(args.study, out)
         t0 = time.perf_counter()
         models = stages.bundle_cache()
-        segment_cfg = load_config("default")["segment"]
-        for key in ("spine_bundle", "spine_level_bundle"):  # the configured bundles, loaded before the timing
-            if segment_cfg.get(key):
-                models.get(segment_cfg[key])
+        models.get(load_config("default")["segment"]["spine_bundle"])  # the configured bundles, before the timing
+        spine.configured_level_bundle(models.get)
         load = time.perf_counter() - t0
         seg, meas = [], []
         for _ in range(args.repeats):

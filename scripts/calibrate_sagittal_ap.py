@@ -26,7 +26,7 @@ from pipeline.segment.bundle import load_bundle
 from pipeline.spine import canal
 from pipeline.synth.lumbar import random_lumbar
 from pipeline.workflow.evaluation import parse_seeds
-from pipeline.workflow.spine import segment_series
+from pipeline.workflow.spine import configured_level_bundle, segment_series
 
 LEVELS = tuple(round(v, 2) for v in np.arange(0.30, 0.501, 0.05))
 
@@ -35,8 +35,7 @@ def chord_errors(seeds: list[int], levels: tuple[float, ...] = LEVELS) -> tuple[
     """(N discs x len(levels)) sagittal AP error (mm, measured - true) and the disc names ("seed level")."""
     cfg = load_config("default")
     bundle = load_bundle(cfg["segment"]["spine_bundle"])
-    level_name = cfg["segment"].get("spine_level_bundle")
-    level_bundle = load_bundle(level_name) if level_name else None
+    level_bundle = configured_level_bundle(load_bundle)
     reach = canal.Reach.from_config(cfg["spine"])
     errors, names = [], []
     for seed in seeds:

@@ -346,11 +346,10 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
     from pipeline.io.nifti import to_closest_canonical
     from pipeline.spine.measure import measure_levels
     from pipeline.spine.qc import judge_spine
-    from pipeline.workflow.spine import segment_series
+    from pipeline.workflow.spine import configured_level_bundle, segment_series
 
     reg, cfg, bundle = _registry_config_bundle("spine", device, bundle_name)
-    level_name = cfg["segment"].get("spine_level_bundle")
-    level_bundle = load_bundle(level_name, device=device) if level_name else None
+    level_bundle = configured_level_bundle(lambda name: load_bundle(name, device=device))
     rows: list[dict[str, Any]] = []
     levels_ok = 0
     swaps = 0

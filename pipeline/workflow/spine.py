@@ -11,6 +11,7 @@ elements of the axial stacks). measure: label and probability maps -> ``spine/me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,13 @@ class SpineSegmentation:
     levels: LevelResult
     sac_sag: Volume
     axials: list[AxialStack]
+
+
+def configured_level_bundle(get: Callable[[str], Any]) -> Any:
+    """The bundle the levels are counted on (``segment.spine_level_bundle`` of the configuration), obtained through
+    ``get`` (a bundle cache's ``get``, or :func:`~pipeline.segment.bundle.load_bundle`); None when not configured."""
+    name = load_config("default")["segment"].get("spine_level_bundle")
+    return get(name) if name else None
 
 
 def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str = "cpu",
@@ -112,9 +120,8 @@ def segment(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str
         return {"status": "no sagittal lumbar T2 series"}
     anchor = anchor_of(study, anchor_level)
     stacks = series.axial_stacks()
-    cfg = load_config("default")["segment"]
-    bundle = models.get(cfg["spine_bundle"])
-    level_bundle = models.get(cfg["spine_level_bundle"]) if cfg.get("spine_level_bundle") else None
+    bundle = models.get(load_config("default")["segment"]["spine_bundle"])
+    level_bundle = configured_level_bundle(models.get)
     seg = segment_series(bundle, load_volume(sag), [load_volume(s.volume) for s in stacks], device=device,
                          anchor=anchor, level_bundle=level_bundle)
     _save(study, [s.role for s in stacks], seg)
