@@ -332,18 +332,19 @@ def _above_sacrum(volume: Volume, pieces: list[np.ndarray], sacrum_class: np.nda
     return [m for _, m in order[k:]]
 
 
-def _under_column(classes: Volume, parts: list[np.ndarray], found: _Found, max_mm: float, lowest: int = 3
-                  ) -> list[np.ndarray]:
+def _under_column(classes: Volume, parts: list[np.ndarray], centres: list[np.ndarray], max_mm: float,
+                  lowest: int = 3) -> list[np.ndarray]:
     """The sacrum pieces whose centre lies below the lowest vertebral body and within ``max_mm`` of the line through
-    the centres of the ``lowest`` bodies carried down (with two or more bodies; else every piece).
+    the centres of the ``lowest`` bodies carried down (``centres``: the vertebral bodies' centres, world RAS, ordered
+    upwards; with two or more bodies, else every piece).
 
     The line follows the lower lumbar spine, not the whole column: in a lordotic spine the lowest bodies turn
     backwards and the sacrum continues that turn, so a straight line through every body in view (thoracolumbar
     ones included) passes 30-45 mm in front of the sacrum, while a false sacrum in the abdomen or the back muscles
     stays far from either line."""
-    if len(found.bodies) < 2:
+    if len(centres) < 2:
         return parts
-    c = np.array([b[0] for b in found.bodies[:max(lowest, 2)]])
+    c = np.array(centres[:max(lowest, 2)])
     kept = []
     for m in parts:
         p = classes.voxel_to_world(np.argwhere(m)).mean(0)
@@ -547,7 +548,7 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     # not one of them (it may be the sacrum itself, which the line must not be drawn through)
     sacrum_parts = _under_column(classes, _components((arr == reg.class_id("sacrum")) & ~in_bodies,
                                                       1000.0 * cfg["min_sacrum_ml"] / vv),
-                                 _Found(found.discs, vertebrae, found.volume), float(cfg["body_column_max_mm"]),
+                                 [c for c, _ in vertebrae], float(cfg["body_column_max_mm"]),
                                  int(cfg["sacrum_line_bodies"]))
     unused: list[str] = []
     between = _discs_between_bodies(found, cfg)
