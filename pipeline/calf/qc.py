@@ -184,7 +184,9 @@ def judge_calf(labels: Volume, reg: Registry, cfg: dict[str, Any],
                certainty: dict[str, dict[str, dict[str, float]]] | None = None) -> CalfQC:
     """The verdict on sided label map ``labels`` (``configs/qc.yaml`` section ``calf`` as ``cfg``).
 
-    ``certainty`` (optional, from the segment stage): side -> structure -> {"flip_dice": .., "entropy": ..}.
+    ``certainty`` (optional, from the segment stage): side -> structure -> {"flip_dice": .., "entropy": ..}, or
+    ``"mirrored_entropy"`` in place of ``"entropy"`` for a bundle that averages over mirror images (judged against
+    ``mirrored_entropy_review`` / ``mirrored_entropy_fail``).
     """
     n_ids = max(reg.by_id()) + 1
     stats = slice_stats(labels, n_ids)
@@ -307,10 +309,12 @@ def _judge_certainty(s: StructureQC, c: dict[str, float], cfg: dict[str, Any]) -
     if flip is not None and np.isfinite(flip):
         s.add(FAIL if flip < cfg["flip_dice_fail"] else REVIEW if flip < cfg["flip_dice_review"] else PASS,
               f"flip agreement Dice {flip:.2f}", "flip agreement")
-    ent = c.get("entropy")
-    if ent is not None and np.isfinite(ent):
-        s.add(FAIL if ent > cfg["entropy_fail"] else REVIEW if ent > cfg["entropy_review"] else PASS,
-              f"mean normalised entropy {ent:.2f}", "entropy")
+    for key, what in (("entropy", "mean normalised entropy"),
+                      ("mirrored_entropy", "mean normalised entropy of the mirror-averaged probabilities")):
+        ent = c.get(key)
+        if ent is not None and np.isfinite(ent):
+            s.add(FAIL if ent > cfg[f"{key}_fail"] else REVIEW if ent > cfg[f"{key}_review"] else PASS,
+                  f"{what} {ent:.2f}", "entropy")
 
 
 def _judge_ratios(out: dict[str, StructureQC], vol: dict[str, float], cfg: dict[str, Any], side: str,

@@ -389,12 +389,24 @@ def certainty_of(bundle: Any, channels: list[Volume], classes: Volume, entropy: 
                  device: str) -> dict[str, dict[str, dict[str, float]]]:
     """The network's certainty per structure and leg, as ``calf/certainty.json`` holds it (measure -> side ->
     structure -> value): the mean normalised entropy, and the flip agreement unless ``qc_cfg['flip_check']`` is
-    off."""
-    out = {"entropy": structure_means(np.asarray(entropy.array), np.asarray(classes.array), legs, class_names)}
+    off.
+
+    The entropy is named for what it measures: ``entropy`` of one network pass, ``mirrored_entropy`` of the mean of
+    the passes of a bundle that averages over mirror images (:func:`averages_mirrors`), which adds the passes'
+    disagreement to each pass's own uncertainty and is judged against its own thresholds
+    (:func:`pipeline.calf.qc.judge_calf`)."""
+    key = "mirrored_entropy" if averages_mirrors(bundle) else "entropy"
+    out = {key: structure_means(np.asarray(entropy.array), np.asarray(classes.array), legs, class_names)}
     if qc_cfg["flip_check"]:
         out["flip_dice"] = flip_check(bundle, channels, classes, legs, class_names,
                                       int(qc_cfg["flip_check_every_nth_slice"]), device)
     return out
+
+
+def averages_mirrors(bundle: Any) -> bool:
+    """Whether ``bundle`` averages its probabilities over mirror images of each slice (``metadata.json``
+    ``inference.mirror_axes``; :func:`pipeline.segment.infer.iter_outputs`)."""
+    return bool(bundle.metadata.get("inference", {}).get("mirror_axes"))
 
 
 def certainty_by_side(certainty: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -425,7 +437,7 @@ def flip_check(bundle: Any, channels: list[Volume], classes: Volume, legs: list[
     take: list[Any] = [slice(None)] * 3
     take[axis] = slice(None, None, every)
     sub = tuple(take)
-    averaged = bool(bundle.metadata.get("inference", {}).get("mirror_axes"))
+    averaged = averages_mirrors(bundle)
 
     def subset(v: Volume, mirrored: bool) -> Volume:
         affine = v.affine.copy()

@@ -204,7 +204,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
                    prior: Any = None, bank_shares: list[float] | None = None,
                    real: list[tuple[np.ndarray, np.ndarray]] | None = None, real_share: float = 0.0,
                    real_validation: list[tuple[np.ndarray, np.ndarray]] | None = None, device: str = "cpu",
-                   workers: int = 0) -> dict[str, Any]:
+                   workers: int = 0, mirror_axes: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """Train the one-input calf bundle on random-contrast samples of the bank (one or more folders, each drawn
     with probability ``bank_shares[k]`` when given, else every subject equally often); the checkpoint with the
     best mean Dice over random-contrast validation items (drawn like the training items) and Dixon phantoms (each
@@ -213,7 +213,8 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
     and joins the checkpoint score as a third term (how well the network fits them); ``real_validation`` (other
     annotated slices, e.g. the other leg) is only logged, never used to choose the checkpoint. ``device`` runs the
     network there (``cuda`` on a GPU), ``workers`` > 0 draws the batches in that many processes
-    (:func:`batch_source`)."""
+    (:func:`batch_source`). ``mirror_axes`` is the bundle's test-time mirroring (``metadata.json`` ``inference``):
+    rows (0, left-right) by default, the one mirror the training items are drawn with (:func:`random_geometry`)."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -241,6 +242,7 @@ def train_synthseg(bank_dir: Path, out: Path, *, minutes: float, max_iterations:
                       patch=patch, batch_size=batch_size, max_iterations=max_iterations, max_minutes=minutes,
                       learning_rate=learning_rate, validate_every=validate_every, seed=seed, threads=threads,
                       version=version, init_from=init, device=device, target_spacing_mm=(TARGET_SPACING_MM, TARGET_SPACING_MM),
+                      mirror_axes=tuple(mirror_axes),
                       training_data={"source": "contrast-randomised images (pipeline.segment.synthseg) drawn from "
                                                "tissue maps of calf phantoms (pipeline.synth.calf.tissue_slice, "
                                                "random_anatomy_spec)",
@@ -404,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", default="cpu", help="where the network runs: cpu, or cuda on a GPU")
     t.add_argument("--workers", type=int, default=0,
                    help="processes that draw the training batches (0: this one, the stream of calf_unet <= 0.5.0)")
+    t.add_argument("--mirror-axes", type=int, nargs="*", default=[0], choices=[0, 1],
+                   help="test-time mirroring written into the bundle (0: left-right, the training's only mirror; "
+                        "none: --mirror-axes with no value, as calf_unet <= 0.6.0)")
     t.add_argument("--patch", type=int, default=192)
     t.add_argument("--validate-every", type=int, default=100)
     t.add_argument("--fatty-septa", type=float, default=None,
@@ -468,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                        log=lambda m: print(m, flush=True), prior=_prior(args.fatty_septa, args.dark_septa, args.border_shift,
                                                                    args.border_shift_mm),
                        bank_shares=args.bank_shares, real=real, real_share=args.reference_share,
-                       real_validation=held_out, device=args.device, workers=args.workers)
+                       real_validation=held_out, device=args.device, workers=args.workers,
+                       mirror_axes=tuple(args.mirror_axes))
     return 0
 
 

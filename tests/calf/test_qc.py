@@ -94,6 +94,21 @@ def test_network_uncertainty_is_used():
     assert qc.structure_status("right", "soleus") == REVIEW
 
 
+def test_mirror_averaged_entropy_is_judged_against_its_own_thresholds(truth):
+    """The entropy of a bundle's mirror-averaged probabilities runs higher than one pass's, so it has thresholds of
+    its own: a value between the two review thresholds asks for review as one pass's entropy, not as the mean's."""
+    reg, cfg = registry("calf"), _cfg()
+    assert cfg["mirrored_entropy_review"] > cfg["entropy_review"]
+    h = (cfg["entropy_review"] + cfg["mirrored_entropy_review"]) / 2
+    one_pass = judge_calf(truth, reg, cfg, {"left": {"soleus": {"entropy": h}}})
+    mirrored = judge_calf(truth, reg, cfg, {"left": {"soleus": {"mirrored_entropy": h}}})
+    assert one_pass.structure_status("left", "soleus") == REVIEW
+    assert mirrored.structure_status("left", "soleus") == PASS
+    high = judge_calf(truth, reg, cfg, {"left": {"soleus": {"mirrored_entropy": cfg["mirrored_entropy_fail"] + 0.01}}})
+    assert high.structure_status("left", "soleus") == FAIL
+    assert any("mirror-averaged" in r for r in high.structures["left"]["soleus"].reasons)
+
+
 def test_concerns_of_two_kinds_fail_a_structure_one_kind_asks_for_review(truth):
     """Converging evidence: a borderline entropy alone asks for review; with a borderline flip agreement as well (a
     second kind of check) the structure fails, unless the configuration asks for three kinds."""

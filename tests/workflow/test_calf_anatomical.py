@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.core.config import load_config
 from pipeline.core.layout import StudyDir
+from pipeline.segment.bundle import load_bundle
 from pipeline.synth.calf_atlas import AtlasSpec, write_atlas_study
 from tests.report.study_fixture import through_rules
 
@@ -29,11 +30,13 @@ def test_t1_only_calf_study(tmp_path):
     assert ff_keys and all(values[k] is None and "no fat fraction" in missing[k] for k in ff_keys)
     assert not d.calf_ff_map.exists()
     certainty = json.loads(d.calf_certainty.read_text())  # the network's own uncertainty, judged by QC
-    assert set(certainty["entropy"]) == set(values["calf.legs_present"].split(","))
-    assert all(0.0 <= v <= 1.0 for per in certainty["entropy"].values() for v in per.values())
+    key = "mirrored_entropy" if load_bundle("calf_unet").metadata["inference"]["mirror_axes"] else "entropy"
+    assert set(certainty) - {"flip_dice"} == {key}
+    assert set(certainty[key]) == set(values["calf.legs_present"].split(","))
+    assert all(0.0 <= v <= 1.0 for per in certainty[key].values() for v in per.values())
     qc = json.loads(d.calf_qc.read_text())
-    review = load_config("qc")["calf"]["entropy_review"]
-    for side, per in certainty["entropy"].items():
+    review = load_config("qc")["calf"][f"{key}_review"]
+    for side, per in certainty[key].items():
         for name, h in per.items():
             judged = qc["structures"].get(side, {}).get(name)
             if judged is not None:
