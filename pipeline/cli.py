@@ -187,6 +187,9 @@ def _add_model_commands(subs: argparse._SubParsersAction) -> None:
     s.add_argument("--qc", action="store_true",
                    help="also run the segmentation QC and set its verdicts against the truth (calf: per structure; "
                         "spine: per level)")
+    s.add_argument("--axial-only", action="store_true",
+                   help="spine: leave out the phantoms' sagittal image and measure the discs of their axial stacks "
+                        "alone (the path of a study without a sagittal T2)")
 
 
 def _inspect(a: argparse.Namespace) -> int:
@@ -276,7 +279,7 @@ def _evaluate(a: argparse.Namespace) -> int:
     from pipeline.workflow.evaluation import evaluate
 
     return evaluate(a.anatomy, seeds=a.seeds, out=a.out, device=a.device, generator=a.generator,
-                    contrasts=a.contrasts, bundle=a.bundle, qc=a.qc)
+                    contrasts=a.contrasts, bundle=a.bundle, qc=a.qc, axial_only=a.axial_only)
 
 
 def _workflow(a: argparse.Namespace) -> int:

@@ -57,12 +57,12 @@ class LevelResult:
     inferred: list[str] = field(default_factory=list)
 
 
-def _components(mask: np.ndarray, min_voxels: float, min_fraction: float = 0.0) -> list[np.ndarray]:
+def components(mask: np.ndarray, min_voxels: float, min_fraction: float = 0.0) -> list[np.ndarray]:
     """3-D connected components of ``mask`` with at least ``min_voxels`` voxels and at least ``min_fraction`` of the
     largest component's size.
 
     >>> m = np.zeros((1, 12, 1), bool); m[0, :6] = True; m[0, 8:9] = True
-    >>> [int(c.sum()) for c in _components(m, 1)], [int(c.sum()) for c in _components(m, 1, 0.25)]
+    >>> [int(c.sum()) for c in components(m, 1)], [int(c.sum()) for c in components(m, 1, 0.25)]
     ([6, 1], [6])
     """
     lab, n = ndimage.label(mask)
@@ -233,7 +233,7 @@ def _find(classes: Volume, reg: Registry, cfg: Mapping[str, Any]) -> _Found:
     spacing = tuple(float(x) for x in classes.spacing_mm)
     # discs: the fraction-of-largest rule is applied among the discs of the column (:func:`_discs_between_bodies`),
     # so that a large false disc in the abdomen does not raise the bar for the real ones
-    discs = _components(arr == reg.class_id("disc"), 1000.0 * cfg["min_disc_ml"] / vv)
+    discs = components(arr == reg.class_id("disc"), 1000.0 * cfg["min_disc_ml"] / vv)
     discs = _merge_close(discs, [classes.voxel_to_world(np.argwhere(m)).mean(0) for m in discs], cfg["disc_merge_mm"])
     # order along the spine by height (world S): the lumbar spine rises monotonically, lordosis or not
     disc_info = sorted(((*disc_plane(classes, m), m) for m in discs), key=lambda t: t[0][2])
@@ -546,7 +546,7 @@ def label_levels(classes: Volume, reg: Registry, cfg: Mapping[str, Any] | None =
     in_bodies = np.logical_or.reduce([m for _, m in vertebrae]) if vertebrae else np.zeros(arr.shape, bool)
     # the sacrum lies below the vertebrae, on the line of the lowest ones; a lowest piece with no disc below it is
     # not one of them (it may be the sacrum itself, which the line must not be drawn through)
-    sacrum_parts = _under_column(classes, _components((arr == reg.class_id("sacrum")) & ~in_bodies,
+    sacrum_parts = _under_column(classes, components((arr == reg.class_id("sacrum")) & ~in_bodies,
                                                       1000.0 * cfg["min_sacrum_ml"] / vv),
                                  [c for c, _ in vertebrae], float(cfg["body_column_max_mm"]),
                                  int(cfg["sacrum_line_bodies"]))

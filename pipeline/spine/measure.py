@@ -14,6 +14,7 @@ from pipeline.core.summary import Summary
 from pipeline.core.units import ucum
 from pipeline.core.volume import Volume
 from pipeline.spine import canal
+from pipeline.spine.axial_only import AXIAL_ONLY_METHOD, AxialDisc
 from pipeline.spine.levels import DISC_LEVELS, Disc, LevelResult
 
 LEVEL_ORDER = tuple(reversed(DISC_LEVELS))  # L1-L2 ... L5-S1
@@ -181,16 +182,56 @@ def measure_levels(levels: LevelResult, axials: Sequence[AxialStack], reg: Regis
             _null_level(s, level, "; ".join(levels.flags) or f"disc {level} not found")
             continue
         values, reasons = _measure_level(res, level, disc, sag, axials, reg, cfg, reach)
-        values["central_grade"] = central_grade(values.get("dsca_mm2"), cfg)
-        for side in SIDES:
-            values[f"{side}.lateral_recess_grade"] = recess_grade(values.get(f"{side}.lateral_recess_depth_mm"), cfg)
-            values[f"{side}.foramen_grade"] = foramen_grade(values.get(f"{side}.foramen_area_mm2"), cfg)
-        rsna_grades(values, cfg)
-        _roots(values, level, innervation)
-        if level in unnamed:
-            reasons["roots_at_risk"] = "the level is not named, so its roots are not known"
-        _store(res, level, values, reasons)
+        _grade_and_store(res, level, values, reasons, cfg, innervation, named=level not in unnamed)
     return res
+
+
+def measure_axial_only(discs: Sequence[AxialDisc], axials: Sequence[AxialStack], reg: Registry,
+                       cfg: dict[str, Any], flags: Sequence[str]) -> SpineMeasurements:
+    """Measure the discs of a study without a sagittal image (:func:`pipeline.spine.axial_only.find_axial_discs`),
+    each on the slice of its own stack nearest its centre: dural sac area, AP diameter and lateral recesses as at a
+    level with an axial slice. The foramina, measured on sagittal slices, are null with the reason; every named level
+    is null (no level can be named), and so are the roots at risk."""
+    res = SpineMeasurements()
+    s = res.summary
+    s.set("spine.available", True)
+    s.set("spine.levels_method", AXIAL_ONLY_METHOD)
+    s.set("spine.levels_confidence", 0.0)
+    s.set("spine.levels_named", False)
+    s.set("spine.levels_flags", "; ".join(flags))
+    for level in LEVEL_ORDER:
+        _null_level(s, level, "no sagittal image: the levels cannot be counted, so no disc is named")
+    reach = canal.Reach.from_config(cfg)
+    for d in discs:
+        stack = axials[d.stack]
+        values: dict[str, Any] = {}
+        reasons: dict[str, str] = {}
+        pick = canal.nearest_slice(stack.labels, stack.axis, d.center_ras, d.normal_ras, cfg["max_disc_distance_mm"])
+        if pick is None:
+            reasons["dsca_mm2"] = f"no axial slice within {cfg['max_disc_distance_mm']} mm of the {d.level} centre"
+        else:
+            _measure_axial(res, d.level, d.as_disc(stack.labels), stack, pick, reg, cfg, reach, values, reasons)
+        for side in SIDES:
+            values[f"{side}.foramen_area_mm2"] = None
+            reasons[f"{side}.foramen_area_mm2"] = "the foramina are measured on sagittal slices; the study has none"
+        _grade_and_store(res, d.level, values, reasons, cfg, None, named=False)
+    return res
+
+
+def _grade_and_store(res: SpineMeasurements, level: str, values: dict[str, Any], reasons: dict[str, str],
+                     cfg: dict[str, Any], innervation: dict[str, Any] | None, named: bool) -> None:
+    """Grade one level's values, add its roots at risk (from ``innervation``; none for a level that is not
+    ``named``, whose roots are not known) and store it in ``res``."""
+    values["central_grade"] = central_grade(values.get("dsca_mm2"), cfg)
+    for side in SIDES:
+        values[f"{side}.lateral_recess_grade"] = recess_grade(values.get(f"{side}.lateral_recess_depth_mm"), cfg)
+        values[f"{side}.foramen_grade"] = foramen_grade(values.get(f"{side}.foramen_area_mm2"), cfg)
+    rsna_grades(values, cfg)
+    if not named:
+        reasons["roots_at_risk"] = "the level is not named, so its roots are not known"
+    else:
+        _roots(values, level, innervation)
+    _store(res, level, values, reasons)
 
 
 def _null_level(s: Summary, level: str, reason: str) -> None:
@@ -275,11 +316,12 @@ def _measure_axial(res: SpineMeasurements, level: str, disc: Disc, stack: AxialS
     vol = stack.labels
     sac = canal.canal_sac(_mask(stack.array, reg, "dural_sac"), vol, stack.axis, p.k, disc.center_ras,
                           disc.normal_ras, reach.ap_sagittal)
-    values["dsca_mm2"] = canal.dsca_mm2(sac, vol, stack.axis, p)
     c = canal.sac_centroid(sac, vol, stack.axis, p.k)
-    if c is None:
-        reasons["ap_diameter_mm"] = f"no dural sac on the axial slice through {level}"
+    if c is None:  # nothing to measure: null with the reason, not an area of 0
+        for key in ("dsca_mm2", "ap_diameter_mm", *(f"{side}.lateral_recess_depth_mm" for side in SIDES)):
+            reasons[key] = f"no dural sac on the axial slice through {level}"
         return None
+    values["dsca_mm2"] = canal.dsca_mm2(sac, vol, stack.axis, p)
     marks = res.marks.setdefault(level, {"slice_point_ras": c.round(2).tolist()})
     ap = canal.ap_line(stack.sac_wall(sac), vol, c, disc.normal_ras, reach, bridge_mm=cfg["ap_bridge_gap_mm"])
     values["ap_diameter_mm"] = None if ap is None else ap[0]

@@ -26,14 +26,15 @@ As for the calf (:mod:`pipeline.calf.qc`), every spine segmentation carries a ve
   ``sac_entropy_review`` the level is marked for review (where the network hesitates between sac and its
   neighbours, the canal measurements at that level rest on its guess).
 
-A study whose every level failed fails.
+A study whose every level failed fails. A study with axial stacks and no sagittal image is judged per disc by the
+same sac, certainty and size checks on its axial slices (:func:`judge_axial_only`).
 
 Pure: label arrays and values in, a :class:`SpineQC` out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from pipeline.core.labels import Registry
 from pipeline.core.verdict import FAIL, PASS, REVIEW, Verdict, join_reasons, worst
 from pipeline.core.volume import Volume
 from pipeline.spine import canal
+from pipeline.spine.axial_only import AxialDisc
 from pipeline.spine.levels import Disc, disc_label_name, levels_from_labels
 
 #: the bodies above and below each disc (caudal first)
@@ -168,6 +170,12 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
         if ap_views and level in ap_views:
             _views_agree(q, level, *ap_views[level], cfg["max_view_ap_difference_mm"])
         _plausible(q, level, values, cfg)
+    return _with_levels(status, reasons, levels)
+
+
+def _with_levels(status: str, reasons: list[str], levels: dict[str, LevelQC]) -> SpineQC:
+    """The study's verdict from its own ``status`` and ``reasons`` and its levels': failed when every level
+    failed, marked for review when some level failed or is marked for review."""
     failed = [lv for lv, q in levels.items() if q.status == FAIL]
     if failed:
         reasons.append(f"level(s) {', '.join(failed)} failed QC")
@@ -176,6 +184,33 @@ def judge_spine(labels: Volume, reg: Registry, cfg: dict[str, Any], level_flags:
         status = worst(status, REVIEW)
     reasons += [r for q in levels.values() for r in q.reasons]
     return SpineQC(status, reasons, levels)
+
+
+def judge_axial_only(stacks: Sequence[Volume], discs: Sequence[AxialDisc], reg: Registry, cfg: dict[str, Any],
+                     values: dict[str, Any], sac_probabilities: Sequence[Volume | None] = ()) -> SpineQC:
+    """The QC verdict of a study measured on its axial stacks alone (:mod:`pipeline.spine.axial_only`):
+    ``stacks`` are the stacks' label maps (discs named ``disc_1`` ...), ``discs`` the discs found on them,
+    ``values`` the summary values measured, ``sac_probabilities`` each stack's dural-sac probability (judged when
+    given). The study fails when no disc was found (nothing of a lumbar spine was measured). Per disc, as at a
+    sagittal level: the sac labelled near the disc and beginning right behind it (on the axial slice's AP line),
+    the network's certainty of the sac, plausible sizes; a disc cut by its stack's end is marked for review. With no
+    second view to cross-check the axial one, concerns of ``axial_only_review_kinds_to_fail`` kinds (coverage, sac
+    certainty, size) fail a disc."""
+    if not discs:
+        return SpineQC(FAIL, ["no intervertebral disc was found on the axial stack(s): the images are not of a "
+                              "lumbar spine, or the segmentation failed; nothing is measured"], {})
+    levels: dict[str, LevelQC] = {}
+    for d in discs:
+        q = levels.setdefault(d.level, LevelQC())
+        if d.cut:
+            q.add(REVIEW, f"{d.level}: the disc is widest on the first or last slice of its axial stack, so it may "
+                          "be cut by the stack's end and the slice measured lie off its mid-plane", "coverage")
+        probability = sac_probabilities[d.stack] if d.stack < len(sac_probabilities) else None
+        _judge_sac(q, d.level, stacks[d.stack], reg, float(d.center_ras[2]), d.as_disc(stacks[d.stack]),
+                   probability, cfg)
+        _plausible(q, d.level, values, cfg)
+        q.converge(int(cfg["axial_only_review_kinds_to_fail"]))
+    return _with_levels(PASS, [], levels)
 
 
 def _judge_sac(q: LevelQC, level: str, labels: Volume, reg: Registry, z_disc: float, plane: Disc | None,
@@ -191,7 +226,7 @@ def _judge_sac(q: LevelQC, level: str, labels: Volume, reg: Registry, z_disc: fl
         if entropy is not None and entropy > cfg["sac_entropy_review"]:
             q.add(REVIEW, f"{level}: the network is unsure of the dural sac here (mean entropy {entropy:.2f} of its "
                           f"sac probability within {cfg['sac_window_mm']:g} mm of the disc, above "
-                          f"{cfg['sac_entropy_review']:g})")
+                          f"{cfg['sac_entropy_review']:g})", "sac certainty")
 
 
 def _views_agree(q: LevelQC, level: str, ap_axial_mm: float, ap_sagittal_mm: float, max_difference_mm: float
@@ -239,4 +274,4 @@ def _plausible(q: LevelQC, level: str, values: dict[str, Any], cfg: dict[str, An
                           ("right.foramen_area_mm2", cfg["foramen_range_mm2"])):
         v = values.get(f"spine.{level}.{key}")
         if v is not None and not lo <= v <= hi:
-            q.add(REVIEW, f"{level}: {key} {v:g} outside the adult range {lo:g}-{hi:g}")
+            q.add(REVIEW, f"{level}: {key} {v:g} outside the adult range {lo:g}-{hi:g}", "size")

@@ -45,7 +45,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator: str = "project",
-             contrasts: str | None = None, bundle: str | None = None, qc: bool = False) -> int:
+             contrasts: str | None = None, bundle: str | None = None, qc: bool = False, axial_only: bool = False
+             ) -> int:
     """Evaluate a bundle of ``anatomy`` (the configured one unless ``bundle``) on the phantoms of ``seeds``; write
     the per-case table and the summary table into ``out`` and print the summary.
 
@@ -53,7 +54,8 @@ def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator
     volume and FF errors; :func:`evaluate_calf`); with ``generator="atlas"`` (the independent generator, never
     trained on), ``contrasts``, a one-input ``bundle`` or ``qc``, Dice per input contrast and, with ``qc``, the
     segmentation QC verdicts against the truth (:func:`calf_generalisation`). Spine: ``bundle`` or the configured
-    one (:func:`evaluate_spine`; with ``qc`` the level QC verdicts against the truth)."""
+    one (:func:`evaluate_spine`; with ``qc`` the level QC verdicts against the truth); with ``axial_only`` the
+    phantoms' sagittal image is left out (:func:`evaluate_spine_axial_only`)."""
     seed_list = parse_seeds(seeds)
     if generator == "project" and min(seed_list) < EVALUATION_SEED_START:
         raise UsageError(f"evaluation seeds must be >= {EVALUATION_SEED_START} (lower seeds are used in training).")
@@ -64,6 +66,8 @@ def evaluate(anatomy: str, seeds: str, out: Path, device: str = "cpu", generator
                                           qc)
     elif anatomy == "calf":
         rows, table = evaluate_calf(seed_list, device)
+    elif anatomy == "spine" and axial_only:
+        rows, table = evaluate_spine_axial_only(seed_list, device, bundle, generator, qc)
     elif anatomy == "spine":
         rows, table = evaluate_spine(seed_list, device, bundle, generator, qc)
     else:
@@ -217,12 +221,21 @@ def verdict_counts(rows: list[dict[str, Any]], wrong: Callable[[dict[str, Any]],
     >>> verdict_counts(rows, lambda r: r["x"] == 1, "levels")
     '1 passed (1 wrong), 0 review (0 wrong), 1 fail (0 wrong); levels whose values reach the rules: 1 (1 wrong)'
     """
+    used = [r for r in rows if r["qc_status"] != "fail" and r.get("study_qc_status") != "fail"]
+    return per_verdict(rows, wrong) + f"; {what} whose values reach the rules: {len(used)} ({sum(map(wrong, used))} wrong)"
+
+
+def per_verdict(rows: list[dict[str, Any]], wrong: Callable[[dict[str, Any]], bool]) -> str:
+    """Per QC verdict (``qc_status``; rows judged by none are left out) the rows and how many of them are ``wrong``.
+
+    >>> per_verdict([{"qc_status": "pass", "x": 1}, {"qc_status": "", "x": 1}], lambda r: r["x"] == 1)
+    '1 passed (1 wrong), 0 review (0 wrong), 0 fail (0 wrong)'
+    """
     parts = []
     for status in ("pass", "review", "fail"):
         sel = [r for r in rows if r["qc_status"] == status]
         parts.append(f"{len(sel)} {'passed' if status == 'pass' else status} ({sum(map(wrong, sel))} wrong)")
-    used = [r for r in rows if r["qc_status"] != "fail" and r.get("study_qc_status") != "fail"]
-    return ", ".join(parts) + f"; {what} whose values reach the rules: {len(used)} ({sum(map(wrong, used))} wrong)"
+    return ", ".join(parts)
 
 
 def _registry_config_bundle(anatomy: str, device: str, name: str | None = None
@@ -412,6 +425,83 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
     if qc:
         table += "\n" + spine_qc_against_truth(rows, DSCA_BARS[generator]) + "\n"
     return rows, table
+
+
+#: a disc found within this distance (mm) of a true disc centre is that disc (as for the levels of evaluate_spine)
+DISC_MATCH_MM = 8.0
+
+
+def evaluate_spine_axial_only(seeds: list[int], device: str = "cpu", bundle_name: str | None = None,
+                              generator: str = "project", qc: bool = False) -> tuple[list[dict[str, Any]], str]:
+    """The spine bundle on the phantoms' axial stacks alone, their sagittal image left out (the path of a study
+    without one, :func:`pipeline.workflow.spine.segment_axial_series`): per case and level that an axial stack
+    covers, the disc found within :data:`DISC_MATCH_MM` of the true centre (its positional name) and its canal
+    measurement errors; and the summary table. The discs of a case are right when every covered disc is found, no
+    other is, and their numbers rise with the true levels."""
+    from pipeline.io.nifti import to_closest_canonical
+    from pipeline.spine.levels import DISC_LEVELS
+    from pipeline.spine.measure import measure_axial_only
+    from pipeline.spine.qc import judge_axial_only
+    from pipeline.workflow.spine import segment_axial_series
+
+    reg, cfg, bundle = _registry_config_bundle("spine", device, bundle_name)
+    rows: list[dict[str, Any]] = []
+    discs_ok = 0
+    for seed in seeds:
+        ph = _lumbar_phantom(generator, seed)
+        axials = [to_closest_canonical(s.volume)[0] for s in ph.series[1:]]
+        discs, seg = segment_axial_series(bundle, axials, device=device)
+        measured = measure_axial_only(discs, seg.axials, reg, cfg["spine"], seg.levels.flags)
+        s = measured.summary
+        verdict = judge_axial_only([a.labels for a in seg.axials], discs, reg, load_config("qc")["spine"], s.values,
+                                   [a.sac for a in seg.axials]) if qc else None
+        covered = [lv for lv in DISC_LEVELS if lv in ph.spec.ax_levels]  # caudal first
+        found = {lv: next((d.level for d in discs if np.linalg.norm(
+            d.center_ras - np.asarray(ph.truth["levels"][lv]["disc_center_ras"])) < DISC_MATCH_MM), None)
+                 for lv in covered}
+        numbers = [int(found[lv].split("_")[1]) for lv in covered if found[lv]]
+        discs_ok += all(found.values()) and len(discs) == len(covered) and numbers == sorted(numbers)
+        for lv in covered:
+            t, name = ph.truth["levels"][lv], found[lv]
+            row = {"seed": seed, "level": lv, "found_as": name or "", "levels_ok": name is not None,
+                   "discs_found": len(discs),
+                   "dsca_true": t["dsca_mm2"], "dsca": s.get(f"spine.{name}.dsca_mm2") if name else None,
+                   "ap_true": t["ap_diameter_mm"], "ap": s.get(f"spine.{name}.ap_diameter_mm") if name else None}
+            for side in ("left", "right"):
+                row[f"recess_{side}_true"] = t["lateral_recess_depth_mm"][side]
+                row[f"recess_{side}"] = s.get(f"spine.{name}.{side}.lateral_recess_depth_mm") if name else None
+            if verdict is not None:
+                judged = verdict.levels.get(name or "")
+                row |= {"qc_status": judged.status if judged is not None else "", "study_qc_status": verdict.status,
+                        "qc_reasons": join_reasons(judged.reasons) if judged is not None else ""}
+            rows.append(row)
+    bar = DSCA_BARS[generator]
+    which = "fresh lumbar phantoms" if generator == "project" else "independent atlas lumbar phantoms (never trained on)"
+    table = "\n".join([
+        f"Spine bundle {bundle.name} v{bundle.metadata['version']} on the axial stacks alone (sagittal image left "
+        f"out) of {len(seeds)} {which} (seeds {seeds[0]}-{seeds[-1]}): discs found, and no other, in "
+        f"{discs_ok}/{len(seeds)}; {sum(bool(r['found_as']) for r in rows)}/{len(rows)} covered discs found.", "",
+        "| measure | mean abs error | max abs error | within the bar |", "|---|---|---|---|",
+        f"| DSCA (mm2; bar {bar[0]:g} mm2 or {100 * bar[1]:g} %) | "
+        f"{_errors(rows, 'dsca', 'dsca_true', lambda t: dsca_tolerance_mm2(t, bar))} |",
+        f"| AP diameter (mm; bar 1 mm) | {_errors(rows, 'ap', 'ap_true', lambda t: 1.0)} |",
+        f"| lateral recess left (mm; bar 1 mm) | {_errors(rows, 'recess_left', 'recess_left_true', lambda t: 1.0)} |",
+        f"| lateral recess right (mm; bar 1 mm) | "
+        f"{_errors(rows, 'recess_right', 'recess_right_true', lambda t: 1.0)} |"]) + "\n"
+    if qc:
+        table += ("\nQC verdicts against the truth (covered discs; wrong: not found, or DSCA or AP diameter outside the "
+                  f"bar): {per_verdict(rows, lambda r: level_wrong(r, bar))}. Unnamed discs never reach the rules.\n")
+    return rows, table
+
+
+def _errors(rows: list[dict[str, Any]], key: str, true_key: str, bar: Callable[[float], float]) -> str:
+    """Mean and largest absolute error of ``key`` against ``true_key`` over the rows that measured it, and how many
+    are within ``bar`` (of the true value): a table cell."""
+    pairs = [(r[key], r[true_key]) for r in rows if r[key] is not None]
+    if not pairs:
+        return "- | - | -"
+    e = [abs(p - t) for p, t in pairs]
+    return f"{np.mean(e):.2f} | {np.max(e):.2f} | {sum(abs(p - t) <= bar(t) for p, t in pairs)}/{len(pairs)}"
 
 
 def dsca_tolerance_mm2(true_mm2: float, dsca_bar: tuple[float, float]) -> float:

@@ -5,7 +5,9 @@ T2 stack -> classes -> discs named by the nearest sagittal disc plane -> ``spine
 for further stacks, in the order of their roles); levels, method, confidence and flags -> ``spine/levels.json``;
 the probability maps the measurements read sub-voxel walls from (dural sac of every series; disc and posterior
 elements of the axial stacks). measure: label and probability maps -> ``spine/measurements.csv``,
-``spine/marks.json`` and the spine section of ``summary.json``. Paths come from
+``spine/marks.json`` and the spine section of ``summary.json``. A study with axial stacks and no sagittal image:
+the discs each stack shows, numbered upwards (``disc_1`` ...; :mod:`pipeline.spine.axial_only`), into the axial
+label maps and ``levels.json`` (``axial_discs``), each measured on its own stack. Paths come from
 :class:`~pipeline.core.layout.StudyDir`; the work is done by :mod:`pipeline.spine` and the bundle's ``predict_soft``.
 """
 
@@ -30,6 +32,7 @@ from pipeline.core.verdict import REVIEW, level_verdict, worst
 from pipeline.core.volume import Volume
 from pipeline.io.label_tables import write_label_tables
 from pipeline.io.nifti import load_volume, save_probability, save_volume
+from pipeline.spine.axial_only import AxialDisc, axial_level_result, find_axial_discs
 from pipeline.spine.levels import (
     DISC_LEVELS,
     Anchor,
@@ -39,8 +42,14 @@ from pipeline.spine.levels import (
     name_axial_discs,
     with_level_classes,
 )
-from pipeline.spine.measure import RECESS_WALLS, AxialStack, measure_levels
-from pipeline.spine.qc import judge_spine
+from pipeline.spine.measure import (
+    RECESS_WALLS,
+    AxialStack,
+    SpineMeasurements,
+    measure_axial_only,
+    measure_levels,
+)
+from pipeline.spine.qc import SpineQC, judge_axial_only, judge_spine
 
 MEASUREMENT_COLUMNS = ["level", "side", "metric", "value", "unit", "grade", "grade_rsna", "qc_status"]
 
@@ -51,7 +60,7 @@ class SpineSegmentation:
     sagittal image, and per axial stack its level-named class map with its probability maps."""
 
     levels: LevelResult
-    sac_sag: Volume
+    sac_sag: Volume | None  # None without a sagittal image
     axials: list[AxialStack]
 
 
@@ -81,12 +90,16 @@ def segment_series(bundle: Any, sag: Volume, axials: list[Volume], device: str =
     return SpineSegmentation(levels, soft["dural_sac"], stacks)
 
 
-def _save(study: StudyDir, roles: list[str], seg: SpineSegmentation) -> None:
-    """Write the label and probability maps and ``levels.json`` of a segmentation."""
+def _save(study: StudyDir, roles: list[str], seg: SpineSegmentation,
+          axial_discs: dict[str, Any] | None = None) -> None:
+    """Write the label and probability maps and ``levels.json`` of a segmentation (with ``axial_discs``, the
+    discs of a study without a sagittal image, :meth:`~pipeline.spine.axial_only.AxialDisc.as_json`)."""
     levels = seg.levels
-    save_volume(levels.labels, study.spine_labels_sag, dtype=np.int16)
+    if levels.labels is not None:
+        save_volume(levels.labels, study.spine_labels_sag, dtype=np.int16)
     write_label_tables(study, "spine")
-    save_probability(seg.sac_sag, study.spine_probability(study.spine_labels_sag))
+    if seg.sac_sag is not None:
+        save_probability(seg.sac_sag, study.spine_probability(study.spine_labels_sag))
     for role, stack in zip(roles, seg.axials):
         path = study.spine_labels_for(role)
         save_volume(stack.labels, path, dtype=np.int16)
@@ -95,7 +108,22 @@ def _save(study: StudyDir, roles: list[str], seg: SpineSegmentation) -> None:
             save_probability(prob, study.spine_probability(path, structure))
     write_json(study.spine_levels, {"method": levels.method, "confidence": levels.confidence,
                                     "flags": levels.flags, "levels": sorted(levels.discs),
-                                    "inferred": levels.inferred})
+                                    "inferred": levels.inferred}
+               | ({} if axial_discs is None else {"axial_discs": axial_discs}))
+
+
+def segment_axial_series(bundle: Any, axials: list[Volume], device: str = "cpu", flags: list[str] | None = None
+                         ) -> tuple[list[AxialDisc], SpineSegmentation]:
+    """Segment the axial stacks of a study without a sagittal image, find their discs and number them upwards
+    (:func:`~pipeline.spine.axial_only.find_axial_discs`); the discs, and the segmentation with each stack's
+    label map (discs named ``disc_1`` ...) and probability maps. ``flags`` join the study's level flags."""
+    reg = registry("spine")
+    predicted = [bundle.predict_soft([vol], ("dural_sac", *RECESS_WALLS), device=device) for vol in axials]
+    discs = find_axial_discs([classes for classes, _ in predicted], reg, load_config("default")["spine"])
+    levels = axial_level_result(discs, [classes for classes, _ in predicted], flags or [])
+    return discs, SpineSegmentation(levels, None, [
+        AxialStack(name_axial_discs(classes, levels, reg), soft["dural_sac"], {k: soft[k] for k in RECESS_WALLS})
+        for classes, soft in predicted])
 
 
 def anchor_of(study: StudyDir, anchor_level: str | None) -> Anchor | None:
@@ -113,13 +141,16 @@ def anchor_of(study: StudyDir, anchor_level: str | None) -> Anchor | None:
 
 def segment(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str | None = None) -> dict[str, Any]:
     """Segment and level-label the lumbar series of ``study`` with the bundle of ``models`` (a bundle cache);
-    ``anchor_level`` as in :func:`anchor_of`."""
+    ``anchor_level`` as in :func:`anchor_of`. A study with axial stacks and no sagittal image is segmented by
+    :func:`segment_axial_only`."""
     series = study.series()
     sag = series.volume("lumbar_sag_t2")
-    if sag is None:
-        return {"status": "no sagittal lumbar T2 series"}
-    anchor = anchor_of(study, anchor_level)
     stacks = series.axial_stacks()
+    if sag is None:
+        if not stacks:
+            return {"status": "no lumbar T2 series"}
+        return segment_axial_only(study, models, device, anchor_level)
+    anchor = anchor_of(study, anchor_level)
     bundle = models.get(load_config("default")["segment"]["spine_bundle"])
     level_bundle = configured_level_bundle(models.get)
     seg = segment_series(bundle, load_volume(sag), [load_volume(s.volume) for s in stacks], device=device,
@@ -130,6 +161,26 @@ def segment(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str
     update_provenance(study.root, models=used, notes=[f"spine: {f}" for f in levels.flags])
     return {"status": "segmented", "levels": sorted(levels.discs), "confidence": levels.confidence,
             "flags": levels.flags, "anchor": None if anchor is None else str(anchor)}
+
+
+def segment_axial_only(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str | None = None
+                       ) -> dict[str, Any]:
+    """Segment the axial stacks of a study without a sagittal image, find their discs and number them upwards
+    (:mod:`pipeline.spine.axial_only`); write each stack's label and probability maps and ``levels.json`` with the
+    discs (``axial_discs``: stack, centre, normal) that the measure stage reads. A level anchor names vertebrae
+    counted on a sagittal image, so it is not used here (flagged)."""
+    stacks = study.series().axial_stacks()
+    bundle = models.get(load_config("default")["segment"]["spine_bundle"])
+    anchor = anchor_level or study.series().raw.get("spine_anchor_level")
+    extra = ([f"the level anchor {anchor} names a vertebra counted on a sagittal image; the study has none, so it "
+              "is not used"] if anchor else [])
+    discs, seg = segment_axial_series(bundle, [load_volume(s.volume) for s in stacks], device, extra)
+    levels = seg.levels
+    roles = [s.role for s in stacks]
+    _save(study, roles, seg, axial_discs={d.level: d.as_json(roles) for d in discs})
+    update_provenance(study.root, models={"spine": bundle.provenance()}, notes=[f"spine: {f}" for f in levels.flags])
+    return {"status": "segmented", "levels": [d.level for d in discs], "confidence": 0.0, "flags": levels.flags,
+            "anchor": None}
 
 
 def unavailable_summary(reason: str) -> Summary:
@@ -166,27 +217,15 @@ def _saved_levels(study: StudyDir) -> LevelResult:
                               info.get("confidence", 1.0), info.get("flags"), info.get("inferred"))
 
 
-def no_sagittal_reason(axial_roles: list[str]) -> str:
-    """Why a study without a sagittal lumbar T2 has no spine measurement, naming the axial stacks it does have.
-
-    >>> no_sagittal_reason([])
-    'no lumbar sagittal T2 series in the study'
-    >>> no_sagittal_reason(["lumbar_ax_t2"])
-    'no lumbar sagittal T2 series in the study: the axial stack(s) lumbar_ax_t2 are not measured without one (the disc levels are found on the sagittal image)'
-    """
-    reason = "no lumbar sagittal T2 series in the study"
-    if axial_roles:
-        reason += (f": the axial stack(s) {', '.join(axial_roles)} are not measured without one (the disc levels are "
-                   "found on the sagittal image)")
-    return reason
-
-
 def measure(study: StudyDir) -> dict[str, Any]:
-    """Measure the canal at every disc level of ``study``."""
+    """Measure the canal at every disc level of ``study`` (at every disc its axial stacks show, when it has no
+    sagittal image: :func:`_measure_axial_only`)."""
     series = study.series()
     no_series = series.volume("lumbar_sag_t2") is None
+    if no_series and series.axial_stacks():
+        return _measure_axial_only(study)
     if no_series or not study.spine_labels_sag.exists():
-        reason = no_sagittal_reason([s.role for s in series.axial_stacks()]) if no_series else "spine not segmented"
+        reason = "no lumbar T2 series in the study" if no_series else "spine not segmented"
         update_summary_section(study.root, "spine", unavailable_summary(reason))
         return {"status": reason}
     levels = _saved_levels(study)
@@ -199,6 +238,35 @@ def measure(study: StudyDir) -> dict[str, Any]:
                      ap_views=res.ap_views)
     for warning in series.repeat_warnings(["lumbar_sag_t2"], "spine"):
         qc.status, qc.reasons = worst(qc.status, REVIEW), [*qc.reasons, warning]
+    _write_measured(study, res, qc)
+    return {"status": "measured", "levels": sorted(levels.discs), "qc_status": qc.status}
+
+
+def _measure_axial_only(study: StudyDir) -> dict[str, Any]:
+    """Measure the discs that :func:`segment_axial_only` found on the axial stacks of a study without a sagittal
+    image (:func:`~pipeline.spine.measure.measure_axial_only`) and judge them
+    (:func:`~pipeline.spine.qc.judge_axial_only`)."""
+    info = study.read_json(study.spine_levels, {}) or {}
+    if "axial_discs" not in info:
+        reason = "spine not segmented"
+        update_summary_section(study.root, "spine", unavailable_summary(reason))
+        return {"status": reason}
+    roles = [s.role for s in study.series().axial_stacks()]
+    stacks = [_saved_stack(study, study.spine_labels_for(role)) for role in roles]
+    discs = sorted((AxialDisc.from_json(level, d, roles) for level, d in info["axial_discs"].items()),
+                   key=lambda d: int(d.level.split("_")[1]))
+    reg = registry("spine")
+    res = measure_axial_only(discs, stacks, reg, load_config("default")["spine"], info.get("flags", []))
+    qc = judge_axial_only([s.labels for s in stacks], discs, reg, load_config("qc")["spine"], res.summary.values,
+                          [s.sac for s in stacks])
+    _write_measured(study, res, qc)
+    return {"status": "measured", "levels": [d.level for d in discs], "qc_status": qc.status}
+
+
+def _write_measured(study: StudyDir, res: SpineMeasurements, qc: SpineQC) -> None:
+    """Write the QC verdict into the measurements and the files of the measure stage: ``spine/qc.json``,
+    ``spine/measurements.csv`` (each row with its level's verdict), ``spine/marks.json`` and the spine section of
+    ``summary.json``."""
     for key, value in qc.as_summary().items():
         res.summary.set(key, value)
     write_json(study.spine_qc, qc.as_json())
@@ -208,4 +276,3 @@ def measure(study: StudyDir) -> dict[str, Any]:
     write_text(study.spine_measurements, csv_text(rows, MEASUREMENT_COLUMNS))
     write_json(study.spine_marks, {"coordinates": "world RAS, mm", "levels": res.marks})
     update_summary_section(study.root, "spine", res.summary)
-    return {"status": "measured", "levels": sorted(levels.discs), "qc_status": qc.status}

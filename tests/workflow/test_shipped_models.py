@@ -175,9 +175,9 @@ def test_study_without_lumbar_series_gives_spine_nulls(tmp_path: Path):
     from pipeline.core.layout import StudyDir
     from pipeline.workflow import spine
 
-    assert spine.segment(StudyDir(o), stages.bundle_cache())["status"].startswith("no sagittal")
+    assert spine.segment(StudyDir(o), stages.bundle_cache())["status"] == "no lumbar T2 series"
     spine.measure(StudyDir(o))
     s = Summary.load(o / "summary.json")
     assert s.get("spine.available") is False
     assert s.get("spine.L4-L5.dsca_mm2") is None
-    assert "no lumbar sagittal T2 series" in s.missing["spine.L4-L5.dsca_mm2"]
+    assert "no lumbar T2 series" in s.missing["spine.L4-L5.dsca_mm2"]
