@@ -114,6 +114,10 @@ class CalfSpec:
     # muscle's CSA (sd 0.35), a shift of each muscle's CSA profile along the tibia (sd 0.06 of its length, so
     # the gastrocnemius ends higher or lower), extra seed jitter (sd 0.03 half-axes) and wavier borders.
     shape_variety: float = 0.0
+    # Shifts of the template positions (half-axes of the muscle region; u lateral, v anterior) of muscle seeds
+    # (SEEDS) and bones (TIBIA_CENTER, FIBULA_CENTER), by name: label maps for training whose anatomy departs from
+    # the template's (none for the project's phantoms).
+    seed_shift: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def muscle(self, side: str, name: str) -> MusclePathology:
         return self.pathology.get(side, {}).get(name, MusclePathology())
@@ -249,8 +253,9 @@ class _Leg:
     def bones(self, t: float, a: float, b: float) -> dict[str, tuple[float, float, float, float]]:
         """(u, v, radius, cortex) of tibia and fibula at ``t``."""
         s = self.bone_scale * self.scale
-        tib = (TIBIA_CENTER[0] + self.bone_jit[0]) * a, (TIBIA_CENTER[1] + self.bone_jit[1]) * b
-        fib = (FIBULA_CENTER[0] + self.bone_jit[2]) * a, (FIBULA_CENTER[1] + self.bone_jit[3]) * b
+        st, sf = (self.spec.seed_shift.get(k, (0.0, 0.0)) for k in ("tibia", "fibula"))
+        tib = (TIBIA_CENTER[0] + st[0] + self.bone_jit[0]) * a, (TIBIA_CENTER[1] + st[1] + self.bone_jit[1]) * b
+        fib = (FIBULA_CENTER[0] + sf[0] + self.bone_jit[2]) * a, (FIBULA_CENTER[1] + sf[1] + self.bone_jit[3]) * b
         return {"tibia": (*tib, _interp(TIBIA_RADIUS_MM, t) * s, _interp(TIBIA_CORTEX_MM, t)),
                 "fibula": (*fib, _interp(FIBULA_RADIUS_MM, t) * s, 1.6)}
 
@@ -283,8 +288,10 @@ class _Leg:
         return float(np.sum(np.hypot(np.diff(x, append=x[0]), np.diff(y, append=y[0]))))
 
     def seeds(self, t: float, a: float, b: float) -> dict[str, tuple[float, float]]:
-        return {m: ((SEEDS[m][0] + self.seed_jit[m][0] + self.seed_drift[m][0] * (t - 0.4)) * a,
-                    (SEEDS[m][1] + self.seed_jit[m][1] + self.seed_drift[m][1] * (t - 0.4)) * b) for m in MUSCLES}
+        sh = {m: self.spec.seed_shift.get(m, (0.0, 0.0)) for m in MUSCLES}
+        return {m: ((SEEDS[m][0] + sh[m][0] + self.seed_jit[m][0] + self.seed_drift[m][0] * (t - 0.4)) * a,
+                    (SEEDS[m][1] + sh[m][1] + self.seed_jit[m][1] + self.seed_drift[m][1] * (t - 0.4)) * b)
+                for m in MUSCLES}
 
     # rendering ------------------------------------------------------------------------------------------------
     def fit_weights(self, key: int, t: float, step_mm: float = 1.5, iters: int = 40) -> dict[str, float]:
@@ -658,12 +665,22 @@ class TissueSlice:
     spacing_mm: float
 
 
-def random_anatomy_spec(rng: np.random.Generator, max_shape_variety: float = 0.0) -> CalfSpec:
+#: The largest shifts (half-axes) of :func:`random_anatomy_spec`'s ``max_posterior_tibia``: the tibia towards the
+#: medial fascia (its medial surface under the subcutaneous fat) and the flexor digitorum longus behind it.
+POSTERIOR_TIBIA_SHIFT = {"tibia": (-0.28, 0.0), "flexor_digitorum_longus": (0.06, -0.10)}
+
+
+def random_anatomy_spec(rng: np.random.Generator, max_shape_variety: float = 0.0,
+                        max_posterior_tibia: float = 0.0) -> CalfSpec:
     """A calf spec for label maps of contrast-randomised training: :meth:`CalfSpec.random` widened to thin and
     thick subcutaneous fat (1.5-30 mm, log-uniform, so that thin fat is as common as thick), small and large legs
     (0.75-1.3), legs touching or far apart, rotations up to 30 degrees, fascia / fat septa 0.15-1.2 mm half width,
     and the whole tibial length (knee to ankle). With ``max_shape_variety`` > 0, ``shape_variety`` is drawn from
-    U(0, max): muscles whose relative sizes and levels vary so much that only their septa tell where one ends."""
+    U(0, max): muscles whose relative sizes and levels vary so much that only their septa tell where one ends. With
+    ``max_posterior_tibia`` > 0, a fraction s ~ U(0, max) of :data:`POSTERIOR_TIBIA_SHIFT` moves the tibia to the
+    medial fascia and the flexor digitorum longus behind it (s = 1: the tibia's medial surface under the
+    subcutaneous fat, as in cross-sectional anatomy and MRI of the mid-calf; s = 0: the template, whose FDL covers the
+    tibia's medial surface)."""
     spec = CalfSpec.random(rng)
     spec.leg_scale = {s: float(rng.uniform(0.75, 1.3)) for s in SIDES}
     spec.fat_mm = {s: float(np.exp(rng.uniform(np.log(1.5), np.log(30.0)))) for s in SIDES}
@@ -674,6 +691,9 @@ def random_anatomy_spec(rng: np.random.Generator, max_shape_variety: float = 0.0
     spec.leg_asymmetry = float(rng.uniform(0.0, 0.12))
     if max_shape_variety > 0:
         spec.shape_variety = float(rng.uniform(0.0, max_shape_variety))
+    if max_posterior_tibia > 0:  # drawn last, so that specs without it are unchanged
+        f = float(rng.uniform(0.0, max_posterior_tibia))
+        spec.seed_shift = {k: (f * du, f * dv) for k, (du, dv) in POSTERIOR_TIBIA_SHIFT.items()}
     return spec
 
 

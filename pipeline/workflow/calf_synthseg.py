@@ -29,15 +29,17 @@ BANK_STREAM = 7101
 TARGET_SPACING_MM = 1.25
 
 
-def bank_subject(seed: int, levels: int, spacing_mm: float, shape_variety: float = 0.0) -> dict[str, np.ndarray]:
+def bank_subject(seed: int, levels: int, spacing_mm: float, shape_variety: float = 0.0,
+                 posterior_tibia: float = 0.0) -> dict[str, np.ndarray]:
     """Tissue maps of one random subject at ``levels`` random levels along the tibia (knee to ankle): arrays
     ``classes``, ``tissue`` (uint8) and ``ff`` (uint8, fat fraction x 250), each (levels, 3, X, Y) with three
     sub-slices across a random slice thickness (all equal for thin slices). ``shape_variety`` is the largest
-    :attr:`~pipeline.synth.calf.CalfSpec.shape_variety` drawn (0: the bank of calf_unet 0.1-0.3)."""
+    :attr:`~pipeline.synth.calf.CalfSpec.shape_variety` drawn (0: the bank of calf_unet 0.1-0.3),
+    ``posterior_tibia`` the largest share of :data:`~pipeline.synth.calf.POSTERIOR_TIBIA_SHIFT` (0: none)."""
     from pipeline.synth.calf import random_anatomy_spec, tissue_slice
 
     rng = np.random.default_rng([seed, BANK_STREAM])
-    spec = random_anatomy_spec(rng, shape_variety)
+    spec = random_anatomy_spec(rng, shape_variety, posterior_tibia)
     ts = np.sort(rng.uniform(0.0, 0.97, levels))
     maps = []
     for t in ts:
@@ -58,19 +60,19 @@ def bank_subject(seed: int, levels: int, spacing_mm: float, shape_variety: float
     return out
 
 
-def _write_subject(args: tuple[int, int, float, str, float]) -> str:
-    seed, levels, spacing, folder, shape_variety = args
+def _write_subject(args: tuple[int, int, float, str, float, float]) -> str:
+    seed, levels, spacing, folder, shape_variety, posterior_tibia = args
     path = Path(folder) / f"subject_{seed:06d}.npz"
     if not path.exists():
-        write_subject(path, bank_subject(seed, levels, spacing, shape_variety))
+        write_subject(path, bank_subject(seed, levels, spacing, shape_variety, posterior_tibia))
     return str(path)
 
 
 def build_bank(seeds: range, out: Path, levels: int = 3, spacing_mm: float = 0.625, workers: int = 2,
-               shape_variety: float = 0.0) -> list[str]:
+               shape_variety: float = 0.0, posterior_tibia: float = 0.0) -> list[str]:
     """Render the bank of ``seeds`` into ``out`` (one ``subject_NNNNNN.npz`` each; existing files are kept)."""
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, levels, spacing_mm, str(out), shape_variety) for s in seeds]
+    jobs = [(s, levels, spacing_mm, str(out), shape_variety, posterior_tibia) for s in seeds]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_write_subject, jobs))
 
@@ -393,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--shape-variety", type=float, default=0.0,
                    help="largest extra variety of muscle sizes and levels (CalfSpec.shape_variety; 0: none)")
+    b.add_argument("--posterior-tibia", type=float, default=0.0,
+                   help="largest share of the shift that puts the tibia at the medial fascia and the flexor "
+                        "digitorum longus behind it (pipeline.synth.calf.POSTERIOR_TIBIA_SHIFT; 0: the template)")
     t = sub.add_parser("train", help="train the one-input calf bundle on random-contrast samples of the bank")
     t.add_argument("--bank", type=Path, nargs="+", required=True, help="one or more bank folders")
     t.add_argument("--out", type=Path, required=True)
@@ -444,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "bank":
         paths = build_bank(_seed_range(args.seeds), args.out, args.levels, workers=args.workers,
-                           shape_variety=args.shape_variety)
+                           shape_variety=args.shape_variety, posterior_tibia=args.posterior_tibia)
         print(f"{len(paths)} subjects in {args.out}")
     elif args.cmd == "reference-bank":
         from pipeline.workflow.calf_reference import reference_bank_subjects

@@ -179,3 +179,35 @@ def test_a_shifted_border_takes_its_septum_along() -> None:
     cols = np.where((tissue[1, rows] == septa).any(axis=0))[0]
     assert cols.size and (np.abs(cols - (36 if grown == 1 else 24)) <= 3).all(), cols  # the septum is on it
     assert not (tissue[1, rows, 28:32] == septa).any()  # and gone from the old border
+
+
+def test_a_posterior_tibia_puts_the_tibia_at_the_medial_fascia_and_the_fdl_behind_it():
+    """Label maps with the whole :data:`POSTERIOR_TIBIA_SHIFT` (unrotated right legs, mid-calf, 8 subjects): the
+    tibia moves medially (smaller x) and the flexor digitorum longus comes to lie behind it (its centroid farther
+    below the tibia's in y than beside it in x) in more subjects than in the template. ``random_anatomy_spec`` draws
+    a share of at most ``max_posterior_tibia`` of the shift, and without the option the spec is drawn as before (the
+    banks of the shipped bundles are unchanged)."""
+    from pipeline.synth.calf import POSTERIOR_TIBIA_SHIFT, random_anatomy_spec
+
+    reg = registry("calf")
+    assert random_anatomy_spec(np.random.default_rng(5), 0.5) == random_anatomy_spec(np.random.default_rng(5), 0.5, 0.0)
+    drawn = random_anatomy_spec(np.random.default_rng(5), 0.0, 0.5).seed_shift
+    share = drawn["tibia"][0] / POSTERIOR_TIBIA_SHIFT["tibia"][0]
+    assert 0.0 <= share <= 0.5 and drawn["flexor_digitorum_longus"][1] == share * POSTERIOR_TIBIA_SHIFT[
+        "flexor_digitorum_longus"][1]
+    behind = {False: 0, True: 0}
+    medial_shift = []
+    for seed in range(8):
+        tibia_x = {}
+        for shifted in behind:
+            spec = random_anatomy_spec(np.random.default_rng(seed))
+            spec.legs, spec.rotation_deg = ("right",), {"left": 0.0, "right": 0.0}
+            spec.seed_shift = dict(POSTERIOR_TIBIA_SHIFT) if shifted else {}
+            (s,) = tissue_slice(spec, seed, 0.45, 1.0)
+            tib = np.argwhere(s.classes == reg.class_id("tibia")).mean(axis=0)
+            fdl = np.argwhere(s.classes == reg.class_id("flexor_digitorum_longus")).mean(axis=0)
+            tibia_x[shifted] = tib[0]
+            behind[shifted] += int(tib[1] - fdl[1] > abs(tib[0] - fdl[0]))
+        medial_shift.append(tibia_x[True] - tibia_x[False])
+    assert np.median(medial_shift) < -3.0  # pixels of 1 mm
+    assert behind[True] > behind[False], behind
