@@ -149,7 +149,7 @@ def segment(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str
     if sag is None:
         if not stacks:
             return {"status": "no lumbar T2 series"}
-        return segment_axial_only(study, models, device, anchor_level)
+        return segment_axial_only(study, stacks, models, device, anchor_level)
     anchor = anchor_of(study, anchor_level)
     bundle = models.get(load_config("default")["segment"]["spine_bundle"])
     level_bundle = configured_level_bundle(models.get)
@@ -163,13 +163,12 @@ def segment(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str
             "flags": levels.flags, "anchor": None if anchor is None else str(anchor)}
 
 
-def segment_axial_only(study: StudyDir, models: Any, device: str = "cpu", anchor_level: str | None = None
-                       ) -> dict[str, Any]:
-    """Segment the axial stacks of a study without a sagittal image, find their discs and number them upwards
-    (:mod:`pipeline.spine.axial_only`); write each stack's label and probability maps and ``levels.json`` with the
-    discs (``axial_discs``: stack, centre, normal) that the measure stage reads. A level anchor names vertebrae
-    counted on a sagittal image, so it is not used here (flagged)."""
-    stacks = study.series().axial_stacks()
+def segment_axial_only(study: StudyDir, stacks: list[Any], models: Any, device: str = "cpu",
+                       anchor_level: str | None = None) -> dict[str, Any]:
+    """Segment the axial ``stacks`` (series entries) of a study without a sagittal image, find their discs and
+    number them upwards (:mod:`pipeline.spine.axial_only`); write each stack's label and probability maps and
+    ``levels.json`` with the discs (``axial_discs``: stack, centre, normal) that the measure stage reads. A level
+    anchor names vertebrae counted on a sagittal image, so it is not used here (flagged)."""
     bundle = models.get(load_config("default")["segment"]["spine_bundle"])
     anchor = anchor_level or study.series().raw.get("spine_anchor_level")
     extra = ([f"the level anchor {anchor} names a vertebra counted on a sagittal image; the study has none, so it "
