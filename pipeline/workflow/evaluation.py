@@ -398,13 +398,8 @@ def evaluate_spine(seeds: list[int], device: str = "cpu", bundle_name: str | Non
                 swaps += 1
             rows.append(row)
 
-    def err(key: str, true_key: str, bar: Any, axial: bool | None = None) -> str:
-        pairs = [(r[key], r[true_key]) for r in rows if r[key] is not None and axial in (None, r["axial"])]
-        if not pairs:
-            return "- | - | -"
-        e = [abs(p - t) for p, t in pairs]
-        within = sum(abs(p - t) <= bar(t) for p, t in pairs)
-        return f"{np.mean(e):.2f} | {np.max(e):.2f} | {within}/{len(pairs)}"
+    def err(key: str, true_key: str, bar: Callable[[float], float], axial: bool | None = None) -> str:
+        return _errors([r for r in rows if axial in (None, r["axial"])], key, true_key, bar)
 
     bar_mm2, bar_frac = DSCA_BARS[generator]
     counted_on = ("" if level_bundle is None else

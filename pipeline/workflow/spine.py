@@ -119,8 +119,9 @@ def segment_axial_series(bundle: Any, axials: list[Volume], device: str = "cpu",
     label map (discs named ``disc_1`` ...) and probability maps. ``flags`` join the study's level flags."""
     reg = registry("spine")
     predicted = [bundle.predict_soft([vol], ("dural_sac", *RECESS_WALLS), device=device) for vol in axials]
-    discs = find_axial_discs([classes for classes, _ in predicted], reg, load_config("default")["spine"])
-    levels = axial_level_result(discs, [classes for classes, _ in predicted], flags or [])
+    class_maps = [classes for classes, _ in predicted]
+    discs = find_axial_discs(class_maps, reg, load_config("default")["spine"])
+    levels = axial_level_result(discs, class_maps, flags or [])
     return discs, SpineSegmentation(levels, None, [
         AxialStack(name_axial_discs(classes, levels, reg), soft["dural_sac"], {k: soft[k] for k in RECESS_WALLS})
         for classes, soft in predicted])
