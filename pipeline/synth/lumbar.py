@@ -20,6 +20,16 @@ sedimented into the dorsal part of the sac (``cauda_sediment``, the share of the
 in a supine patient without stenosis (the sedimentation sign, Barz et al., Spine 2010;35:892-897). On a sagittal
 slice 3-4 mm thick the sedimented roots and the CSF between them average to a band of intermediate signal, like the
 epidural fat behind the dura; the class there stays dural sac.
+
+Above L1 (knobs of :class:`LumbarSpec`): the thoracolumbar junction as a lumbar field of view shows it. Up to three
+thoracic bodies with their discs continue the column above L1 (``thoracic_bodies``; labelled with the positional
+labels a body above L1 gets, numbered from L5 = ``vertebra_1`` upwards, so T12 is ``vertebra_6`` and the T12-L1 disc
+``disc_6``), and the spinal cord runs in the sac down to the conus medullaris (tip ``conus_s_mm`` below the top of L1,
+tapering over its lowest 25 mm; the adult tip lies between the middle of T12 and the top of L3, most often at
+L1-L2, Saifuddin et al., Br J Radiol 1998;71:475-478), at ``cord_shift`` of the sac's free AP half-depth ventral
+(+) or dorsal (-) of its centre line. The cord is labelled dural sac: the dural sac cross-sectional area counts
+everything inside the dura. On a T2 image it is an intermediate band in the bright CSF, which a network trained
+without it may read as the dura between the sac and bright epidural fat.
 """
 
 from __future__ import annotations
@@ -42,9 +52,13 @@ T2_SIGNAL = {"background": 0.0, "soft": 0.22, "subcutaneous_fat": 0.75, "paraspi
              "cortex": 0.06, "nucleus": 0.85, "annulus": 0.2, "csf": 1.0, "root": 0.3, "epidural_fat": 0.72,
              "flavum": 0.12, "posterior": 0.4}
 #: Tissue ids of :meth:`SpineAnatomy.classify_tissue`: the tissues of :data:`T2_SIGNAL` in order, then the cauda equina
-#: roots inside the dural sac (``cauda``, labelled dural sac, with the T2 signal of ``root``) and the dura round it
-#: (``dura``, drawn where ``LumbarSpec.dura_signal`` is set, with that signal; it keeps the class of what it covers).
-TISSUES = (*T2_SIGNAL, "cauda", "dura")
+#: roots inside the dural sac (``cauda``, labelled dural sac, with the T2 signal of ``root``), the dura round it
+#: (``dura``, drawn where ``LumbarSpec.dura_signal`` is set, with that signal; it keeps the class of what it covers)
+#: and the spinal cord (``cord``, labelled dural sac, :data:`CORD_SIGNAL`).
+TISSUES = (*T2_SIGNAL, "cauda", "dura", "cord")
+CORD_SIGNAL = 0.32  # T2 signal of the spinal cord (CSF = 1): intermediate, close to muscle
+CORD_RADII_MM = (4.5, 3.5)  # half-width (x) and half-depth (a) of the cord above its conus
+CONUS_TAPER_MM = 25.0  # the conus medullaris narrows to its tip over this length
 TISSUE_IDS = {name: i for i, name in enumerate(TISSUES)}
 SAC_PROFILE_MM = 10.0  # half-width (1/e) of the focal narrowing of the sac around a disc
 FORAMEN_X_MM = 24.0  # |x| of the foraminal mid-plane
@@ -90,6 +104,11 @@ class LumbarSpec:
     dura_signal: float | None = None
     cauda_sediment: float = 0.0
     cauda_seed: int = 0
+    # above L1 (module docstring): thoracic bodies drawn above L1 (0: the column starts at L1, as in the committed
+    # sample studies), the conus medullaris tip (mm below the top of L1; None: no cord) and the cord's AP position
+    thoracic_bodies: int = 0
+    conus_s_mm: float | None = None
+    cord_shift: float = 0.0
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> LumbarSpec:
@@ -108,6 +127,9 @@ class LumbarSpec:
         spec.dura_signal = float(rng.uniform(0.05, 0.25)) if rng.uniform() < 0.6 else None
         spec.cauda_sediment = float(rng.uniform(0.15, 0.5)) if rng.uniform() < 0.75 else 0.0
         spec.cauda_seed = int(rng.integers(2**31))
+        spec.thoracic_bodies = int(rng.choice([0, 2, 3], p=[0.2, 0.3, 0.5]))
+        spec.conus_s_mm = float(rng.uniform(-15.0, 55.0)) if rng.uniform() < 0.85 else None
+        spec.cord_shift = float(rng.uniform(-0.6, 0.6))
         return spec
 
 
@@ -180,8 +202,16 @@ class SpineAnatomy:
         self.x0 = ox
         # arc centre posterior of the spine; the top of L1 sits at angle phi_top
         self.center = np.array([oy - self.R, oz - 60.0])
-        # segments from the top of L1 downwards: (kind, name, s_start, s_end)
+        # segments from the top of the highest thoracic body downwards: (kind, name, s_start, s_end); s = 0 is the
+        # top of L1
         segs, s = [], 0.0
+        for k in range(spec.thoracic_bodies):  # T12 first, upwards
+            disc_top = s - 0.8 * spec.levels["L1-L2"].disc_height_mm
+            segs[:0] = [("body", f"T{12 - k}", disc_top - 0.92 * spec.body_height_mm, disc_top),
+                        ("disc", f"T{12 - k}-{'L1' if k == 0 else f'T{13 - k}'}", disc_top, s)]
+            s = segs[0][2]
+        self.s_top = min(-20.0, s)  # the canal, the sac and the posterior elements begin here
+        s = 0.0
         for i, body in enumerate(BODIES):
             segs.append(("body", body, s, s + spec.body_height_mm * (1 + 0.03 * i)))
             s = segs[-1][3]
@@ -192,7 +222,7 @@ class SpineAnatomy:
         self.segments = segs
         self.length = s + 60.0
         self.phi_top = 110.0 / self.R  # top of L1 ~110 mm above the arc's anterior point
-        self.disc_s = {name: (a + b) / 2 for kind, name, a, b in segs if kind == "disc"}
+        self.disc_s = {name: (a + b) / 2 for kind, name, a, b in segs if kind == "disc" and name in LEVELS}
         self.roots = sedimented_roots(spec.cauda_sediment, spec.cauda_seed)
 
     # coordinates ----------------------------------------------------------------------------------------------
@@ -268,7 +298,7 @@ class SpineAnatomy:
             if not seg.any():
                 continue
             if kind == "body":
-                lid = reg.label_id("sacrum_S1" if name == "S1" else f"vertebral_body_{name}")
+                lid = reg.label_id(_body_label(name))
                 fp = inside_fp & seg
                 if name == "S1":  # sacrum tapers caudally
                     taper = np.clip(1 - (s - s0) / 80.0, 0.35, 1)
@@ -277,7 +307,7 @@ class SpineAnatomy:
                 inner = fp & ((x / (wx - 1.5)) ** 2 + (a / (wa - 1.5)) ** 2 <= 1.0) & (s > s0 + 1.2) & (s < s1 - 1.2)
                 put(inner, lid, "marrow")
             else:
-                lid = reg.label_id(f"disc_{name.replace('-', '_')}")
+                lid = reg.label_id(_disc_label(name))
                 fp = seg & inside_fp
                 put(fp, lid, "annulus")
                 put(fp & ((x / (wx * 0.6)) ** 2 + ((a - 1) / (wa * 0.55)) ** 2 <= 1.0), lid, "nucleus")
@@ -293,10 +323,10 @@ class SpineAnatomy:
         # margin stays visible against it as on a real T2 image
         disc_back = -wa * np.sqrt(np.clip(1 - (x / wx) ** 2, 0, 1))
         back = a_sac - ra - self.spec.dorsal_fat_mm  # front of the ligamentum flavum
-        in_canal = (np.abs(x) < canal_x) & (a < disc_back) & (a > back - 5.5) & (s > -20)
+        in_canal = (np.abs(x) < canal_x) & (a < disc_back) & (a > back - 5.5) & (s > self.s_top)
         put(in_canal, reg.label_id("epidural_fat"), "epidural_fat")
         # traversing roots in the lateral recesses (drawn before the bone so that a narrow recess stays bony)
-        trav = (np.hypot(np.abs(x) - (rx + 2.6), a - (post_margin - 2.4)) < 2.0) & (s > -20) & (s < self.length - 60)
+        trav = (np.hypot(np.abs(x) - (rx + 2.6), a - (post_margin - 2.4)) < 2.0) & (s > self.s_top) & (s < self.length - 60)
         put(trav, reg.label_id("nerve_root"), "root")
         # posterior elements: facets beside the canal (anterior margin = posterior disc margin - recess depth),
         # laminae and spinous process behind it, pedicles at body levels
@@ -312,10 +342,10 @@ class SpineAnatomy:
                 is_body_level |= (s >= s0 + 3) & (s < s0 + (s1 - s0) * 0.6)
         pedicle = is_body_level & (np.abs(x) > rx + 1.0) & (np.abs(x) < rx + 9.0) & (a < post_margin + 3) & (
             a >= facet_front)
-        pe = (facet | lamina | spinous | pedicle) & (s > -20) & (s < self.length - 40)
+        pe = (facet | lamina | spinous | pedicle) & (s > self.s_top) & (s < self.length - 40)
         put(pe, reg.label_id("posterior_elements"), "posterior")
         # ligamentum flavum: 2.5 mm band behind the dorsal epidural fat between the facets
-        flavum = (np.abs(x) <= rx + 1.0) & (a <= back) & (a > back - 2.5) & (s > -20) & (
+        flavum = (np.abs(x) <= rx + 1.0) & (a <= back) & (a > back - 2.5) & (s > self.s_top) & (
             s < self.length - 40)
         put(flavum, reg.label_id("ligamentum_flavum"), "flavum")
         # foramina: ellipse of the given area in the parasagittal plane at |x| = FORAMEN_X_MM
@@ -332,7 +362,7 @@ class SpineAnatomy:
         put(fora, reg.label_id("epidural_fat"), "epidural_fat")
         put(fora & (np.hypot(lp["d"] + hs * 0.35, a - a_f) < 2.2), reg.label_id("nerve_root"), "root")
         # dural sac (CSF with cauda equina roots) and the traversing roots in the lateral recesses
-        along = (s > -20) & (s < self.length - 35)  # the sac ends at S2
+        along = (s > self.s_top) & (s < self.length - 35)  # the sac ends at S2
         sac = ((x / rx) ** 2 + ((a - a_sac) / ra) ** 2 <= 1.0) & along
         if self.spec.dura_signal is not None:  # the dura's voxels keep the class of what they cover
             dura = ((x / (rx + DURA_MM)) ** 2 + ((a - a_sac) / (ra + DURA_MM)) ** 2 <= 1.0) & along & ~sac
@@ -349,9 +379,52 @@ class SpineAnatomy:
             for uk, vk, rk in self.roots:
                 near |= np.hypot((u - uk) * rxi, (v - vk) * rai) < rk
             cauda[tuple(i[near] for i in idx)] = True
+        if self.spec.conus_s_mm is not None:  # the roots leave the cord at the conus
+            cauda &= s > self.spec.conus_s_mm - 10.0
         sig[cauda] = T2_SIGNAL["root"]
         tissue[cauda] = TISSUE_IDS["cauda"]
+        if self.spec.conus_s_mm is not None:
+            cord = sac & self._cord(s, a, x, a_sac, ra)
+            sig[cord] = CORD_SIGNAL
+            tissue[cord] = TISSUE_IDS["cord"]
         return lab, sig, tissue
+
+    def _cord(self, s: np.ndarray, a: np.ndarray, x: np.ndarray, a_sac: np.ndarray, ra: np.ndarray) -> np.ndarray:
+        """Points inside the spinal cord: an ellipse of :data:`CORD_RADII_MM` above the conus, narrowing as
+        sqrt(distance to the tip / :data:`CONUS_TAPER_MM`) over the conus, centred ``cord_shift`` of the sac's free
+        AP half-depth ventral of the sac's centre."""
+        tip = self.spec.conus_s_mm
+        scale = np.sqrt(np.clip((tip - s) / CONUS_TAPER_MM, 0.0, 1.0))
+        rxc, rac = CORD_RADII_MM[0] * scale, CORD_RADII_MM[1] * scale
+        centre = a_sac + self.spec.cord_shift * np.clip(ra - rac, 0.0, None)
+        inside = (x / np.maximum(rxc, 1e-6)) ** 2 + ((a - centre) / np.maximum(rac, 1e-6)) ** 2 <= 1.0
+        return inside & (s < tip) & (s > self.s_top)
+
+
+def _body_label(name: str) -> str:
+    """Label of a vertebral body segment: its level's label; a thoracic body the positional one it has counted
+    from L5 = ``vertebra_1`` (T12 -> ``vertebra_6``).
+
+    >>> _body_label("L3"), _body_label("S1"), _body_label("T12"), _body_label("T10")
+    ('vertebral_body_L3', 'sacrum_S1', 'vertebra_6', 'vertebra_8')
+    """
+    if name == "S1":
+        return "sacrum_S1"
+    if name.startswith("T"):
+        return f"vertebra_{6 + 12 - int(name[1:])}"
+    return f"vertebral_body_{name}"
+
+
+def _disc_label(name: str) -> str:
+    """Label of a disc segment: its level's label; a disc above L1 the positional one counted from L5-S1 =
+    ``disc_1`` (T12-L1 -> ``disc_6``).
+
+    >>> _disc_label("L4-L5"), _disc_label("T12-L1"), _disc_label("T11-T12")
+    ('disc_L4_L5', 'disc_6', 'disc_7')
+    """
+    if name.startswith("T"):
+        return f"disc_{6 + 12 - int(name.split('-')[0][1:])}"
+    return f"disc_{name.replace('-', '_')}"
 
 
 def _painter(lab: np.ndarray, sig: np.ndarray, tissue_ids: np.ndarray):

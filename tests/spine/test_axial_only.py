@@ -100,7 +100,7 @@ def test_a_study_with_axial_stacks_alone_is_measured_under_positional_names(tmp_
     assert s.get("spine.levels_named") is False and "no sagittal image" in s.get("spine.levels_flags")
     for disc, level in (("disc_1", "L5-S1"), ("disc_2", "L4-L5"), ("disc_3", "L3-L4")):
         t = truth[level]
-        assert abs(s.get(f"spine.{disc}.dsca_mm2") - t["dsca_mm2"]) <= 8.0, disc
+        assert abs(s.get(f"spine.{disc}.dsca_mm2") - t["dsca_mm2"]) <= max(8.0, 0.08 * t["dsca_mm2"]), disc
         assert abs(s.get(f"spine.{disc}.right.lateral_recess_depth_mm")
                    - t["lateral_recess_depth_mm"]["right"]) <= 1.0, disc
         assert s.get(f"spine.{disc}.right.foramen_area_mm2") is None

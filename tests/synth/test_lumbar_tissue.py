@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.labels import registry
-from pipeline.synth.lumbar import LEVELS, T2_SIGNAL, TISSUE_IDS, TISSUES, LumbarSpec, SpineAnatomy
+from pipeline.synth.lumbar import (
+    CORD_SIGNAL,
+    LEVELS,
+    T2_SIGNAL,
+    TISSUE_IDS,
+    TISSUES,
+    LumbarSpec,
+    SpineAnatomy,
+)
 
 
 def _sagittal_points(spine: SpineAnatomy, x: float) -> np.ndarray:
@@ -21,8 +29,8 @@ def test_tissue_ids_give_the_signal_and_agree_with_labels():
     lab2, sig2 = spine.classify(_sagittal_points(spine, 1.2))
     assert np.array_equal(lab, lab2) and np.array_equal(sig, sig2)
     assert spine.spec.dura_signal is not None and spine.spec.cauda_sediment > 0  # seed 4 draws both
-    signal = np.array([T2_SIGNAL["root"] if t == "cauda" else spine.spec.dura_signal if t == "dura" else T2_SIGNAL[t]
-                       for t in TISSUES])
+    other = {"cauda": T2_SIGNAL["root"], "dura": spine.spec.dura_signal, "cord": CORD_SIGNAL}
+    signal = np.array([other[t] if t in other else T2_SIGNAL[t] for t in TISSUES])
     assert np.array_equal(signal[tissue], sig)
     structure = np.array([""] + [reg.by_id()[i].structure if i in reg.by_id() else "" for i in range(1, lab.max() + 1)],
                          dtype=object)[lab]
@@ -82,3 +90,33 @@ def test_dorsal_epidural_fat_and_dura_behind_the_sac():
         dorsal_dura = dura[dura < sac_back]
         assert dorsal_dura.size and sac_back - 0.5 < dorsal_dura.min()
         assert set(names[tissue == TISSUE_IDS["dura"]]) == {"epidural_fat"}
+
+
+def test_thoracolumbar_junction_continues_the_column_and_holds_the_cord_in_the_sac():
+    """Thoracic bodies above L1 carry the positional labels counted from L5 (T12 = vertebra_6, T12-L1 = disc_6);
+    the spinal cord lies inside the sac above its conus tip, labelled dural sac with an intermediate T2 signal, and
+    the sedimented roots begin only near the conus."""
+    reg = registry("spine")
+    spec = LumbarSpec(thoracic_bodies=2, conus_s_mm=20.0, cord_shift=0.3, cauda_sediment=0.4, cauda_seed=3)
+    spine = SpineAnatomy(spec)
+    names = [name for kind, name, _, _ in spine.segments]
+    assert names[:4] == ["T11", "T11-T12", "T12", "T12-L1"] and names[4] == "L1"
+    assert spine.s_top < -50 and list(spine.disc_s) == list(LEVELS)
+    by_id = reg.by_id()
+    for name, label in (("T12", "vertebra_6"), ("T11", "vertebra_7"), ("T12-L1", "disc_6"), ("T11-T12", "disc_7")):
+        s0, s1 = next((a, b) for kind, n, a, b in spine.segments if n == name)
+        lab, _, _ = spine.classify_tissue(spine.point((s0 + s1) / 2)[None])
+        assert by_id[int(lab[0])].name == label
+    s = np.linspace(spine.s_top + 1, 80, 200)
+    a = np.linspace(-40, -10, 300)
+    pts = np.stack([spine.point(si, ai, 0.0) for si in s for ai in a]).reshape(200, 300, 3)
+    lab, sig, tissue = spine.classify_tissue(pts)
+    cord = tissue == TISSUE_IDS["cord"]
+    assert cord[s < 0].any(axis=1).all()  # the cord runs the whole way above L1
+    assert not cord[s >= spec.conus_s_mm].any()  # and ends at the conus tip
+    assert {by_id[int(i)].structure for i in np.unique(lab[cord])} == {"dural_sac"}
+    assert np.allclose(sig[cord], CORD_SIGNAL)
+    assert not (tissue == TISSUE_IDS["cauda"])[s < spec.conus_s_mm - 10].any()
+    without = SpineAnatomy(LumbarSpec(cauda_sediment=0.4, cauda_seed=3))
+    lab0, _, tissue0 = without.classify_tissue(pts)
+    assert not (tissue0 == TISSUE_IDS["cord"]).any() and without.s_top == -20.0

