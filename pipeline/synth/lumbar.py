@@ -25,8 +25,8 @@ Above L1 (knobs of :class:`LumbarSpec`): the thoracolumbar junction as a lumbar 
 thoracic bodies with their discs continue the column above L1 (``thoracic_bodies``; labelled with the positional
 labels a body above L1 gets, numbered from L5 = ``vertebra_1`` upwards, so T12 is ``vertebra_6`` and the T12-L1 disc
 ``disc_6``), and the spinal cord runs in the sac down to the conus medullaris (tip ``conus_s_mm`` below the top of L1,
-tapering over its lowest 25 mm; the adult tip lies between the middle of T12 and the top of L3, most often at
-L1-L2, Saifuddin et al., Br J Radiol 1998;71:475-478), at ``cord_shift`` of the sac's free AP half-depth ventral
+tapering over its lowest 25 mm; the adult tip lies between the middle of T12 and the top of L3, on average at
+the lower third of L1, Saifuddin et al., Br J Radiol 1998;71:475-478), at ``cord_shift`` of the sac's free AP half-depth ventral
 (+) or dorsal (-) of its centre line. The cord is labelled dural sac: the dural sac cross-sectional area counts
 everything inside the dura. On a T2 image it is an intermediate band in the bright CSF, which a network trained
 without it may read as the dura between the sac and bright epidural fat.
@@ -390,7 +390,7 @@ class SpineAnatomy:
         return lab, sig, tissue
 
     def _cord(self, s: np.ndarray, a: np.ndarray, x: np.ndarray, a_sac: np.ndarray, ra: np.ndarray) -> np.ndarray:
-        """Points inside the spinal cord: an ellipse of :data:`CORD_RADII_MM` above the conus, narrowing as
+        """Points inside the spinal cord (the caller keeps those inside the sac): an ellipse of :data:`CORD_RADII_MM` above the conus, narrowing as
         sqrt(distance to the tip / :data:`CONUS_TAPER_MM`) over the conus, centred ``cord_shift`` of the sac's free
         AP half-depth ventral of the sac's centre."""
         tip = self.spec.conus_s_mm
@@ -398,7 +398,7 @@ class SpineAnatomy:
         rxc, rac = CORD_RADII_MM[0] * scale, CORD_RADII_MM[1] * scale
         centre = a_sac + self.spec.cord_shift * np.clip(ra - rac, 0.0, None)
         inside = (x / np.maximum(rxc, 1e-6)) ** 2 + ((a - centre) / np.maximum(rac, 1e-6)) ** 2 <= 1.0
-        return inside & (s < tip) & (s > self.s_top)
+        return inside & (s < tip)
 
 
 def _body_label(name: str) -> str:

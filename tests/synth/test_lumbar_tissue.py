@@ -118,5 +118,5 @@ def test_thoracolumbar_junction_continues_the_column_and_holds_the_cord_in_the_s
     assert np.allclose(sig[cord], CORD_SIGNAL)
     assert not (tissue == TISSUE_IDS["cauda"])[s < spec.conus_s_mm - 10].any()
     without = SpineAnatomy(LumbarSpec(cauda_sediment=0.4, cauda_seed=3))
-    lab0, _, tissue0 = without.classify_tissue(pts)
+    _, _, tissue0 = without.classify_tissue(pts)
     assert not (tissue0 == TISSUE_IDS["cord"]).any() and without.s_top == -20.0
